@@ -1,0 +1,7 @@
+//! Client-to-server streams: the transport, negotiation (a library API
+//! shared with the bridge), per-IP limits, and the session loop.
+
+pub mod io;
+pub mod limits;
+pub mod negotiation;
+pub(crate) mod session;

@@ -1,0 +1,589 @@
+//! c2s stream negotiation (RFC 6120 §4–§7), written once for every
+//! program that accepts standard XMPP clients (`tern-server`, and the
+//! `tern-bridge` gateway later).
+//!
+//! The steps, each consuming the stream of the one before:
+//! 1. TLS: direct TLS (XEP-0368) right after TCP accept, or STARTTLS after
+//!    the first stream header (required before anything else).
+//! 2. SASL: SCRAM-SHA-256, SCRAM-SHA-1, PLAIN, against the
+//!    [`AccountBackend`]'s stored secrets; in-band registration (XEP-0077)
+//!    is answered here too when the backend allows it.
+//! 3. Stream restart, then resource binding through
+//!    [`AccountBackend::bind`].
+//!
+//! [`negotiate`] returns a [`C2sStream`] ready for stanzas. Every read has a
+//! deadline (the unauthenticated timeout); every refusal sends the stream
+//! error RFC 6120 names and closes the stream.
+
+use std::borrow::Cow;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use jid::{BareJid, DomainPart, FullJid, NodePart};
+use minidom::Element;
+use rand::Rng;
+use tokio::io::BufStream;
+use tokio::time::Instant;
+use tokio_xmpp::xmlstream::{
+    accept_stream, AcceptedStream, ReadError, StreamHeader, Timeouts, XmlStream,
+};
+use xmpp_parsers::bind::{BindFeature, BindQuery, BindResponse};
+use xmpp_parsers::sasl::{self, Auth, Challenge, Failure, Mechanism, Success};
+use xmpp_parsers::starttls::{Proceed, StartTls};
+use xmpp_parsers::stream_error::{DefinedCondition as StreamCondition, SentStreamError, StreamError};
+use xmpp_parsers::stream_features::StreamFeatures;
+
+use super::io::{is_stanza_too_large, BoxedTransport, C2sIo, LimitedIo, StanzaBudget};
+use super::limits::AuthLimiter;
+use crate::modules::register;
+use crate::sasl::{ClientFirst, PlainCredentials, SaslError, ScramHash, ScramServer, StoredCredentials};
+use crate::stanza::{self, NS_CLIENT};
+
+/// An XML stream of stanzas from a client.
+pub type C2sXmlStream = XmlStream<C2sIo, Element>;
+
+const NS_TLS: &str = "urn:ietf:params:xml:ns:xmpp-tls";
+const NS_SASL: &str = "urn:ietf:params:xml:ns:xmpp-sasl";
+const NS_BIND: &str = "urn:ietf:params:xml:ns:xmpp-bind";
+const NS_SESSION: &str = "urn:ietf:params:xml:ns:xmpp-session";
+const NS_ROSTERVER: &str = "urn:xmpp:features:rosterver";
+const NS_REGISTER_FEATURE: &str = "http://jabber.org/features/iq-register";
+
+/// SASL attempts allowed on one stream before it is closed.
+const MAX_AUTH_ATTEMPTS: u32 = 5;
+
+/// Errors of the backend behind negotiation (storage, session registry).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct BackendError(pub String);
+
+/// What negotiation needs from the program that accepts clients.
+pub trait AccountBackend: Send + Sync {
+    /// What a successful bind hands back (for the server: the session's
+    /// registration in its router).
+    type Binding: Send;
+
+    /// The stored SCRAM secret of `username`, `None` if no such account.
+    fn credentials(
+        &self,
+        username: &str,
+        hash: ScramHash,
+    ) -> impl Future<Output = Result<Option<StoredCredentials>, BackendError>> + Send;
+
+    /// Whether clients may create accounts with XEP-0077.
+    fn registration_open(&self) -> bool;
+
+    /// Creates an account; `Ok(false)` if the name is taken.
+    fn register(
+        &self,
+        username: &str,
+        password: &str,
+    ) -> impl Future<Output = Result<bool, BackendError>> + Send;
+
+    /// Binds `jid` as a new session, replacing any session with the same
+    /// full JID.
+    fn bind(&self, jid: &FullJid) -> impl Future<Output = Result<Self::Binding, BackendError>> + Send;
+}
+
+/// How the client connected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsMode {
+    /// Plain TCP, upgraded with STARTTLS before authentication.
+    StartTls,
+    /// TLS from the first byte (XEP-0368).
+    Direct,
+}
+
+/// Settings of c2s negotiation.
+#[derive(Debug, Clone)]
+pub struct C2sSettings {
+    /// The domain served; streams to another domain get `host-unknown`.
+    pub domain: String,
+    /// The TLS configuration.
+    pub tls: Arc<rustls::ServerConfig>,
+    /// Largest stanza accepted, in bytes.
+    pub max_stanza_bytes: usize,
+    /// Time allowed from TCP accept to a bound resource.
+    pub negotiation_timeout: Duration,
+    /// Read timeouts of the XML stream once established.
+    pub timeouts: Timeouts,
+    /// Failed-authentication limiter shared by all connections.
+    pub auth_limiter: Arc<AuthLimiter>,
+}
+
+/// A negotiated, authenticated, bound client stream.
+pub struct C2sStream<B> {
+    /// The XML stream, ready for stanzas.
+    pub stream: C2sXmlStream,
+    /// Per-stanza size budget: reset after every stanza read.
+    pub budget: StanzaBudget,
+    /// The bound full JID.
+    pub jid: FullJid,
+    /// What [`AccountBackend::bind`] returned.
+    pub binding: B,
+    /// The client's address.
+    pub peer: SocketAddr,
+}
+
+/// Why negotiation ended without a bound stream.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum NegotiationError {
+    /// The transport failed.
+    #[error("I/O error: {0}")]
+    Io(#[from] std::io::Error),
+    /// The TLS handshake failed.
+    #[error("TLS handshake failed: {0}")]
+    Tls(std::io::Error),
+    /// The client closed the stream or the connection.
+    #[error("client closed the connection")]
+    Closed,
+    /// The server refused the stream and sent this stream error.
+    #[error("stream refused: {condition}: {text}")]
+    Refused {
+        /// The stream error condition sent.
+        condition: StreamCondition,
+        /// The text sent with it.
+        text: &'static str,
+    },
+    /// The backend failed.
+    #[error("backend error: {0}")]
+    Backend(#[from] BackendError),
+}
+
+/// Negotiates a client stream from a freshly accepted connection.
+pub async fn negotiate<B: AccountBackend>(
+    transport: BoxedTransport,
+    peer: SocketAddr,
+    mode: TlsMode,
+    settings: &C2sSettings,
+    backend: &B,
+) -> Result<C2sStream<B::Binding>, NegotiationError> {
+    let deadline = Instant::now() + settings.negotiation_timeout;
+    let negotiation = Negotiation { peer, settings, backend, deadline };
+    match tokio::time::timeout_at(deadline, negotiation.run(transport, mode)).await {
+        Ok(result) => result,
+        // The deadline hit inside TLS or header parsing: nothing to say it on.
+        Err(_) => Err(NegotiationError::Refused {
+            condition: StreamCondition::ConnectionTimeout,
+            text: "negotiation took too long",
+        }),
+    }
+}
+
+struct Negotiation<'a, B> {
+    peer: SocketAddr,
+    settings: &'a C2sSettings,
+    backend: &'a B,
+    deadline: Instant,
+}
+
+/// What the pre-authentication stage ended with.
+enum Authenticated {
+    User { username: String, success: Success },
+}
+
+impl<B: AccountBackend> Negotiation<'_, B> {
+    async fn run(
+        &self,
+        transport: BoxedTransport,
+        mode: TlsMode,
+    ) -> Result<C2sStream<B::Binding>, NegotiationError> {
+        let transport = match mode {
+            TlsMode::Direct => self.tls_handshake(transport).await?,
+            TlsMode::StartTls => {
+                let (stream, _) = self.open_stream(transport, Stage::StartTls).await?;
+                self.starttls(stream).await?
+            }
+        };
+        let (mut stream, budget) = self.open_stream(transport, Stage::Sasl).await?;
+        let Authenticated::User { username, success } = self.authenticate(&mut stream).await?;
+        let accepted = stream.accept_reset(&success).await?;
+        let mut stream = self.send_header_and_features(accepted, Stage::Bind).await?;
+        let (jid, binding) = self.bind(&mut stream, &username).await?;
+        Ok(C2sStream { stream, budget, jid, binding, peer: self.peer })
+    }
+
+    async fn tls_handshake(&self, transport: BoxedTransport) -> Result<BoxedTransport, NegotiationError> {
+        let acceptor = tokio_rustls::TlsAcceptor::from(self.settings.tls.clone());
+        let tls = acceptor.accept(transport).await.map_err(NegotiationError::Tls)?;
+        Ok(Box::new(tls))
+    }
+
+    /// Reads the client's stream header and answers it with ours and the
+    /// features of `stage`.
+    async fn open_stream(
+        &self,
+        transport: BoxedTransport,
+        stage: Stage,
+    ) -> Result<(C2sXmlStream, StanzaBudget), NegotiationError> {
+        let (io, budget) = LimitedIo::new(BufStream::new(transport), self.settings.max_stanza_bytes);
+        let accepted = accept_stream(io, NS_CLIENT, self.settings.timeouts).await?;
+        let stream = self.send_header_and_features(accepted, stage).await?;
+        Ok((stream, budget))
+    }
+
+    async fn send_header_and_features(
+        &self,
+        mut accepted: AcceptedStream<C2sIo>,
+        stage: Stage,
+    ) -> Result<C2sXmlStream, NegotiationError> {
+        let header = accepted.take_header();
+        let domain = self.settings.domain.as_str();
+        let pending = accepted
+            .send_header(StreamHeader {
+                from: Some(Cow::Borrowed(domain)),
+                to: None,
+                id: Some(Cow::Owned(random_id())),
+            })
+            .await?;
+        if header.to.as_deref() != Some(domain) {
+            let text = "this server does not serve that domain";
+            pending
+                .send_error(&StreamError::new(StreamCondition::HostUnknown, "en", text))
+                .await?;
+            return Err(NegotiationError::Refused { condition: StreamCondition::HostUnknown, text });
+        }
+        Ok(pending.send_features(&self.features(stage)).await?)
+    }
+
+    fn features(&self, stage: Stage) -> StreamFeatures {
+        let mut features = StreamFeatures::default();
+        match stage {
+            Stage::StartTls => features.starttls = Some(StartTls { required: true }),
+            Stage::Sasl => {
+                features.sasl_mechanisms =
+                    crate::sasl::MECHANISMS.iter().map(|m| m.to_string()).collect();
+                if self.backend.registration_open() {
+                    features.others.push(Element::bare("register", NS_REGISTER_FEATURE));
+                }
+            }
+            Stage::Bind => {
+                features.bind = Some(BindFeature { required: true });
+                features.others.push(
+                    Element::builder("session", NS_SESSION)
+                        .append(Element::bare("optional", NS_SESSION))
+                        .build(),
+                );
+                features.others.push(Element::bare("ver", NS_ROSTERVER));
+            }
+        }
+        features
+    }
+
+    async fn starttls(&self, mut stream: C2sXmlStream) -> Result<BoxedTransport, NegotiationError> {
+        let element = self.recv(&mut stream).await?;
+        if !element.is("starttls", NS_TLS) {
+            return Err(refuse(stream, StreamCondition::PolicyViolation, "STARTTLS is required").await);
+        }
+        stream.send(&Proceed).await?;
+        let buffered = stream.into_inner().into_inner();
+        self.tls_handshake(buffered.into_inner()).await
+    }
+
+    async fn authenticate(&self, stream: &mut C2sXmlStream) -> Result<Authenticated, NegotiationError> {
+        let mut attempts = 0;
+        loop {
+            let element = self.recv(stream).await?;
+            if element.is("auth", NS_SASL) {
+                attempts += 1;
+                if let Some(done) = self.sasl_exchange(stream, element).await? {
+                    return Ok(done);
+                }
+                if attempts >= MAX_AUTH_ATTEMPTS {
+                    return Err(refuse_in_place(stream, StreamCondition::PolicyViolation, "too many failed authentication attempts").await);
+                }
+            } else if element.is("iq", NS_CLIENT) && register::is_register_iq(&element) {
+                let reply = self.pre_auth_registration(&element).await?;
+                stream.send(&reply).await?;
+            } else {
+                return Err(refuse_in_place(stream, StreamCondition::NotAuthorized, "authenticate first").await);
+            }
+        }
+    }
+
+    /// Runs one SASL exchange. `Ok(None)`: it failed and the client was told.
+    async fn sasl_exchange(
+        &self,
+        stream: &mut C2sXmlStream,
+        element: Element,
+    ) -> Result<Option<Authenticated>, NegotiationError> {
+        let limiter = &self.settings.auth_limiter;
+        if !limiter.allowed(self.peer.ip()) {
+            tokio::time::sleep(AuthLimiter::PENALTY).await;
+            send_failure(stream, sasl::DefinedCondition::TemporaryAuthFailure, "too many failed attempts; try again later").await?;
+            return Ok(None);
+        }
+        let outcome = match Auth::try_from(element) {
+            Err(_) => Err(SaslError::Malformed("unknown mechanism or bad <auth/>")),
+            Ok(auth) => match auth.mechanism {
+                Mechanism::Plain => self.plain(&auth.data).await?,
+                Mechanism::ScramSha256 => self.scram(stream, ScramHash::Sha256, &auth.data).await?,
+                Mechanism::ScramSha1 => self.scram(stream, ScramHash::Sha1, &auth.data).await?,
+                _ => Err(SaslError::Malformed("mechanism not offered")),
+            },
+        };
+        match outcome {
+            Ok((username, data)) => Ok(Some(Authenticated::User { username, success: Success { data } })),
+            Err(error) => {
+                tracing::info!(peer = %self.peer, %error, "authentication failed");
+                let condition = match error {
+                    SaslError::NotAuthorized => {
+                        limiter.record_failure(self.peer.ip());
+                        sasl::DefinedCondition::NotAuthorized
+                    }
+                    SaslError::InvalidAuthzid => sasl::DefinedCondition::InvalidAuthzid,
+                    SaslError::ChannelBindingUnsupported => sasl::DefinedCondition::EncryptionRequired,
+                    SaslError::Malformed(_) => sasl::DefinedCondition::MalformedRequest,
+                };
+                send_failure(stream, condition, "").await?;
+                Ok(None)
+            }
+        }
+    }
+
+    async fn plain(&self, data: &[u8]) -> Result<Result<(String, Vec<u8>), SaslError>, NegotiationError> {
+        let creds = match PlainCredentials::parse(data) {
+            Ok(c) => c,
+            Err(e) => return Ok(Err(e)),
+        };
+        let Some(username) = normalize_username(&creds.username) else {
+            return Ok(Err(SaslError::NotAuthorized));
+        };
+        if !self.authzid_ok(creds.authzid.as_deref(), &username) {
+            return Ok(Err(SaslError::InvalidAuthzid));
+        }
+        let stored = self.backend.credentials(&username, ScramHash::Sha256).await?;
+        let password = creds.password;
+        let valid = tokio::task::spawn_blocking(move || {
+            let stored = stored.unwrap_or_else(|| StoredCredentials::decoy(ScramHash::Sha256));
+            stored.verify_password(ScramHash::Sha256, &password)
+        })
+        .await
+        .unwrap_or(false);
+        Ok(if valid { Ok((username, Vec::new())) } else { Err(SaslError::NotAuthorized) })
+    }
+
+    async fn scram(
+        &self,
+        stream: &mut C2sXmlStream,
+        hash: ScramHash,
+        data: &[u8],
+    ) -> Result<Result<(String, Vec<u8>), SaslError>, NegotiationError> {
+        let first = match ClientFirst::parse(data) {
+            Ok(f) => f,
+            Err(e) => return Ok(Err(e)),
+        };
+        let username = normalize_username(&first.username);
+        if let Some(name) = &username {
+            if !self.authzid_ok(first.authzid.as_deref(), name) {
+                return Ok(Err(SaslError::InvalidAuthzid));
+            }
+        }
+        let stored = match &username {
+            Some(name) => self.backend.credentials(name, hash).await?,
+            None => None,
+        };
+        let (server, challenge) =
+            ScramServer::start(hash, first, stored.unwrap_or_else(|| StoredCredentials::decoy(hash)));
+        stream.send(&Challenge { data: challenge }).await?;
+        let response = self.recv(stream).await?;
+        if response.is("abort", NS_SASL) {
+            return Ok(Err(SaslError::Malformed("aborted by client")));
+        }
+        let Ok(response) = sasl::Response::try_from(response) else {
+            return Ok(Err(SaslError::Malformed("expected <response/>")));
+        };
+        Ok(match (server.finish(&response.data), username) {
+            (Ok(server_final), Some(name)) => Ok((name, server_final)),
+            (Ok(_), None) | (Err(SaslError::NotAuthorized), _) => Err(SaslError::NotAuthorized),
+            (Err(e), _) => Err(e),
+        })
+    }
+
+    fn authzid_ok(&self, authzid: Option<&str>, username: &str) -> bool {
+        match authzid {
+            None => true,
+            Some(a) => BareJid::new(a).is_ok_and(|j| {
+                j.node().map(|n| n.as_str()) == Some(username) && j.domain().as_str() == self.settings.domain
+            }),
+        }
+    }
+
+    async fn pre_auth_registration(&self, iq: &Element) -> Result<Element, NegotiationError> {
+        if !self.backend.registration_open() {
+            return Ok(stanza::errors::service_unavailable(iq, "in-band registration is closed")
+                .unwrap_or_else(|| stanza::iq_result(iq, None)));
+        }
+        match iq.attr("type") {
+            Some("get") => Ok(stanza::iq_result(iq, Some(register::form()))),
+            Some("set") => {
+                let reply = match register::parse_submission(iq) {
+                    Err(text) => stanza::errors::bad_request(iq, text),
+                    Ok(sub) if sub.remove => stanza::errors::not_allowed(iq, "log in to cancel a registration"),
+                    Ok(sub) => match normalize_username(&sub.username) {
+                        None => stanza::errors::bad_request(iq, "that user name is not allowed"),
+                        Some(name) => {
+                            if self.backend.register(&name, &sub.password).await? {
+                                tracing::info!(peer = %self.peer, user = %name, "account registered in-band");
+                                Some(stanza::iq_result(iq, None))
+                            } else {
+                                stanza::error_reply(
+                                    iq,
+                                    xmpp_parsers::stanza_error::ErrorType::Cancel,
+                                    xmpp_parsers::stanza_error::DefinedCondition::Conflict,
+                                    "that user name is taken",
+                                )
+                            }
+                        }
+                    },
+                };
+                Ok(reply.unwrap_or_else(|| stanza::iq_result(iq, None)))
+            }
+            _ => Ok(stanza::errors::bad_request(iq, "").unwrap_or_else(|| stanza::iq_result(iq, None))),
+        }
+    }
+
+    async fn bind(
+        &self,
+        stream: &mut C2sXmlStream,
+        username: &str,
+    ) -> Result<(FullJid, B::Binding), NegotiationError> {
+        let bare = account_jid(username, &self.settings.domain).ok_or(NegotiationError::Closed)?;
+        loop {
+            let iq = self.recv(stream).await?;
+            let bind_query = (iq.is("iq", NS_CLIENT) && iq.attr("type") == Some("set"))
+                .then(|| stanza::iq_payload(&iq).filter(|p| p.is("bind", NS_BIND)).cloned())
+                .flatten();
+            let Some(query) = bind_query else {
+                if iq.is("iq", NS_CLIENT) && stanza::iq_payload(&iq).is_some_and(|p| p.is("session", NS_SESSION)) {
+                    stream.send(&stanza::iq_result(&iq, None)).await?;
+                    continue;
+                }
+                return Err(refuse_in_place(stream, StreamCondition::NotAuthorized, "bind a resource first").await);
+            };
+            let requested = BindQuery::try_from(query).ok().and_then(|q| q.resource);
+            let resource = requested.filter(|r| !r.trim().is_empty()).unwrap_or_else(generated_resource);
+            let Ok(jid) = bare.with_resource_str(&resource) else {
+                if let Some(err) = stanza::errors::bad_request(&iq, "invalid resource") {
+                    stream.send(&err).await?;
+                }
+                continue;
+            };
+            let binding = self.backend.bind(&jid).await?;
+            let response: Element = BindResponse { jid: jid.clone() }.into();
+            stream.send(&stanza::iq_result(&iq, Some(response))).await?;
+            return Ok((jid, binding));
+        }
+    }
+
+    /// The next element, or a stream error once the deadline has passed or
+    /// the input is bad.
+    async fn recv(&self, stream: &mut C2sXmlStream) -> Result<Element, NegotiationError> {
+        loop {
+            let next = match tokio::time::timeout_at(self.deadline, stream.next()).await {
+                Ok(next) => next,
+                Err(_) => {
+                    return Err(refuse_in_place(stream, StreamCondition::ConnectionTimeout, "authenticate sooner").await)
+                }
+            };
+            return match next {
+                Some(Ok(element)) => Ok(element),
+                Some(Err(ReadError::SoftTimeout)) => continue,
+                Some(Err(ReadError::HardError(e))) => Err(read_failure(stream, e).await),
+                Some(Err(ReadError::ParseError(_))) => {
+                    Err(refuse_in_place(stream, StreamCondition::BadFormat, "cannot parse that element").await)
+                }
+                Some(Err(ReadError::StreamFooterReceived)) | None => {
+                    let _ = close_stream(stream).await;
+                    Err(NegotiationError::Closed)
+                }
+            };
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Stage {
+    StartTls,
+    Sasl,
+    Bind,
+}
+
+/// Flushes what was fed into the stream.
+pub async fn flush_stream(stream: &mut C2sXmlStream) -> std::io::Result<()> {
+    SinkExt::<&Element>::flush(stream).await
+}
+
+/// Sends the stream footer and closes the transport.
+pub async fn close_stream(stream: &mut C2sXmlStream) -> std::io::Result<()> {
+    SinkExt::<&Element>::close(stream).await
+}
+
+/// Maps a fatal read error to the stream error it deserves and sends it.
+pub async fn read_failure(stream: &mut C2sXmlStream, e: std::io::Error) -> NegotiationError {
+    if is_stanza_too_large(&e) {
+        refuse_in_place(stream, StreamCondition::PolicyViolation, "stanza too large").await
+    } else if e.kind() == std::io::ErrorKind::InvalidData {
+        refuse_in_place(stream, StreamCondition::NotWellFormed, "XML not well-formed").await
+    } else {
+        NegotiationError::Io(e)
+    }
+}
+
+/// Sends a stream error and the stream footer, then closes the transport.
+pub async fn refuse_in_place(
+    stream: &mut C2sXmlStream,
+    condition: StreamCondition,
+    text: &'static str,
+) -> NegotiationError {
+    let error = SentStreamError(StreamError::new(condition.clone(), "en", text));
+    let _ = tokio::time::timeout(Duration::from_secs(5), async {
+        let _ = stream.send(&error).await;
+        let _ = close_stream(stream).await;
+    })
+    .await;
+    NegotiationError::Refused { condition, text }
+}
+
+async fn refuse(mut stream: C2sXmlStream, condition: StreamCondition, text: &'static str) -> NegotiationError {
+    refuse_in_place(&mut stream, condition, text).await
+}
+
+async fn send_failure(
+    stream: &mut C2sXmlStream,
+    condition: sasl::DefinedCondition,
+    text: &str,
+) -> Result<(), NegotiationError> {
+    let mut failure = Failure { defined_condition: condition, texts: Default::default() };
+    if !text.is_empty() {
+        failure.texts.insert("en".into(), text.to_owned());
+    }
+    stream.send(&failure).await?;
+    Ok(())
+}
+
+/// The normalised (nodeprep) form of a user name, or `None` if it cannot
+/// be the localpart of a JID.
+pub fn normalize_username(name: &str) -> Option<String> {
+    let node = NodePart::new(name).ok()?;
+    Some(node.as_str().to_owned())
+}
+
+/// The bare JID of a local account.
+pub fn account_jid(username: &str, domain: &str) -> Option<BareJid> {
+    let node = NodePart::new(username).ok()?;
+    let domain = DomainPart::new(domain).ok()?;
+    Some(BareJid::from_parts(Some(&node), &domain))
+}
+
+fn random_id() -> String {
+    format!("{:016x}", rand::thread_rng().gen::<u64>())
+}
+
+fn generated_resource() -> String {
+    format!("tern-{:08x}", rand::thread_rng().gen::<u32>())
+}

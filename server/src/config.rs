@@ -1,0 +1,378 @@
+//! Server configuration: one documented struct, read from TOML, validated at
+//! start-up with errors that name the offending key.
+//!
+//! Every field has a default; a config file only needs the keys it changes.
+//! [`Config::example_toml`] produces the commented file that
+//! `tern-server init` writes, and a test checks that it parses back to the
+//! same values, so the example cannot drift from the struct.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// Errors found while reading or validating a configuration file.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file that was asked for.
+        path: PathBuf,
+        /// The underlying I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML, has an unknown key, or a value of the
+    /// wrong type. The message names the key and the line.
+    #[error("config file {path}: {message}")]
+    Parse {
+        /// The file being parsed.
+        path: PathBuf,
+        /// What the TOML parser said, with the key and line.
+        message: String,
+    },
+    /// A key has a value of the right type that is still not acceptable.
+    #[error("config key `{key}`: {reason}")]
+    Invalid {
+        /// The dotted key, e.g. `limits.max_stanza_bytes`.
+        key: &'static str,
+        /// Why the value is refused.
+        reason: String,
+    },
+}
+
+/// Whether new accounts may be created by clients with in-band
+/// registration (XEP-0077).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Registration {
+    /// Anyone who can reach the server may create an account.
+    Open,
+    /// Only the operator creates accounts, with `tern-server user add`.
+    Closed,
+}
+
+impl Registration {
+    /// The name used in the config file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Open => "open",
+            Self::Closed => "closed",
+        }
+    }
+}
+
+/// What to do with a `<message>` that carries a plain `<body>` and no
+/// end-to-end encryption payload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PlaintextPolicy {
+    /// Refuse it with a `policy-violation` stanza error.
+    Refuse,
+    /// Route it to online resources only; never store or archive it.
+    RouteLive,
+}
+
+impl PlaintextPolicy {
+    /// The name used in the config file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Refuse => "refuse",
+            Self::RouteLive => "route-live",
+        }
+    }
+}
+
+/// Listening addresses.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Listen {
+    /// Client-to-server with STARTTLS (RFC 6120). Default `127.0.0.1:5222`.
+    /// Port 0 picks a free port, which the start-up report prints.
+    pub c2s: SocketAddr,
+    /// Client-to-server with direct TLS (XEP-0368). Default `127.0.0.1:5223`.
+    pub c2s_tls: SocketAddr,
+}
+
+impl Default for Listen {
+    fn default() -> Self {
+        Self {
+            c2s: SocketAddr::from(([127, 0, 0, 1], 5222)),
+            c2s_tls: SocketAddr::from(([127, 0, 0, 1], 5223)),
+        }
+    }
+}
+
+/// The server's certificate. When both are unset, a self-signed
+/// certificate for the domain is generated in `<data_dir>/tls/` on first
+/// start and reused afterwards.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Tls {
+    /// PEM certificate chain. Default: unset (self-signed, generated).
+    pub cert: Option<PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1). Default: unset.
+    pub key: Option<PathBuf>,
+}
+
+/// Resource limits that protect the server and its users.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Largest stanza accepted, in bytes; a larger one closes the stream
+    /// with `policy-violation`. Default 262144 (256 KiB).
+    pub max_stanza_bytes: usize,
+    /// Simultaneous connections from one IP address. Default 100.
+    pub max_connections_per_ip: usize,
+    /// Failed authentications per IP address and minute before further
+    /// attempts are delayed and refused. Default 10.
+    pub auth_failures_per_minute: u32,
+    /// Seconds a connection may take to authenticate and bind a resource
+    /// before it is closed with `connection-timeout`. Default 60.
+    pub unauthenticated_timeout_secs: u64,
+    /// Offline messages kept per user; more bounce with
+    /// `resource-constraint`. Default 1000.
+    pub max_offline_messages: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_stanza_bytes: 256 * 1024,
+            max_connections_per_ip: 100,
+            auth_failures_per_minute: 10,
+            unauthenticated_timeout_secs: 60,
+            max_offline_messages: 1000,
+        }
+    }
+}
+
+/// The whole configuration of `tern-server`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// The XMPP domain this server is authoritative for. Default `localhost`.
+    pub domain: String,
+    /// Where the database and generated certificate live. Default
+    /// `./tern-data`.
+    pub data_dir: PathBuf,
+    /// In-band registration: `"open"` or `"closed"`. Default `"closed"`
+    /// (the no-argument development server uses `"open"`).
+    pub registration: Registration,
+    /// Plain-body messages: `"refuse"` or `"route-live"`. Default
+    /// `"refuse"`.
+    pub plaintext: PlaintextPolicy,
+    /// Listening addresses.
+    pub listen: Listen,
+    /// The server certificate.
+    pub tls: Tls,
+    /// Resource limits.
+    pub limits: Limits,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            domain: "localhost".to_owned(),
+            data_dir: PathBuf::from("./tern-data"),
+            registration: Registration::Closed,
+            plaintext: PlaintextPolicy::Refuse,
+            listen: Listen::default(),
+            tls: Tls::default(),
+            limits: Limits::default(),
+        }
+    }
+}
+
+impl Config {
+    /// The development preset used when `tern-server` runs without
+    /// `--config`: everything default, in-band registration open.
+    pub fn development() -> Self {
+        Self {
+            registration: Registration::Open,
+            ..Self::default()
+        }
+    }
+
+    /// Reads and validates a TOML configuration file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text).map_err(|e| match e {
+            ConfigError::Parse { message, .. } => ConfigError::Parse {
+                path: path.to_owned(),
+                message,
+            },
+            other => other,
+        })
+    }
+
+    /// Parses and validates configuration text.
+    pub fn parse(text: &str) -> Result<Self, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: PathBuf::new(),
+            message: e.to_string().trim_end().to_owned(),
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks the values that types alone cannot.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key, reason: &str| ConfigError::Invalid {
+            key,
+            reason: reason.to_owned(),
+        };
+        match jid::BareJid::new(&self.domain) {
+            Ok(jid) if jid.node().is_none() && jid.domain().as_str() == self.domain => {}
+            _ => return Err(invalid("domain", "not a valid, normalised XMPP domain")),
+        }
+        if self.data_dir.as_os_str().is_empty() {
+            return Err(invalid("data_dir", "must not be empty"));
+        }
+        if self.tls.cert.is_some() != self.tls.key.is_some() {
+            return Err(invalid("tls.cert", "tls.cert and tls.key must be set together"));
+        }
+        if self.listen.c2s == self.listen.c2s_tls && self.listen.c2s.port() != 0 {
+            return Err(invalid("listen.c2s_tls", "must differ from listen.c2s"));
+        }
+        if self.limits.max_stanza_bytes < 4096 {
+            return Err(invalid("limits.max_stanza_bytes", "must be at least 4096"));
+        }
+        if self.limits.max_connections_per_ip == 0 {
+            return Err(invalid("limits.max_connections_per_ip", "must be at least 1"));
+        }
+        if self.limits.auth_failures_per_minute == 0 {
+            return Err(invalid("limits.auth_failures_per_minute", "must be at least 1"));
+        }
+        if self.limits.unauthenticated_timeout_secs == 0 {
+            return Err(invalid("limits.unauthenticated_timeout_secs", "must be at least 1"));
+        }
+        Ok(())
+    }
+
+    /// The path of the SQLite database.
+    pub fn database_path(&self) -> PathBuf {
+        self.data_dir.join("tern.sqlite3")
+    }
+
+    /// A commented configuration file with these values, as written by
+    /// `tern-server init`.
+    pub fn example_toml(&self) -> String {
+        let quote = |s: &str| toml::Value::String(s.to_owned()).to_string();
+        let path = |p: &Path| quote(&p.display().to_string());
+        let tls = match (&self.tls.cert, &self.tls.key) {
+            (Some(cert), Some(key)) => format!("cert = {}\nkey = {}\n", path(cert), path(key)),
+            _ => "# cert = \"/etc/tern/fullchain.pem\"\n# key = \"/etc/tern/privkey.pem\"\n"
+                .to_owned(),
+        };
+        format!(
+            r#"# tern-server configuration. Every key is optional; the comment gives
+# the default. Unknown keys are errors.
+
+# The XMPP domain this server serves. Publish an A record for it, and
+# SRV records _xmpp-client._tcp / _xmpps-client._tcp pointing at it.
+domain = {domain}
+
+# Database and generated certificate. Back this directory up.
+data_dir = {data_dir}
+
+# In-band registration (XEP-0077): "open" or "closed" (default).
+# With "closed", create accounts with `tern-server user add JID`.
+registration = {registration}
+
+# Messages with a plain <body> and no end-to-end encryption:
+# "refuse" (default) answers policy-violation; "route-live" delivers them
+# to online resources but never stores them.
+plaintext = {plaintext}
+
+[listen]
+# STARTTLS client port (default "127.0.0.1:5222"). Use "0.0.0.0:5222"
+# or "[::]:5222" to accept clients from the network.
+c2s = {c2s}
+# Direct TLS client port, XEP-0368 (default "127.0.0.1:5223").
+c2s_tls = {c2s_tls}
+
+[tls]
+# PEM certificate chain and key for the domain. When unset, a
+# self-signed certificate is generated in <data_dir>/tls/ (fine for
+# testing, clients will warn).
+{tls}
+[limits]
+# Largest stanza in bytes (default 262144).
+max_stanza_bytes = {max_stanza}
+# Simultaneous connections per IP address (default 100).
+max_connections_per_ip = {max_conn}
+# Failed logins per IP and minute before attempts are refused (default 10).
+auth_failures_per_minute = {auth_fail}
+# Seconds to authenticate before the connection is closed (default 60).
+unauthenticated_timeout_secs = {unauth}
+# Offline messages kept per user (default 1000).
+max_offline_messages = {offline}
+"#,
+            domain = quote(&self.domain),
+            data_dir = path(&self.data_dir),
+            registration = quote(self.registration.as_str()),
+            plaintext = quote(self.plaintext.as_str()),
+            c2s = quote(&self.listen.c2s.to_string()),
+            c2s_tls = quote(&self.listen.c2s_tls.to_string()),
+            tls = tls,
+            max_stanza = self.limits.max_stanza_bytes,
+            max_conn = self.limits.max_connections_per_ip,
+            auth_fail = self.limits.auth_failures_per_minute,
+            unauth = self.limits.unauthenticated_timeout_secs,
+            offline = self.limits.max_offline_messages,
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_parses_back_to_the_same_values() {
+        let mut config = Config::development();
+        config.domain = "a.example".into();
+        config.data_dir = "/var/lib/tern".into();
+        config.plaintext = PlaintextPolicy::RouteLive;
+        config.limits.max_stanza_bytes = 65536;
+        assert_eq!(Config::parse(&config.example_toml()).unwrap(), config);
+
+        config.tls.cert = Some("/c.pem".into());
+        config.tls.key = Some("/k.pem".into());
+        assert_eq!(Config::parse(&config.example_toml()).unwrap(), config);
+    }
+
+    #[test]
+    fn default_example_is_the_default() {
+        let config = Config::default();
+        assert_eq!(Config::parse(&config.example_toml()).unwrap(), config);
+        assert_eq!(Config::parse("").unwrap(), config);
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let err = Config::parse("[limits]\nmax_stanzas = 3\n").unwrap_err();
+        assert!(err.to_string().contains("max_stanzas"), "{err}");
+        let err = Config::parse("domian = \"x\"\n").unwrap_err();
+        assert!(err.to_string().contains("domian"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let err = Config::parse("registration = \"maybe\"\n").unwrap_err();
+        assert!(err.to_string().contains("registration"), "{err}");
+        let err = Config::parse("[limits]\nmax_stanza_bytes = 10\n").unwrap_err();
+        assert!(err.to_string().contains("limits.max_stanza_bytes"), "{err}");
+        let err = Config::parse("domain = \"not a domain\"\n").unwrap_err();
+        assert!(err.to_string().contains("`domain`"), "{err}");
+        let err = Config::parse("[tls]\ncert = \"/x\"\n").unwrap_err();
+        assert!(err.to_string().contains("tls.cert"), "{err}");
+        let err = Config::parse("[listen]\nc2s = \"nowhere\"\n").unwrap_err();
+        assert!(err.to_string().contains("c2s"), "{err}");
+    }
+}

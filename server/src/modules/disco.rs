@@ -1,0 +1,99 @@
+//! Service Discovery (XEP-0030) for the server and for user accounts.
+
+use std::collections::BTreeSet;
+
+use jid::Jid;
+use minidom::Element;
+use xmpp_parsers::disco::{DiscoInfoResult, DiscoItemsResult, Identity, Item};
+
+use super::pep;
+use crate::router::{Destination, SessionCtx};
+use crate::server::Server;
+use crate::stanza::{self, errors};
+
+/// disco#info namespace.
+pub const NS_INFO: &str = "http://jabber.org/protocol/disco#info";
+/// disco#items namespace.
+pub const NS_ITEMS: &str = "http://jabber.org/protocol/disco#items";
+
+/// Disco features of this module.
+pub const FEATURES: &[&str] = &[NS_INFO, NS_ITEMS];
+
+/// Answers disco#info and disco#items for the server and accounts.
+pub async fn handle_iq(
+    server: &Server,
+    session: &mut SessionCtx,
+    iq: &Element,
+    destination: &Destination,
+) -> Option<Element> {
+    if iq.attr("type") != Some("get") {
+        return None;
+    }
+    let query = stanza::iq_payload(iq)?;
+    let node = query.attr("node");
+    let info = query.is("query", NS_INFO);
+    match destination {
+        Destination::Server if node.is_some() => errors::item_not_found(iq, "no such node"),
+        Destination::Server if info => Some(stanza::iq_result(iq, Some(server_info(server).into()))),
+        Destination::Server => Some(stanza::iq_result(iq, Some(empty_items().into()))),
+        Destination::Account(user) => {
+            match server.storage.account_exists(user).await {
+                Ok(true) => {}
+                Ok(false) => return errors::service_unavailable(iq, ""),
+                Err(e) => {
+                    tracing::error!("account lookup failed: {e}");
+                    return errors::internal(iq);
+                }
+            }
+            if info {
+                Some(stanza::iq_result(iq, Some(account_info(node).into())))
+            } else {
+                let items = pep::visible_nodes(server, session, user).await;
+                let owner = iq.attr("to").and_then(|t| Jid::new(t).ok())?;
+                let result = DiscoItemsResult {
+                    node: None,
+                    items: items
+                        .into_iter()
+                        .map(|n| Item { jid: owner.clone(), node: Some(n), name: None })
+                        .collect(),
+                    rsm: None,
+                };
+                Some(stanza::iq_result(iq, Some(result.into())))
+            }
+        }
+        Destination::Resource(..) | Destination::Remote(_) => None,
+    }
+}
+
+fn server_info(server: &Server) -> DiscoInfoResult {
+    DiscoInfoResult {
+        node: None,
+        identities: vec![Identity::new("server", "im", "en", "Tern")],
+        features: features(super::server_features(server)),
+        extensions: Vec::new(),
+    }
+}
+
+fn account_info(node: Option<&str>) -> DiscoInfoResult {
+    DiscoInfoResult {
+        node: node.map(str::to_owned),
+        identities: vec![
+            anonymous_identity("account", "registered"),
+            anonymous_identity("pubsub", "pep"),
+        ],
+        features: features(super::account_features()),
+        extensions: Vec::new(),
+    }
+}
+
+fn anonymous_identity(category: &str, type_: &str) -> Identity {
+    Identity { category: category.to_owned(), type_: type_.to_owned(), lang: None, name: None }
+}
+
+fn empty_items() -> DiscoItemsResult {
+    DiscoItemsResult { node: None, items: Vec::new(), rsm: None }
+}
+
+fn features(list: Vec<&'static str>) -> BTreeSet<String> {
+    list.into_iter().map(str::to_owned).collect()
+}

@@ -1,0 +1,161 @@
+//! Message routing (RFC 6121 §8.5): to a full JID, to a bare JID by
+//! priority, to offline storage, or back to the sender as an error.
+
+use minidom::Element;
+use xmpp_parsers::stanza_error::{DefinedCondition, ErrorType};
+
+use super::{ciphertext, offline};
+use crate::config::PlaintextPolicy;
+use crate::router::{Destination, SessionCtx};
+use crate::server::Server;
+use crate::sessions::Resource;
+use crate::stanza::{self, errors};
+
+/// The `type` of a message, RFC 6121 §5.2.2.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MessageKind {
+    /// One-to-one chat.
+    Chat,
+    /// Multi-user chat (not served by this server's c2s routing).
+    Groupchat,
+    /// Alerts and notifications; never stored.
+    Headline,
+    /// Standalone message (the default).
+    Normal,
+    /// An error about an earlier message; never answered with an error.
+    Error,
+}
+
+impl MessageKind {
+    /// Reads the `type` attribute (unknown values count as `normal`, as
+    /// RFC 6121 §5.2.2 asks).
+    pub fn of(message: &Element) -> Self {
+        match message.attr("type") {
+            Some("chat") => Self::Chat,
+            Some("groupchat") => Self::Groupchat,
+            Some("headline") => Self::Headline,
+            Some("error") => Self::Error,
+            _ => Self::Normal,
+        }
+    }
+}
+
+/// Handles a message from a client session.
+pub async fn from_client(server: &Server, session: &mut SessionCtx, message: Element, destination: Destination) {
+    let plaintext = ciphertext::is_plaintext(&message);
+    if plaintext && server.config.plaintext == PlaintextPolicy::Refuse {
+        tracing::debug!(from = %session.jid, "refused a plaintext message");
+        session.reply(stanza::error_reply(
+            &message,
+            ErrorType::Modify,
+            DefinedCondition::PolicyViolation,
+            ciphertext::REFUSAL_TEXT,
+        ));
+        return;
+    }
+    let bounce = match destination {
+        Destination::Server => None,
+        Destination::Remote(_) => stanza::error_reply(
+            &message,
+            ErrorType::Cancel,
+            DefinedCondition::RemoteServerNotFound,
+            "federation is not enabled on this server",
+        ),
+        Destination::Account(user) => deliver(server, message, &user, None, !plaintext).await.err().flatten(),
+        Destination::Resource(user, resource) => {
+            deliver(server, message, &user, Some(&resource), !plaintext).await.err().flatten()
+        }
+    };
+    session.reply(bounce);
+}
+
+/// Delivers a message to a local user, by RFC 6121 rules. `storable`: may
+/// go to offline storage. On failure returns the error to send back to the
+/// sender (`None` when the message is to be dropped silently).
+pub async fn deliver(
+    server: &Server,
+    message: Element,
+    user: &str,
+    resource: Option<&str>,
+    storable: bool,
+) -> Result<(), Option<Element>> {
+    let kind = MessageKind::of(&message);
+    if let Some(resource) = resource {
+        if let Some(target) = server.sessions.resource(user, resource) {
+            target.handle.send(message);
+            return Ok(());
+        }
+        // RFC 6121 §8.5.3.2.1: no such resource.
+        match kind {
+            MessageKind::Chat | MessageKind::Normal => {}
+            MessageKind::Groupchat => return Err(errors::service_unavailable(&message, "")),
+            MessageKind::Headline | MessageKind::Error => return Err(None),
+        }
+    }
+    let resources = server.sessions.resources(user);
+    let targets = select_resources(&resources, kind);
+    if let Some((last, others)) = targets.split_last() {
+        for target in others {
+            target.handle.send(message.clone());
+        }
+        last.handle.send(message);
+        return Ok(());
+    }
+    if matches!(kind, MessageKind::Error) {
+        return Err(None);
+    }
+    if resources.is_empty() && !account_exists(server, user).await {
+        return Err(errors::service_unavailable(&message, "no such user"));
+    }
+    match kind {
+        MessageKind::Chat | MessageKind::Normal if storable => store_offline(server, user, message).await,
+        MessageKind::Chat | MessageKind::Normal => Err(errors::service_unavailable(
+            &message,
+            "the recipient is offline, and unencrypted messages are never stored",
+        )),
+        MessageKind::Groupchat => Err(errors::service_unavailable(&message, "")),
+        MessageKind::Headline | MessageKind::Error => Err(None),
+    }
+}
+
+/// RFC 6121 §8.5.2.1.1: which available resources get a message sent to
+/// the bare JID. Resources with a negative priority never do; `chat` and
+/// `headline` go to every other one, `normal` to those of highest priority.
+fn select_resources(resources: &[Resource], kind: MessageKind) -> Vec<&Resource> {
+    let eligible: Vec<&Resource> = resources.iter().filter(|r| r.available() && r.priority >= 0).collect();
+    match kind {
+        MessageKind::Chat | MessageKind::Headline => eligible,
+        MessageKind::Normal => {
+            let top = eligible.iter().map(|r| r.priority).max();
+            eligible.into_iter().filter(|r| Some(r.priority) == top).collect()
+        }
+        MessageKind::Groupchat | MessageKind::Error => Vec::new(),
+    }
+}
+
+async fn store_offline(server: &Server, user: &str, message: Element) -> Result<(), Option<Element>> {
+    let bounce_source = message.clone();
+    match offline::store(server, user, message).await {
+        Ok(()) => Ok(()),
+        Err(offline::OfflineError::QueueFull) => Err(stanza::error_reply(
+            &bounce_source,
+            ErrorType::Wait,
+            DefinedCondition::ResourceConstraint,
+            "the recipient's offline storage is full",
+        )),
+        Err(e) => {
+            tracing::error!("storing an offline message failed: {e}");
+            Err(errors::internal(&bounce_source))
+        }
+    }
+}
+
+async fn account_exists(server: &Server, user: &str) -> bool {
+    match server.storage.account_exists(user).await {
+        Ok(exists) => exists,
+        Err(e) => {
+            tracing::error!("account lookup failed: {e}");
+            false
+        }
+    }
+}

@@ -1,0 +1,66 @@
+//! One module per protocol feature. Each serves the IQ namespaces it owns
+//! through [`handle_iq`]'s table and declares its disco features in
+//! [`server_features`] / [`account_features`].
+
+pub mod ciphertext;
+pub mod disco;
+pub mod message;
+pub mod offline;
+pub mod pep;
+pub mod ping;
+pub mod presence;
+pub mod register;
+pub mod roster;
+pub mod session;
+pub mod version;
+
+use minidom::Element;
+
+use crate::router::{Destination, SessionCtx};
+use crate::server::Server;
+use crate::stanza;
+
+/// Dispatches an IQ request addressed to the server or to a local bare
+/// JID by its payload's namespace. `None`: nobody serves it.
+pub async fn handle_iq(
+    server: &Server,
+    session: &mut SessionCtx,
+    iq: &Element,
+    destination: &Destination,
+) -> Option<Element> {
+    let payload = stanza::iq_payload(iq)?;
+    match payload.ns().as_str() {
+        roster::NS => roster::handle_iq(server, session, iq, destination).await,
+        disco::NS_INFO | disco::NS_ITEMS => disco::handle_iq(server, session, iq, destination).await,
+        pep::NS | pep::NS_OWNER => pep::handle_iq(server, session, iq, destination).await,
+        ping::NS => ping::handle_iq(iq, destination),
+        version::NS => version::handle_iq(iq, destination),
+        register::NS => register::handle_iq(server, session, iq, destination).await,
+        session::NS => session::handle_iq(iq, destination),
+        _ => None,
+    }
+}
+
+/// The features the server itself announces in disco#info.
+pub fn server_features(server: &Server) -> Vec<&'static str> {
+    let mut features = Vec::new();
+    features.extend_from_slice(disco::FEATURES);
+    features.extend_from_slice(ping::FEATURES);
+    features.extend_from_slice(version::FEATURES);
+    features.extend_from_slice(offline::FEATURES);
+    features.extend_from_slice(roster::FEATURES);
+    if server.config.registration == crate::config::Registration::Open {
+        features.extend_from_slice(register::FEATURES);
+    }
+    features.sort_unstable();
+    features
+}
+
+/// The features a user's account (bare JID) announces in disco#info.
+pub fn account_features() -> Vec<&'static str> {
+    let mut features = Vec::new();
+    features.extend_from_slice(disco::FEATURES);
+    features.extend_from_slice(pep::FEATURES);
+    features.sort_unstable();
+    features
+}

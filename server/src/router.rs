@@ -1,0 +1,166 @@
+//! The stanza router: validates a client's stanza, stamps its `from` with
+//! the session's full JID, classifies its destination, and hands it to the
+//! module that serves it. Unhandled IQs get `service-unavailable`.
+
+use jid::{BareJid, FullJid, Jid};
+use minidom::Element;
+use xmpp_parsers::stanza_error::{DefinedCondition, ErrorType};
+use xmpp_parsers::stream_error::DefinedCondition as StreamCondition;
+
+use crate::modules::{self, message, presence};
+use crate::server::Server;
+use crate::sessions::SessionHandle;
+use crate::stanza::{self, errors, NS_CLIENT};
+
+/// The state of one client session that stanza handling reads and updates.
+#[derive(Debug)]
+pub struct SessionCtx {
+    /// The bound full JID.
+    pub jid: FullJid,
+    /// The account's user name.
+    pub username: String,
+    /// The channel to this session's own client.
+    pub handle: SessionHandle,
+    /// Whether the client has sent its initial presence.
+    pub available: bool,
+    /// JIDs this session sent directed presence to while available, to
+    /// send them `unavailable` when it goes away.
+    pub directed_presence: Vec<Jid>,
+    /// Set when the client became available with a non-negative priority:
+    /// the session loop then writes out the user's offline messages.
+    pub deliver_offline: bool,
+    /// Set by a handler that ends the session once its reply is written.
+    pub close_after: Option<(StreamCondition, &'static str)>,
+}
+
+impl SessionCtx {
+    /// The bare JID of the session's account.
+    pub fn bare(&self) -> BareJid {
+        self.jid.to_bare()
+    }
+
+    /// Sends a stanza to this session's own client.
+    pub fn reply(&self, stanza: Option<Element>) {
+        if let Some(s) = stanza {
+            self.handle.send(s);
+        }
+    }
+}
+
+/// Where a stanza is going, from the server's point of view.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Destination {
+    /// The server itself (no `to`, or the bare domain).
+    Server,
+    /// A local account's bare JID.
+    Account(String),
+    /// A local account's full JID.
+    Resource(String, String),
+    /// Another domain (federation).
+    Remote(String),
+}
+
+impl Destination {
+    /// Classifies a `to` address for this server's domain.
+    pub fn of(to: Option<&Jid>, domain: &str) -> Self {
+        let Some(to) = to else { return Self::Server };
+        if to.domain().as_str() != domain {
+            return Self::Remote(to.domain().as_str().to_owned());
+        }
+        match (to.node(), to.resource()) {
+            (None, _) => Self::Server,
+            (Some(node), None) => Self::Account(node.as_str().to_owned()),
+            (Some(node), Some(res)) => Self::Resource(node.as_str().to_owned(), res.as_str().to_owned()),
+        }
+    }
+}
+
+/// Handles one stanza from a client session.
+pub async fn route_from_client(server: &Server, session: &mut SessionCtx, mut stanza: Element) {
+    if stanza.ns() != NS_CLIENT {
+        // Nonzas after negotiation (e.g. XEP-0198 requests we do not offer).
+        tracing::debug!(name = stanza.name(), "ignoring unsupported top-level element");
+        return;
+    }
+    stanza::set_attr(&mut stanza, "from", session.jid.to_string());
+    let to = match stanza.attr("to").map(Jid::new).transpose() {
+        Ok(to) => to,
+        Err(_) => {
+            stanza::remove_attr(&mut stanza, "to");
+            session.reply(stanza::error_reply(
+                &stanza,
+                ErrorType::Modify,
+                DefinedCondition::JidMalformed,
+                "the 'to' address is not a valid JID",
+            ));
+            return;
+        }
+    };
+    if let Some(to) = &to {
+        // Normalised form, so that routing compares like with like.
+        stanza::set_attr(&mut stanza, "to", to.to_string());
+    }
+    let destination = Destination::of(to.as_ref(), &server.config.domain);
+    match stanza.name() {
+        "message" => message::from_client(server, session, stanza, destination).await,
+        "presence" => presence::from_client(server, session, stanza, destination).await,
+        "iq" => iq_from_client(server, session, stanza, destination).await,
+        other => tracing::debug!(name = other, "ignoring unknown stanza kind"),
+    }
+}
+
+async fn iq_from_client(server: &Server, session: &mut SessionCtx, iq: Element, destination: Destination) {
+    let kind = iq.attr("type").unwrap_or("");
+    let is_request = matches!(kind, "get" | "set");
+    if !is_request && !matches!(kind, "result" | "error") {
+        session.reply(errors::bad_request(&iq, "IQ type must be get, set, result or error"));
+        return;
+    }
+    if is_request && (iq.attr("id").is_none() || iq.children().count() != 1) {
+        session.reply(errors::bad_request(&iq, "IQ requests need an id and exactly one payload"));
+        return;
+    }
+    match destination {
+        Destination::Resource(user, resource) => {
+            deliver_to_resource(server, session, iq, &user, &resource, is_request).await
+        }
+        Destination::Remote(_) => {
+            if is_request {
+                session.reply(stanza::error_reply(
+                    &iq,
+                    ErrorType::Cancel,
+                    DefinedCondition::RemoteServerNotFound,
+                    "federation is not enabled on this server",
+                ));
+            }
+        }
+        destination => {
+            if !is_request {
+                // Results and errors for the server (e.g. our pings).
+                return;
+            }
+            let reply = match modules::handle_iq(server, session, &iq, &destination).await {
+                Some(reply) => Some(reply),
+                None => errors::service_unavailable(&iq, ""),
+            };
+            session.reply(reply);
+        }
+    }
+}
+
+async fn deliver_to_resource(
+    server: &Server,
+    session: &SessionCtx,
+    iq: Element,
+    user: &str,
+    resource: &str,
+    is_request: bool,
+) {
+    match server.sessions.resource(user, resource) {
+        Some(target) => {
+            target.handle.send(iq);
+        }
+        None if is_request => session.reply(errors::service_unavailable(&iq, "")),
+        None => {}
+    }
+}

@@ -1,0 +1,191 @@
+//! The running home server: shared state built once at start, the c2s
+//! listeners, and a clean shutdown that closes every stream with
+//! `system-shutdown` and checkpoints storage.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use jid::BareJid;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tokio_xmpp::xmlstream::Timeouts;
+use xmpp_parsers::stream_error::DefinedCondition as StreamCondition;
+
+use crate::c2s::limits::{AuthLimiter, ConnectionLimiter};
+use crate::c2s::negotiation::{AccountBackend, BackendError, C2sSettings, TlsMode};
+use crate::config::{Config, Registration};
+use crate::sasl::{ScramHash, StoredCredentials};
+use crate::sessions::{Outbound, SessionHandle, Sessions};
+use crate::storage::{Storage, StorageError};
+use crate::tls::{ServerTls, TlsError};
+
+/// Errors that stop the server from starting.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// Storage could not be opened.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// The certificate could not be loaded or created.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// A listening socket could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        /// The address.
+        addr: SocketAddr,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+}
+
+/// The state every part of the server shares.
+#[derive(Debug)]
+pub struct Server {
+    /// The validated configuration.
+    pub config: Config,
+    /// The database.
+    pub storage: Storage,
+    /// Connected sessions.
+    pub sessions: Sessions,
+    /// The certificate in use.
+    pub tls: ServerTls,
+    /// Cancelled when the server shuts down.
+    pub shutdown: CancellationToken,
+    /// c2s negotiation settings.
+    pub c2s: C2sSettings,
+    /// Per-IP connection limits.
+    pub connections: Arc<ConnectionLimiter>,
+}
+
+impl Server {
+    /// The server's domain as a JID.
+    pub fn domain_jid(&self) -> BareJid {
+        BareJid::new(&self.config.domain).expect("domain validated at start-up")
+    }
+}
+
+impl AccountBackend for Server {
+    type Binding = (SessionHandle, mpsc::Receiver<Outbound>);
+
+    async fn credentials(&self, username: &str, hash: ScramHash) -> Result<Option<StoredCredentials>, BackendError> {
+        self.storage.credentials(username, hash).await.map_err(|e| BackendError(e.to_string()))
+    }
+
+    fn registration_open(&self) -> bool {
+        self.config.registration == Registration::Open
+    }
+
+    async fn register(&self, username: &str, password: &str) -> Result<bool, BackendError> {
+        self.storage.create_account(username, password).await.map_err(|e| BackendError(e.to_string()))
+    }
+
+    async fn bind(&self, jid: &jid::FullJid) -> Result<Self::Binding, BackendError> {
+        let username = jid.node().map(|n| n.as_str()).unwrap_or_default();
+        let (handle, rx, replaced) = self.sessions.bind(username, jid.resource().as_str());
+        if let Some(old) = replaced {
+            tracing::info!(%jid, "resource conflict: replacing the older session");
+            old.close(StreamCondition::Conflict, "replaced by a new session with the same resource");
+        }
+        Ok((handle, rx))
+    }
+}
+
+/// A started server: its bound addresses and the handle to stop it.
+#[derive(Debug)]
+pub struct RunningServer {
+    /// The shared state.
+    pub server: Arc<Server>,
+    /// The bound STARTTLS address.
+    pub c2s_addr: SocketAddr,
+    /// The bound direct-TLS address.
+    pub c2s_tls_addr: SocketAddr,
+    tracker: TaskTracker,
+}
+
+impl RunningServer {
+    /// Opens storage, loads the certificate and starts listening.
+    pub async fn start(config: Config) -> Result<Self, StartError> {
+        let storage = Storage::open(&config.data_dir).await?;
+        let tls = ServerTls::load_or_generate(
+            config.tls.cert.as_deref(),
+            config.tls.key.as_deref(),
+            &config.domain,
+            &config.data_dir,
+        )?;
+        let c2s = C2sSettings {
+            domain: config.domain.clone(),
+            tls: tls.config.clone(),
+            max_stanza_bytes: config.limits.max_stanza_bytes,
+            negotiation_timeout: Duration::from_secs(config.limits.unauthenticated_timeout_secs),
+            timeouts: Timeouts { read_timeout: Duration::from_secs(240), response_timeout: Duration::from_secs(120) },
+            auth_limiter: AuthLimiter::new(config.limits.auth_failures_per_minute),
+        };
+        let c2s_listener = bind(config.listen.c2s).await?;
+        let tls_listener = bind(config.listen.c2s_tls).await?;
+        let c2s_addr = c2s_listener.local_addr().map_err(|source| StartError::Listen { addr: config.listen.c2s, source })?;
+        let c2s_tls_addr =
+            tls_listener.local_addr().map_err(|source| StartError::Listen { addr: config.listen.c2s_tls, source })?;
+        let server = Arc::new(Server {
+            connections: ConnectionLimiter::new(config.limits.max_connections_per_ip),
+            config,
+            storage,
+            sessions: Sessions::default(),
+            tls,
+            shutdown: CancellationToken::new(),
+            c2s,
+        });
+        let tracker = TaskTracker::new();
+        tokio::spawn(accept_loop(server.clone(), c2s_listener, TlsMode::StartTls, tracker.clone()));
+        tokio::spawn(accept_loop(server.clone(), tls_listener, TlsMode::Direct, tracker.clone()));
+        Ok(Self { server, c2s_addr, c2s_tls_addr, tracker })
+    }
+
+    /// Stops listening, closes every stream with `system-shutdown`, waits
+    /// (at most ten seconds) for sessions to end, and closes storage.
+    pub async fn shutdown(self) {
+        self.server.shutdown.cancel();
+        self.tracker.close();
+        if tokio::time::timeout(Duration::from_secs(10), self.tracker.wait()).await.is_err() {
+            tracing::warn!("some sessions did not close within ten seconds");
+        }
+        self.server.storage.close().await;
+    }
+}
+
+async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr).await.map_err(|source| StartError::Listen { addr, source })
+}
+
+async fn accept_loop(server: Arc<Server>, listener: TcpListener, mode: TlsMode, tracker: TaskTracker) {
+    loop {
+        let accepted = tokio::select! {
+            _ = server.shutdown.cancelled() => return,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
+            Ok((tcp, peer)) => admit(&server, tcp, peer, mode, &tracker),
+            Err(e) => {
+                // Typically EMFILE: back off instead of spinning.
+                tracing::warn!("accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+fn admit(server: &Arc<Server>, tcp: TcpStream, peer: SocketAddr, mode: TlsMode, tracker: &TaskTracker) {
+    let Some(slot) = server.connections.admit(peer.ip()) else {
+        tracing::info!(%peer, "too many connections from this address; refused");
+        return;
+    };
+    let _ = tcp.set_nodelay(true);
+    let server = server.clone();
+    tracker.spawn(async move {
+        crate::c2s::session::run(server, tcp, peer, mode).await;
+        drop(slot);
+    });
+}

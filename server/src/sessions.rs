@@ -1,0 +1,194 @@
+//! The registry of connected client sessions: who is online under which
+//! resource, with what presence, and the channel to reach each session.
+//!
+//! Locks are held only for map operations, never across an `.await`.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::RwLock;
+
+use minidom::Element;
+use tokio::sync::mpsc;
+use xmpp_parsers::stream_error::DefinedCondition as StreamCondition;
+
+/// Stanzas a session may have queued before it counts as stuck.
+pub const SESSION_QUEUE: usize = 4096;
+
+/// What other parts of the server send to a session.
+#[derive(Debug)]
+pub enum Outbound {
+    /// Write this stanza to the client.
+    Stanza(Element),
+    /// Close the stream with this stream error.
+    Close(StreamCondition, &'static str),
+}
+
+/// The sending half to one session.
+#[derive(Debug, Clone)]
+pub struct SessionHandle {
+    /// Unique id, to tell a session from its replacement.
+    pub id: u64,
+    tx: mpsc::Sender<Outbound>,
+}
+
+impl SessionHandle {
+    /// Queues a stanza for the client. A session whose queue is full is
+    /// stuck; it is told to close and the stanza is dropped (false).
+    pub fn send(&self, stanza: Element) -> bool {
+        match self.tx.try_send(Outbound::Stanza(stanza)) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                tracing::warn!(session = self.id, "session queue full, closing it");
+                self.close(StreamCondition::PolicyViolation, "not reading fast enough");
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    }
+
+    /// Asks the session to close its stream with a stream error.
+    pub fn close(&self, condition: StreamCondition, text: &'static str) {
+        let tx = self.tx.clone();
+        // Closing must get through even when the queue is full.
+        tokio::spawn(async move {
+            let _ = tx.send(Outbound::Close(condition, text)).await;
+        });
+    }
+}
+
+/// One connected resource of a user, as others see it.
+#[derive(Debug, Clone)]
+pub struct Resource {
+    /// The resource part of the full JID.
+    pub resource: String,
+    /// How to reach it.
+    pub handle: SessionHandle,
+    /// Its current available presence (stamped with its full JID), if it
+    /// sent one; `None` while it has not or after it went unavailable.
+    pub presence: Option<Element>,
+    /// Its presence priority.
+    pub priority: i8,
+    /// Whether it asked for the roster (and so gets roster pushes).
+    pub roster_interested: bool,
+}
+
+impl Resource {
+    /// Whether it is available (sent available presence).
+    pub fn available(&self) -> bool {
+        self.presence.is_some()
+    }
+}
+
+/// All sessions, by user name.
+#[derive(Debug, Default)]
+pub struct Sessions {
+    users: RwLock<HashMap<String, Vec<Resource>>>,
+    next_id: AtomicU64,
+}
+
+impl Sessions {
+    /// Registers a new session for `username/resource`. Returns its handle,
+    /// its receiving channel, and the session it replaces (a resource
+    /// conflict: the older session is to be closed).
+    pub fn bind(
+        &self,
+        username: &str,
+        resource: &str,
+    ) -> (SessionHandle, mpsc::Receiver<Outbound>, Option<SessionHandle>) {
+        let (tx, rx) = mpsc::channel(SESSION_QUEUE);
+        let handle = SessionHandle { id: self.next_id.fetch_add(1, Ordering::Relaxed), tx };
+        let entry = Resource {
+            resource: resource.to_owned(),
+            handle: handle.clone(),
+            presence: None,
+            priority: 0,
+            roster_interested: false,
+        };
+        let mut users = self.users.write().unwrap_or_else(|e| e.into_inner());
+        let list = users.entry(username.to_owned()).or_default();
+        let replaced = match list.iter_mut().find(|r| r.resource == resource) {
+            Some(old) => Some(std::mem::replace(old, entry).handle),
+            None => {
+                list.push(entry);
+                None
+            }
+        };
+        (handle, rx, replaced)
+    }
+
+    /// Removes a session if it is still the one registered (it may have
+    /// been replaced). Returns whether it was.
+    pub fn unbind(&self, username: &str, resource: &str, id: u64) -> bool {
+        let mut users = self.users.write().unwrap_or_else(|e| e.into_inner());
+        let Some(list) = users.get_mut(username) else { return false };
+        let before = list.len();
+        list.retain(|r| !(r.resource == resource && r.handle.id == id));
+        let removed = list.len() != before;
+        if list.is_empty() {
+            users.remove(username);
+        }
+        removed
+    }
+
+    /// A snapshot of a user's connected resources.
+    pub fn resources(&self, username: &str) -> Vec<Resource> {
+        let users = self.users.read().unwrap_or_else(|e| e.into_inner());
+        users.get(username).cloned().unwrap_or_default()
+    }
+
+    /// One connected resource.
+    pub fn resource(&self, username: &str, resource: &str) -> Option<Resource> {
+        let users = self.users.read().unwrap_or_else(|e| e.into_inner());
+        users.get(username)?.iter().find(|r| r.resource == resource).cloned()
+    }
+
+    /// Records a session's presence (`None`: unavailable) and priority.
+    pub fn set_presence(&self, username: &str, id: u64, presence: Option<Element>, priority: i8) {
+        self.update(username, id, |r| {
+            r.presence = presence;
+            r.priority = priority;
+        });
+    }
+
+    /// Marks a session as interested in roster pushes.
+    pub fn set_roster_interested(&self, username: &str, id: u64) {
+        self.update(username, id, |r| r.roster_interested = true);
+    }
+
+    /// Every session of every user.
+    pub fn all(&self) -> Vec<SessionHandle> {
+        let users = self.users.read().unwrap_or_else(|e| e.into_inner());
+        users.values().flatten().map(|r| r.handle.clone()).collect()
+    }
+
+    /// How many sessions are connected.
+    pub fn count(&self) -> usize {
+        let users = self.users.read().unwrap_or_else(|e| e.into_inner());
+        users.values().map(Vec::len).sum()
+    }
+
+    fn update(&self, username: &str, id: u64, change: impl FnOnce(&mut Resource)) {
+        let mut users = self.users.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(r) = users.get_mut(username).and_then(|l| l.iter_mut().find(|r| r.handle.id == id)) {
+            change(r);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn conflicting_resource_replaces_the_old_session() {
+        let sessions = Sessions::default();
+        let (a, _rx_a, replaced) = sessions.bind("alice", "phone");
+        assert!(replaced.is_none());
+        let (b, _rx_b, replaced) = sessions.bind("alice", "phone");
+        assert_eq!(replaced.unwrap().id, a.id);
+        assert!(!sessions.unbind("alice", "phone", a.id));
+        assert_eq!(sessions.resources("alice").len(), 1);
+        assert!(sessions.unbind("alice", "phone", b.id));
+        assert_eq!(sessions.count(), 0);
+    }
+}
