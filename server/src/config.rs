@@ -234,7 +234,10 @@ impl Config {
             return Err(invalid("data_dir", "must not be empty"));
         }
         if self.tls.cert.is_some() != self.tls.key.is_some() {
-            return Err(invalid("tls.cert", "tls.cert and tls.key must be set together"));
+            return Err(invalid(
+                "tls.cert",
+                "tls.cert and tls.key must be set together",
+            ));
         }
         if self.listen.c2s == self.listen.c2s_tls && self.listen.c2s.port() != 0 {
             return Err(invalid("listen.c2s_tls", "must differ from listen.c2s"));
@@ -243,13 +246,22 @@ impl Config {
             return Err(invalid("limits.max_stanza_bytes", "must be at least 4096"));
         }
         if self.limits.max_connections_per_ip == 0 {
-            return Err(invalid("limits.max_connections_per_ip", "must be at least 1"));
+            return Err(invalid(
+                "limits.max_connections_per_ip",
+                "must be at least 1",
+            ));
         }
         if self.limits.auth_failures_per_minute == 0 {
-            return Err(invalid("limits.auth_failures_per_minute", "must be at least 1"));
+            return Err(invalid(
+                "limits.auth_failures_per_minute",
+                "must be at least 1",
+            ));
         }
         if self.limits.unauthenticated_timeout_secs == 0 {
-            return Err(invalid("limits.unauthenticated_timeout_secs", "must be at least 1"));
+            return Err(invalid(
+                "limits.unauthenticated_timeout_secs",
+                "must be at least 1",
+            ));
         }
         Ok(())
     }

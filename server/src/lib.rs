@@ -19,7 +19,9 @@ pub mod stanza;
 pub mod storage;
 pub mod tls;
 
-pub use c2s::negotiation::{negotiate, AccountBackend, C2sSettings, C2sStream, NegotiationError, TlsMode};
+pub use c2s::negotiation::{
+    negotiate, AccountBackend, C2sSettings, C2sStream, NegotiationError, TlsMode,
+};
 pub use config::{Config, ConfigError, PlaintextPolicy, Registration};
 pub use server::{RunningServer, Server, StartError};
 pub use storage::{Storage, StorageError};

@@ -76,7 +76,12 @@ fn main() -> Result<()> {
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     match cli.command {
         None => runtime.block_on(run(cli.config.as_deref())),
-        Some(Command::Init { domain, data_dir, output, force }) => init(domain, data_dir, &output, force),
+        Some(Command::Init {
+            domain,
+            data_dir,
+            output,
+            force,
+        }) => init(domain, data_dir, &output, force),
         Some(Command::User { action }) => runtime.block_on(user(cli.config.as_deref(), action)),
     }
 }
@@ -112,16 +117,23 @@ async fn run(config_path: Option<&Path>) -> Result<()> {
 fn print_report(running: &RunningServer, development: bool, started: Instant) {
     let server = &running.server;
     let config = &server.config;
-    let data_dir = std::fs::canonicalize(&config.data_dir).unwrap_or_else(|_| config.data_dir.clone());
+    let data_dir =
+        std::fs::canonicalize(&config.data_dir).unwrap_or_else(|_| config.data_dir.clone());
     let certificate = match &server.tls.source {
         CertificateSource::Configured(path) => format!("{}", path.display()),
-        CertificateSource::SelfSigned(path) => format!("{} (self-signed, generated)", path.display()),
+        CertificateSource::SelfSigned(path) => {
+            format!("{} (self-signed, generated)", path.display())
+        }
     };
     let registration = match config.registration {
         Registration::Open => "open (clients may create accounts in-band, XEP-0077)",
         Registration::Closed => "closed (create accounts with `tern-server user add`)",
     };
-    println!("tern-server {} ready in {} ms", env!("CARGO_PKG_VERSION"), started.elapsed().as_millis());
+    println!(
+        "tern-server {} ready in {} ms",
+        env!("CARGO_PKG_VERSION"),
+        started.elapsed().as_millis()
+    );
     if development {
         println!("  mode          development (no --config given)");
     }
@@ -147,13 +159,25 @@ async fn wait_for_signal() -> Result<()> {
 }
 
 fn init(domain: String, data_dir: PathBuf, output: &Path, force: bool) -> Result<()> {
-    let config = Config { domain, data_dir, ..Config::default() };
+    let config = Config {
+        domain,
+        data_dir,
+        ..Config::default()
+    };
     config.validate()?;
     if output.exists() && !force {
-        bail!("{} exists already; pass --force to overwrite it", output.display());
+        bail!(
+            "{} exists already; pass --force to overwrite it",
+            output.display()
+        );
     }
-    std::fs::write(output, config.example_toml()).with_context(|| format!("cannot write {}", output.display()))?;
-    println!("wrote {}; start the server with: tern-server --config {}", output.display(), output.display());
+    std::fs::write(output, config.example_toml())
+        .with_context(|| format!("cannot write {}", output.display()))?;
+    println!(
+        "wrote {}; start the server with: tern-server --config {}",
+        output.display(),
+        output.display()
+    );
     Ok(())
 }
 

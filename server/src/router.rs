@@ -70,7 +70,9 @@ impl Destination {
         match (to.node(), to.resource()) {
             (None, _) => Self::Server,
             (Some(node), None) => Self::Account(node.as_str().to_owned()),
-            (Some(node), Some(res)) => Self::Resource(node.as_str().to_owned(), res.as_str().to_owned()),
+            (Some(node), Some(res)) => {
+                Self::Resource(node.as_str().to_owned(), res.as_str().to_owned())
+            }
         }
     }
 }
@@ -79,7 +81,10 @@ impl Destination {
 pub async fn route_from_client(server: &Server, session: &mut SessionCtx, mut stanza: Element) {
     if stanza.ns() != NS_CLIENT {
         // Nonzas after negotiation (e.g. XEP-0198 requests we do not offer).
-        tracing::debug!(name = stanza.name(), "ignoring unsupported top-level element");
+        tracing::debug!(
+            name = stanza.name(),
+            "ignoring unsupported top-level element"
+        );
         return;
     }
     stanza::set_attr(&mut stanza, "from", session.jid.to_string());
@@ -109,15 +114,26 @@ pub async fn route_from_client(server: &Server, session: &mut SessionCtx, mut st
     }
 }
 
-async fn iq_from_client(server: &Server, session: &mut SessionCtx, iq: Element, destination: Destination) {
+async fn iq_from_client(
+    server: &Server,
+    session: &mut SessionCtx,
+    iq: Element,
+    destination: Destination,
+) {
     let kind = iq.attr("type").unwrap_or("");
     let is_request = matches!(kind, "get" | "set");
     if !is_request && !matches!(kind, "result" | "error") {
-        session.reply(errors::bad_request(&iq, "IQ type must be get, set, result or error"));
+        session.reply(errors::bad_request(
+            &iq,
+            "IQ type must be get, set, result or error",
+        ));
         return;
     }
     if is_request && (iq.attr("id").is_none() || iq.children().count() != 1) {
-        session.reply(errors::bad_request(&iq, "IQ requests need an id and exactly one payload"));
+        session.reply(errors::bad_request(
+            &iq,
+            "IQ requests need an id and exactly one payload",
+        ));
         return;
     }
     match destination {

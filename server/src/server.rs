@@ -71,8 +71,15 @@ impl Server {
 impl AccountBackend for Server {
     type Binding = (SessionHandle, mpsc::Receiver<Outbound>);
 
-    async fn credentials(&self, username: &str, hash: ScramHash) -> Result<Option<StoredCredentials>, BackendError> {
-        self.storage.credentials(username, hash).await.map_err(|e| BackendError(e.to_string()))
+    async fn credentials(
+        &self,
+        username: &str,
+        hash: ScramHash,
+    ) -> Result<Option<StoredCredentials>, BackendError> {
+        self.storage
+            .credentials(username, hash)
+            .await
+            .map_err(|e| BackendError(e.to_string()))
     }
 
     fn registration_open(&self) -> bool {
@@ -80,7 +87,10 @@ impl AccountBackend for Server {
     }
 
     async fn register(&self, username: &str, password: &str) -> Result<bool, BackendError> {
-        self.storage.create_account(username, password).await.map_err(|e| BackendError(e.to_string()))
+        self.storage
+            .create_account(username, password)
+            .await
+            .map_err(|e| BackendError(e.to_string()))
     }
 
     async fn bind(&self, jid: &jid::FullJid) -> Result<Self::Binding, BackendError> {
@@ -88,7 +98,10 @@ impl AccountBackend for Server {
         let (handle, rx, replaced) = self.sessions.bind(username, jid.resource().as_str());
         if let Some(old) = replaced {
             tracing::info!(%jid, "resource conflict: replacing the older session");
-            old.close(StreamCondition::Conflict, "replaced by a new session with the same resource");
+            old.close(
+                StreamCondition::Conflict,
+                "replaced by a new session with the same resource",
+            );
         }
         Ok((handle, rx))
     }
@@ -121,14 +134,26 @@ impl RunningServer {
             tls: tls.config.clone(),
             max_stanza_bytes: config.limits.max_stanza_bytes,
             negotiation_timeout: Duration::from_secs(config.limits.unauthenticated_timeout_secs),
-            timeouts: Timeouts { read_timeout: Duration::from_secs(240), response_timeout: Duration::from_secs(120) },
+            timeouts: Timeouts {
+                read_timeout: Duration::from_secs(240),
+                response_timeout: Duration::from_secs(120),
+            },
             auth_limiter: AuthLimiter::new(config.limits.auth_failures_per_minute),
         };
         let c2s_listener = bind(config.listen.c2s).await?;
         let tls_listener = bind(config.listen.c2s_tls).await?;
-        let c2s_addr = c2s_listener.local_addr().map_err(|source| StartError::Listen { addr: config.listen.c2s, source })?;
-        let c2s_tls_addr =
-            tls_listener.local_addr().map_err(|source| StartError::Listen { addr: config.listen.c2s_tls, source })?;
+        let c2s_addr = c2s_listener
+            .local_addr()
+            .map_err(|source| StartError::Listen {
+                addr: config.listen.c2s,
+                source,
+            })?;
+        let c2s_tls_addr = tls_listener
+            .local_addr()
+            .map_err(|source| StartError::Listen {
+                addr: config.listen.c2s_tls,
+                source,
+            })?;
         let server = Arc::new(Server {
             connections: ConnectionLimiter::new(config.limits.max_connections_per_ip),
             config,
@@ -139,9 +164,24 @@ impl RunningServer {
             c2s,
         });
         let tracker = TaskTracker::new();
-        tokio::spawn(accept_loop(server.clone(), c2s_listener, TlsMode::StartTls, tracker.clone()));
-        tokio::spawn(accept_loop(server.clone(), tls_listener, TlsMode::Direct, tracker.clone()));
-        Ok(Self { server, c2s_addr, c2s_tls_addr, tracker })
+        tokio::spawn(accept_loop(
+            server.clone(),
+            c2s_listener,
+            TlsMode::StartTls,
+            tracker.clone(),
+        ));
+        tokio::spawn(accept_loop(
+            server.clone(),
+            tls_listener,
+            TlsMode::Direct,
+            tracker.clone(),
+        ));
+        Ok(Self {
+            server,
+            c2s_addr,
+            c2s_tls_addr,
+            tracker,
+        })
     }
 
     /// Stops listening, closes every stream with `system-shutdown`, waits
@@ -149,7 +189,10 @@ impl RunningServer {
     pub async fn shutdown(self) {
         self.server.shutdown.cancel();
         self.tracker.close();
-        if tokio::time::timeout(Duration::from_secs(10), self.tracker.wait()).await.is_err() {
+        if tokio::time::timeout(Duration::from_secs(10), self.tracker.wait())
+            .await
+            .is_err()
+        {
             tracing::warn!("some sessions did not close within ten seconds");
         }
         self.server.storage.close().await;
@@ -157,10 +200,17 @@ impl RunningServer {
 }
 
 async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
-    TcpListener::bind(addr).await.map_err(|source| StartError::Listen { addr, source })
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Listen { addr, source })
 }
 
-async fn accept_loop(server: Arc<Server>, listener: TcpListener, mode: TlsMode, tracker: TaskTracker) {
+async fn accept_loop(
+    server: Arc<Server>,
+    listener: TcpListener,
+    mode: TlsMode,
+    tracker: TaskTracker,
+) {
     loop {
         let accepted = tokio::select! {
             _ = server.shutdown.cancelled() => return,
@@ -177,7 +227,13 @@ async fn accept_loop(server: Arc<Server>, listener: TcpListener, mode: TlsMode, 
     }
 }
 
-fn admit(server: &Arc<Server>, tcp: TcpStream, peer: SocketAddr, mode: TlsMode, tracker: &TaskTracker) {
+fn admit(
+    server: &Arc<Server>,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    mode: TlsMode,
+    tracker: &TaskTracker,
+) {
     let Some(slot) = server.connections.admit(peer.ip()) else {
         tracing::info!(%peer, "too many connections from this address; refused");
         return;

@@ -94,9 +94,16 @@ impl Sessions {
         &self,
         username: &str,
         resource: &str,
-    ) -> (SessionHandle, mpsc::Receiver<Outbound>, Option<SessionHandle>) {
+    ) -> (
+        SessionHandle,
+        mpsc::Receiver<Outbound>,
+        Option<SessionHandle>,
+    ) {
         let (tx, rx) = mpsc::channel(SESSION_QUEUE);
-        let handle = SessionHandle { id: self.next_id.fetch_add(1, Ordering::Relaxed), tx };
+        let handle = SessionHandle {
+            id: self.next_id.fetch_add(1, Ordering::Relaxed),
+            tx,
+        };
         let entry = Resource {
             resource: resource.to_owned(),
             handle: handle.clone(),
@@ -120,7 +127,9 @@ impl Sessions {
     /// been replaced). Returns whether it was.
     pub fn unbind(&self, username: &str, resource: &str, id: u64) -> bool {
         let mut users = self.users.write().unwrap_or_else(|e| e.into_inner());
-        let Some(list) = users.get_mut(username) else { return false };
+        let Some(list) = users.get_mut(username) else {
+            return false;
+        };
         let before = list.len();
         list.retain(|r| !(r.resource == resource && r.handle.id == id));
         let removed = list.len() != before;
@@ -139,7 +148,11 @@ impl Sessions {
     /// One connected resource.
     pub fn resource(&self, username: &str, resource: &str) -> Option<Resource> {
         let users = self.users.read().unwrap_or_else(|e| e.into_inner());
-        users.get(username)?.iter().find(|r| r.resource == resource).cloned()
+        users
+            .get(username)?
+            .iter()
+            .find(|r| r.resource == resource)
+            .cloned()
     }
 
     /// Records a session's presence (`None`: unavailable) and priority.
@@ -169,7 +182,10 @@ impl Sessions {
 
     fn update(&self, username: &str, id: u64, change: impl FnOnce(&mut Resource)) {
         let mut users = self.users.write().unwrap_or_else(|e| e.into_inner());
-        if let Some(r) = users.get_mut(username).and_then(|l| l.iter_mut().find(|r| r.handle.id == id)) {
+        if let Some(r) = users
+            .get_mut(username)
+            .and_then(|l| l.iter_mut().find(|r| r.handle.id == id))
+        {
             change(r);
         }
     }

@@ -66,12 +66,22 @@ pub mod errors {
 
     /// `service-unavailable` (cancel).
     pub fn service_unavailable(stanza: &Element, text: &str) -> Option<Element> {
-        error_reply(stanza, ErrorType::Cancel, DefinedCondition::ServiceUnavailable, text)
+        error_reply(
+            stanza,
+            ErrorType::Cancel,
+            DefinedCondition::ServiceUnavailable,
+            text,
+        )
     }
 
     /// `bad-request` (modify).
     pub fn bad_request(stanza: &Element, text: &str) -> Option<Element> {
-        error_reply(stanza, ErrorType::Modify, DefinedCondition::BadRequest, text)
+        error_reply(
+            stanza,
+            ErrorType::Modify,
+            DefinedCondition::BadRequest,
+            text,
+        )
     }
 
     /// `forbidden` (auth).
@@ -81,12 +91,22 @@ pub mod errors {
 
     /// `not-allowed` (cancel).
     pub fn not_allowed(stanza: &Element, text: &str) -> Option<Element> {
-        error_reply(stanza, ErrorType::Cancel, DefinedCondition::NotAllowed, text)
+        error_reply(
+            stanza,
+            ErrorType::Cancel,
+            DefinedCondition::NotAllowed,
+            text,
+        )
     }
 
     /// `item-not-found` (cancel).
     pub fn item_not_found(stanza: &Element, text: &str) -> Option<Element> {
-        error_reply(stanza, ErrorType::Cancel, DefinedCondition::ItemNotFound, text)
+        error_reply(
+            stanza,
+            ErrorType::Cancel,
+            DefinedCondition::ItemNotFound,
+            text,
+        )
     }
 
     /// `internal-server-error` (wait).
@@ -124,9 +144,10 @@ mod tests {
 
     #[test]
     fn error_reply_swaps_addresses_and_never_answers_errors() {
-        let msg: Element = "<message xmlns='jabber:client' from='a@x/r' to='b@x' id='1'><body>hi</body></message>"
-            .parse()
-            .unwrap();
+        let msg: Element =
+            "<message xmlns='jabber:client' from='a@x/r' to='b@x' id='1'><body>hi</body></message>"
+                .parse()
+                .unwrap();
         let err = errors::service_unavailable(&msg, "gone").unwrap();
         assert_eq!(err.attr("to"), Some("a@x/r"));
         assert_eq!(err.attr("from"), Some("b@x"));

@@ -423,11 +423,13 @@ impl Storage {
 
     /// The configuration of a PEP node, if it exists.
     pub async fn pep_node(&self, owner: &str, node: &str) -> Result<Option<PepNodeConfig>> {
-        let row = sqlx::query("SELECT access_model, max_items FROM pep_nodes WHERE owner = ? AND node = ?")
-            .bind(owner)
-            .bind(node)
-            .fetch_optional(&self.pool)
-            .await?;
+        let row = sqlx::query(
+            "SELECT access_model, max_items FROM pep_nodes WHERE owner = ? AND node = ?",
+        )
+        .bind(owner)
+        .bind(node)
+        .fetch_optional(&self.pool)
+        .await?;
         row.map(|r| {
             let model: String = r.get(0);
             Ok(PepNodeConfig {
@@ -453,8 +455,9 @@ impl Storage {
                 Ok((
                     r.get(0),
                     PepNodeConfig {
-                        access_model: AccessModel::parse(&model)
-                            .ok_or_else(|| StorageError::Corrupt(format!("access model {model:?}")))?,
+                        access_model: AccessModel::parse(&model).ok_or_else(|| {
+                            StorageError::Corrupt(format!("access model {model:?}"))
+                        })?,
                         max_items: r.get::<i64, _>(2) as u32,
                     },
                 ))
@@ -505,15 +508,22 @@ impl Storage {
 
     /// Changes a node's configuration, dropping items beyond the new
     /// `max_items`.
-    pub async fn pep_configure(&self, owner: &str, node: &str, config: PepNodeConfig) -> Result<()> {
+    pub async fn pep_configure(
+        &self,
+        owner: &str,
+        node: &str,
+        config: PepNodeConfig,
+    ) -> Result<()> {
         let mut tx = self.pool.begin().await?;
-        sqlx::query("UPDATE pep_nodes SET access_model = ?, max_items = ? WHERE owner = ? AND node = ?")
-            .bind(config.access_model.as_str())
-            .bind(config.max_items as i64)
-            .bind(owner)
-            .bind(node)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "UPDATE pep_nodes SET access_model = ?, max_items = ? WHERE owner = ? AND node = ?",
+        )
+        .bind(config.access_model.as_str())
+        .bind(config.max_items as i64)
+        .bind(owner)
+        .bind(node)
+        .execute(&mut *tx)
+        .await?;
         trim_items(&mut tx, owner, node, config.max_items).await?;
         tx.commit().await?;
         Ok(())
@@ -541,12 +551,13 @@ impl Storage {
 
     /// Removes one item. Returns false if it did not exist.
     pub async fn pep_retract(&self, owner: &str, node: &str, item_id: &str) -> Result<bool> {
-        let done = sqlx::query("DELETE FROM pep_items WHERE owner = ? AND node = ? AND item_id = ?")
-            .bind(owner)
-            .bind(node)
-            .bind(item_id)
-            .execute(&self.pool)
-            .await?;
+        let done =
+            sqlx::query("DELETE FROM pep_items WHERE owner = ? AND node = ? AND item_id = ?")
+                .bind(owner)
+                .bind(node)
+                .bind(item_id)
+                .execute(&self.pool)
+                .await?;
         Ok(done.rows_affected() == 1)
     }
 
@@ -605,7 +616,12 @@ async fn write_credentials(
 }
 
 /// Drops the oldest items of a node beyond `max_items`.
-async fn trim_items(conn: &mut sqlx::SqliteConnection, owner: &str, node: &str, max_items: u32) -> Result<()> {
+async fn trim_items(
+    conn: &mut sqlx::SqliteConnection,
+    owner: &str,
+    node: &str,
+    max_items: u32,
+) -> Result<()> {
     sqlx::query(
         "DELETE FROM pep_items WHERE owner = ?1 AND node = ?2 AND seq NOT IN
          (SELECT seq FROM pep_items WHERE owner = ?1 AND node = ?2 ORDER BY seq DESC LIMIT ?3)",
@@ -663,10 +679,18 @@ mod tests {
         let (dir, s) = open().await;
         assert!(s.create_account("alice", "hunter2-unique").await.unwrap());
         assert!(!s.create_account("alice", "other").await.unwrap());
-        let c = s.credentials("alice", ScramHash::Sha256).await.unwrap().unwrap();
+        let c = s
+            .credentials("alice", ScramHash::Sha256)
+            .await
+            .unwrap()
+            .unwrap();
         assert!(c.verify_password(ScramHash::Sha256, "hunter2-unique"));
         assert!(s.set_password("alice", "new").await.unwrap());
-        let c = s.credentials("alice", ScramHash::Sha1).await.unwrap().unwrap();
+        let c = s
+            .credentials("alice", ScramHash::Sha1)
+            .await
+            .unwrap()
+            .unwrap();
         assert!(c.verify_password(ScramHash::Sha1, "new"));
         assert!(!s.set_password("bob", "x").await.unwrap());
         assert_eq!(s.list_accounts().await.unwrap(), vec!["alice"]);
@@ -689,7 +713,10 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(s.save_roster_item("alice", &item).await.unwrap(), 1);
-        assert_eq!(s.roster_item("alice", "bob@x").await.unwrap().unwrap(), item);
+        assert_eq!(
+            s.roster_item("alice", "bob@x").await.unwrap().unwrap(),
+            item
+        );
         assert_eq!(s.delete_roster_item("alice", "bob@x").await.unwrap(), 2);
         assert!(s.roster_items("alice").await.unwrap().is_empty());
         s.store_offline("alice", "<message/>", 10).await.unwrap();
@@ -708,11 +735,20 @@ mod tests {
         s.delete_offline("a", msgs[1].id).await.unwrap();
         assert!(s.offline_messages("a").await.unwrap().is_empty());
 
-        let config = PepNodeConfig { access_model: AccessModel::Open, max_items: 2 };
+        let config = PepNodeConfig {
+            access_model: AccessModel::Open,
+            max_items: 2,
+        };
         for id in ["i1", "i2", "i3", "i2"] {
             s.pep_publish("a", "n", config, id, id).await.unwrap();
         }
-        let ids: Vec<_> = s.pep_items("a", "n", None).await.unwrap().into_iter().map(|i| i.0).collect();
+        let ids: Vec<_> = s
+            .pep_items("a", "n", None)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|i| i.0)
+            .collect();
         assert_eq!(ids, ["i2", "i3"]);
         assert_eq!(s.pep_items("a", "n", Some(1)).await.unwrap().len(), 1);
         assert!(s.pep_retract("a", "n", "i3").await.unwrap());

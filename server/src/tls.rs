@@ -67,7 +67,11 @@ impl ServerTls {
         data_dir: &Path,
     ) -> Result<Self, TlsError> {
         let (cert_path, key_path, source) = match (cert, key) {
-            (Some(c), Some(k)) => (c.to_owned(), k.to_owned(), CertificateSource::Configured(c.to_owned())),
+            (Some(c), Some(k)) => (
+                c.to_owned(),
+                k.to_owned(),
+                CertificateSource::Configured(c.to_owned()),
+            ),
             _ => {
                 let dir = data_dir.join("tls");
                 let (c, k) = (dir.join("cert.pem"), dir.join("key.pem"));
@@ -108,10 +112,15 @@ fn generate_self_signed(domain: &str, cert_path: &Path, key_path: &Path) -> Resu
     let names = vec![domain.to_owned(), format!("*.{domain}")];
     let certified = rcgen::generate_simple_self_signed(names)?;
     let dir = cert_path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(|source| TlsError::Io { path: dir.to_owned(), source })?;
+    std::fs::create_dir_all(dir).map_err(|source| TlsError::Io {
+        path: dir.to_owned(),
+        source,
+    })?;
     write_private(key_path, certified.key_pair.serialize_pem().as_bytes())?;
-    std::fs::write(cert_path, certified.cert.pem())
-        .map_err(|source| TlsError::Io { path: cert_path.to_owned(), source })?;
+    std::fs::write(cert_path, certified.cert.pem()).map_err(|source| TlsError::Io {
+        path: cert_path.to_owned(),
+        source,
+    })?;
     Ok(())
 }
 
@@ -119,7 +128,10 @@ fn generate_self_signed(domain: &str, cert_path: &Path, key_path: &Path) -> Resu
 fn write_private(path: &Path, contents: &[u8]) -> Result<(), TlsError> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    let io = |source| TlsError::Io { path: path.to_owned(), source };
+    let io = |source| TlsError::Io {
+        path: path.to_owned(),
+        source,
+    };
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
@@ -132,21 +144,39 @@ fn write_private(path: &Path, contents: &[u8]) -> Result<(), TlsError> {
 }
 
 fn read_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let bytes = std::fs::read(path).map_err(|source| TlsError::Io { path: path.to_owned(), source })?;
+    let bytes = std::fs::read(path).map_err(|source| TlsError::Io {
+        path: path.to_owned(),
+        source,
+    })?;
     let certs = rustls_pemfile::certs(&mut bytes.as_slice())
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|source| TlsError::Io { path: path.to_owned(), source })?;
+        .map_err(|source| TlsError::Io {
+            path: path.to_owned(),
+            source,
+        })?;
     if certs.is_empty() {
-        return Err(TlsError::Pem { path: path.to_owned(), what: "no certificate found" });
+        return Err(TlsError::Pem {
+            path: path.to_owned(),
+            what: "no certificate found",
+        });
     }
     Ok(certs)
 }
 
 fn read_private_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
-    let bytes = std::fs::read(path).map_err(|source| TlsError::Io { path: path.to_owned(), source })?;
+    let bytes = std::fs::read(path).map_err(|source| TlsError::Io {
+        path: path.to_owned(),
+        source,
+    })?;
     rustls_pemfile::private_key(&mut bytes.as_slice())
-        .map_err(|source| TlsError::Io { path: path.to_owned(), source })?
-        .ok_or_else(|| TlsError::Pem { path: path.to_owned(), what: "no private key found" })
+        .map_err(|source| TlsError::Io {
+            path: path.to_owned(),
+            source,
+        })?
+        .ok_or_else(|| TlsError::Pem {
+            path: path.to_owned(),
+            what: "no private key found",
+        })
 }
 
 #[cfg(test)]

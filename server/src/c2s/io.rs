@@ -48,7 +48,8 @@ impl StanzaBudget {
 
 /// Whether an I/O error is the size limit tripping.
 pub fn is_stanza_too_large(e: &io::Error) -> bool {
-    e.get_ref().is_some_and(|inner| inner.is::<StanzaTooLarge>())
+    e.get_ref()
+        .is_some_and(|inner| inner.is::<StanzaTooLarge>())
 }
 
 /// A buffered reader/writer that refuses to read past a byte budget.
@@ -63,8 +64,17 @@ impl<T> LimitedIo<T> {
     /// Wraps `inner`, allowing `limit` bytes between two resets.
     pub fn new(inner: T, limit: usize) -> (Self, StanzaBudget) {
         let consumed = Arc::new(AtomicUsize::new(0));
-        let budget = StanzaBudget { consumed: consumed.clone() };
-        (Self { inner, consumed, limit }, budget)
+        let budget = StanzaBudget {
+            consumed: consumed.clone(),
+        };
+        (
+            Self {
+                inner,
+                consumed,
+                limit,
+            },
+            budget,
+        )
     }
 
     /// Returns the wrapped transport.
@@ -113,7 +123,11 @@ impl<T: AsyncRead + Unpin> AsyncRead for LimitedIo<T> {
 }
 
 impl<T: AsyncWrite + Unpin> AsyncWrite for LimitedIo<T> {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
     }
 

@@ -23,7 +23,10 @@ pub struct ConnectionSlot {
 impl ConnectionLimiter {
     /// A limiter admitting `max_per_ip` connections per address.
     pub fn new(max_per_ip: usize) -> Arc<Self> {
-        Arc::new(Self { max_per_ip, open: Mutex::new(HashMap::new()) })
+        Arc::new(Self {
+            max_per_ip,
+            open: Mutex::new(HashMap::new()),
+        })
     }
 
     /// Admits a connection from `ip`, or returns `None` if it has too many.
@@ -34,7 +37,10 @@ impl ConnectionLimiter {
             return None;
         }
         *count += 1;
-        Some(ConnectionSlot { limiter: self.clone(), ip })
+        Some(ConnectionSlot {
+            limiter: self.clone(),
+            ip,
+        })
     }
 }
 
@@ -65,15 +71,23 @@ impl AuthLimiter {
 
     /// A limiter allowing `max_per_minute` failures per address.
     pub fn new(max_per_minute: u32) -> Arc<Self> {
-        Arc::new(Self { max_per_minute, failures: Mutex::new(HashMap::new()) })
+        Arc::new(Self {
+            max_per_minute,
+            failures: Mutex::new(HashMap::new()),
+        })
     }
 
     /// Whether `ip` may try to authenticate now.
     pub fn allowed(&self, ip: IpAddr) -> bool {
         let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(list) = failures.get_mut(&ip) else { return true };
+        let Some(list) = failures.get_mut(&ip) else {
+            return true;
+        };
         let now = Instant::now();
-        while list.front().is_some_and(|t| now.duration_since(*t) > Self::WINDOW) {
+        while list
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > Self::WINDOW)
+        {
             list.pop_front();
         }
         if list.is_empty() {

@@ -33,13 +33,17 @@ use tokio_xmpp::xmlstream::{
 use xmpp_parsers::bind::{BindFeature, BindQuery, BindResponse};
 use xmpp_parsers::sasl::{self, Auth, Challenge, Failure, Mechanism, Success};
 use xmpp_parsers::starttls::{Proceed, StartTls};
-use xmpp_parsers::stream_error::{DefinedCondition as StreamCondition, SentStreamError, StreamError};
+use xmpp_parsers::stream_error::{
+    DefinedCondition as StreamCondition, SentStreamError, StreamError,
+};
 use xmpp_parsers::stream_features::StreamFeatures;
 
 use super::io::{is_stanza_too_large, BoxedTransport, C2sIo, LimitedIo, StanzaBudget};
 use super::limits::AuthLimiter;
 use crate::modules::register;
-use crate::sasl::{ClientFirst, PlainCredentials, SaslError, ScramHash, ScramServer, StoredCredentials};
+use crate::sasl::{
+    ClientFirst, PlainCredentials, SaslError, ScramHash, ScramServer, StoredCredentials,
+};
 use crate::stanza::{self, NS_CLIENT};
 
 /// An XML stream of stanzas from a client.
@@ -85,7 +89,10 @@ pub trait AccountBackend: Send + Sync {
 
     /// Binds `jid` as a new session, replacing any session with the same
     /// full JID.
-    fn bind(&self, jid: &FullJid) -> impl Future<Output = Result<Self::Binding, BackendError>> + Send;
+    fn bind(
+        &self,
+        jid: &FullJid,
+    ) -> impl Future<Output = Result<Self::Binding, BackendError>> + Send;
 }
 
 /// How the client connected.
@@ -163,7 +170,12 @@ pub async fn negotiate<B: AccountBackend>(
     backend: &B,
 ) -> Result<C2sStream<B::Binding>, NegotiationError> {
     let deadline = Instant::now() + settings.negotiation_timeout;
-    let negotiation = Negotiation { peer, settings, backend, deadline };
+    let negotiation = Negotiation {
+        peer,
+        settings,
+        backend,
+        deadline,
+    };
     match tokio::time::timeout_at(deadline, negotiation.run(transport, mode)).await {
         Ok(result) => result,
         // The deadline hit inside TLS or header parsing: nothing to say it on.
@@ -204,12 +216,24 @@ impl<B: AccountBackend> Negotiation<'_, B> {
         let accepted = stream.accept_reset(&success).await?;
         let mut stream = self.send_header_and_features(accepted, Stage::Bind).await?;
         let (jid, binding) = self.bind(&mut stream, &username).await?;
-        Ok(C2sStream { stream, budget, jid, binding, peer: self.peer })
+        Ok(C2sStream {
+            stream,
+            budget,
+            jid,
+            binding,
+            peer: self.peer,
+        })
     }
 
-    async fn tls_handshake(&self, transport: BoxedTransport) -> Result<BoxedTransport, NegotiationError> {
+    async fn tls_handshake(
+        &self,
+        transport: BoxedTransport,
+    ) -> Result<BoxedTransport, NegotiationError> {
         let acceptor = tokio_rustls::TlsAcceptor::from(self.settings.tls.clone());
-        let tls = acceptor.accept(transport).await.map_err(NegotiationError::Tls)?;
+        let tls = acceptor
+            .accept(transport)
+            .await
+            .map_err(NegotiationError::Tls)?;
         Ok(Box::new(tls))
     }
 
@@ -220,7 +244,8 @@ impl<B: AccountBackend> Negotiation<'_, B> {
         transport: BoxedTransport,
         stage: Stage,
     ) -> Result<(C2sXmlStream, StanzaBudget), NegotiationError> {
-        let (io, budget) = LimitedIo::new(BufStream::new(transport), self.settings.max_stanza_bytes);
+        let (io, budget) =
+            LimitedIo::new(BufStream::new(transport), self.settings.max_stanza_bytes);
         let accepted = accept_stream(io, NS_CLIENT, self.settings.timeouts).await?;
         let stream = self.send_header_and_features(accepted, stage).await?;
         Ok((stream, budget))
@@ -245,7 +270,10 @@ impl<B: AccountBackend> Negotiation<'_, B> {
             pending
                 .send_error(&StreamError::new(StreamCondition::HostUnknown, "en", text))
                 .await?;
-            return Err(NegotiationError::Refused { condition: StreamCondition::HostUnknown, text });
+            return Err(NegotiationError::Refused {
+                condition: StreamCondition::HostUnknown,
+                text,
+            });
         }
         Ok(pending.send_features(&self.features(stage)).await?)
     }
@@ -255,10 +283,14 @@ impl<B: AccountBackend> Negotiation<'_, B> {
         match stage {
             Stage::StartTls => features.starttls = Some(StartTls { required: true }),
             Stage::Sasl => {
-                features.sasl_mechanisms =
-                    crate::sasl::MECHANISMS.iter().map(|m| m.to_string()).collect();
+                features.sasl_mechanisms = crate::sasl::MECHANISMS
+                    .iter()
+                    .map(|m| m.to_string())
+                    .collect();
                 if self.backend.registration_open() {
-                    features.others.push(Element::bare("register", NS_REGISTER_FEATURE));
+                    features
+                        .others
+                        .push(Element::bare("register", NS_REGISTER_FEATURE));
                 }
             }
             Stage::Bind => {
@@ -277,14 +309,22 @@ impl<B: AccountBackend> Negotiation<'_, B> {
     async fn starttls(&self, mut stream: C2sXmlStream) -> Result<BoxedTransport, NegotiationError> {
         let element = self.recv(&mut stream).await?;
         if !element.is("starttls", NS_TLS) {
-            return Err(refuse(stream, StreamCondition::PolicyViolation, "STARTTLS is required").await);
+            return Err(refuse(
+                stream,
+                StreamCondition::PolicyViolation,
+                "STARTTLS is required",
+            )
+            .await);
         }
         stream.send(&Proceed).await?;
         let buffered = stream.into_inner().into_inner();
         self.tls_handshake(buffered.into_inner()).await
     }
 
-    async fn authenticate(&self, stream: &mut C2sXmlStream) -> Result<Authenticated, NegotiationError> {
+    async fn authenticate(
+        &self,
+        stream: &mut C2sXmlStream,
+    ) -> Result<Authenticated, NegotiationError> {
         let mut attempts = 0;
         loop {
             let element = self.recv(stream).await?;
@@ -294,13 +334,23 @@ impl<B: AccountBackend> Negotiation<'_, B> {
                     return Ok(done);
                 }
                 if attempts >= MAX_AUTH_ATTEMPTS {
-                    return Err(refuse_in_place(stream, StreamCondition::PolicyViolation, "too many failed authentication attempts").await);
+                    return Err(refuse_in_place(
+                        stream,
+                        StreamCondition::PolicyViolation,
+                        "too many failed authentication attempts",
+                    )
+                    .await);
                 }
             } else if element.is("iq", NS_CLIENT) && register::is_register_iq(&element) {
                 let reply = self.pre_auth_registration(&element).await?;
                 stream.send(&reply).await?;
             } else {
-                return Err(refuse_in_place(stream, StreamCondition::NotAuthorized, "authenticate first").await);
+                return Err(refuse_in_place(
+                    stream,
+                    StreamCondition::NotAuthorized,
+                    "authenticate first",
+                )
+                .await);
             }
         }
     }
@@ -314,7 +364,12 @@ impl<B: AccountBackend> Negotiation<'_, B> {
         let limiter = &self.settings.auth_limiter;
         if !limiter.allowed(self.peer.ip()) {
             tokio::time::sleep(AuthLimiter::PENALTY).await;
-            send_failure(stream, sasl::DefinedCondition::TemporaryAuthFailure, "too many failed attempts; try again later").await?;
+            send_failure(
+                stream,
+                sasl::DefinedCondition::TemporaryAuthFailure,
+                "too many failed attempts; try again later",
+            )
+            .await?;
             return Ok(None);
         }
         let outcome = match Auth::try_from(element) {
@@ -327,7 +382,10 @@ impl<B: AccountBackend> Negotiation<'_, B> {
             },
         };
         match outcome {
-            Ok((username, data)) => Ok(Some(Authenticated::User { username, success: Success { data } })),
+            Ok((username, data)) => Ok(Some(Authenticated::User {
+                username,
+                success: Success { data },
+            })),
             Err(error) => {
                 tracing::info!(peer = %self.peer, %error, "authentication failed");
                 let condition = match error {
@@ -336,7 +394,9 @@ impl<B: AccountBackend> Negotiation<'_, B> {
                         sasl::DefinedCondition::NotAuthorized
                     }
                     SaslError::InvalidAuthzid => sasl::DefinedCondition::InvalidAuthzid,
-                    SaslError::ChannelBindingUnsupported => sasl::DefinedCondition::EncryptionRequired,
+                    SaslError::ChannelBindingUnsupported => {
+                        sasl::DefinedCondition::EncryptionRequired
+                    }
                     SaslError::Malformed(_) => sasl::DefinedCondition::MalformedRequest,
                 };
                 send_failure(stream, condition, "").await?;
@@ -345,7 +405,10 @@ impl<B: AccountBackend> Negotiation<'_, B> {
         }
     }
 
-    async fn plain(&self, data: &[u8]) -> Result<Result<(String, Vec<u8>), SaslError>, NegotiationError> {
+    async fn plain(
+        &self,
+        data: &[u8],
+    ) -> Result<Result<(String, Vec<u8>), SaslError>, NegotiationError> {
         let creds = match PlainCredentials::parse(data) {
             Ok(c) => c,
             Err(e) => return Ok(Err(e)),
@@ -356,7 +419,10 @@ impl<B: AccountBackend> Negotiation<'_, B> {
         if !self.authzid_ok(creds.authzid.as_deref(), &username) {
             return Ok(Err(SaslError::InvalidAuthzid));
         }
-        let stored = self.backend.credentials(&username, ScramHash::Sha256).await?;
+        let stored = self
+            .backend
+            .credentials(&username, ScramHash::Sha256)
+            .await?;
         let password = creds.password;
         let valid = tokio::task::spawn_blocking(move || {
             let stored = stored.unwrap_or_else(|| StoredCredentials::decoy(ScramHash::Sha256));
@@ -364,7 +430,11 @@ impl<B: AccountBackend> Negotiation<'_, B> {
         })
         .await
         .unwrap_or(false);
-        Ok(if valid { Ok((username, Vec::new())) } else { Err(SaslError::NotAuthorized) })
+        Ok(if valid {
+            Ok((username, Vec::new()))
+        } else {
+            Err(SaslError::NotAuthorized)
+        })
     }
 
     async fn scram(
@@ -387,8 +457,11 @@ impl<B: AccountBackend> Negotiation<'_, B> {
             Some(name) => self.backend.credentials(name, hash).await?,
             None => None,
         };
-        let (server, challenge) =
-            ScramServer::start(hash, first, stored.unwrap_or_else(|| StoredCredentials::decoy(hash)));
+        let (server, challenge) = ScramServer::start(
+            hash,
+            first,
+            stored.unwrap_or_else(|| StoredCredentials::decoy(hash)),
+        );
         stream.send(&Challenge { data: challenge }).await?;
         let response = self.recv(stream).await?;
         if response.is("abort", NS_SASL) {
@@ -408,22 +481,27 @@ impl<B: AccountBackend> Negotiation<'_, B> {
         match authzid {
             None => true,
             Some(a) => BareJid::new(a).is_ok_and(|j| {
-                j.node().map(|n| n.as_str()) == Some(username) && j.domain().as_str() == self.settings.domain
+                j.node().map(|n| n.as_str()) == Some(username)
+                    && j.domain().as_str() == self.settings.domain
             }),
         }
     }
 
     async fn pre_auth_registration(&self, iq: &Element) -> Result<Element, NegotiationError> {
         if !self.backend.registration_open() {
-            return Ok(stanza::errors::service_unavailable(iq, "in-band registration is closed")
-                .unwrap_or_else(|| stanza::iq_result(iq, None)));
+            return Ok(
+                stanza::errors::service_unavailable(iq, "in-band registration is closed")
+                    .unwrap_or_else(|| stanza::iq_result(iq, None)),
+            );
         }
         match iq.attr("type") {
             Some("get") => Ok(stanza::iq_result(iq, Some(register::form()))),
             Some("set") => {
                 let reply = match register::parse_submission(iq) {
                     Err(text) => stanza::errors::bad_request(iq, text),
-                    Ok(sub) if sub.remove => stanza::errors::not_allowed(iq, "log in to cancel a registration"),
+                    Ok(sub) if sub.remove => {
+                        stanza::errors::not_allowed(iq, "log in to cancel a registration")
+                    }
                     Ok(sub) => match normalize_username(&sub.username) {
                         None => stanza::errors::bad_request(iq, "that user name is not allowed"),
                         Some(name) => {
@@ -443,7 +521,10 @@ impl<B: AccountBackend> Negotiation<'_, B> {
                 };
                 Ok(reply.unwrap_or_else(|| stanza::iq_result(iq, None)))
             }
-            _ => Ok(stanza::errors::bad_request(iq, "").unwrap_or_else(|| stanza::iq_result(iq, None))),
+            _ => {
+                Ok(stanza::errors::bad_request(iq, "")
+                    .unwrap_or_else(|| stanza::iq_result(iq, None)))
+            }
         }
     }
 
@@ -456,17 +537,30 @@ impl<B: AccountBackend> Negotiation<'_, B> {
         loop {
             let iq = self.recv(stream).await?;
             let bind_query = (iq.is("iq", NS_CLIENT) && iq.attr("type") == Some("set"))
-                .then(|| stanza::iq_payload(&iq).filter(|p| p.is("bind", NS_BIND)).cloned())
+                .then(|| {
+                    stanza::iq_payload(&iq)
+                        .filter(|p| p.is("bind", NS_BIND))
+                        .cloned()
+                })
                 .flatten();
             let Some(query) = bind_query else {
-                if iq.is("iq", NS_CLIENT) && stanza::iq_payload(&iq).is_some_and(|p| p.is("session", NS_SESSION)) {
+                if iq.is("iq", NS_CLIENT)
+                    && stanza::iq_payload(&iq).is_some_and(|p| p.is("session", NS_SESSION))
+                {
                     stream.send(&stanza::iq_result(&iq, None)).await?;
                     continue;
                 }
-                return Err(refuse_in_place(stream, StreamCondition::NotAuthorized, "bind a resource first").await);
+                return Err(refuse_in_place(
+                    stream,
+                    StreamCondition::NotAuthorized,
+                    "bind a resource first",
+                )
+                .await);
             };
             let requested = BindQuery::try_from(query).ok().and_then(|q| q.resource);
-            let resource = requested.filter(|r| !r.trim().is_empty()).unwrap_or_else(generated_resource);
+            let resource = requested
+                .filter(|r| !r.trim().is_empty())
+                .unwrap_or_else(generated_resource);
             let Ok(jid) = bare.with_resource_str(&resource) else {
                 if let Some(err) = stanza::errors::bad_request(&iq, "invalid resource") {
                     stream.send(&err).await?;
@@ -487,16 +581,24 @@ impl<B: AccountBackend> Negotiation<'_, B> {
             let next = match tokio::time::timeout_at(self.deadline, stream.next()).await {
                 Ok(next) => next,
                 Err(_) => {
-                    return Err(refuse_in_place(stream, StreamCondition::ConnectionTimeout, "authenticate sooner").await)
+                    return Err(refuse_in_place(
+                        stream,
+                        StreamCondition::ConnectionTimeout,
+                        "authenticate sooner",
+                    )
+                    .await)
                 }
             };
             return match next {
                 Some(Ok(element)) => Ok(element),
                 Some(Err(ReadError::SoftTimeout)) => continue,
                 Some(Err(ReadError::HardError(e))) => Err(read_failure(stream, e).await),
-                Some(Err(ReadError::ParseError(_))) => {
-                    Err(refuse_in_place(stream, StreamCondition::BadFormat, "cannot parse that element").await)
-                }
+                Some(Err(ReadError::ParseError(_))) => Err(refuse_in_place(
+                    stream,
+                    StreamCondition::BadFormat,
+                    "cannot parse that element",
+                )
+                .await),
                 Some(Err(ReadError::StreamFooterReceived)) | None => {
                     let _ = close_stream(stream).await;
                     Err(NegotiationError::Closed)
@@ -528,7 +630,12 @@ pub async fn read_failure(stream: &mut C2sXmlStream, e: std::io::Error) -> Negot
     if is_stanza_too_large(&e) {
         refuse_in_place(stream, StreamCondition::PolicyViolation, "stanza too large").await
     } else if e.kind() == std::io::ErrorKind::InvalidData {
-        refuse_in_place(stream, StreamCondition::NotWellFormed, "XML not well-formed").await
+        refuse_in_place(
+            stream,
+            StreamCondition::NotWellFormed,
+            "XML not well-formed",
+        )
+        .await
     } else {
         NegotiationError::Io(e)
     }
@@ -549,7 +656,11 @@ pub async fn refuse_in_place(
     NegotiationError::Refused { condition, text }
 }
 
-async fn refuse(mut stream: C2sXmlStream, condition: StreamCondition, text: &'static str) -> NegotiationError {
+async fn refuse(
+    mut stream: C2sXmlStream,
+    condition: StreamCondition,
+    text: &'static str,
+) -> NegotiationError {
     refuse_in_place(&mut stream, condition, text).await
 }
 
@@ -558,7 +669,10 @@ async fn send_failure(
     condition: sasl::DefinedCondition,
     text: &str,
 ) -> Result<(), NegotiationError> {
-    let mut failure = Failure { defined_condition: condition, texts: Default::default() };
+    let mut failure = Failure {
+        defined_condition: condition,
+        texts: Default::default(),
+    };
     if !text.is_empty() {
         failure.texts.insert("en".into(), text.to_owned());
     }

@@ -13,7 +13,10 @@ use tokio::sync::mpsc;
 use tokio_xmpp::xmlstream::ReadError;
 use xmpp_parsers::stream_error::DefinedCondition as StreamCondition;
 
-use super::negotiation::{close_stream, flush_stream, negotiate, read_failure, refuse_in_place, C2sStream, C2sXmlStream, TlsMode};
+use super::negotiation::{
+    close_stream, flush_stream, negotiate, read_failure, refuse_in_place, C2sStream, C2sXmlStream,
+    TlsMode,
+};
 use crate::modules::{ciphertext, message, offline, presence};
 use crate::router::{self, SessionCtx};
 use crate::server::Server;
@@ -26,7 +29,13 @@ pub async fn run(server: Arc<Server>, tcp: TcpStream, peer: SocketAddr, mode: Tl
         result = negotiate(Box::new(tcp), peer, mode, &server.c2s, &*server) => result,
         _ = server.shutdown.cancelled() => return,
     };
-    let C2sStream { mut stream, budget, jid, binding: (handle, mut rx), .. } = match negotiated {
+    let C2sStream {
+        mut stream,
+        budget,
+        jid,
+        binding: (handle, mut rx),
+        ..
+    } = match negotiated {
         Ok(stream) => stream,
         Err(e) => {
             tracing::debug!(%peer, "negotiation ended: {e}");
@@ -35,7 +44,10 @@ pub async fn run(server: Arc<Server>, tcp: TcpStream, peer: SocketAddr, mode: Tl
     };
     tracing::info!(%jid, %peer, "session started");
     let mut ctx = SessionCtx {
-        username: jid.node().map(|n| n.as_str().to_owned()).unwrap_or_default(),
+        username: jid
+            .node()
+            .map(|n| n.as_str().to_owned())
+            .unwrap_or_default(),
         jid,
         handle,
         available: false,
@@ -97,7 +109,11 @@ pub async fn run(server: Arc<Server>, tcp: TcpStream, peer: SocketAddr, mode: Tl
 
 /// Writes a stanza, flushing only when nothing else is queued, so that
 /// bursts go out in few TLS records.
-async fn write(stream: &mut C2sXmlStream, stanza: &Element, rx: &mpsc::Receiver<Outbound>) -> std::io::Result<()> {
+async fn write(
+    stream: &mut C2sXmlStream,
+    stanza: &Element,
+    rx: &mpsc::Receiver<Outbound>,
+) -> std::io::Result<()> {
     stream.feed(stanza).await?;
     if rx.is_empty() {
         flush_stream(stream).await?;
@@ -117,7 +133,11 @@ async fn flush_queue(stream: &mut C2sXmlStream, rx: &mut mpsc::Receiver<Outbound
 
 /// Writes the user's offline messages to this session and deletes them
 /// once they are flushed to the connection.
-async fn deliver_offline(server: &Server, ctx: &SessionCtx, stream: &mut C2sXmlStream) -> std::io::Result<()> {
+async fn deliver_offline(
+    server: &Server,
+    ctx: &SessionCtx,
+    stream: &mut C2sXmlStream,
+) -> std::io::Result<()> {
     let stored = match server.storage.offline_messages(&ctx.username).await {
         Ok(stored) => stored,
         Err(e) => {
@@ -125,7 +145,9 @@ async fn deliver_offline(server: &Server, ctx: &SessionCtx, stream: &mut C2sXmlS
             return Ok(());
         }
     };
-    let Some(last) = stored.last().map(|m| m.id) else { return Ok(()) };
+    let Some(last) = stored.last().map(|m| m.id) else {
+        return Ok(());
+    };
     for mut message in offline::parse_stored(&stored) {
         stanza::set_attr(&mut message, "to", ctx.jid.to_string());
         stream.feed(&message).await?;
@@ -152,14 +174,20 @@ fn keepalive_ping(server: &Server, ctx: &SessionCtx) -> Element {
 /// messages that were queued for it but never written, so that none is
 /// lost: they go to the user's other resources or to offline storage.
 async fn end_session(server: &Server, ctx: &mut SessionCtx, mut rx: mpsc::Receiver<Outbound>) {
-    server.sessions.unbind(&ctx.username, ctx.jid.resource().as_str(), ctx.handle.id);
+    server
+        .sessions
+        .unbind(&ctx.username, ctx.jid.resource().as_str(), ctx.handle.id);
     if let Err(e) = presence::go_unavailable(server, ctx, None).await {
         tracing::error!("broadcasting unavailable presence failed: {e}");
     }
     rx.close();
     while let Ok(outbound) = rx.try_recv() {
-        let Outbound::Stanza(stanza) = outbound else { continue };
-        if stanza.name() == "message" && matches!(stanza.attr("type"), None | Some("chat") | Some("normal")) {
+        let Outbound::Stanza(stanza) = outbound else {
+            continue;
+        };
+        if stanza.name() == "message"
+            && matches!(stanza.attr("type"), None | Some("chat") | Some("normal"))
+        {
             let storable = !ciphertext::is_plaintext(&stanza);
             let _ = message::deliver(server, stanza, &ctx.username, None, storable).await;
         }

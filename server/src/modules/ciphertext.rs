@@ -52,9 +52,12 @@ mod tests {
              <encrypted xmlns='eu.siacs.conversations.axolotl'><payload>AAAA</payload></encrypted></message>",
         );
         assert!(!is_plaintext(&omemo));
-        let omemo2 = parse("<message xmlns='jabber:client'><encrypted xmlns='urn:xmpp:omemo:2'/></message>");
+        let omemo2 =
+            parse("<message xmlns='jabber:client'><encrypted xmlns='urn:xmpp:omemo:2'/></message>");
         assert!(is_encrypted(&omemo2) && !is_plaintext(&omemo2));
-        let receipt = parse("<message xmlns='jabber:client'><received xmlns='urn:xmpp:receipts' id='x'/></message>");
+        let receipt = parse(
+            "<message xmlns='jabber:client'><received xmlns='urn:xmpp:receipts' id='x'/></message>",
+        );
         assert!(!is_plaintext(&receipt));
         let fake = parse("<message xmlns='jabber:client'><body>hi</body><encrypted xmlns='urn:example:not-e2ee'/></message>");
         assert!(is_plaintext(&fake));

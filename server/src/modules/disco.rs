@@ -34,7 +34,9 @@ pub async fn handle_iq(
     let info = query.is("query", NS_INFO);
     match destination {
         Destination::Server if node.is_some() => errors::item_not_found(iq, "no such node"),
-        Destination::Server if info => Some(stanza::iq_result(iq, Some(server_info(server).into()))),
+        Destination::Server if info => {
+            Some(stanza::iq_result(iq, Some(server_info(server).into())))
+        }
         Destination::Server => Some(stanza::iq_result(iq, Some(empty_items().into()))),
         Destination::Account(user) => {
             match server.storage.account_exists(user).await {
@@ -54,7 +56,11 @@ pub async fn handle_iq(
                     node: None,
                     items: items
                         .into_iter()
-                        .map(|n| Item { jid: owner.clone(), node: Some(n), name: None })
+                        .map(|n| Item {
+                            jid: owner.clone(),
+                            node: Some(n),
+                            name: None,
+                        })
                         .collect(),
                     rsm: None,
                 };
@@ -87,11 +93,20 @@ fn account_info(node: Option<&str>) -> DiscoInfoResult {
 }
 
 fn anonymous_identity(category: &str, type_: &str) -> Identity {
-    Identity { category: category.to_owned(), type_: type_.to_owned(), lang: None, name: None }
+    Identity {
+        category: category.to_owned(),
+        type_: type_.to_owned(),
+        lang: None,
+        name: None,
+    }
 }
 
 fn empty_items() -> DiscoItemsResult {
-    DiscoItemsResult { node: None, items: Vec::new(), rsm: None }
+    DiscoItemsResult {
+        node: None,
+        items: Vec::new(),
+        rsm: None,
+    }
 }
 
 fn features(list: Vec<&'static str>) -> BTreeSet<String> {

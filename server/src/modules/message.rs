@@ -41,7 +41,12 @@ impl MessageKind {
 }
 
 /// Handles a message from a client session.
-pub async fn from_client(server: &Server, session: &mut SessionCtx, message: Element, destination: Destination) {
+pub async fn from_client(
+    server: &Server,
+    session: &mut SessionCtx,
+    message: Element,
+    destination: Destination,
+) {
     let plaintext = ciphertext::is_plaintext(&message);
     if plaintext && server.config.plaintext == PlaintextPolicy::Refuse {
         tracing::debug!(from = %session.jid, "refused a plaintext message");
@@ -61,9 +66,15 @@ pub async fn from_client(server: &Server, session: &mut SessionCtx, message: Ele
             DefinedCondition::RemoteServerNotFound,
             "federation is not enabled on this server",
         ),
-        Destination::Account(user) => deliver(server, message, &user, None, !plaintext).await.err().flatten(),
+        Destination::Account(user) => deliver(server, message, &user, None, !plaintext)
+            .await
+            .err()
+            .flatten(),
         Destination::Resource(user, resource) => {
-            deliver(server, message, &user, Some(&resource), !plaintext).await.err().flatten()
+            deliver(server, message, &user, Some(&resource), !plaintext)
+                .await
+                .err()
+                .flatten()
         }
     };
     session.reply(bounce);
@@ -108,7 +119,9 @@ pub async fn deliver(
         return Err(errors::service_unavailable(&message, "no such user"));
     }
     match kind {
-        MessageKind::Chat | MessageKind::Normal if storable => store_offline(server, user, message).await,
+        MessageKind::Chat | MessageKind::Normal if storable => {
+            store_offline(server, user, message).await
+        }
         MessageKind::Chat | MessageKind::Normal => Err(errors::service_unavailable(
             &message,
             "the recipient is offline, and unencrypted messages are never stored",
@@ -122,18 +135,28 @@ pub async fn deliver(
 /// the bare JID. Resources with a negative priority never do; `chat` and
 /// `headline` go to every other one, `normal` to those of highest priority.
 fn select_resources(resources: &[Resource], kind: MessageKind) -> Vec<&Resource> {
-    let eligible: Vec<&Resource> = resources.iter().filter(|r| r.available() && r.priority >= 0).collect();
+    let eligible: Vec<&Resource> = resources
+        .iter()
+        .filter(|r| r.available() && r.priority >= 0)
+        .collect();
     match kind {
         MessageKind::Chat | MessageKind::Headline => eligible,
         MessageKind::Normal => {
             let top = eligible.iter().map(|r| r.priority).max();
-            eligible.into_iter().filter(|r| Some(r.priority) == top).collect()
+            eligible
+                .into_iter()
+                .filter(|r| Some(r.priority) == top)
+                .collect()
         }
         MessageKind::Groupchat | MessageKind::Error => Vec::new(),
     }
 }
 
-async fn store_offline(server: &Server, user: &str, message: Element) -> Result<(), Option<Element>> {
+async fn store_offline(
+    server: &Server,
+    user: &str,
+    message: Element,
+) -> Result<(), Option<Element>> {
     let bounce_source = message.clone();
     match offline::store(server, user, message).await {
         Ok(()) => Ok(()),

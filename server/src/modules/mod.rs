@@ -31,7 +31,9 @@ pub async fn handle_iq(
     let payload = stanza::iq_payload(iq)?;
     match payload.ns().as_str() {
         roster::NS => roster::handle_iq(server, session, iq, destination).await,
-        disco::NS_INFO | disco::NS_ITEMS => disco::handle_iq(server, session, iq, destination).await,
+        disco::NS_INFO | disco::NS_ITEMS => {
+            disco::handle_iq(server, session, iq, destination).await
+        }
         pep::NS | pep::NS_OWNER => pep::handle_iq(server, session, iq, destination).await,
         ping::NS => ping::handle_iq(iq, destination),
         version::NS => version::handle_iq(iq, destination),

@@ -26,7 +26,11 @@ pub enum OfflineError {
 
 /// Stores `message` for `username`, stamped with when the server got it.
 /// Returns once it is on disk.
-pub async fn store(server: &Server, username: &str, mut message: Element) -> Result<(), OfflineError> {
+pub async fn store(
+    server: &Server,
+    username: &str,
+    mut message: Element,
+) -> Result<(), OfflineError> {
     let delay = Delay {
         from: Some(jid::Jid::from(server.domain_jid())),
         stamp: DateTime(chrono::Utc::now().fixed_offset()),

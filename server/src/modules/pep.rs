@@ -47,7 +47,10 @@ pub const FEATURES: &[&str] = &[
 ];
 
 /// The configuration of a node created without options.
-const DEFAULT_CONFIG: PepNodeConfig = PepNodeConfig { access_model: AccessModel::Presence, max_items: 1 };
+const DEFAULT_CONFIG: PepNodeConfig = PepNodeConfig {
+    access_model: AccessModel::Presence,
+    max_items: 1,
+};
 
 /// Serves pubsub requests addressed to a user's bare JID (or, without
 /// `to`, to the requester's own).
@@ -67,13 +70,26 @@ pub async fn handle_iq(
     let is_owner = owner == session.username;
     let result = match (iq.attr("type"), payload.ns().as_str(), action.name()) {
         (Some("get"), NS, "items") => items(server, session, iq, &owner, action).await,
-        (Some("set"), NS, "publish") if is_owner => publish(server, session, iq, payload, action).await,
+        (Some("set"), NS, "publish") if is_owner => {
+            publish(server, session, iq, payload, action).await
+        }
         (Some("set"), NS, "retract") if is_owner => retract(server, session, iq, action).await,
-        (Some("get"), NS_OWNER, "configure") if is_owner => get_config(server, iq, &owner, action).await,
-        (Some("set"), NS_OWNER, "configure") if is_owner => set_config(server, iq, &owner, action).await,
+        (Some("get"), NS_OWNER, "configure") if is_owner => {
+            get_config(server, iq, &owner, action).await
+        }
+        (Some("set"), NS_OWNER, "configure") if is_owner => {
+            set_config(server, iq, &owner, action).await
+        }
         (Some("set"), NS_OWNER, "delete") if is_owner => delete(server, iq, &owner, action).await,
-        (Some("set"), _, _) if !is_owner => Ok(errors::forbidden(iq, "only the owner may change PEP nodes")),
-        _ => Ok(pubsub_error(iq, ErrorType::Cancel, DefinedCondition::FeatureNotImplemented, "unsupported")),
+        (Some("set"), _, _) if !is_owner => {
+            Ok(errors::forbidden(iq, "only the owner may change PEP nodes"))
+        }
+        _ => Ok(pubsub_error(
+            iq,
+            ErrorType::Cancel,
+            DefinedCondition::FeatureNotImplemented,
+            "unsupported",
+        )),
     };
     result.unwrap_or_else(|e| {
         tracing::error!("PEP operation failed: {e}");
@@ -83,7 +99,13 @@ pub async fn handle_iq(
 
 type Reply = Result<Option<Element>, crate::storage::StorageError>;
 
-async fn items(server: &Server, session: &SessionCtx, iq: &Element, owner: &str, request: &Element) -> Reply {
+async fn items(
+    server: &Server,
+    session: &SessionCtx,
+    iq: &Element,
+    owner: &str,
+    request: &Element,
+) -> Reply {
     let Some(node) = request.attr("node") else {
         return Ok(errors::bad_request(iq, "node required"));
     };
@@ -94,9 +116,18 @@ async fn items(server: &Server, session: &SessionCtx, iq: &Element, owner: &str,
         return Ok(errors::forbidden(iq, "not allowed to read this node"));
     }
     let max = request.attr("max_items").and_then(|m| m.parse().ok());
-    let wanted: Vec<&str> = request.children().filter(|c| c.name() == "item").filter_map(|c| c.attr("id")).collect();
-    let stored = server.storage.pep_items(owner, node, if wanted.is_empty() { max } else { None }).await?;
-    let mut items = Element::builder("items", NS).attr(name("node"), node).build();
+    let wanted: Vec<&str> = request
+        .children()
+        .filter(|c| c.name() == "item")
+        .filter_map(|c| c.attr("id"))
+        .collect();
+    let stored = server
+        .storage
+        .pep_items(owner, node, if wanted.is_empty() { max } else { None })
+        .await?;
+    let mut items = Element::builder("items", NS)
+        .attr(name("node"), node)
+        .build();
     for (id, payload) in stored {
         if !wanted.is_empty() && !wanted.contains(&id.as_str()) {
             continue;
@@ -107,7 +138,13 @@ async fn items(server: &Server, session: &SessionCtx, iq: &Element, owner: &str,
     Ok(Some(stanza::iq_result(iq, Some(pubsub))))
 }
 
-async fn publish(server: &Server, session: &SessionCtx, iq: &Element, pubsub: &Element, publish: &Element) -> Reply {
+async fn publish(
+    server: &Server,
+    session: &SessionCtx,
+    iq: &Element,
+    pubsub: &Element,
+    publish: &Element,
+) -> Reply {
     let Some(node) = publish.attr("node").filter(|n| !n.is_empty()) else {
         return Ok(errors::bad_request(iq, "node required"));
     };
@@ -117,18 +154,27 @@ async fn publish(server: &Server, session: &SessionCtx, iq: &Element, pubsub: &E
     };
     let mut payloads = item.children();
     let (Some(payload), None) = (payloads.next(), payloads.next()) else {
-        return Ok(errors::bad_request(iq, "an item carries exactly one payload"));
+        return Ok(errors::bad_request(
+            iq,
+            "an item carries exactly one payload",
+        ));
     };
-    let options = pubsub.get_child("publish-options", NS).and_then(|o| o.get_child("x", NS_DATA));
+    let options = pubsub
+        .get_child("publish-options", NS)
+        .and_then(|o| o.get_child("x", NS_DATA));
     let existing = server.storage.pep_node(&session.username, node).await?;
-    let requested = match options.map(|form| config_from_form(form, existing.unwrap_or(DEFAULT_CONFIG))) {
-        None => None,
-        Some(Ok(config)) => Some(config),
-        Some(Err(text)) => return Ok(precondition_not_met(iq, text)),
-    };
+    let requested =
+        match options.map(|form| config_from_form(form, existing.unwrap_or(DEFAULT_CONFIG))) {
+            None => None,
+            Some(Ok(config)) => Some(config),
+            Some(Err(text)) => return Ok(precondition_not_met(iq, text)),
+        };
     let config = match (existing, requested) {
         (Some(current), Some(wanted)) if current != wanted => {
-            return Ok(precondition_not_met(iq, "publish-options differ from the node's configuration"));
+            return Ok(precondition_not_met(
+                iq,
+                "publish-options differ from the node's configuration",
+            ));
         }
         (Some(current), _) => current,
         (None, wanted) => wanted.unwrap_or(DEFAULT_CONFIG),
@@ -139,7 +185,10 @@ async fn publish(server: &Server, session: &SessionCtx, iq: &Element, pubsub: &E
         .map(str::to_owned)
         .unwrap_or_else(|| format!("{:016x}", rand::thread_rng().gen::<u64>()));
     let payload_xml = String::from(payload);
-    server.storage.pep_publish(&session.username, node, config, &id, &payload_xml).await?;
+    server
+        .storage
+        .pep_publish(&session.username, node, config, &id, &payload_xml)
+        .await?;
     let event_items = Element::builder("items", NS_EVENT)
         .attr(name("node"), node)
         .append(item_element(NS_EVENT, &id, &payload_xml))
@@ -149,7 +198,11 @@ async fn publish(server: &Server, session: &SessionCtx, iq: &Element, pubsub: &E
         .append(
             Element::builder("publish", NS)
                 .attr(name("node"), node)
-                .append(Element::builder("item", NS).attr(name("id"), id.as_str()).build())
+                .append(
+                    Element::builder("item", NS)
+                        .attr(name("id"), id.as_str())
+                        .build(),
+                )
                 .build(),
         )
         .build();
@@ -166,13 +219,21 @@ async fn retract(server: &Server, session: &SessionCtx, iq: &Element, retract: &
     let Some(config) = server.storage.pep_node(&session.username, node).await? else {
         return Ok(errors::item_not_found(iq, "no such node"));
     };
-    if !server.storage.pep_retract(&session.username, node, id).await? {
+    if !server
+        .storage
+        .pep_retract(&session.username, node, id)
+        .await?
+    {
         return Ok(errors::item_not_found(iq, "no such item"));
     }
     if matches!(retract.attr("notify"), Some("true" | "1")) {
         let event_items = Element::builder("items", NS_EVENT)
             .attr(name("node"), node)
-            .append(Element::builder("retract", NS_EVENT).attr(name("id"), id).build())
+            .append(
+                Element::builder("retract", NS_EVENT)
+                    .attr(name("id"), id)
+                    .build(),
+            )
             .build();
         notify(server, &session.username, config.access_model, event_items).await?;
     }
@@ -189,11 +250,24 @@ async fn get_config(server: &Server, iq: &Element, owner: &str, request: &Elemen
     let form = Element::builder("x", NS_DATA)
         .attr(name("type"), "form")
         .append(field("FORM_TYPE", Some("hidden"), NODE_CONFIG_FORM))
-        .append(field("pubsub#access_model", Some("list-single"), config.access_model.as_str()))
-        .append(field("pubsub#max_items", Some("text-single"), &config.max_items.to_string()))
+        .append(field(
+            "pubsub#access_model",
+            Some("list-single"),
+            config.access_model.as_str(),
+        ))
+        .append(field(
+            "pubsub#max_items",
+            Some("text-single"),
+            &config.max_items.to_string(),
+        ))
         .build();
-    let configure = Element::builder("configure", NS_OWNER).attr(name("node"), node).append(form).build();
-    let pubsub = Element::builder("pubsub", NS_OWNER).append(configure).build();
+    let configure = Element::builder("configure", NS_OWNER)
+        .attr(name("node"), node)
+        .append(form)
+        .build();
+    let pubsub = Element::builder("pubsub", NS_OWNER)
+        .append(configure)
+        .build();
     Ok(Some(stanza::iq_result(iq, Some(pubsub))))
 }
 
@@ -224,10 +298,15 @@ async fn delete(server: &Server, iq: &Element, owner: &str, request: &Element) -
 
 /// The nodes of `owner` that the session may see.
 pub async fn visible_nodes(server: &Server, session: &SessionCtx, owner: &str) -> Vec<String> {
-    let Ok(nodes) = server.storage.pep_nodes(owner).await else { return Vec::new() };
+    let Ok(nodes) = server.storage.pep_nodes(owner).await else {
+        return Vec::new();
+    };
     let mut visible = Vec::new();
     for (node, config) in nodes {
-        if may_read(server, session, owner, config.access_model).await.unwrap_or(false) {
+        if may_read(server, session, owner, config.access_model)
+            .await
+            .unwrap_or(false)
+        {
             visible.push(node);
         }
     }
@@ -263,7 +342,9 @@ async fn notify(
     model: AccessModel,
     event_items: Element,
 ) -> Result<(), crate::storage::StorageError> {
-    let Some(owner_jid) = account_jid(owner, &server.config.domain) else { return Ok(()) };
+    let Some(owner_jid) = account_jid(owner, &server.config.domain) else {
+        return Ok(());
+    };
     let mut recipients: Vec<BareJid> = vec![owner_jid.clone()];
     if model != AccessModel::Whitelist {
         for item in server.storage.roster_items(owner).await? {
@@ -274,13 +355,22 @@ async fn notify(
             }
         }
     }
-    let event = Element::builder("event", NS_EVENT).append(event_items).build();
+    let event = Element::builder("event", NS_EVENT)
+        .append(event_items)
+        .build();
     for recipient in recipients {
         if recipient.domain().as_str() != server.config.domain {
             continue;
         }
-        let Some(user) = recipient.node() else { continue };
-        for resource in server.sessions.resources(user.as_str()).into_iter().filter(|r| r.available()) {
+        let Some(user) = recipient.node() else {
+            continue;
+        };
+        for resource in server
+            .sessions
+            .resources(user.as_str())
+            .into_iter()
+            .filter(|r| r.available())
+        {
             let mut message = stanza::new_stanza("message");
             stanza::set_attr(&mut message, "type", "headline");
             stanza::set_attr(&mut message, "from", owner_jid.to_string());
@@ -299,16 +389,23 @@ async fn notify(
 fn config_from_form(form: &Element, base: PepNodeConfig) -> Result<PepNodeConfig, &'static str> {
     let mut config = base;
     for field in form.children().filter(|c| c.is("field", NS_DATA)) {
-        let value = field.get_child("value", NS_DATA).map(|v| v.text()).unwrap_or_default();
+        let value = field
+            .get_child("value", NS_DATA)
+            .map(|v| v.text())
+            .unwrap_or_default();
         match field.attr("var") {
             Some("pubsub#access_model") => {
-                config.access_model = AccessModel::parse(&value).ok_or("unsupported access model")?;
+                config.access_model =
+                    AccessModel::parse(&value).ok_or("unsupported access model")?;
             }
             Some("pubsub#max_items") => {
                 config.max_items = if value == "max" {
                     MAX_ITEMS_CAP
                 } else {
-                    value.parse::<u32>().map_err(|_| "bad max_items")?.clamp(1, MAX_ITEMS_CAP)
+                    value
+                        .parse::<u32>()
+                        .map_err(|_| "bad max_items")?
+                        .clamp(1, MAX_ITEMS_CAP)
                 };
             }
             _ => {}
@@ -318,7 +415,9 @@ fn config_from_form(form: &Element, base: PepNodeConfig) -> Result<PepNodeConfig
 }
 
 fn field(var: &str, type_: Option<&str>, value: &str) -> Element {
-    let mut field = Element::builder("field", NS_DATA).attr(name("var"), var).build();
+    let mut field = Element::builder("field", NS_DATA)
+        .attr(name("var"), var)
+        .build();
     if let Some(t) = type_ {
         stanza::set_attr(&mut field, "type", t);
     }
@@ -346,7 +445,12 @@ fn precondition_not_met(iq: &Element, text: &str) -> Option<Element> {
     })
 }
 
-fn pubsub_error(iq: &Element, type_: ErrorType, condition: DefinedCondition, text: &str) -> Option<Element> {
+fn pubsub_error(
+    iq: &Element,
+    type_: ErrorType,
+    condition: DefinedCondition,
+    text: &str,
+) -> Option<Element> {
     stanza::error_reply(iq, type_, condition, text)
 }
 
@@ -368,7 +472,13 @@ mod tests {
             .parse()
             .unwrap();
         let config = config_from_form(&form, DEFAULT_CONFIG).unwrap();
-        assert_eq!(config, PepNodeConfig { access_model: AccessModel::Open, max_items: MAX_ITEMS_CAP });
+        assert_eq!(
+            config,
+            PepNodeConfig {
+                access_model: AccessModel::Open,
+                max_items: MAX_ITEMS_CAP
+            }
+        );
         let bad: Element = "<x xmlns='jabber:x:data'><field var='pubsub#access_model'><value>roster</value></field></x>"
             .parse()
             .unwrap();

@@ -15,7 +15,9 @@ pub const FEATURES: &[&str] = &[NS];
 /// Answers a ping.
 pub fn handle_iq(iq: &Element, destination: &Destination) -> Option<Element> {
     match (iq.attr("type"), destination) {
-        (Some("get"), Destination::Server | Destination::Account(_)) => Some(stanza::iq_result(iq, None)),
+        (Some("get"), Destination::Server | Destination::Account(_)) => {
+            Some(stanza::iq_result(iq, None))
+        }
         _ => None,
     }
 }

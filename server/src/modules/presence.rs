@@ -48,10 +48,17 @@ impl SubscriptionKind {
 }
 
 /// Handles a presence stanza from a client session.
-pub async fn from_client(server: &Server, session: &mut SessionCtx, presence: Element, destination: Destination) {
+pub async fn from_client(
+    server: &Server,
+    session: &mut SessionCtx,
+    presence: Element,
+    destination: Destination,
+) {
     let result = match presence.attr("type") {
         None | Some("unavailable") => match destination {
-            Destination::Server if presence.attr("to").is_none() => broadcast(server, session, presence).await,
+            Destination::Server if presence.attr("to").is_none() => {
+                broadcast(server, session, presence).await
+            }
             Destination::Server => Ok(()),
             destination => {
                 directed(server, session, presence, destination);
@@ -83,7 +90,11 @@ async fn subscription_from_client(
     presence: &Element,
     kind: SubscriptionKind,
 ) -> Result<(), StorageError> {
-    let Some(contact) = presence.attr("to").and_then(|to| Jid::new(to).ok()).map(Jid::into_bare) else {
+    let Some(contact) = presence
+        .attr("to")
+        .and_then(|to| Jid::new(to).ok())
+        .map(Jid::into_bare)
+    else {
         return Ok(());
     };
     if contact == session.bare() {
@@ -110,11 +121,17 @@ pub async fn outbound_subscription(
     contact: &BareJid,
     kind: SubscriptionKind,
 ) -> Result<(), StorageError> {
-    let Some(username) = user.node().map(|n| n.as_str().to_owned()) else { return Ok(()) };
-    let existing = server.storage.roster_item(&username, contact.as_str()).await?;
-    let mut item = existing
-        .clone()
-        .unwrap_or_else(|| RosterItem { contact: contact.to_string(), ..Default::default() });
+    let Some(username) = user.node().map(|n| n.as_str().to_owned()) else {
+        return Ok(());
+    };
+    let existing = server
+        .storage
+        .roster_item(&username, contact.as_str())
+        .await?;
+    let mut item = existing.clone().unwrap_or_else(|| RosterItem {
+        contact: contact.to_string(),
+        ..Default::default()
+    });
     let sub = item.subscription;
     let mut route = true;
     match kind {
@@ -146,7 +163,9 @@ pub async fn outbound_subscription(
             item.approved = false;
         }
     }
-    if existing.as_ref() != Some(&item) && (existing.is_some() || kind != SubscriptionKind::Unsubscribe) {
+    if existing.as_ref() != Some(&item)
+        && (existing.is_some() || kind != SubscriptionKind::Unsubscribe)
+    {
         save_and_push(server, &username, &item).await?;
     }
     if route {
@@ -168,7 +187,9 @@ async fn route_subscription(
     to: &BareJid,
     kind: SubscriptionKind,
 ) -> Result<(), StorageError> {
-    let Some(to_user) = to.node().map(|n| n.as_str().to_owned()) else { return Ok(()) };
+    let Some(to_user) = to.node().map(|n| n.as_str().to_owned()) else {
+        return Ok(());
+    };
     if let Some(answer) = inbound_subscription(server, from, &to_user, kind).await? {
         if let Some(from_user) = from.node() {
             inbound_subscription(server, to, from_user.as_str(), answer).await?;
@@ -191,9 +212,11 @@ pub async fn inbound_subscription(
         return Ok((kind == SubscriptionKind::Subscribe).then_some(SubscriptionKind::Unsubscribed));
     }
     let existing = server.storage.roster_item(username, from.as_str()).await?;
-    let mut item = existing
-        .clone()
-        .unwrap_or_else(|| RosterItem { contact: from.to_string(), listed: false, ..Default::default() });
+    let mut item = existing.clone().unwrap_or_else(|| RosterItem {
+        contact: from.to_string(),
+        listed: false,
+        ..Default::default()
+    });
     let sub = item.subscription;
     let mut deliver = true;
     let mut answer = None;
@@ -229,12 +252,19 @@ pub async fn inbound_subscription(
             item.ask_out = false;
         }
     }
-    if existing.as_ref() != Some(&item) && (existing.is_some() || kind == SubscriptionKind::Subscribe) {
+    if existing.as_ref() != Some(&item)
+        && (existing.is_some() || kind == SubscriptionKind::Subscribe)
+    {
         save_and_push(server, username, &item).await?;
     }
     if deliver {
         let presence = subscription_stanza(from, username, &server.config.domain, kind);
-        for resource in server.sessions.resources(username).into_iter().filter(|r| r.available()) {
+        for resource in server
+            .sessions
+            .resources(username)
+            .into_iter()
+            .filter(|r| r.available())
+        {
             resource.handle.send(presence.clone());
         }
     }
@@ -247,7 +277,12 @@ pub async fn inbound_subscription(
     Ok(answer)
 }
 
-fn subscription_stanza(from: &BareJid, to_user: &str, domain: &str, kind: SubscriptionKind) -> Element {
+fn subscription_stanza(
+    from: &BareJid,
+    to_user: &str,
+    domain: &str,
+    kind: SubscriptionKind,
+) -> Element {
     let mut presence = stanza::new_stanza("presence");
     stanza::set_attr(&mut presence, "type", kind.as_str());
     stanza::set_attr(&mut presence, "from", from.to_string());
@@ -261,12 +296,18 @@ fn subscription_stanza(from: &BareJid, to_user: &str, domain: &str, kind: Subscr
 /// (or `unavailable` from each) to `to`.
 fn send_presence_of(server: &Server, username: &str, to: &BareJid, unavailable: bool) {
     for resource in server.sessions.resources(username) {
-        let Some(mut presence) = resource.presence else { continue };
+        let Some(mut presence) = resource.presence else {
+            continue;
+        };
         if unavailable {
             presence = unavailable_from(presence.attr("from").unwrap_or_default());
         }
         stanza::set_attr(&mut presence, "to", to.to_string());
-        deliver_to(server, presence, &Destination::of(Some(&Jid::from(to.clone())), &server.config.domain));
+        deliver_to(
+            server,
+            presence,
+            &Destination::of(Some(&Jid::from(to.clone())), &server.config.domain),
+        );
     }
 }
 
@@ -278,7 +319,11 @@ fn unavailable_from(from: &str) -> Element {
 }
 
 /// Broadcasts a session's available or unavailable presence (no `to`).
-async fn broadcast(server: &Server, session: &mut SessionCtx, presence: Element) -> Result<(), StorageError> {
+async fn broadcast(
+    server: &Server,
+    session: &mut SessionCtx,
+    presence: Element,
+) -> Result<(), StorageError> {
     if presence.attr("type") == Some("unavailable") {
         return go_unavailable(server, session, Some(presence)).await;
     }
@@ -288,9 +333,12 @@ async fn broadcast(server: &Server, session: &mut SessionCtx, presence: Element)
         .unwrap_or(0);
     let initial = !session.available;
     session.available = true;
-    server
-        .sessions
-        .set_presence(&session.username, session.handle.id, Some(presence.clone()), priority);
+    server.sessions.set_presence(
+        &session.username,
+        session.handle.id,
+        Some(presence.clone()),
+        priority,
+    );
     let items = server.storage.roster_items(&session.username).await?;
     for item in items.iter().filter(|i| i.subscription.has_from()) {
         send_to_contact(server, &presence, &item.contact);
@@ -329,13 +377,19 @@ pub async fn go_unavailable(
     for to in std::mem::take(&mut session.directed_presence) {
         let mut copy = unavailable.clone();
         stanza::set_attr(&mut copy, "to", to.to_string());
-        deliver_to(server, copy, &Destination::of(Some(&to), &server.config.domain));
+        deliver_to(
+            server,
+            copy,
+            &Destination::of(Some(&to), &server.config.domain),
+        );
     }
     if !session.available {
         return Ok(());
     }
     session.available = false;
-    server.sessions.set_presence(&session.username, session.handle.id, None, 0);
+    server
+        .sessions
+        .set_presence(&session.username, session.handle.id, None, 0);
     for item in server.storage.roster_items(&session.username).await? {
         if item.subscription.has_from() {
             send_to_contact(server, &unavailable, &item.contact);
@@ -348,7 +402,9 @@ pub async fn go_unavailable(
 /// Answers an initial presence's probe of a local contact with the
 /// contact's available resources' presence.
 fn probe(server: &Server, session: &SessionCtx, contact: &str) {
-    let Ok(contact) = BareJid::new(contact) else { return };
+    let Ok(contact) = BareJid::new(contact) else {
+        return;
+    };
     if contact.domain().as_str() != server.config.domain {
         return;
     }
@@ -365,7 +421,11 @@ fn send_to_contact(server: &Server, presence: &Element, contact: &str) {
     let Ok(to) = Jid::new(contact) else { return };
     let mut copy = presence.clone();
     stanza::set_attr(&mut copy, "to", to.to_string());
-    deliver_to(server, copy, &Destination::of(Some(&to), &server.config.domain));
+    deliver_to(
+        server,
+        copy,
+        &Destination::of(Some(&to), &server.config.domain),
+    );
 }
 
 fn send_to_own_resources(server: &Server, session: &SessionCtx, presence: &Element) {
@@ -383,8 +443,15 @@ fn send_to_own_resources(server: &Server, session: &SessionCtx, presence: &Eleme
 
 /// Directed presence (RFC 6121 §4.6): delivered as addressed, and
 /// remembered so that the recipient learns when the session goes away.
-fn directed(server: &Server, session: &mut SessionCtx, presence: Element, destination: Destination) {
-    let Some(to) = presence.attr("to").and_then(|t| Jid::new(t).ok()) else { return };
+fn directed(
+    server: &Server,
+    session: &mut SessionCtx,
+    presence: Element,
+    destination: Destination,
+) {
+    let Some(to) = presence.attr("to").and_then(|t| Jid::new(t).ok()) else {
+        return;
+    };
     let available = presence.attr("type").is_none();
     deliver_to(server, presence, &destination);
     session.directed_presence.retain(|j| *j != to);
@@ -398,7 +465,12 @@ fn directed(server: &Server, session: &mut SessionCtx, presence: Element, destin
 fn deliver_to(server: &Server, presence: Element, destination: &Destination) {
     match destination {
         Destination::Account(user) => {
-            for resource in server.sessions.resources(user).into_iter().filter(|r| r.available()) {
+            for resource in server
+                .sessions
+                .resources(user)
+                .into_iter()
+                .filter(|r| r.available())
+            {
                 resource.handle.send(presence.clone());
             }
         }

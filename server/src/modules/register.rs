@@ -35,7 +35,11 @@ pub fn is_register_iq(iq: &Element) -> bool {
 /// The empty form a client fills in.
 pub fn form() -> Element {
     Element::builder("query", NS)
-        .append(Element::builder("instructions", NS).append("Choose a user name and password.").build())
+        .append(
+            Element::builder("instructions", NS)
+                .append("Choose a user name and password.")
+                .build(),
+        )
         .append(Element::bare("username", NS))
         .append(Element::bare("password", NS))
         .build()
@@ -43,7 +47,9 @@ pub fn form() -> Element {
 
 /// Reads a registration `set`.
 pub fn parse_submission(iq: &Element) -> Result<Submission, &'static str> {
-    let query = stanza::iq_payload(iq).filter(|p| p.is("query", NS)).ok_or("missing query")?;
+    let query = stanza::iq_payload(iq)
+        .filter(|p| p.is("query", NS))
+        .ok_or("missing query")?;
     let field = |name| query.get_child(name, NS).map(|e| e.text());
     let remove = query.get_child("remove", NS).is_some();
     let username = field("username").unwrap_or_default();
@@ -51,7 +57,11 @@ pub fn parse_submission(iq: &Element) -> Result<Submission, &'static str> {
     if !remove && (username.is_empty() || password.is_empty()) {
         return Err("a user name and a password are required");
     }
-    Ok(Submission { username, password, remove })
+    Ok(Submission {
+        username,
+        password,
+        remove,
+    })
 }
 
 /// Handles registration IQs of an authenticated user.
@@ -79,10 +89,16 @@ pub async fn handle_iq(
     if submission.remove {
         return Some(cancel(server, session, iq).await);
     }
-    if crate::c2s::negotiation::normalize_username(&submission.username).as_deref() != Some(&session.username) {
+    if crate::c2s::negotiation::normalize_username(&submission.username).as_deref()
+        != Some(&session.username)
+    {
         return errors::not_allowed(iq, "you can only change your own password");
     }
-    match server.storage.set_password(&session.username, &submission.password).await {
+    match server
+        .storage
+        .set_password(&session.username, &submission.password)
+        .await
+    {
         Ok(_) => {
             tracing::info!(user = %session.username, "password changed in-band");
             Some(stanza::iq_result(iq, None))
@@ -101,7 +117,9 @@ async fn cancel(server: &Server, session: &mut SessionCtx, iq: &Element) -> Elem
             tracing::info!(user = %session.username, "account cancelled in-band");
             for resource in server.sessions.resources(&session.username) {
                 if resource.handle.id != session.handle.id {
-                    resource.handle.close(StreamCondition::NotAuthorized, "account removed");
+                    resource
+                        .handle
+                        .close(StreamCondition::NotAuthorized, "account removed");
                 }
             }
             session.close_after = Some((StreamCondition::NotAuthorized, "account removed"));
@@ -109,8 +127,13 @@ async fn cancel(server: &Server, session: &mut SessionCtx, iq: &Element) -> Elem
         }
         Err(e) => {
             tracing::error!("account removal failed: {e}");
-            stanza::error_reply(iq, ErrorType::Wait, DefinedCondition::InternalServerError, "")
-                .unwrap_or_else(|| stanza::iq_result(iq, None))
+            stanza::error_reply(
+                iq,
+                ErrorType::Wait,
+                DefinedCondition::InternalServerError,
+                "",
+            )
+            .unwrap_or_else(|| stanza::iq_result(iq, None))
         }
     }
 }
@@ -121,18 +144,24 @@ mod tests {
 
     #[test]
     fn parses_submissions() {
-        let iq: Element = "<iq xmlns='jabber:client' type='set' id='r'><query xmlns='jabber:iq:register'>\
+        let iq: Element =
+            "<iq xmlns='jabber:client' type='set' id='r'><query xmlns='jabber:iq:register'>\
             <username>bill</username><password>Calliope</password></query></iq>"
-            .parse()
-            .unwrap();
+                .parse()
+                .unwrap();
         assert_eq!(
             parse_submission(&iq).unwrap(),
-            Submission { username: "bill".into(), password: "Calliope".into(), remove: false }
+            Submission {
+                username: "bill".into(),
+                password: "Calliope".into(),
+                remove: false
+            }
         );
-        let iq: Element = "<iq xmlns='jabber:client' type='set' id='r'><query xmlns='jabber:iq:register'>\
+        let iq: Element =
+            "<iq xmlns='jabber:client' type='set' id='r'><query xmlns='jabber:iq:register'>\
             <username>bill</username></query></iq>"
-            .parse()
-            .unwrap();
+                .parse()
+                .unwrap();
         assert!(parse_submission(&iq).is_err());
         let iq: Element = "<iq xmlns='jabber:client' type='set' id='r'><query xmlns='jabber:iq:register'><remove/></query></iq>"
             .parse()

@@ -48,8 +48,14 @@ async fn get(
     iq: &Element,
     query: Roster,
 ) -> Result<Element, crate::storage::StorageError> {
-    server.sessions.set_roster_interested(&session.username, session.handle.id);
-    let version = server.storage.roster_version(&session.username).await?.to_string();
+    server
+        .sessions
+        .set_roster_interested(&session.username, session.handle.id);
+    let version = server
+        .storage
+        .roster_version(&session.username)
+        .await?
+        .to_string();
     if query.ver.as_deref() == Some(version.as_str()) {
         // XEP-0237: the client's copy is current.
         return Ok(stanza::iq_result(iq, None));
@@ -57,7 +63,11 @@ async fn get(
     let items = server.storage.roster_items(&session.username).await?;
     let roster = Roster {
         ver: Some(version),
-        items: items.iter().filter(|i| is_visible(i)).filter_map(wire_item).collect(),
+        items: items
+            .iter()
+            .filter(|i| is_visible(i))
+            .filter_map(wire_item)
+            .collect(),
     };
     Ok(stanza::iq_result(iq, Some(roster.into())))
 }
@@ -69,11 +79,15 @@ async fn set(
     query: Roster,
 ) -> Result<Element, crate::storage::StorageError> {
     let [item] = query.items.as_slice() else {
-        return Ok(errors::bad_request(iq, "a roster set carries exactly one item").unwrap_or_else(|| stanza::iq_result(iq, None)));
+        return Ok(
+            errors::bad_request(iq, "a roster set carries exactly one item")
+                .unwrap_or_else(|| stanza::iq_result(iq, None)),
+        );
     };
     let contact = item.jid.to_string();
     if item.jid == session.bare() {
-        return Ok(errors::not_allowed(iq, "you cannot add yourself").unwrap_or_else(|| stanza::iq_result(iq, None)));
+        return Ok(errors::not_allowed(iq, "you cannot add yourself")
+            .unwrap_or_else(|| stanza::iq_result(iq, None)));
     }
     if item.subscription == roster::Subscription::Remove {
         remove(server, &session.bare(), &session.username, &item.jid).await?;
@@ -83,9 +97,17 @@ async fn set(
         .storage
         .roster_item(&session.username, &contact)
         .await?
-        .unwrap_or_else(|| RosterItem { contact, ..Default::default() });
+        .unwrap_or_else(|| RosterItem {
+            contact,
+            ..Default::default()
+        });
     stored.name = item.name.clone().filter(|n| !n.is_empty());
-    stored.groups = item.groups.iter().map(|g| g.0.clone()).filter(|g| !g.is_empty()).collect();
+    stored.groups = item
+        .groups
+        .iter()
+        .map(|g| g.0.clone())
+        .filter(|g| !g.is_empty())
+        .collect();
     stored.groups.dedup();
     stored.listed = true;
     save_and_push(server, &session.username, &stored).await?;
@@ -100,16 +122,25 @@ async fn remove(
     username: &str,
     contact: &BareJid,
 ) -> Result<(), crate::storage::StorageError> {
-    let Some(item) = server.storage.roster_item(username, contact.as_str()).await? else {
+    let Some(item) = server
+        .storage
+        .roster_item(username, contact.as_str())
+        .await?
+    else {
         return Ok(());
     };
     if item.subscription.has_to() || item.ask_out {
-        presence::outbound_subscription(server, user, contact, SubscriptionKind::Unsubscribe).await?;
+        presence::outbound_subscription(server, user, contact, SubscriptionKind::Unsubscribe)
+            .await?;
     }
     if item.subscription.has_from() || item.pending_in {
-        presence::outbound_subscription(server, user, contact, SubscriptionKind::Unsubscribed).await?;
+        presence::outbound_subscription(server, user, contact, SubscriptionKind::Unsubscribed)
+            .await?;
     }
-    let version = server.storage.delete_roster_item(username, contact.as_str()).await?;
+    let version = server
+        .storage
+        .delete_roster_item(username, contact.as_str())
+        .await?;
     let removed = roster::Item {
         jid: contact.clone(),
         name: None,
@@ -140,7 +171,10 @@ pub async fn save_and_push(
 
 /// Sends a roster push to every resource that asked for the roster.
 fn push(server: &Server, username: &str, item: roster::Item, version: i64) {
-    let roster = Roster { ver: Some(version.to_string()), items: vec![item] };
+    let roster = Roster {
+        ver: Some(version.to_string()),
+        items: vec![item],
+    };
     let payload: Element = roster.into();
     for resource in server.sessions.resources(username) {
         if !resource.roster_interested {
@@ -176,7 +210,11 @@ fn wire_item(item: &RosterItem) -> Option<roster::Item> {
             Subscription::From => roster::Subscription::From,
             Subscription::Both => roster::Subscription::Both,
         },
-        ask: if item.ask_out { Ask::Subscribe } else { Ask::None },
+        ask: if item.ask_out {
+            Ask::Subscribe
+        } else {
+            Ask::None
+        },
         groups: item.groups.iter().cloned().map(Group).collect(),
         approved: item.approved.then_some(true),
     })

@@ -11,5 +11,6 @@ pub const NS: &str = "urn:ietf:params:xml:ns:xmpp-session";
 
 /// Answers `<session/>`.
 pub fn handle_iq(iq: &Element, destination: &Destination) -> Option<Element> {
-    (iq.attr("type") == Some("set") && *destination == Destination::Server).then(|| stanza::iq_result(iq, None))
+    (iq.attr("type") == Some("set") && *destination == Destination::Server)
+        .then(|| stanza::iq_result(iq, None))
 }

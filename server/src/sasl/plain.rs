@@ -41,14 +41,23 @@ mod tests {
     #[test]
     fn parses_with_and_without_authzid() {
         let c = PlainCredentials::parse(b"\0alice\0secret").unwrap();
-        assert_eq!((c.authzid, c.username.as_str(), c.password.as_str()), (None, "alice", "secret"));
+        assert_eq!(
+            (c.authzid, c.username.as_str(), c.password.as_str()),
+            (None, "alice", "secret")
+        );
         let c = PlainCredentials::parse(b"alice@x\0alice\0s").unwrap();
         assert_eq!(c.authzid.as_deref(), Some("alice@x"));
     }
 
     #[test]
     fn rejects_malformed() {
-        for bad in [&b"alice\0secret"[..], b"\0\0secret", b"\0a\0", b"\0a\0b\0c", b"\xff\0a\0b"] {
+        for bad in [
+            &b"alice\0secret"[..],
+            b"\0\0secret",
+            b"\0a\0",
+            b"\0a\0b\0c",
+            b"\xff\0a\0b",
+        ] {
             assert!(PlainCredentials::parse(bad).is_err(), "{bad:?}");
         }
     }

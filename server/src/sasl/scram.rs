@@ -67,7 +67,9 @@ impl ScramHash {
 
     fn salted_password(self, password: &[u8], salt: &[u8], iterations: u32) -> Vec<u8> {
         match self {
-            Self::Sha1 => pbkdf2::pbkdf2_hmac_array::<Sha1, 20>(password, salt, iterations).to_vec(),
+            Self::Sha1 => {
+                pbkdf2::pbkdf2_hmac_array::<Sha1, 20>(password, salt, iterations).to_vec()
+            }
             Self::Sha256 => {
                 pbkdf2::pbkdf2_hmac_array::<Sha256, 32>(password, salt, iterations).to_vec()
             }
@@ -101,7 +103,12 @@ impl StoredCredentials {
     }
 
     /// Derives the stored secret of `password` with a given salt.
-    pub fn derive_with_salt(hash: ScramHash, password: &str, salt: Vec<u8>, iterations: u32) -> Self {
+    pub fn derive_with_salt(
+        hash: ScramHash,
+        password: &str,
+        salt: Vec<u8>,
+        iterations: u32,
+    ) -> Self {
         let salted = hash.salted_password(password.as_bytes(), &salt, iterations);
         let client_key = hash.hmac(&salted, b"Client Key");
         Self {
@@ -115,8 +122,7 @@ impl StoredCredentials {
     /// Checks a clear-text password (SASL PLAIN) against this secret in
     /// constant time.
     pub fn verify_password(&self, hash: ScramHash, password: &str) -> bool {
-        let candidate =
-            Self::derive_with_salt(hash, password, self.salt.clone(), self.iterations);
+        let candidate = Self::derive_with_salt(hash, password, self.salt.clone(), self.iterations);
         bool::from(candidate.stored_key.ct_eq(&self.stored_key))
     }
 
@@ -163,7 +169,8 @@ impl ClientFirst {
         let authzid = match authz {
             "" => None,
             a => Some(unescape_saslname(
-                a.strip_prefix("a=").ok_or(SaslError::Malformed("bad authzid"))?,
+                a.strip_prefix("a=")
+                    .ok_or(SaslError::Malformed("bad authzid"))?,
             )?),
         };
         let mut attrs = bare.split(',');
@@ -319,7 +326,11 @@ mod tests {
     }
 
     /// Runs a whole exchange against the `sasl` crate's client.
-    fn exchange(hash: ScramHash, stored_password: &str, client_password: &str) -> Result<(), SaslError> {
+    fn exchange(
+        hash: ScramHash,
+        stored_password: &str,
+        client_password: &str,
+    ) -> Result<(), SaslError> {
         use sasl::client::mechanisms::Scram;
         use sasl::client::Mechanism;
         use sasl::common::scram::{Sha1 as CSha1, Sha256 as CSha256};
@@ -333,11 +344,16 @@ mod tests {
         };
         let first = ClientFirst::parse(&client.initial()).unwrap();
         assert_eq!(first.username, "alice");
-        let (server, challenge) =
-            ScramServer::start(hash, first, StoredCredentials::derive(hash, stored_password));
+        let (server, challenge) = ScramServer::start(
+            hash,
+            first,
+            StoredCredentials::derive(hash, stored_password),
+        );
         let response = client.response(&challenge).unwrap();
         let success = server.finish(&response)?;
-        client.success(&success).expect("client accepts server signature");
+        client
+            .success(&success)
+            .expect("client accepts server signature");
         Ok(())
     }
 
@@ -371,7 +387,14 @@ mod tests {
             ClientFirst::parse(b"p=tls-exporter,,n=a,r=b").unwrap_err(),
             SaslError::ChannelBindingUnsupported
         );
-        for bad in [&b""[..], b"n,,", b"n,,n=,r=x", b"n,,n=a", b"x,,n=a,r=b", b"n,,n=a=ZZ,r=b"] {
+        for bad in [
+            &b""[..],
+            b"n,,",
+            b"n,,n=,r=x",
+            b"n,,n=a",
+            b"x,,n=a,r=b",
+            b"n,,n=a=ZZ,r=b",
+        ] {
             assert!(ClientFirst::parse(bad).is_err(), "{bad:?}");
         }
     }

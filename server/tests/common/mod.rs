@@ -1,0 +1,597 @@
+//! Test harness: starts the real `tern-server` binary in a temporary
+//! directory with a certificate from a test CA, and talks to it with
+//! tokio-xmpp clients (scenarios) or a raw byte-level client (bad input).
+//!
+//! Every server a test starts is killed when its `TestServer` drops; every
+//! wait is bounded.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use base64::Engine;
+use futures::StreamExt;
+use minidom::Element;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_xmpp::connect::DnsConfig;
+use tokio_xmpp::parsers::stanza::Stanza;
+use tokio_xmpp::xmlstream::Timeouts;
+use tokio_xmpp::{Client, Event, IqRequest, IqResponse};
+
+/// How long any single expectation waits.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// The domain test servers serve.
+pub const DOMAIN: &str = "tern.test";
+
+/// A certificate authority made once per test process; its certificate is
+/// what tokio-xmpp clients trust (through `SSL_CERT_FILE`).
+pub struct TestCa {
+    dir: tempfile::TempDir,
+    ca_cert: rcgen::Certificate,
+    ca_key: rcgen::KeyPair,
+}
+
+impl TestCa {
+    /// The process-wide CA.
+    pub fn get() -> &'static TestCa {
+        static CA: OnceLock<TestCa> = OnceLock::new();
+        CA.get_or_init(|| {
+            let dir = tempfile::tempdir().expect("temp dir");
+            let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+            params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+            params
+                .distinguished_name
+                .push(rcgen::DnType::CommonName, "Tern test CA");
+            let ca_key = rcgen::KeyPair::generate().expect("key");
+            let ca_cert = params.self_signed(&ca_key).expect("CA cert");
+            let ca_path = dir.path().join("ca.pem");
+            std::fs::write(&ca_path, ca_cert.pem()).expect("write CA");
+            // Read by rustls-native-certs in tokio-xmpp's TLS connector.
+            std::env::set_var("SSL_CERT_FILE", &ca_path);
+            TestCa {
+                dir,
+                ca_cert,
+                ca_key,
+            }
+        })
+    }
+
+    /// The CA certificate file.
+    pub fn ca_path(&self) -> PathBuf {
+        self.dir.path().join("ca.pem")
+    }
+
+    /// Issues a certificate for `domain` (and `*.domain`) into `dir`;
+    /// returns (cert, key) paths.
+    pub fn issue(&self, domain: &str, dir: &Path) -> (PathBuf, PathBuf) {
+        let params = rcgen::CertificateParams::new(vec![domain.to_owned(), format!("*.{domain}")])
+            .expect("params");
+        let key = rcgen::KeyPair::generate().expect("key");
+        let cert = params
+            .signed_by(&key, &self.ca_cert, &self.ca_key)
+            .expect("sign");
+        let (cert_path, key_path) = (dir.join("cert.pem"), dir.join("key.pem"));
+        std::fs::write(&cert_path, cert.pem()).expect("write cert");
+        std::fs::write(&key_path, key.serialize_pem()).expect("write key");
+        (cert_path, key_path)
+    }
+
+    /// A rustls client configuration trusting this CA.
+    pub fn client_config(&self) -> Arc<rustls::ClientConfig> {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(self.ca_cert.der().clone()).expect("add CA");
+        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        Arc::new(config)
+    }
+}
+
+/// Options of a test server.
+#[derive(Clone)]
+pub struct ServerOptions {
+    /// Extra TOML appended to the generated config (top-level keys).
+    pub top: String,
+    /// Extra `[limits]` keys.
+    pub limits: String,
+    /// `registration` value.
+    pub registration: &'static str,
+}
+
+impl Default for ServerOptions {
+    fn default() -> Self {
+        Self {
+            top: String::new(),
+            limits: String::new(),
+            registration: "open",
+        }
+    }
+}
+
+/// A running `tern-server` process.
+pub struct TestServer {
+    pub dir: tempfile::TempDir,
+    pub config_path: PathBuf,
+    pub c2s: SocketAddr,
+    pub c2s_tls: SocketAddr,
+    pub report: Vec<String>,
+    child: Child,
+}
+
+impl TestServer {
+    /// Starts a server with default options.
+    pub fn start() -> TestServer {
+        Self::start_with(ServerOptions::default())
+    }
+
+    /// Starts a server with the given options.
+    pub fn start_with(options: ServerOptions) -> TestServer {
+        let ca = TestCa::get();
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (cert, key) = ca.issue(DOMAIN, dir.path());
+        let data = dir.path().join("data");
+        let config = format!(
+            "domain = \"{DOMAIN}\"\ndata_dir = \"{}\"\nregistration = \"{}\"\n{}\n\
+             [listen]\nc2s = \"127.0.0.1:0\"\nc2s_tls = \"127.0.0.1:0\"\n\
+             [tls]\ncert = \"{}\"\nkey = \"{}\"\n[limits]\n{}\n",
+            data.display(),
+            options.registration,
+            options.top,
+            cert.display(),
+            key.display(),
+            options.limits,
+        );
+        let config_path = dir.path().join("tern.toml");
+        std::fs::write(&config_path, config).expect("write config");
+        let (child, report) = spawn_server(&config_path, dir.path());
+        let (c2s, c2s_tls) = addresses(&report);
+        TestServer {
+            dir,
+            config_path,
+            c2s,
+            c2s_tls,
+            report,
+            child,
+        }
+    }
+
+    /// The data directory.
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// The server's log (stderr) so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
+    }
+
+    /// Kills the server with SIGKILL and starts it again on the same data.
+    pub fn kill_and_restart(&mut self) {
+        self.child.kill().expect("kill");
+        self.child.wait().expect("wait");
+        let (child, report) = spawn_server(&self.config_path, self.dir.path());
+        let (c2s, c2s_tls) = addresses(&report);
+        self.child = child;
+        self.report = report;
+        self.c2s = c2s;
+        self.c2s_tls = c2s_tls;
+    }
+
+    /// Sends SIGTERM and waits (bounded) for a clean exit; returns whether
+    /// it exited successfully.
+    pub fn terminate(&mut self) -> bool {
+        signal(self.child.id(), "TERM");
+        wait_child(&mut self.child, Duration::from_secs(20))
+    }
+
+    /// The full JID string of a user.
+    pub fn jid(&self, user: &str) -> String {
+        format!("{user}@{DOMAIN}")
+    }
+
+    /// Creates an account with the admin command.
+    pub fn add_user(&self, user: &str, password: &str) {
+        let status = Command::new(env!("CARGO_BIN_EXE_tern-server"))
+            .args(["--config"])
+            .arg(&self.config_path)
+            .args(["user", "add", &self.jid(user)])
+            .env("TERN_PASSWORD", password)
+            .stdout(Stdio::null())
+            .status()
+            .expect("run tern-server user add");
+        assert!(status.success(), "user add {user} failed");
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Sends a signal with kill(1).
+pub fn signal(pid: u32, name: &str) {
+    let _ = Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(pid.to_string())
+        .status();
+}
+
+/// Waits for a child to exit, killing it after `limit`.
+pub fn wait_child(child: &mut Child, limit: Duration) -> bool {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return status.success();
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Starts the binary and reads its start-up report (bounded).
+fn spawn_server(config: &Path, dir: &Path) -> (Child, Vec<String>) {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("server.log"))
+        .expect("log file");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tern-server"))
+        .arg("--config")
+        .arg(config)
+        .current_dir(dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(log))
+        .spawn()
+        .expect("spawn tern-server");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut report = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !report.iter().any(|l: &String| l.contains("plaintext")) {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) => report.push(line),
+            Err(_) => {
+                let _ = child.kill();
+                panic!(
+                    "tern-server did not report ready; stdout: {report:?}; log: {}",
+                    std::fs::read_to_string(dir.join("server.log")).unwrap_or_default()
+                );
+            }
+        }
+    }
+    (child, report)
+}
+
+fn addresses(report: &[String]) -> (SocketAddr, SocketAddr) {
+    let find = |label: &str| -> SocketAddr {
+        report
+            .iter()
+            .find_map(|l| l.trim().strip_prefix(label))
+            .unwrap_or_else(|| panic!("no {label} in report {report:?}"))
+            .trim()
+            .parse()
+            .expect("address")
+    };
+    (find("c2s STARTTLS"), find("c2s TLS"))
+}
+
+/// How a client connects.
+#[derive(Clone, Copy, Debug)]
+pub enum Tls {
+    StartTls,
+    Direct,
+}
+
+/// A tokio-xmpp client logged into a test server.
+pub struct TestClient {
+    pub client: Client,
+    pub jid: String,
+}
+
+impl TestClient {
+    /// Logs in (STARTTLS) and waits until bound.
+    pub async fn login(server: &TestServer, user: &str, password: &str) -> TestClient {
+        Self::login_with(server, &server.jid(user), password, Tls::StartTls).await
+    }
+
+    /// Logs in with a given JID (may carry a resource) and transport.
+    pub async fn login_with(
+        server: &TestServer,
+        jid: &str,
+        password: &str,
+        tls: Tls,
+    ) -> TestClient {
+        TestCa::get();
+        let jid_parsed = jid::Jid::new(jid).expect("jid");
+        let mut client = match tls {
+            Tls::StartTls => Client::new_starttls(
+                jid_parsed,
+                password.to_owned(),
+                DnsConfig::addr(&server.c2s.to_string()),
+                Timeouts::tight(),
+            ),
+            Tls::Direct => Client::new_direct_tls_with_config(
+                jid_parsed,
+                password.to_owned(),
+                DnsConfig::addr(&server.c2s_tls.to_string()),
+                Timeouts::tight(),
+            ),
+        };
+        let bound = tokio::time::timeout(WAIT, async {
+            loop {
+                match client.next().await {
+                    Some(Event::Online { bound_jid, .. }) => return bound_jid.to_string(),
+                    Some(Event::Disconnected(e)) => panic!("login of {jid} failed: {e}"),
+                    Some(Event::Stanza(_)) => {}
+                    None => panic!("client of {jid} ended"),
+                }
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("login of {jid} timed out"));
+        TestClient { client, jid: bound }
+    }
+
+    /// Sends a stanza given as XML text (in `jabber:client`).
+    pub async fn send_xml(&mut self, xml: &str) {
+        let element: Element = xml.parse().expect("test XML parses");
+        let stanza = Stanza::try_from(element).expect("a stanza");
+        self.client.send_stanza(stanza).await.expect("send");
+    }
+
+    /// Sends an IQ and waits for its response.
+    pub async fn iq(&mut self, to: Option<&str>, request: IqRequest) -> IqResponse {
+        let to = to.map(|t| jid::Jid::new(t).expect("jid"));
+        let token = self.client.send_iq(to, request).await;
+        // The response arrives through the client's event stream: keep it
+        // polled while waiting.
+        let client = &mut self.client;
+        let mut token = Box::pin(token);
+        tokio::time::timeout(WAIT, async {
+            loop {
+                tokio::select! {
+                    response = &mut token => return response.expect("IQ response"),
+                    _ = client.next() => {}
+                }
+            }
+        })
+        .await
+        .expect("IQ timed out")
+    }
+
+    /// Waits for a stanza matching `matches`, skipping others.
+    pub async fn expect(&mut self, what: &str, matches: impl Fn(&Element) -> bool) -> Element {
+        tokio::time::timeout(WAIT, async {
+            loop {
+                match self.client.next().await {
+                    Some(Event::Stanza(stanza)) => {
+                        let element = Element::from(stanza);
+                        if matches(&element) {
+                            return element;
+                        }
+                    }
+                    Some(Event::Disconnected(e)) => {
+                        panic!("{}: disconnected while waiting for {what}: {e}", self.jid)
+                    }
+                    Some(Event::Online { .. }) => {}
+                    None => panic!("{}: stream ended while waiting for {what}", self.jid),
+                }
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("{}: timed out waiting for {what}", self.jid))
+    }
+
+    /// Asserts that no stanza matching `matches` arrives within `within`.
+    pub async fn expect_none(
+        &mut self,
+        what: &str,
+        within: Duration,
+        matches: impl Fn(&Element) -> bool,
+    ) {
+        let _ = tokio::time::timeout(within, async {
+            while let Some(event) = self.client.next().await {
+                if let Event::Stanza(stanza) = event {
+                    let element = Element::from(stanza);
+                    assert!(
+                        !matches(&element),
+                        "{}: unexpected {what}: {}",
+                        self.jid,
+                        String::from(&element)
+                    );
+                }
+            }
+        })
+        .await;
+    }
+
+    /// Makes sure everything sent so far was processed by the server
+    /// (stanzas of one session are handled in order).
+    pub async fn sync(&mut self) {
+        let ping = Element::bare("ping", "urn:xmpp:ping");
+        match self.iq(None, IqRequest::Get(ping)).await {
+            IqResponse::Result(_) => {}
+            IqResponse::Error(e) => panic!("ping failed: {e:?}"),
+        }
+    }
+
+    /// Sends initial presence.
+    pub async fn available(&mut self) {
+        self.send_xml("<presence xmlns='jabber:client'/>").await;
+    }
+
+    /// Disconnects cleanly.
+    pub async fn close(self) {
+        let _ = tokio::time::timeout(WAIT, self.client.send_end()).await;
+    }
+}
+
+/// Whether an element is a `<message/>` with a child of namespace `ns`.
+pub fn message_with(ns: &'static str) -> impl Fn(&Element) -> bool {
+    move |e| e.name() == "message" && e.children().any(|c| c.ns() == ns)
+}
+
+/// An OMEMO-style encrypted message (the server only needs the payload's
+/// namespace to accept it).
+pub fn omemo_message(to: &str, id: &str, payload: &str) -> String {
+    format!(
+        "<message xmlns='jabber:client' to='{to}' id='{id}' type='chat'>\
+         <encrypted xmlns='eu.siacs.conversations.axolotl'><header sid='1'><key rid='2'>AAAA</key>\
+         <iv>AAAAAAAAAAAAAAAA</iv></header><payload>{payload}</payload></encrypted>\
+         <body>I sent you an OMEMO encrypted message.</body></message>"
+    )
+}
+
+/// A raw byte-level client for bad-input tests.
+pub struct RawClient {
+    io: Box<dyn RawIo>,
+    pub received: String,
+}
+
+/// Raw I/O object.
+pub trait RawIo: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> RawIo for T {}
+
+/// The opening of a c2s stream to `domain`.
+pub fn stream_header(domain: &str) -> String {
+    format!(
+        "<?xml version='1.0'?><stream:stream to='{domain}' version='1.0' xmlns='jabber:client' \
+         xmlns:stream='http://etherx.jabber.org/streams'>"
+    )
+}
+
+impl RawClient {
+    /// Connects to the STARTTLS port without doing anything yet.
+    pub async fn connect(server: &TestServer) -> RawClient {
+        let tcp = TcpStream::connect(server.c2s).await.expect("connect");
+        RawClient {
+            io: Box::new(tcp),
+            received: String::new(),
+        }
+    }
+
+    /// Connects and upgrades with STARTTLS, up to the SASL features.
+    pub async fn connect_tls(server: &TestServer) -> RawClient {
+        let mut raw = Self::connect(server).await;
+        raw.send(&stream_header(DOMAIN)).await;
+        raw.read_until("</stream:features>").await;
+        raw.send("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
+            .await;
+        raw.read_until("<proceed").await;
+        let connector = tokio_rustls::TlsConnector::from(TestCa::get().client_config());
+        let name = rustls::pki_types::ServerName::try_from(DOMAIN).expect("name");
+        let io = std::mem::replace(&mut raw.io, Box::new(tokio::io::duplex(1).0));
+        let tls = connector.connect(name, io).await.expect("TLS handshake");
+        raw.io = Box::new(tls);
+        raw.received.clear();
+        raw.send(&stream_header(DOMAIN)).await;
+        raw.read_until("</stream:features>").await;
+        raw
+    }
+
+    /// Logs in with SASL PLAIN and binds a resource.
+    pub async fn login(server: &TestServer, user: &str, password: &str) -> RawClient {
+        Self::login_as(server, user, password, None).await
+    }
+
+    /// Logs in with SASL PLAIN and binds the given resource.
+    pub async fn login_as(
+        server: &TestServer,
+        user: &str,
+        password: &str,
+        resource: Option<&str>,
+    ) -> RawClient {
+        let mut raw = Self::connect_tls(server).await;
+        let creds =
+            base64::engine::general_purpose::STANDARD.encode(format!("\0{user}\0{password}"));
+        raw.send(&format!(
+            "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{creds}</auth>"
+        ))
+        .await;
+        raw.read_until("<success").await;
+        raw.received.clear();
+        raw.send(&stream_header(DOMAIN)).await;
+        raw.read_until("</stream:features>").await;
+        let resource = resource
+            .map(|r| format!("<resource>{r}</resource>"))
+            .unwrap_or_default();
+        raw.send(&format!("<iq type='set' id='bind'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'>{resource}</bind></iq>"))
+            .await;
+        raw.read_until("</iq>").await;
+        raw.received.clear();
+        raw
+    }
+
+    /// Writes raw bytes.
+    pub async fn send(&mut self, data: &str) {
+        self.io.write_all(data.as_bytes()).await.expect("write");
+        self.io.flush().await.expect("flush");
+    }
+
+    /// Writes raw bytes, tolerating a closed connection.
+    pub async fn try_send(&mut self, data: &[u8]) -> bool {
+        self.io.write_all(data).await.is_ok() && self.io.flush().await.is_ok()
+    }
+
+    /// Reads until the received text contains `needle`; returns all text.
+    pub async fn read_until(&mut self, needle: &str) -> String {
+        let result = tokio::time::timeout(WAIT, async {
+            let mut buf = [0u8; 8192];
+            while !self.received.contains(needle) {
+                let n = self.io.read(&mut buf).await.unwrap_or(0);
+                if n == 0 {
+                    return false;
+                }
+                self.received.push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+            true
+        })
+        .await;
+        assert!(
+            matches!(result, Ok(true)),
+            "did not receive {needle:?}; got: {:?}",
+            self.received
+        );
+        self.received.clone()
+    }
+
+    /// Reads until the connection closes (bounded); returns all text.
+    pub async fn read_to_close(&mut self, limit: Duration) -> Option<String> {
+        let closed = tokio::time::timeout(limit, async {
+            let mut buf = [0u8; 8192];
+            loop {
+                match self.io.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => self.received.push_str(&String::from_utf8_lossy(&buf[..n])),
+                }
+            }
+        })
+        .await;
+        closed.ok().map(|_| self.received.clone())
+    }
+}
