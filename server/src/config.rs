@@ -367,6 +367,16 @@ mod tests {
     }
 
     #[test]
+    fn readme_shows_the_default_config() {
+        let readme = include_str!("../../README.md");
+        let example = Config::default().example_toml();
+        assert!(
+            readme.contains(&example),
+            "README.md must contain Config::default().example_toml() verbatim:\n{example}"
+        );
+    }
+
+    #[test]
     fn unknown_key_is_named() {
         let err = Config::parse("[limits]\nmax_stanzas = 3\n").unwrap_err();
         assert!(err.to_string().contains("max_stanzas"), "{err}");

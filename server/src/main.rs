@@ -104,6 +104,7 @@ fn load_config(path: Option<&Path>) -> Result<(Config, bool)> {
 
 async fn run(config_path: Option<&Path>) -> Result<()> {
     let started = Instant::now();
+    raise_open_file_limit();
     let (config, development) = load_config(config_path)?;
     let running = RunningServer::start(config).await?;
     print_report(&running, development, started);
@@ -145,6 +146,15 @@ fn print_report(running: &RunningServer, development: bool, started: Instant) {
     println!("  fingerprint   SHA-256 {}", server.tls.fingerprint);
     println!("  registration  {registration}");
     println!("  plaintext     {}", config.plaintext.as_str());
+}
+
+/// Every client holds a socket: lift the soft open-file limit to the hard
+/// one, as XMPP servers do.
+fn raise_open_file_limit() {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => tracing::debug!(limit, "open file limit"),
+        Err(e) => tracing::warn!("cannot raise the open file limit: {e}"),
+    }
 }
 
 async fn wait_for_signal() -> Result<()> {

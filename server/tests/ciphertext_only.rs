@@ -28,7 +28,11 @@ fn files_containing(dir: &std::path::Path, needle: &[u8]) -> Vec<String> {
             let path = entry.expect("entry").path();
             if path.is_dir() {
                 stack.push(path);
-            } else if std::fs::read(&path).expect("read").windows(needle.len()).any(|w| w == needle) {
+            } else if std::fs::read(&path)
+                .expect("read")
+                .windows(needle.len())
+                .any(|w| w == needle)
+            {
                 hits.push(path.display().to_string());
             }
         }
@@ -55,7 +59,8 @@ async fn no_marker_in_clear_on_disk_or_in_logs() {
         seal(&marker)
     );
     alice.send_xml(&online).await;
-    bob.expect("online message", message_with("urn:xmpp:omemo:2")).await;
+    bob.expect("online message", message_with("urn:xmpp:omemo:2"))
+        .await;
 
     // 2. A refused plain body.
     alice
@@ -63,7 +68,11 @@ async fn no_marker_in_clear_on_disk_or_in_logs() {
             "<message xmlns='jabber:client' to='bob@{DOMAIN}' type='chat' id='plain'><body>{marker}</body></message>"
         ))
         .await;
-    alice.expect("refusal", |e| e.attr("id") == Some("plain") && e.attr("type") == Some("error")).await;
+    alice
+        .expect("refusal", |e| {
+            e.attr("id") == Some("plain") && e.attr("type") == Some("error")
+        })
+        .await;
 
     // 3. Encrypted, to an offline user (stored, then delivered).
     bob.close().await;
@@ -83,7 +92,10 @@ async fn no_marker_in_clear_on_disk_or_in_logs() {
     )
     .parse()
     .unwrap();
-    assert!(matches!(alice.iq(None, IqRequest::Set(publish)).await, IqResponse::Result(_)));
+    assert!(matches!(
+        alice.iq(None, IqRequest::Set(publish)).await,
+        IqResponse::Result(_)
+    ));
 
     // Stop cleanly so the WAL is checkpointed, then look everywhere.
     let wal_before_stop = files_containing(&server.data_dir(), marker.as_bytes());
@@ -99,6 +111,12 @@ async fn no_marker_in_clear_on_disk_or_in_logs() {
     assert!(hits.is_empty(), "marker found in clear in {hits:?}");
     let log = server.log();
     assert!(!log.contains(&marker), "marker in the server log");
-    assert!(!server.report.join("\n").contains(&marker), "marker in the start-up report");
-    assert!(log.contains("session started"), "the log was captured: {log}");
+    assert!(
+        !server.report.join("\n").contains(&marker),
+        "marker in the start-up report"
+    );
+    assert!(
+        log.contains("session started"),
+        "the log was captured: {log}"
+    );
 }

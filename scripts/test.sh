@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Runs Tern's whole test suite on a fresh Debian machine with Rust installed,
+# installing first whatever the tests need:
+#   - Debian packages (through apt-get, only those missing),
+#   - a Python venv in .venv with the PyPI packages the client tests use.
+# Then: formatting and lint gates, and every test of the workspace.
+# Safe to run again: installed pieces are reused.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+say() { printf '\n== %s\n' "$*"; }
+
+# Debian packages the tests run, installed when missing. (The peers of
+# later test suites, dnsmasq, Prosody and ejabberd, join this list.)
+DEBIAN_PACKAGES=()
+
+apt_install() {
+    say "installing Debian packages: $*"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -q
+    apt-get install -y -q --no-install-recommends "$@"
+}
+
+missing=()
+for pkg in "${DEBIAN_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if ((${#missing[@]})); then
+    apt_install "${missing[@]}"
+fi
+
+say "Python venv with slixmpp (.venv)"
+if ! .venv/bin/python -c 'import slixmpp' >/dev/null 2>&1; then
+    rm -rf .venv
+    if ! python3 -m venv .venv; then
+        # Debian's own python3 needs python3-venv for ensurepip.
+        rm -rf .venv
+        apt_install python3 python3-venv
+        python3 -m venv .venv
+    fi
+    .venv/bin/pip install --quiet --disable-pip-version-check -r server/tests/slixmpp/requirements.txt
+fi
+.venv/bin/python -c 'import slixmpp; print("slixmpp", slixmpp.__version__)'
+
+say "cargo fmt --check"
+cargo fmt --all -- --check
+
+say "cargo clippy (all targets, warnings are errors)"
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+
+say "cargo test"
+export TERN_REQUIRE_PEERS=1
+export TERN_TEST_PYTHON="$PWD/.venv/bin/python"
+cargo test --workspace
