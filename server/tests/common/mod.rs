@@ -316,6 +316,8 @@ pub enum Tls {
 pub struct TestClient {
     pub client: Client,
     pub jid: String,
+    /// Stanzas that arrived while an IQ response was awaited.
+    pending: std::collections::VecDeque<Element>,
 }
 
 impl TestClient {
@@ -359,7 +361,11 @@ impl TestClient {
         })
         .await
         .unwrap_or_else(|_| panic!("login of {jid} timed out"));
-        TestClient { client, jid: bound }
+        TestClient {
+            client,
+            jid: bound,
+            pending: Default::default(),
+        }
     }
 
     /// Sends a stanza given as XML text (in `jabber:client`).
@@ -376,12 +382,17 @@ impl TestClient {
         // The response arrives through the client's event stream: keep it
         // polled while waiting.
         let client = &mut self.client;
+        let pending = &mut self.pending;
         let mut token = Box::pin(token);
         tokio::time::timeout(WAIT, async {
             loop {
                 tokio::select! {
                     response = &mut token => return response.expect("IQ response"),
-                    _ = client.next() => {}
+                    event = client.next() => {
+                        if let Some(Event::Stanza(stanza)) = event {
+                            pending.push_back(Element::from(stanza));
+                        }
+                    }
                 }
             }
         })
@@ -391,6 +402,9 @@ impl TestClient {
 
     /// Waits for a stanza matching `matches`, skipping others.
     pub async fn expect(&mut self, what: &str, matches: impl Fn(&Element) -> bool) -> Element {
+        if let Some(index) = self.pending.iter().position(&matches) {
+            return self.pending.remove(index).expect("index is valid");
+        }
         tokio::time::timeout(WAIT, async {
             loop {
                 match self.client.next().await {
