@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
 
 use minidom::Element;
 use tokio::sync::mpsc;
@@ -65,7 +65,8 @@ pub struct Resource {
     pub handle: SessionHandle,
     /// Its current available presence (stamped with its full JID), if it
     /// sent one; `None` while it has not or after it went unavailable.
-    pub presence: Option<Element>,
+    /// Shared, so that snapshots of the registry stay cheap.
+    pub presence: Option<Arc<Element>>,
     /// Its presence priority.
     pub priority: i8,
     /// Whether it asked for the roster (and so gets roster pushes).
@@ -158,7 +159,7 @@ impl Sessions {
     /// Records a session's presence (`None`: unavailable) and priority.
     pub fn set_presence(&self, username: &str, id: u64, presence: Option<Element>, priority: i8) {
         self.update(username, id, |r| {
-            r.presence = presence;
+            r.presence = presence.map(Arc::new);
             r.priority = priority;
         });
     }

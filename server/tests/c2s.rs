@@ -494,3 +494,40 @@ async fn conflicting_resource_replaces_the_old_session() {
     assert!(closed.contains("<conflict"), "{closed}");
     second.sync().await;
 }
+
+#[tokio::test]
+async fn message_without_to_goes_to_own_bare_jid_and_normal_to_top_priority() {
+    let server = TestServer::start();
+    server.add_user("alice", "pw");
+    server.add_user("bob", "pw");
+    let mut a1 =
+        TestClient::login_with(&server, &format!("alice@{DOMAIN}/one"), "pw", Tls::StartTls).await;
+    let mut a2 =
+        TestClient::login_with(&server, &format!("alice@{DOMAIN}/two"), "pw", Tls::StartTls).await;
+    a1.send_xml("<presence xmlns='jabber:client'><priority>1</priority></presence>")
+        .await;
+    a2.send_xml("<presence xmlns='jabber:client'><priority>7</priority></presence>")
+        .await;
+    a1.sync().await;
+    a2.sync().await;
+    a1.send_xml("<message xmlns='jabber:client' type='chat' id='self'><encrypted xmlns='urn:xmpp:omemo:2'/></message>")
+        .await;
+    a2.expect("note to self", |e| e.attr("id") == Some("self"))
+        .await;
+
+    let mut bob = TestClient::login(&server, "bob", "pw").await;
+    bob.send_xml(&format!(
+        "<message xmlns='jabber:client' to='alice@{DOMAIN}' id='normal'><encrypted xmlns='urn:xmpp:omemo:2'/></message>"
+    ))
+    .await;
+    a2.expect("normal message at priority 7", |e| {
+        e.attr("id") == Some("normal")
+    })
+    .await;
+    a1.expect_none(
+        "normal message at priority 1",
+        Duration::from_millis(500),
+        |e| e.attr("id") == Some("normal"),
+    )
+    .await;
+}

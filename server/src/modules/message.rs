@@ -58,6 +58,13 @@ pub async fn from_client(
         ));
         return;
     }
+    // RFC 6121 §8.1.1: a message without 'to' is for the sender's own bare JID.
+    let destination = match destination {
+        Destination::Server if message.attr("to").is_none() => {
+            Destination::Account(session.username.clone())
+        }
+        other => other,
+    };
     let bounce = match destination {
         Destination::Server => None,
         Destination::Remote(_) => stanza::error_reply(

@@ -84,7 +84,7 @@ pub async fn handle_iq(
         (Some("set"), _, _) if !is_owner => {
             Ok(errors::forbidden(iq, "only the owner may change PEP nodes"))
         }
-        _ => Ok(pubsub_error(
+        _ => Ok(stanza::error_reply(
             iq,
             ErrorType::Cancel,
             DefinedCondition::FeatureNotImplemented,
@@ -437,21 +437,12 @@ fn item_element(ns: &str, id: &str, payload_xml: &str) -> Element {
 }
 
 fn precondition_not_met(iq: &Element, text: &str) -> Option<Element> {
-    pubsub_error(iq, ErrorType::Cancel, DefinedCondition::Conflict, text).map(|mut reply| {
+    stanza::error_reply(iq, ErrorType::Cancel, DefinedCondition::Conflict, text).map(|mut reply| {
         if let Some(error) = reply.get_child_mut("error", stanza::NS_CLIENT) {
             error.append_child(Element::bare("precondition-not-met", NS_ERRORS));
         }
         reply
     })
-}
-
-fn pubsub_error(
-    iq: &Element,
-    type_: ErrorType,
-    condition: DefinedCondition,
-    text: &str,
-) -> Option<Element> {
-    stanza::error_reply(iq, type_, condition, text)
 }
 
 fn name(s: &'static str) -> minidom::rxml::NcName {

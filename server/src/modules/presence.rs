@@ -296,7 +296,7 @@ fn subscription_stanza(
 /// (or `unavailable` from each) to `to`.
 fn send_presence_of(server: &Server, username: &str, to: &BareJid, unavailable: bool) {
     for resource in server.sessions.resources(username) {
-        let Some(mut presence) = resource.presence else {
+        let Some(mut presence) = resource.presence.as_deref().cloned() else {
             continue;
         };
         if unavailable {
@@ -410,7 +410,7 @@ fn probe(server: &Server, session: &SessionCtx, contact: &str) {
     }
     let Some(user) = contact.node() else { return };
     for resource in server.sessions.resources(user.as_str()) {
-        if let Some(mut presence) = resource.presence {
+        if let Some(mut presence) = resource.presence.as_deref().cloned() {
             stanza::set_attr(&mut presence, "to", session.jid.to_string());
             session.reply(Some(presence));
         }

@@ -102,13 +102,12 @@ async fn set(
             ..Default::default()
         });
     stored.name = item.name.clone().filter(|n| !n.is_empty());
-    stored.groups = item
-        .groups
-        .iter()
-        .map(|g| g.0.clone())
-        .filter(|g| !g.is_empty())
-        .collect();
-    stored.groups.dedup();
+    stored.groups.clear();
+    for group in item.groups.iter().map(|g| &g.0) {
+        if !group.is_empty() && !stored.groups.contains(group) {
+            stored.groups.push(group.clone());
+        }
+    }
     stored.listed = true;
     save_and_push(server, &session.username, &stored).await?;
     Ok(stanza::iq_result(iq, None))
