@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use tokio::io::{AsyncBufRead, AsyncRead, AsyncWrite, BufStream, ReadBuf};
+use tokio::io::{AsyncBufRead, AsyncRead, AsyncWrite, BufReader, ReadBuf};
 
 /// Anything a c2s stream can run over (TCP, TLS, or a test pipe).
 pub trait Transport: AsyncRead + AsyncWrite + Unpin + Send {}
@@ -22,8 +22,21 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> Transport for T {}
 /// A boxed transport.
 pub type BoxedTransport = Box<dyn Transport>;
 
-/// The I/O type of every c2s XML stream.
-pub type C2sIo = LimitedIo<BufStream<BoxedTransport>>;
+/// The I/O type of every c2s XML stream. Reads are buffered; writes are
+/// not, because the XML stream already serialises whole stanzas into its
+/// own buffer before writing.
+pub type C2sIo = LimitedIo<BufReader<BoxedTransport>>;
+
+/// Read buffer per connection.
+pub const READ_BUFFER: usize = 4096;
+
+/// Wraps a transport for a new (or restarted after TLS) XML stream.
+pub fn c2s_io(transport: BoxedTransport, max_stanza_bytes: usize) -> (C2sIo, StanzaBudget) {
+    LimitedIo::new(
+        BufReader::with_capacity(READ_BUFFER, transport),
+        max_stanza_bytes,
+    )
+}
 
 /// The error a read returns once a stanza is over the size limit.
 #[derive(Debug, thiserror::Error)]

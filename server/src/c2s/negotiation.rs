@@ -25,7 +25,6 @@ use futures::{SinkExt, StreamExt};
 use jid::{BareJid, DomainPart, FullJid, NodePart};
 use minidom::Element;
 use rand::Rng;
-use tokio::io::BufStream;
 use tokio::time::Instant;
 use tokio_xmpp::xmlstream::{
     accept_stream, AcceptedStream, ReadError, StreamHeader, Timeouts, XmlStream,
@@ -38,7 +37,7 @@ use xmpp_parsers::stream_error::{
 };
 use xmpp_parsers::stream_features::StreamFeatures;
 
-use super::io::{is_stanza_too_large, BoxedTransport, C2sIo, LimitedIo, StanzaBudget};
+use super::io::{c2s_io, is_stanza_too_large, BoxedTransport, C2sIo, StanzaBudget};
 use super::limits::AuthLimiter;
 use crate::modules::register;
 use crate::sasl::{
@@ -244,8 +243,7 @@ impl<B: AccountBackend> Negotiation<'_, B> {
         transport: BoxedTransport,
         stage: Stage,
     ) -> Result<(C2sXmlStream, StanzaBudget), NegotiationError> {
-        let (io, budget) =
-            LimitedIo::new(BufStream::new(transport), self.settings.max_stanza_bytes);
+        let (io, budget) = c2s_io(transport, self.settings.max_stanza_bytes);
         let accepted = accept_stream(io, NS_CLIENT, self.settings.timeouts).await?;
         let stream = self.send_header_and_features(accepted, stage).await?;
         Ok((stream, budget))
