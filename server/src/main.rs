@@ -106,9 +106,12 @@ async fn run(config_path: Option<&Path>) -> Result<()> {
     let started = Instant::now();
     raise_open_file_limit();
     let (config, development) = load_config(config_path)?;
+    // Watch the signals before saying "ready", so that an early SIGTERM
+    // still shuts down cleanly.
+    let shutdown_signal = ShutdownSignal::install()?;
     let running = RunningServer::start(config).await?;
     print_report(&running, development, started);
-    wait_for_signal().await?;
+    shutdown_signal.wait().await;
     tracing::info!("shutting down");
     running.shutdown().await;
     tracing::info!("stopped");
@@ -157,15 +160,27 @@ fn raise_open_file_limit() {
     }
 }
 
-async fn wait_for_signal() -> Result<()> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
-    let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
+/// SIGTERM and SIGINT, watched from start-up on.
+struct ShutdownSignal {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl ShutdownSignal {
+    fn install() -> Result<Self> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Self {
+            term: signal(SignalKind::terminate()).context("cannot watch SIGTERM")?,
+            int: signal(SignalKind::interrupt()).context("cannot watch SIGINT")?,
+        })
     }
-    Ok(())
+
+    async fn wait(mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
+        }
+    }
 }
 
 fn init(domain: String, data_dir: PathBuf, output: &Path, force: bool) -> Result<()> {

@@ -531,3 +531,70 @@ async fn message_without_to_goes_to_own_bare_jid_and_normal_to_top_priority() {
     )
     .await;
 }
+
+/// SCRAM-SHA-1 over the network with the `sasl` crate's client (tokio-xmpp
+/// always picks SHA-256), checking the server's signature, then the
+/// legacy session IQ.
+#[tokio::test]
+async fn scram_sha1_login_and_legacy_session_iq() {
+    use base64::engine::general_purpose::STANDARD as B64;
+    use base64::Engine;
+    use sasl::client::mechanisms::Scram;
+    use sasl::client::Mechanism;
+    use sasl::common::scram::Sha1;
+    use sasl::common::Credentials;
+
+    let server = TestServer::start();
+    server.add_user("alice", "pw");
+    let between = |text: &str, open: &str, close: &str| -> Vec<u8> {
+        let start = text.find(open).expect(open) + open.len();
+        let start = start + text[start..].find('>').expect(">") + 1;
+        let end = start + text[start..].find(close).expect(close);
+        B64.decode(&text[start..end]).expect("base64")
+    };
+    let mut scram = Scram::<Sha1>::from_credentials(
+        Credentials::default()
+            .with_username("alice")
+            .with_password("pw"),
+    )
+    .expect("mechanism");
+    let mut raw = common::RawClient::connect_tls(&server).await;
+    raw.received.clear();
+    raw.send(&format!(
+        "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='SCRAM-SHA-1'>{}</auth>",
+        B64.encode(scram.initial())
+    ))
+    .await;
+    let challenge = between(
+        &raw.read_until("</challenge>").await,
+        "<challenge",
+        "</challenge>",
+    );
+    raw.received.clear();
+    let response = scram.response(&challenge).expect("client response");
+    raw.send(&format!(
+        "<response xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>{}</response>",
+        B64.encode(response)
+    ))
+    .await;
+    let success = between(
+        &raw.read_until("</success>").await,
+        "<success",
+        "</success>",
+    );
+    scram.success(&success).expect("server signature verifies");
+    raw.received.clear();
+    raw.send(&common::stream_header(DOMAIN)).await;
+    raw.read_until("</stream:features>").await;
+    raw.send("<iq type='set' id='b'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/></iq>")
+        .await;
+    raw.read_until("</iq>").await;
+    raw.received.clear();
+    raw.send("<iq type='set' id='s'><session xmlns='urn:ietf:params:xml:ns:xmpp-session'/></iq>")
+        .await;
+    let reply = raw.read_until("</iq>").await;
+    assert!(
+        reply.contains("id='s'") && reply.contains("type='result'"),
+        "{reply}"
+    );
+}

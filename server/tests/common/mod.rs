@@ -226,12 +226,16 @@ impl Drop for TestServer {
     }
 }
 
-/// Sends a signal with kill(1).
+/// Sends a signal (`"TERM"`, `"INT"`, `"KILL"`) to a process.
 pub fn signal(pid: u32, name: &str) {
-    let _ = Command::new("kill")
-        .arg(format!("-{name}"))
-        .arg(pid.to_string())
-        .status();
+    use nix::sys::signal::{kill, Signal};
+    let signal = match name {
+        "TERM" => Signal::SIGTERM,
+        "INT" => Signal::SIGINT,
+        "KILL" => Signal::SIGKILL,
+        other => panic!("unknown signal {other}"),
+    };
+    let _ = kill(nix::unistd::Pid::from_raw(pid as i32), signal);
 }
 
 /// Waits for a child to exit, killing it after `limit`.
