@@ -192,6 +192,10 @@ struct Negotiation<'a, B> {
     deadline: Instant,
 }
 
+/// The end of one SASL exchange: the user name and the data to send with
+/// `<success/>`, or why it failed (the client is told; the stream goes on).
+type SaslOutcome = Result<(String, Vec<u8>), SaslError>;
+
 /// What the pre-authentication stage ended with.
 enum Authenticated {
     User { username: String, success: Success },
@@ -403,10 +407,7 @@ impl<B: AccountBackend> Negotiation<'_, B> {
         }
     }
 
-    async fn plain(
-        &self,
-        data: &[u8],
-    ) -> Result<Result<(String, Vec<u8>), SaslError>, NegotiationError> {
+    async fn plain(&self, data: &[u8]) -> Result<SaslOutcome, NegotiationError> {
         let creds = match PlainCredentials::parse(data) {
             Ok(c) => c,
             Err(e) => return Ok(Err(e)),
@@ -440,7 +441,7 @@ impl<B: AccountBackend> Negotiation<'_, B> {
         stream: &mut C2sXmlStream,
         hash: ScramHash,
         data: &[u8],
-    ) -> Result<Result<(String, Vec<u8>), SaslError>, NegotiationError> {
+    ) -> Result<SaslOutcome, NegotiationError> {
         let first = match ClientFirst::parse(data) {
             Ok(f) => f,
             Err(e) => return Ok(Err(e)),
