@@ -3,7 +3,13 @@
 //! - [`wire`]: the XML elements of Tern's namespace `urn:tern:mls:0` (MLS
 //!   payloads, key directory, device lists, hub operations). The server
 //!   uses these too; the module holds no client state.
+//! - [`identity`]: device ids, MLS credentials, fingerprints and safety
+//!   numbers.
+//! - [`envelope`]: the XEP-0420 envelope that carries every kind of
+//!   content, padded to size buckets.
 
 #![forbid(unsafe_code)]
 
+pub mod envelope;
+pub mod identity;
 pub mod wire;
