@@ -10,6 +10,15 @@
 
 #![forbid(unsafe_code)]
 
+pub mod conversation;
+pub mod device;
 pub mod envelope;
+pub mod error;
 pub mod identity;
+pub mod store;
 pub mod wire;
+
+pub use conversation::{CommitOut, ConversationId, Incoming};
+pub use device::{Device, CIPHERSUITE};
+pub use error::{Error, ProcessError};
+pub use store::ClientStore;

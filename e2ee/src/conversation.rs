@@ -1,0 +1,706 @@
+//! Conversations: every conversation, one-to-one included, is an MLS
+//! group whose hub orders all of its messages. A device
+//!
+//! - creates groups, adds users (every device, from claimed key packages),
+//!   removes users (every device), updates its own leaf, leaves;
+//! - joins from a Welcome;
+//! - sends application messages (PrivateMessage) and handshakes
+//!   (PublicMessage, so the hub can check them);
+//! - processes the hub's log strictly in order, keeping a cursor (`seq`) in
+//!   the same transaction as the MLS state and the decrypted history;
+//! - on a stale commit (the hub ordered another one first) discards its
+//!   own, processes what it missed, and commits afresh.
+//!
+//! A rejected incoming message rolls the transaction back: the group is
+//! exactly as before.
+
+use jid::BareJid;
+use openmls::prelude::tls_codec::{Deserialize as _, Serialize as _};
+use openmls::prelude::*;
+use sha2::{Digest, Sha256};
+use sqlx::{Row, SqliteConnection};
+
+use crate::device::{now, Device, CIPHERSUITE};
+use crate::envelope::{Content, Envelope, EnvelopeError};
+use crate::error::{mls, Error, ProcessError};
+use crate::identity::DeviceName;
+use crate::store::TernProvider;
+
+/// Epochs whose application messages can still be decrypted after the
+/// group moved on (for messages that were in flight during a commit).
+pub const MAX_PAST_EPOCHS: usize = 5;
+
+/// The id of a conversation: its MLS group id.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ConversationId(pub Vec<u8>);
+
+impl ConversationId {
+    fn group_id(&self) -> GroupId {
+        GroupId::from_slice(&self.0)
+    }
+}
+
+/// A commit to submit to the hub.
+#[derive(Debug, Clone)]
+pub struct CommitOut {
+    /// The commit (a PublicMessage).
+    pub commit: Vec<u8>,
+    /// The Welcome for added members.
+    pub welcome: Option<Vec<u8>>,
+    /// The GroupInfo of the new epoch (with the ratchet tree).
+    pub group_info: Vec<u8>,
+    /// The epoch the commit was made in (the hub accepts it only then).
+    pub epoch: u64,
+}
+
+/// What processing one log entry did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Incoming {
+    /// A message from another member (or another device of ours).
+    Message {
+        /// The sending device.
+        sender: DeviceName,
+        /// What it says.
+        envelope: Envelope,
+    },
+    /// A commit was applied.
+    Commit {
+        /// Devices added.
+        added: Vec<DeviceName>,
+        /// Devices removed.
+        removed: Vec<DeviceName>,
+        /// The new epoch.
+        epoch: u64,
+        /// This device was removed.
+        evicted: bool,
+    },
+    /// A proposal was queued for the next commit.
+    Proposal,
+    /// Our own message or commit, back from the hub.
+    OwnEcho,
+    /// Already processed (its position is behind the cursor).
+    Duplicate,
+}
+
+fn create_config() -> MlsGroupCreateConfig {
+    MlsGroupCreateConfig::builder()
+        .ciphersuite(CIPHERSUITE)
+        .use_ratchet_tree_extension(true)
+        .wire_format_policy(PURE_PLAINTEXT_WIRE_FORMAT_POLICY)
+        .max_past_epochs(MAX_PAST_EPOCHS)
+        .sender_ratchet_configuration(SenderRatchetConfiguration::new(64, 1000))
+        .build()
+}
+
+fn join_config() -> MlsGroupJoinConfig {
+    MlsGroupJoinConfig::builder()
+        .use_ratchet_tree_extension(true)
+        .wire_format_policy(PURE_PLAINTEXT_WIRE_FORMAT_POLICY)
+        .max_past_epochs(MAX_PAST_EPOCHS)
+        .sender_ratchet_configuration(SenderRatchetConfiguration::new(64, 1000))
+        .build()
+}
+
+/// What a commit does.
+enum Change {
+    Add(Vec<KeyPackage>),
+    Remove(Vec<LeafNodeIndex>),
+    Update,
+    PendingProposals,
+}
+
+impl Device {
+    /// Creates a conversation with this device as its only member; returns
+    /// its id and the GroupInfo the hub needs to create the group.
+    pub async fn create_conversation(&self) -> Result<(ConversationId, Vec<u8>), Error> {
+        let mut tx = self.store.begin().await?;
+        let (id, group_info) = {
+            let provider = TernProvider::new(&self.crypto, &mut tx);
+            tokio::task::block_in_place(|| -> Result<_, Error> {
+                let group =
+                    MlsGroup::new(&provider, &self.signer, &create_config(), self.credential())
+                        .map_err(mls)?;
+                let info = group
+                    .export_group_info(provider.crypto(), &self.signer, true)
+                    .map_err(mls)?;
+                Ok((
+                    ConversationId(group.group_id().as_slice().to_vec()),
+                    info.tls_serialize_detached().map_err(mls)?,
+                ))
+            })?
+        };
+        sqlx::query("INSERT INTO conversations (group_id, last_seq, created_at) VALUES (?, 0, ?)")
+            .bind(&id.0)
+            .bind(now())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok((id, group_info))
+    }
+
+    /// Commits adding the devices of these (claimed, TLS-serialised) key
+    /// packages.
+    pub async fn add_members(
+        &self,
+        id: &ConversationId,
+        key_packages: &[Vec<u8>],
+    ) -> Result<CommitOut, Error> {
+        let packages = key_packages
+            .iter()
+            .map(|bytes| self.validate_key_package(bytes))
+            .collect::<Result<Vec<_>, _>>()?;
+        self.commit(id, Change::Add(packages)).await
+    }
+
+    /// Commits removing every device of `user`.
+    pub async fn remove_user(
+        &self,
+        id: &ConversationId,
+        user: &BareJid,
+    ) -> Result<CommitOut, Error> {
+        let leaves = self
+            .members_with_leaves(id)
+            .await?
+            .into_iter()
+            .filter(|(name, _)| name.jid == *user)
+            .map(|(_, leaf)| leaf)
+            .collect::<Vec<_>>();
+        if leaves.is_empty() {
+            return Err(Error::NotAMember(user.to_string()));
+        }
+        self.commit(id, Change::Remove(leaves)).await
+    }
+
+    /// Commits a fresh leaf key for post-compromise security.
+    pub async fn self_update(&self, id: &ConversationId) -> Result<CommitOut, Error> {
+        self.commit(id, Change::Update).await
+    }
+
+    /// Commits the proposals queued from the log (e.g. someone leaving).
+    pub async fn commit_pending_proposals(&self, id: &ConversationId) -> Result<CommitOut, Error> {
+        self.commit(id, Change::PendingProposals).await
+    }
+
+    /// Proposes this device's own removal; another member commits it.
+    pub async fn leave(&self, id: &ConversationId) -> Result<Vec<u8>, Error> {
+        let mut tx = self.store.begin().await?;
+        let proposal = {
+            let provider = TernProvider::new(&self.crypto, &mut tx);
+            tokio::task::block_in_place(|| -> Result<_, Error> {
+                let mut group = load(&provider, id)?;
+                let message = group.leave_group(&provider, &self.signer).map_err(mls)?;
+                message.tls_serialize_detached().map_err(mls)
+            })?
+        };
+        remember_sent(&mut tx, id, &proposal, "proposal").await?;
+        tx.commit().await?;
+        Ok(proposal)
+    }
+
+    /// The hub accepted our commit at log position `seq`: apply it.
+    pub async fn commit_accepted(&self, id: &ConversationId, seq: u64) -> Result<(), Error> {
+        let mut tx = self.store.begin().await?;
+        {
+            let provider = TernProvider::new(&self.crypto, &mut tx);
+            tokio::task::block_in_place(|| -> Result<_, Error> {
+                let mut group = load(&provider, id)?;
+                if group.pending_commit().is_some() {
+                    group.merge_pending_commit(&provider).map_err(mls)?;
+                }
+                Ok(())
+            })?;
+        }
+        set_cursor(&mut tx, id, seq).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The hub refused our commit as stale: drop it. Process the log, then
+    /// commit again.
+    pub async fn commit_refused(&self, id: &ConversationId) -> Result<(), Error> {
+        let mut tx = self.store.begin().await?;
+        {
+            let provider = TernProvider::new(&self.crypto, &mut tx);
+            tokio::task::block_in_place(|| -> Result<_, Error> {
+                let mut group = load(&provider, id)?;
+                group.clear_pending_commit(provider.storage()).map_err(mls)
+            })?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Joins a conversation from a Welcome; `seq` is the log position of
+    /// the commit that added us (processing continues after it).
+    pub async fn join(&self, welcome: &[u8], seq: u64) -> Result<ConversationId, Error> {
+        let message = MlsMessageIn::tls_deserialize_exact(welcome)
+            .map_err(|_| Error::Malformed("welcome"))?;
+        let MlsMessageBodyIn::Welcome(welcome) = message.extract() else {
+            return Err(Error::Malformed("not a welcome"));
+        };
+        let mut tx = self.store.begin().await?;
+        let (id, used_package) = {
+            let provider = TernProvider::new(&self.crypto, &mut tx);
+            tokio::task::block_in_place(|| -> Result<_, Error> {
+                let builder = StagedWelcome::build_from_welcome(&provider, &join_config(), welcome)
+                    .map_err(mls)?;
+                let used = match builder.processed_welcome().own_key_package() {
+                    Some(kp) if !kp.last_resort() => Some(
+                        kp.hash_ref(provider.crypto())
+                            .map_err(mls)?
+                            .as_slice()
+                            .to_vec(),
+                    ),
+                    _ => None,
+                };
+                // Re-added after a removal: the old, inactive state goes.
+                let group = builder
+                    .replace_old_group()
+                    .build()
+                    .map_err(mls)?
+                    .into_group(&provider)
+                    .map_err(mls)?;
+                Ok((ConversationId(group.group_id().as_slice().to_vec()), used))
+            })?
+        };
+        sqlx::query("INSERT OR REPLACE INTO conversations (group_id, last_seq, created_at) VALUES (?, ?, ?)")
+            .bind(&id.0)
+            .bind(seq as i64)
+            .bind(now())
+            .execute(&mut *tx)
+            .await?;
+        if let Some(hash_ref) = used_package {
+            sqlx::query("UPDATE key_packages SET consumed_at = ? WHERE hash_ref = ?")
+                .bind(now())
+                .bind(hash_ref)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(id)
+    }
+
+    /// Encrypts a message; returns the MLS message for the hub and the
+    /// envelope (also kept in the local history).
+    pub async fn send(
+        &self,
+        id: &ConversationId,
+        contents: Vec<Content>,
+    ) -> Result<(Vec<u8>, Envelope), Error> {
+        let envelope = Envelope::new(self.name.jid.clone(), contents);
+        let message = self.send_envelope(id, &envelope).await?;
+        Ok((message, envelope))
+    }
+
+    /// Encrypts a prepared envelope (its `from` must be this device's
+    /// user, or recipients reject it).
+    pub async fn send_envelope(
+        &self,
+        id: &ConversationId,
+        envelope: &Envelope,
+    ) -> Result<Vec<u8>, Error> {
+        let plaintext = envelope.to_padded_bytes();
+        let mut tx = self.store.begin().await?;
+        let message = {
+            let provider = TernProvider::new(&self.crypto, &mut tx);
+            tokio::task::block_in_place(|| -> Result<_, Error> {
+                let mut group = load(&provider, id)?;
+                if !group.is_active() {
+                    return Err(Error::Evicted);
+                }
+                let out = group
+                    .create_message(&provider, &self.signer, &plaintext)
+                    .map_err(mls)?;
+                out.tls_serialize_detached().map_err(mls)
+            })?
+        };
+        remember_sent(&mut tx, id, &message, "application").await?;
+        record_message(&mut tx, id, None, &self.name, envelope, &plaintext).await?;
+        tx.commit().await?;
+        Ok(message)
+    }
+
+    /// Processes the log entry at position `seq`. Entries must come in log
+    /// order; one at or behind the cursor is a [`Incoming::Duplicate`].
+    pub async fn process(
+        &self,
+        id: &ConversationId,
+        seq: u64,
+        data: &[u8],
+    ) -> Result<Incoming, ProcessError> {
+        if seq <= self.last_seq(id).await? {
+            return Ok(Incoming::Duplicate);
+        }
+        let mut tx = self.store.begin().await?;
+        if let Some(kind) = sent_kind(&mut tx, data).await? {
+            let incoming = self.own_echo(&mut tx, id, &kind).await?;
+            set_cursor(&mut tx, id, seq).await?;
+            tx.commit().await?;
+            return Ok(incoming);
+        }
+        match self.process_in(&mut tx, id, seq, data).await {
+            Ok(incoming) => {
+                set_cursor(&mut tx, id, seq).await?;
+                tx.commit().await?;
+                Ok(incoming)
+            }
+            Err(e) => {
+                // Undo whatever MLS processing wrote; skip the entry unless
+                // it only means we are behind.
+                tx.rollback().await?;
+                if !matches!(e, ProcessError::FutureEpoch(_) | ProcessError::Client(_)) {
+                    let mut tx = self.store.begin().await?;
+                    set_cursor(&mut tx, id, seq).await?;
+                    tx.commit().await?;
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// The conversation's current epoch.
+    pub async fn epoch(&self, id: &ConversationId) -> Result<u64, Error> {
+        self.read_group(id, |group| Ok(group.epoch().as_u64()))
+            .await
+    }
+
+    /// Whether this device is still a member.
+    pub async fn is_member(&self, id: &ConversationId) -> Result<bool, Error> {
+        self.read_group(id, |group| Ok(group.is_active())).await
+    }
+
+    /// The member devices.
+    pub async fn members(&self, id: &ConversationId) -> Result<Vec<DeviceName>, Error> {
+        Ok(self
+            .members_with_leaves(id)
+            .await?
+            .into_iter()
+            .map(|(name, _)| name)
+            .collect())
+    }
+
+    /// The log position up to which everything was processed.
+    pub async fn last_seq(&self, id: &ConversationId) -> Result<u64, Error> {
+        let row = sqlx::query("SELECT last_seq FROM conversations WHERE group_id = ?")
+            .bind(&id.0)
+            .fetch_optional(self.store.pool())
+            .await?
+            .ok_or(Error::UnknownGroup)?;
+        Ok(row.get::<i64, _>(0) as u64)
+    }
+
+    async fn members_with_leaves(
+        &self,
+        id: &ConversationId,
+    ) -> Result<Vec<(DeviceName, LeafNodeIndex)>, Error> {
+        self.read_group(id, |group| {
+            group
+                .members()
+                .map(|m| {
+                    Ok((
+                        device_name(&m.credential)
+                            .map_err(|_| Error::Malformed("member credential"))?,
+                        m.index,
+                    ))
+                })
+                .collect()
+        })
+        .await
+    }
+
+    async fn read_group<T>(
+        &self,
+        id: &ConversationId,
+        read: impl FnOnce(&MlsGroup) -> Result<T, Error>,
+    ) -> Result<T, Error> {
+        let mut conn = self.store.pool().acquire().await?;
+        let provider = TernProvider::new(&self.crypto, &mut conn);
+        tokio::task::block_in_place(|| read(&load(&provider, id)?))
+    }
+
+    fn validate_key_package(&self, bytes: &[u8]) -> Result<KeyPackage, Error> {
+        let invalid = |e: &dyn std::fmt::Display| Error::InvalidKeyPackage(e.to_string());
+        let message = MlsMessageIn::tls_deserialize_exact(bytes).map_err(|e| invalid(&e))?;
+        let MlsMessageBodyIn::KeyPackage(package) = message.extract() else {
+            return Err(Error::InvalidKeyPackage("not a key package".into()));
+        };
+        let package = package
+            .validate(self.crypto_provider(), ProtocolVersion::Mls10)
+            .map_err(|e| invalid(&e))?;
+        device_name(package.leaf_node().credential())
+            .map_err(|_| Error::InvalidKeyPackage("credential names no device".into()))?;
+        Ok(package)
+    }
+
+    fn crypto_provider(&self) -> &openmls_rust_crypto::RustCrypto {
+        &self.crypto
+    }
+
+    async fn commit(&self, id: &ConversationId, change: Change) -> Result<CommitOut, Error> {
+        let mut tx = self.store.begin().await?;
+        let out = {
+            let provider = TernProvider::new(&self.crypto, &mut tx);
+            tokio::task::block_in_place(|| -> Result<_, Error> {
+                let mut group = load(&provider, id)?;
+                if !group.is_active() {
+                    return Err(Error::Evicted);
+                }
+                if group.pending_commit().is_some() {
+                    return Err(Error::CommitPending);
+                }
+                let epoch = group.epoch().as_u64();
+                let builder = group.commit_builder();
+                let builder = match change {
+                    Change::Add(packages) => builder.propose_adds(packages),
+                    Change::Remove(leaves) => builder.propose_removals(leaves),
+                    Change::Update => builder.force_self_update(true),
+                    Change::PendingProposals => builder.consume_proposal_store(true),
+                };
+                let bundle = builder
+                    .load_psks(provider.storage())
+                    .map_err(mls)?
+                    .create_group_info(true)
+                    .use_ratchet_tree_extension(true)
+                    .build(provider.rand(), provider.crypto(), &self.signer, |_| true)
+                    .map_err(mls)?
+                    .stage_commit(&provider)
+                    .map_err(mls)?;
+                let (commit, welcome, group_info) = bundle.into_messages();
+                Ok(CommitOut {
+                    commit: commit.tls_serialize_detached().map_err(mls)?,
+                    welcome: welcome
+                        .map(|w| w.tls_serialize_detached())
+                        .transpose()
+                        .map_err(mls)?,
+                    group_info: group_info
+                        .ok_or(Error::Malformed("commit without group info"))?
+                        .tls_serialize_detached()
+                        .map_err(mls)?,
+                    epoch,
+                })
+            })?
+        };
+        remember_sent(&mut tx, id, &out.commit, "commit").await?;
+        tx.commit().await?;
+        Ok(out)
+    }
+
+    /// Our own message came back through the hub: a commit of ours is
+    /// thereby accepted and applied; anything else needs nothing.
+    async fn own_echo(
+        &self,
+        tx: &mut SqliteConnection,
+        id: &ConversationId,
+        kind: &str,
+    ) -> Result<Incoming, Error> {
+        if kind == "commit" {
+            let provider = TernProvider::new(&self.crypto, tx);
+            tokio::task::block_in_place(|| -> Result<_, Error> {
+                let mut group = load(&provider, id)?;
+                if group.pending_commit().is_some() {
+                    group.merge_pending_commit(&provider).map_err(mls)?;
+                }
+                Ok(())
+            })?;
+        }
+        Ok(Incoming::OwnEcho)
+    }
+
+    async fn process_in(
+        &self,
+        tx: &mut SqliteConnection,
+        id: &ConversationId,
+        seq: u64,
+        data: &[u8],
+    ) -> Result<Incoming, ProcessError> {
+        let message =
+            MlsMessageIn::tls_deserialize_exact(data).map_err(|_| ProcessError::Tampered)?;
+        let protocol = message
+            .try_into_protocol_message()
+            .map_err(|_| ProcessError::Tampered)?;
+        let message_epoch = protocol.epoch().as_u64();
+        let outcome = {
+            let provider = TernProvider::new(&self.crypto, &mut *tx);
+            tokio::task::block_in_place(|| -> Result<Processed, ProcessError> {
+                let mut group = load(&provider, id)?;
+                let current = group.epoch().as_u64();
+                let processed = group
+                    .process_message(&provider, protocol)
+                    .map_err(|e| classify(e, message_epoch, current))?;
+                let sender =
+                    device_name(processed.credential()).map_err(|_| ProcessError::NonMember)?;
+                Ok(match processed.into_content() {
+                    ProcessedMessageContent::ApplicationMessage(app) => {
+                        Processed::Application(sender, app.into_bytes())
+                    }
+                    ProcessedMessageContent::ProposalMessage(proposal) => {
+                        group
+                            .store_pending_proposal(provider.storage(), *proposal)
+                            .map_err(mls)?;
+                        Processed::Done(Incoming::Proposal)
+                    }
+                    ProcessedMessageContent::ExternalJoinProposalMessage(_) => {
+                        Processed::Done(Incoming::Proposal)
+                    }
+                    ProcessedMessageContent::OwnPendingCommit => {
+                        group.merge_pending_commit(&provider).map_err(mls)?;
+                        Processed::Done(Incoming::OwnEcho)
+                    }
+                    ProcessedMessageContent::OwnPrivateMessage => {
+                        Processed::Done(Incoming::OwnEcho)
+                    }
+                    ProcessedMessageContent::StagedCommitMessage(staged) => {
+                        let added = staged
+                            .add_proposals()
+                            .filter_map(|p| {
+                                device_name(p.add_proposal().key_package().leaf_node().credential())
+                                    .ok()
+                            })
+                            .collect();
+                        let removed = staged
+                            .remove_proposals()
+                            .filter_map(|p| group.member_at(p.remove_proposal().removed()))
+                            .filter_map(|m| device_name(&m.credential).ok())
+                            .collect();
+                        let evicted = staged.self_removed();
+                        group
+                            .merge_staged_commit(&provider, *staged)
+                            .map_err(|e| ProcessError::InvalidCommit(e.to_string()))?;
+                        Processed::Done(Incoming::Commit {
+                            added,
+                            removed,
+                            epoch: group.epoch().as_u64(),
+                            evicted,
+                        })
+                    }
+                })
+            })?
+        };
+        match outcome {
+            Processed::Done(incoming) => Ok(incoming),
+            Processed::Application(sender, plaintext) => {
+                let envelope = Envelope::parse(&plaintext)?;
+                if envelope.from != sender.jid {
+                    return Err(EnvelopeError::SenderMismatch {
+                        claimed: envelope.from.to_string(),
+                        actual: sender.jid.to_string(),
+                    }
+                    .into());
+                }
+                record_message(tx, id, Some(seq), &sender, &envelope, &plaintext).await?;
+                Ok(Incoming::Message { sender, envelope })
+            }
+        }
+    }
+}
+
+enum Processed {
+    Application(DeviceName, Vec<u8>),
+    Done(Incoming),
+}
+
+/// Maps openmls' processing errors to the causes callers act on.
+fn classify(error: ProcessMessageError<sqlx::Error>, epoch: u64, current: u64) -> ProcessError {
+    use openmls::framing::errors::{MessageDecryptionError as Decrypt, SecretTreeError as Secret};
+    if current.saturating_sub(epoch) > MAX_PAST_EPOCHS as u64 {
+        // Whatever openmls calls it, the keys of that epoch are gone.
+        return ProcessError::TooOld(epoch);
+    }
+    match error {
+        ProcessMessageError::ValidationError(v) => match v {
+            ValidationError::WrongEpoch | ValidationError::NoPastEpochData if epoch < current => {
+                ProcessError::TooOld(epoch)
+            }
+            ValidationError::WrongEpoch => ProcessError::FutureEpoch(epoch),
+            ValidationError::UnableToDecrypt(Decrypt::SecretTreeError(
+                Secret::SecretReuseError | Secret::TooDistantInThePast,
+            )) => ProcessError::Replay,
+            ValidationError::UnknownMember | ValidationError::NonMemberApplicationMessage => {
+                ProcessError::NonMember
+            }
+            _ => ProcessError::Tampered,
+        },
+        ProcessMessageError::InvalidCommit(e) => ProcessError::InvalidCommit(e.to_string()),
+        ProcessMessageError::GroupStateError(MlsGroupStateError::UseAfterEviction) => {
+            ProcessError::Client(Error::Evicted)
+        }
+        other => ProcessError::Client(Error::Mls(other.to_string())),
+    }
+}
+
+fn load(provider: &TernProvider<'_>, id: &ConversationId) -> Result<MlsGroup, Error> {
+    MlsGroup::load(provider.storage(), &id.group_id())
+        .map_err(mls)?
+        .ok_or(Error::UnknownGroup)
+}
+
+fn device_name(credential: &Credential) -> Result<DeviceName, crate::identity::IdentityError> {
+    let basic = BasicCredential::try_from(credential.clone())
+        .map_err(|_| crate::identity::IdentityError::Malformed("not a basic credential".into()))?;
+    DeviceName::from_credential_identity(basic.identity())
+}
+
+async fn set_cursor(
+    tx: &mut SqliteConnection,
+    id: &ConversationId,
+    seq: u64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE conversations SET last_seq = MAX(last_seq, ?) WHERE group_id = ?")
+        .bind(seq as i64)
+        .bind(&id.0)
+        .execute(tx)
+        .await?;
+    Ok(())
+}
+
+fn message_hash(data: &[u8]) -> Vec<u8> {
+    Sha256::digest(data).to_vec()
+}
+
+async fn remember_sent(
+    tx: &mut SqliteConnection,
+    id: &ConversationId,
+    data: &[u8],
+    kind: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("INSERT OR IGNORE INTO sent_messages (hash, group_id, kind) VALUES (?, ?, ?)")
+        .bind(message_hash(data))
+        .bind(&id.0)
+        .bind(kind)
+        .execute(tx)
+        .await?;
+    Ok(())
+}
+
+async fn sent_kind(tx: &mut SqliteConnection, data: &[u8]) -> Result<Option<String>, sqlx::Error> {
+    Ok(sqlx::query("SELECT kind FROM sent_messages WHERE hash = ?")
+        .bind(message_hash(data))
+        .fetch_optional(tx)
+        .await?
+        .map(|r| r.get(0)))
+}
+
+async fn record_message(
+    tx: &mut SqliteConnection,
+    id: &ConversationId,
+    seq: Option<u64>,
+    sender: &DeviceName,
+    envelope: &Envelope,
+    plaintext: &[u8],
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT OR IGNORE INTO messages (group_id, seq, envelope_id, sender_jid, sender_device, sent_at, body, envelope)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(&id.0)
+    .bind(seq.map(|s| s as i64))
+    .bind(&envelope.id)
+    .bind(sender.jid.as_str())
+    .bind(sender.device.as_str())
+    .bind(envelope.time.to_rfc3339())
+    .bind(envelope.body().unwrap_or_default())
+    .bind(plaintext)
+    .execute(tx)
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,221 @@
+//! A device: the MLS client of one device of a user. Its signature key,
+//! credential and key packages live in the [`ClientStore`]; conversations
+//! are in [`crate::conversation`].
+
+use jid::BareJid;
+use openmls::prelude::tls_codec::Serialize as _;
+use openmls::prelude::*;
+use openmls_basic_credential::SignatureKeyPair;
+use openmls_rust_crypto::RustCrypto;
+use sqlx::Row;
+
+use crate::error::{mls, Error};
+use crate::identity::{fingerprint, DeviceId, DeviceName};
+use crate::store::{ClientStore, TernProvider};
+
+/// The one ciphersuite Tern uses.
+pub const CIPHERSUITE: Ciphersuite = Ciphersuite::MLS_128_DHKEMX25519_AES128GCM_SHA256_Ed25519;
+
+/// One device's MLS client.
+pub struct Device {
+    pub(crate) store: ClientStore,
+    pub(crate) crypto: RustCrypto,
+    pub(crate) name: DeviceName,
+    pub(crate) signer: SignatureKeyPair,
+}
+
+impl std::fmt::Debug for Device {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Device")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Device {
+    /// Creates a new device for `jid` in an empty store: a fresh signature
+    /// key and device id.
+    pub async fn create(store: ClientStore, jid: BareJid) -> Result<Self, Error> {
+        if let Some(existing) = sqlx::query("SELECT jid, device_id FROM device")
+            .fetch_optional(store.pool())
+            .await?
+        {
+            let (jid, id): (String, String) = (existing.get(0), existing.get(1));
+            return Err(Error::DeviceExists(format!("{jid}#{id}")));
+        }
+        let crypto = RustCrypto::default();
+        let signer = SignatureKeyPair::new(CIPHERSUITE.signature_algorithm()).map_err(mls)?;
+        let name = DeviceName {
+            jid,
+            device: DeviceId::random(),
+        };
+        let mut tx = store.begin().await?;
+        {
+            let provider = TernProvider::new(&crypto, &mut tx);
+            signer.store(provider.storage()).map_err(mls)?;
+        }
+        sqlx::query("INSERT INTO device (id, jid, device_id, signature_key, created_at) VALUES (1, ?, ?, ?, ?)")
+            .bind(name.jid.as_str())
+            .bind(name.device.as_str())
+            .bind(signer.public())
+            .bind(now())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(Self {
+            store,
+            crypto,
+            name,
+            signer,
+        })
+    }
+
+    /// Opens the device kept in `store`.
+    pub async fn open(store: ClientStore) -> Result<Self, Error> {
+        let row = sqlx::query("SELECT jid, device_id, signature_key FROM device")
+            .fetch_optional(store.pool())
+            .await?
+            .ok_or(Error::NoDevice)?;
+        let jid: String = row.get(0);
+        let device: String = row.get(1);
+        let key: Vec<u8> = row.get(2);
+        let name = DeviceName {
+            jid: BareJid::new(&jid).map_err(|_| Error::Malformed("stored JID"))?,
+            device: DeviceId::parse(&device).ok_or(Error::Malformed("stored device id"))?,
+        };
+        let crypto = RustCrypto::default();
+        let mut conn = store.pool().acquire().await?;
+        let signer = {
+            let provider = TernProvider::new(&crypto, &mut conn);
+            tokio::task::block_in_place(|| {
+                SignatureKeyPair::read(provider.storage(), &key, CIPHERSUITE.signature_algorithm())
+            })
+        }
+        .ok_or(Error::Malformed("signature key missing from the store"))?;
+        drop(conn);
+        Ok(Self {
+            store,
+            crypto,
+            name,
+            signer,
+        })
+    }
+
+    /// Who this device is.
+    pub fn name(&self) -> &DeviceName {
+        &self.name
+    }
+
+    /// The device's signature public key.
+    pub fn signature_key(&self) -> &[u8] {
+        self.signer.public()
+    }
+
+    /// The device's fingerprint, for people to compare.
+    pub fn fingerprint(&self) -> String {
+        fingerprint(self.signer.public())
+    }
+
+    /// The store.
+    pub fn store(&self) -> &ClientStore {
+        &self.store
+    }
+
+    pub(crate) fn credential(&self) -> CredentialWithKey {
+        CredentialWithKey {
+            credential: BasicCredential::new(self.name.to_credential_identity()).into(),
+            signature_key: self.signer.public().into(),
+        }
+    }
+
+    /// Generates `count` single-use key packages, TLS-serialised for the
+    /// key directory.
+    pub async fn generate_key_packages(&self, count: usize) -> Result<Vec<Vec<u8>>, Error> {
+        self.new_key_packages(count, false).await
+    }
+
+    /// Generates a last-resort key package (reusable, handed out when the
+    /// single-use ones are gone).
+    pub async fn generate_last_resort_key_package(&self) -> Result<Vec<u8>, Error> {
+        let mut packages = self.new_key_packages(1, true).await?;
+        packages
+            .pop()
+            .ok_or(Error::Malformed("no key package generated"))
+    }
+
+    /// How many single-use key packages were generated and not consumed.
+    pub async fn unconsumed_key_packages(&self) -> Result<u32, Error> {
+        let row = sqlx::query(
+            "SELECT COUNT(*) FROM key_packages WHERE last_resort = 0 AND consumed_at IS NULL",
+        )
+        .fetch_one(self.store.pool())
+        .await?;
+        Ok(row.get::<i64, _>(0) as u32)
+    }
+
+    /// How many key packages to generate so that `target` are available,
+    /// if fewer than `threshold` are (0 otherwise).
+    pub async fn key_packages_to_replenish(
+        &self,
+        threshold: u32,
+        target: u32,
+    ) -> Result<u32, Error> {
+        let left = self.unconsumed_key_packages().await?;
+        Ok(if left < threshold {
+            target.saturating_sub(left)
+        } else {
+            0
+        })
+    }
+
+    async fn new_key_packages(
+        &self,
+        count: usize,
+        last_resort: bool,
+    ) -> Result<Vec<Vec<u8>>, Error> {
+        let mut tx = self.store.begin().await?;
+        let mut out = Vec::with_capacity(count);
+        let mut refs = Vec::with_capacity(count);
+        {
+            let provider = TernProvider::new(&self.crypto, &mut tx);
+            tokio::task::block_in_place(|| -> Result<(), Error> {
+                for _ in 0..count {
+                    let mut builder = KeyPackage::builder();
+                    if last_resort {
+                        builder = builder.mark_as_last_resort();
+                    }
+                    let bundle = builder
+                        .build(CIPHERSUITE, &provider, &self.signer, self.credential())
+                        .map_err(mls)?;
+                    let package = bundle.key_package();
+                    refs.push(
+                        package
+                            .hash_ref(provider.crypto())
+                            .map_err(mls)?
+                            .as_slice()
+                            .to_vec(),
+                    );
+                    let message = MlsMessageOut::from(package.clone());
+                    out.push(message.tls_serialize_detached().map_err(mls)?);
+                }
+                Ok(())
+            })?;
+        }
+        for hash_ref in refs {
+            sqlx::query(
+                "INSERT INTO key_packages (hash_ref, last_resort, created_at) VALUES (?, ?, ?)",
+            )
+            .bind(hash_ref)
+            .bind(last_resort)
+            .bind(now())
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(out)
+    }
+}
+
+pub(crate) fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}

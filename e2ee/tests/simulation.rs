@@ -1,0 +1,525 @@
+//! In-process simulations, no network: several users with several
+//! devices, each device with its own SQLite store, and a minimal hub that
+//! does what Tern's group hub does for ordering — one commit per epoch,
+//! a sequence number per accepted message, the log for catching up.
+
+use std::collections::HashMap;
+
+use jid::BareJid;
+use openmls::prelude::tls_codec::Deserialize as _;
+use openmls::prelude::MlsMessageIn;
+use tern_e2ee::envelope::{Content, Envelope, EnvelopeError};
+use tern_e2ee::{ClientStore, CommitOut, ConversationId, Device, Incoming, ProcessError};
+
+/// The ordering part of a group hub.
+#[derive(Default)]
+struct Hub {
+    groups: HashMap<Vec<u8>, HubGroup>,
+}
+
+#[derive(Default)]
+struct HubGroup {
+    epoch: u64,
+    log: Vec<Vec<u8>>,
+}
+
+impl Hub {
+    fn create(&mut self, id: &ConversationId) {
+        self.groups.insert(id.0.clone(), HubGroup::default());
+    }
+
+    /// Accepts the commit if it is for the current epoch; returns its
+    /// position, or the current epoch when it is stale.
+    fn commit(&mut self, id: &ConversationId, out: &CommitOut) -> Result<u64, u64> {
+        let epoch = epoch_of(&out.commit);
+        let group = self.groups.get_mut(&id.0).expect("group exists");
+        if epoch != group.epoch {
+            return Err(group.epoch);
+        }
+        group.epoch += 1;
+        group.log.push(out.commit.clone());
+        Ok(group.log.len() as u64)
+    }
+
+    fn send(&mut self, id: &ConversationId, data: Vec<u8>) -> u64 {
+        let group = self.groups.get_mut(&id.0).expect("group exists");
+        group.log.push(data);
+        group.log.len() as u64
+    }
+
+    fn after(&self, id: &ConversationId, seq: u64) -> Vec<(u64, Vec<u8>)> {
+        let group = &self.groups[&id.0];
+        group
+            .log
+            .iter()
+            .enumerate()
+            .skip(seq as usize)
+            .map(|(i, d)| (i as u64 + 1, d.clone()))
+            .collect()
+    }
+}
+
+fn epoch_of(message: &[u8]) -> u64 {
+    let message = MlsMessageIn::tls_deserialize_exact(message).expect("MLS message");
+    message
+        .try_into_protocol_message()
+        .expect("protocol message")
+        .epoch()
+        .as_u64()
+}
+
+/// A device with its own store in a temporary directory.
+struct Dev {
+    device: Device,
+    dir: tempfile::TempDir,
+}
+
+impl Dev {
+    async fn new(jid: &str) -> Dev {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ClientStore::open(&dir.path().join("client.sqlite3"))
+            .await
+            .unwrap();
+        let device = Device::create(store, BareJid::new(jid).unwrap())
+            .await
+            .unwrap();
+        Dev { device, dir }
+    }
+
+    async fn key_package(&self) -> Vec<u8> {
+        self.device
+            .generate_key_packages(1)
+            .await
+            .unwrap()
+            .pop()
+            .unwrap()
+    }
+
+    /// Closes the store and opens it again, as after a restart.
+    async fn reopen(self) -> Dev {
+        let Dev { device, dir } = self;
+        device.store().close().await;
+        drop(device);
+        let store = ClientStore::open(&dir.path().join("client.sqlite3"))
+            .await
+            .unwrap();
+        Dev {
+            device: Device::open(store).await.unwrap(),
+            dir,
+        }
+    }
+
+    /// Processes everything after this device's cursor, keeping errors.
+    async fn catch_up_results(
+        &self,
+        hub: &Hub,
+        id: &ConversationId,
+    ) -> Vec<Result<Incoming, ProcessError>> {
+        let from = self.device.last_seq(id).await.unwrap();
+        let mut out = Vec::new();
+        for (seq, data) in hub.after(id, from) {
+            out.push(self.device.process(id, seq, &data).await);
+        }
+        out
+    }
+
+    /// Processes everything the hub has after this device's cursor.
+    async fn catch_up(&self, hub: &Hub, id: &ConversationId) -> Vec<Incoming> {
+        let from = self.device.last_seq(id).await.unwrap();
+        let mut out = Vec::new();
+        for (seq, data) in hub.after(id, from) {
+            out.push(
+                self.device
+                    .process(id, seq, &data)
+                    .await
+                    .unwrap_or_else(|e| panic!("{} failed on seq {seq}: {e}", self.device.name())),
+            );
+        }
+        out
+    }
+
+    fn jid(&self) -> BareJid {
+        self.device.name().jid.clone()
+    }
+}
+
+fn bodies(incoming: &[Incoming]) -> Vec<String> {
+    incoming
+        .iter()
+        .filter_map(|i| match i {
+            Incoming::Message { envelope, .. } => envelope.body().map(str::to_owned),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Creates a group on `creator`, registers it at the hub, and adds
+/// `others` with one commit; every added device joins from the Welcome.
+async fn group_of(hub: &mut Hub, creator: &Dev, others: &[&Dev]) -> ConversationId {
+    let (id, _group_info) = creator.device.create_conversation().await.unwrap();
+    hub.create(&id);
+    if others.is_empty() {
+        return id;
+    }
+    let mut packages = Vec::new();
+    for other in others {
+        packages.push(other.key_package().await);
+    }
+    let out = creator.device.add_members(&id, &packages).await.unwrap();
+    let seq = hub.commit(&id, &out).expect("first commit accepted");
+    creator.device.commit_accepted(&id, seq).await.unwrap();
+    let welcome = out.welcome.expect("welcome");
+    for other in others {
+        assert_eq!(other.device.join(&welcome, seq).await.unwrap(), id);
+    }
+    id
+}
+
+async fn say(hub: &mut Hub, dev: &Dev, id: &ConversationId, text: &str) -> u64 {
+    let (message, _) = dev
+        .device
+        .send(id, vec![Content::Body(text.into())])
+        .await
+        .unwrap();
+    hub.send(id, message)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn three_users_with_two_devices_each_all_decrypt_everything() {
+    let mut hub = Hub::default();
+    let devs = [
+        Dev::new("alice@a.example").await,
+        Dev::new("alice@a.example").await,
+        Dev::new("bob@b.example").await,
+        Dev::new("bob@b.example").await,
+        Dev::new("carol@c.example").await,
+        Dev::new("carol@c.example").await,
+    ];
+    let others: Vec<&Dev> = devs[1..].iter().collect();
+    let id = group_of(&mut hub, &devs[0], &others).await;
+    assert_eq!(devs[3].device.members(&id).await.unwrap().len(), 6);
+
+    for (i, dev) in devs.iter().enumerate() {
+        say(&mut hub, dev, &id, &format!("hello from device {i}")).await;
+    }
+    for (i, dev) in devs.iter().enumerate() {
+        let got = bodies(&dev.catch_up(&hub, &id).await);
+        let expected: Vec<String> = (0..6)
+            .filter(|j| *j != i)
+            .map(|j| format!("hello from device {j}"))
+            .collect();
+        assert_eq!(got, expected, "device {i}");
+    }
+    // Messages from the other device of the same user carry the right sender.
+    let (message, envelope) = devs[1]
+        .device
+        .send(&id, vec![Content::Body("sync".into())])
+        .await
+        .unwrap();
+    let seq = hub.send(&id, message.clone());
+    match devs[0].device.process(&id, seq, &message).await.unwrap() {
+        Incoming::Message {
+            sender,
+            envelope: got,
+        } => {
+            assert_eq!(sender, *devs[1].device.name());
+            assert_eq!(got, envelope);
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn removed_user_reads_nothing_after_removal_and_again_after_re_adding() {
+    let mut hub = Hub::default();
+    let (alice, bob, carol) = (
+        Dev::new("alice@a.example").await,
+        Dev::new("bob@b.example").await,
+        Dev::new("carol@c.example").await,
+    );
+    let id = group_of(&mut hub, &alice, &[&bob, &carol]).await;
+    say(&mut hub, &alice, &id, "before").await;
+
+    let out = alice.device.remove_user(&id, &carol.jid()).await.unwrap();
+    let seq = hub.commit(&id, &out).unwrap();
+    alice.device.commit_accepted(&id, seq).await.unwrap();
+    let after_seq = say(&mut hub, &alice, &id, "after removal").await;
+
+    // Carol processes the removal, learns she was evicted, and cannot read on.
+    let commit_seq = after_seq - 1;
+    for (seq, data) in hub.after(&id, carol.device.last_seq(&id).await.unwrap()) {
+        if seq <= commit_seq {
+            carol.device.process(&id, seq, &data).await.unwrap();
+        }
+    }
+    assert!(!carol.device.is_member(&id).await.unwrap());
+    let (_, data) = hub.after(&id, commit_seq).remove(0);
+    assert!(
+        carol.device.process(&id, after_seq, &data).await.is_err(),
+        "carol decrypted after removal"
+    );
+    assert_eq!(
+        bodies(&bob.catch_up(&hub, &id).await),
+        ["before", "after removal"]
+    );
+    assert_eq!(bob.device.members(&id).await.unwrap().len(), 2);
+
+    // Re-added with a fresh key package, carol reads what follows.
+    let out = bob
+        .device
+        .add_members(&id, &[carol.key_package().await])
+        .await
+        .unwrap();
+    let seq = hub.commit(&id, &out).unwrap();
+    bob.device.commit_accepted(&id, seq).await.unwrap();
+    carol
+        .device
+        .join(out.welcome.as_ref().unwrap(), seq)
+        .await
+        .unwrap();
+    alice.catch_up(&hub, &id).await;
+    say(&mut hub, &alice, &id, "welcome back").await;
+    assert_eq!(bodies(&carol.catch_up(&hub, &id).await), ["welcome back"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_commits_the_second_recovers_through_the_stale_path() {
+    let mut hub = Hub::default();
+    let (alice, bob, carol) = (
+        Dev::new("alice@a.example").await,
+        Dev::new("bob@b.example").await,
+        Dev::new("carol@c.example").await,
+    );
+    let id = group_of(&mut hub, &alice, &[&bob, &carol]).await;
+    bob.catch_up(&hub, &id).await;
+
+    // Both commit in the same epoch; the hub orders alice's first.
+    let from_alice = alice.device.self_update(&id).await.unwrap();
+    let from_bob = bob.device.self_update(&id).await.unwrap();
+    let seq = hub.commit(&id, &from_alice).unwrap();
+    alice.device.commit_accepted(&id, seq).await.unwrap();
+    let current = hub.commit(&id, &from_bob).unwrap_err();
+    assert_eq!(current, from_bob.epoch + 1);
+
+    // Bob drops his commit, processes alice's, and commits again.
+    bob.device.commit_refused(&id).await.unwrap();
+    bob.catch_up(&hub, &id).await;
+    let retry = bob.device.self_update(&id).await.unwrap();
+    let seq = hub.commit(&id, &retry).expect("fresh commit accepted");
+    bob.device.commit_accepted(&id, seq).await.unwrap();
+    say(&mut hub, &bob, &id, "after the race").await;
+
+    assert_eq!(bodies(&alice.catch_up(&hub, &id).await), ["after the race"]);
+    assert_eq!(bodies(&carol.catch_up(&hub, &id).await), ["after the race"]);
+    let epochs = [
+        alice.device.epoch(&id).await.unwrap(),
+        bob.device.epoch(&id).await.unwrap(),
+        carol.device.epoch(&id).await.unwrap(),
+    ];
+    assert!(epochs.iter().all(|e| *e == epochs[0]), "{epochs:?}");
+    // The echo of bob's own commit is recognised, not an error.
+    assert!(matches!(
+        bob.catch_up(&hub, &id).await.as_slice(),
+        [] | [Incoming::OwnEcho, ..]
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn offline_member_catches_up_on_fifty_commits_and_messages() {
+    let mut hub = Hub::default();
+    let (alice, bob, carol) = (
+        Dev::new("alice@a.example").await,
+        Dev::new("bob@b.example").await,
+        Dev::new("carol@c.example").await,
+    );
+    let id = group_of(&mut hub, &alice, &[&bob, &carol]).await;
+    bob.catch_up(&hub, &id).await;
+    let mut expected = Vec::new();
+    for round in 0..50 {
+        let committer = if round % 2 == 0 { &alice } else { &bob };
+        committer.catch_up(&hub, &id).await;
+        let out = committer.device.self_update(&id).await.unwrap();
+        let seq = hub.commit(&id, &out).unwrap();
+        committer.device.commit_accepted(&id, seq).await.unwrap();
+        let text = format!("message {round}");
+        say(&mut hub, committer, &id, &text).await;
+        expected.push(text);
+    }
+    let got = carol.catch_up(&hub, &id).await;
+    for (i, g) in got.iter().enumerate() {
+        if !matches!(g, Incoming::Message { .. }) {
+            eprintln!("{i}: {g:?}");
+        }
+    }
+    assert_eq!(bodies(&got), expected);
+    assert_eq!(
+        got.iter()
+            .filter(|i| matches!(i, Incoming::Commit { .. }))
+            .count(),
+        50
+    );
+    alice.catch_up(&hub, &id).await;
+    assert_eq!(
+        carol.device.epoch(&id).await.unwrap(),
+        alice.device.epoch(&id).await.unwrap()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn state_survives_closing_and_reopening_the_store() {
+    let mut hub = Hub::default();
+    let (alice, bob) = (
+        Dev::new("alice@a.example").await,
+        Dev::new("bob@b.example").await,
+    );
+    let id = group_of(&mut hub, &alice, &[&bob]).await;
+    say(&mut hub, &alice, &id, "one").await;
+    assert_eq!(bodies(&bob.catch_up(&hub, &id).await), ["one"]);
+
+    let bob = bob.reopen().await;
+    let alice = alice.reopen().await;
+    assert_eq!(bob.device.last_seq(&id).await.unwrap(), 2);
+    let out = bob.device.self_update(&id).await.unwrap();
+    let seq = hub.commit(&id, &out).unwrap();
+    bob.device.commit_accepted(&id, seq).await.unwrap();
+    say(&mut hub, &bob, &id, "two").await;
+    assert_eq!(bodies(&alice.catch_up(&hub, &id).await), ["two"]);
+    // A reopened device still knows its own fingerprint and identity.
+    let again = alice.reopen().await;
+    assert_eq!(again.device.members(&id).await.unwrap().len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_messages_are_rejected_with_typed_errors_and_the_group_stays_usable() {
+    let mut hub = Hub::default();
+    let (alice, bob, carol) = (
+        Dev::new("alice@a.example").await,
+        Dev::new("bob@b.example").await,
+        Dev::new("carol@c.example").await,
+    );
+    let id = group_of(&mut hub, &alice, &[&bob, &carol]).await;
+    bob.catch_up(&hub, &id).await;
+    carol.catch_up(&hub, &id).await;
+
+    // Tampered ciphertext.
+    let (mut message, _) = alice
+        .device
+        .send(&id, vec![Content::Body("secret".into())])
+        .await
+        .unwrap();
+    let last = message.len() - 20;
+    message[last] ^= 0x55;
+    let seq = hub.send(&id, message);
+    let (_, data) = hub.after(&id, seq - 1).remove(0);
+    assert!(matches!(
+        bob.device.process(&id, seq, &data).await,
+        Err(ProcessError::Tampered)
+    ));
+
+    // A replayed message under a new position.
+    let (message, _) = alice
+        .device
+        .send(&id, vec![Content::Body("once".into())])
+        .await
+        .unwrap();
+    let first = hub.send(&id, message.clone());
+    let replayed = hub.send(&id, message.clone());
+    assert!(matches!(
+        bob.device.process(&id, first, &message).await,
+        Ok(Incoming::Message { .. })
+    ));
+    let replay = bob.device.process(&id, replayed, &message).await;
+    assert!(matches!(replay, Err(ProcessError::Replay)), "{replay:?}");
+    // The same position twice is a duplicate, not an error.
+    assert!(matches!(
+        bob.device.process(&id, first, &message).await,
+        Ok(Incoming::Duplicate)
+    ));
+
+    // An envelope whose from is not the MLS sender.
+    let forged = Envelope::new(carol.jid(), vec![Content::Body("I am carol".into())]);
+    let message = alice.device.send_envelope(&id, &forged).await.unwrap();
+    let seq = hub.send(&id, message.clone());
+    let result = bob.device.process(&id, seq, &message).await;
+    assert!(
+        matches!(
+            result,
+            Err(ProcessError::Envelope(EnvelopeError::SenderMismatch { .. }))
+        ),
+        "{result:?}"
+    );
+
+    // A message from an epoch older than the retention window.
+    let (old, _) = carol
+        .device
+        .send(&id, vec![Content::Body("stale".into())])
+        .await
+        .unwrap();
+    for _ in 0..=tern_e2ee::conversation::MAX_PAST_EPOCHS {
+        alice.catch_up(&hub, &id).await;
+        let out = alice.device.self_update(&id).await.unwrap();
+        let seq = hub.commit(&id, &out).unwrap();
+        alice.device.commit_accepted(&id, seq).await.unwrap();
+    }
+    bob.catch_up(&hub, &id).await;
+    let seq = hub.send(&id, old.clone());
+    let result = bob.device.process(&id, seq, &old).await;
+    assert!(matches!(result, Err(ProcessError::TooOld(_))), "{result:?}");
+
+    // Carol meets the same bad entries, with the same errors, and goes on.
+    let carol_saw = carol.catch_up_results(&hub, &id).await;
+    assert!(matches!(carol_saw[0], Err(ProcessError::Tampered)));
+    assert!(carol_saw
+        .iter()
+        .any(|r| matches!(r, Err(ProcessError::Replay))));
+    assert!(carol_saw
+        .iter()
+        .any(|r| matches!(r, Err(ProcessError::Envelope(_)))));
+
+    // After all of that the group works for everyone.
+    let alice_saw = alice.catch_up_results(&hub, &id).await;
+    assert!(
+        matches!(alice_saw.last(), Some(Err(ProcessError::TooOld(_)))),
+        "{alice_saw:?}"
+    );
+    say(&mut hub, &alice, &id, "still fine").await;
+    assert_eq!(bodies(&bob.catch_up(&hub, &id).await), ["still fine"]);
+    assert_eq!(bodies(&carol.catch_up(&hub, &id).await), ["still fine"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn leaving_and_key_package_bookkeeping() {
+    let mut hub = Hub::default();
+    let (alice, bob) = (
+        Dev::new("alice@a.example").await,
+        Dev::new("bob@b.example").await,
+    );
+    bob.device.generate_key_packages(4).await.unwrap();
+    bob.device.generate_last_resort_key_package().await.unwrap();
+    let before = bob.device.unconsumed_key_packages().await.unwrap();
+    let id = group_of(&mut hub, &alice, &[&bob]).await;
+    // group_of generated one more and consumed it.
+    assert_eq!(bob.device.unconsumed_key_packages().await.unwrap(), before);
+    assert_eq!(
+        bob.device.key_packages_to_replenish(10, 20).await.unwrap(),
+        16
+    );
+
+    // Bob leaves: his proposal is committed by alice.
+    let proposal = bob.device.leave(&id).await.unwrap();
+    let seq = hub.send(&id, proposal);
+    assert!(matches!(
+        alice.catch_up(&hub, &id).await.as_slice(),
+        [Incoming::Proposal]
+    ));
+    let out = alice.device.commit_pending_proposals(&id).await.unwrap();
+    let commit_seq = hub.commit(&id, &out).unwrap();
+    alice.device.commit_accepted(&id, commit_seq).await.unwrap();
+    assert_eq!(alice.device.members(&id).await.unwrap().len(), 1);
+    let _ = seq;
+    let got = bob.catch_up(&hub, &id).await;
+    assert!(
+        matches!(got.last(), Some(Incoming::Commit { evicted: true, .. })),
+        "{got:?}"
+    );
+}
