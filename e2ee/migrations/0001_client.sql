@@ -64,9 +64,13 @@ CREATE TABLE messages (
     sent_at       TEXT NOT NULL,
     body          TEXT NOT NULL DEFAULT '',
     envelope      BLOB NOT NULL,
+    -- For our own messages: the hash of the MLS message, to stamp `seq`
+    -- when the hub's echo arrives.
+    mls_hash      BLOB,
     UNIQUE (group_id, envelope_id, sender_device)
 ) STRICT;
-CREATE INDEX messages_by_group ON messages(group_id, id);
+CREATE INDEX messages_by_group ON messages(group_id, seq, id);
+CREATE INDEX messages_by_hash ON messages(mls_hash);
 
 -- Full-text search over bodies.
 CREATE VIRTUAL TABLE messages_fts USING fts5(body, content='messages', content_rowid='id');

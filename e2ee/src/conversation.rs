@@ -18,12 +18,13 @@ use jid::BareJid;
 use openmls::prelude::tls_codec::{Deserialize as _, Serialize as _};
 use openmls::prelude::*;
 use sha2::{Digest, Sha256};
-use sqlx::{Row, SqliteConnection};
+use sqlx::SqliteConnection;
 
-use crate::device::{now, Device, CIPHERSUITE};
+use crate::device::{Device, CIPHERSUITE};
 use crate::envelope::{Content, Envelope, EnvelopeError};
 use crate::error::{mls, Error, ProcessError};
 use crate::identity::DeviceName;
+use crate::store::records::{self, Position};
 use crate::store::TernProvider;
 
 /// Epochs whose application messages can still be decrypted after the
@@ -129,11 +130,7 @@ impl Device {
                 ))
             })?
         };
-        sqlx::query("INSERT INTO conversations (group_id, last_seq, created_at) VALUES (?, 0, ?)")
-            .bind(&id.0)
-            .bind(now())
-            .execute(&mut *tx)
-            .await?;
+        records::upsert_conversation(&mut tx, &id.0, 0).await?;
         tx.commit().await?;
         Ok((id, group_info))
     }
@@ -239,7 +236,7 @@ impl Device {
             return Err(Error::Malformed("not a welcome"));
         };
         let mut tx = self.store.begin().await?;
-        let (id, used_package) = {
+        let (id, used_package, members) = {
             let provider = TernProvider::new(&self.crypto, &mut tx);
             tokio::task::block_in_place(|| -> Result<_, Error> {
                 let builder = StagedWelcome::build_from_welcome(&provider, &join_config(), welcome)
@@ -260,21 +257,20 @@ impl Device {
                     .map_err(mls)?
                     .into_group(&provider)
                     .map_err(mls)?;
-                Ok((ConversationId(group.group_id().as_slice().to_vec()), used))
+                let members = member_keys(&group);
+                Ok((
+                    ConversationId(group.group_id().as_slice().to_vec()),
+                    used,
+                    members,
+                ))
             })?
         };
-        sqlx::query("INSERT OR REPLACE INTO conversations (group_id, last_seq, created_at) VALUES (?, ?, ?)")
-            .bind(&id.0)
-            .bind(seq as i64)
-            .bind(now())
-            .execute(&mut *tx)
-            .await?;
+        records::upsert_conversation(&mut tx, &id.0, seq).await?;
         if let Some(hash_ref) = used_package {
-            sqlx::query("UPDATE key_packages SET consumed_at = ? WHERE hash_ref = ?")
-                .bind(now())
-                .bind(hash_ref)
-                .execute(&mut *tx)
-                .await?;
+            records::consume_key_package(&mut tx, &hash_ref).await?;
+        }
+        for (name, key) in &members {
+            records::observe_device(&mut tx, name, key).await?;
         }
         tx.commit().await?;
         Ok(id)
@@ -315,7 +311,16 @@ impl Device {
             })?
         };
         remember_sent(&mut tx, id, &message, "application").await?;
-        record_message(&mut tx, id, None, &self.name, envelope, &plaintext).await?;
+        let hash = message_hash(&message);
+        records::record_message(
+            &mut tx,
+            &id.0,
+            Position::Sent { mls_hash: &hash },
+            &self.name,
+            envelope,
+            &plaintext,
+        )
+        .await?;
         tx.commit().await?;
         Ok(message)
     }
@@ -334,6 +339,7 @@ impl Device {
         let mut tx = self.store.begin().await?;
         if let Some(kind) = sent_kind(&mut tx, data).await? {
             let incoming = self.own_echo(&mut tx, id, &kind).await?;
+            records::place_sent_message(&mut tx, &message_hash(data), seq).await?;
             set_cursor(&mut tx, id, seq).await?;
             tx.commit().await?;
             return Ok(incoming);
@@ -381,12 +387,10 @@ impl Device {
 
     /// The log position up to which everything was processed.
     pub async fn last_seq(&self, id: &ConversationId) -> Result<u64, Error> {
-        let row = sqlx::query("SELECT last_seq FROM conversations WHERE group_id = ?")
-            .bind(&id.0)
-            .fetch_optional(self.store.pool())
+        let mut conn = self.store.pool().acquire().await?;
+        records::last_seq(&mut conn, &id.0)
             .await?
-            .ok_or(Error::UnknownGroup)?;
-        Ok(row.get::<i64, _>(0) as u64)
+            .ok_or(Error::UnknownGroup)
     }
 
     async fn members_with_leaves(
@@ -550,11 +554,14 @@ impl Device {
                         Processed::Done(Incoming::OwnEcho)
                     }
                     ProcessedMessageContent::StagedCommitMessage(staged) => {
-                        let added = staged
+                        let added: Vec<(DeviceName, Vec<u8>)> = staged
                             .add_proposals()
                             .filter_map(|p| {
-                                device_name(p.add_proposal().key_package().leaf_node().credential())
-                                    .ok()
+                                let leaf = p.add_proposal().key_package().leaf_node();
+                                Some((
+                                    device_name(leaf.credential()).ok()?,
+                                    leaf.signature_key().as_slice().to_vec(),
+                                ))
                             })
                             .collect();
                         let removed = staged
@@ -566,18 +573,35 @@ impl Device {
                         group
                             .merge_staged_commit(&provider, *staged)
                             .map_err(|e| ProcessError::InvalidCommit(e.to_string()))?;
-                        Processed::Done(Incoming::Commit {
+                        Processed::Commit {
                             added,
                             removed,
                             epoch: group.epoch().as_u64(),
                             evicted,
-                        })
+                        }
                     }
                 })
             })?
         };
         match outcome {
             Processed::Done(incoming) => Ok(incoming),
+            Processed::Commit {
+                added,
+                removed,
+                epoch,
+                evicted,
+            } => {
+                for (name, key) in &added {
+                    records::observe_device(tx, name, key).await?;
+                }
+                let added = added.into_iter().map(|(name, _)| name).collect();
+                Ok(Incoming::Commit {
+                    added,
+                    removed,
+                    epoch,
+                    evicted,
+                })
+            }
             Processed::Application(sender, plaintext) => {
                 let envelope = Envelope::parse(&plaintext)?;
                 if envelope.from != sender.jid {
@@ -587,7 +611,15 @@ impl Device {
                     }
                     .into());
                 }
-                record_message(tx, id, Some(seq), &sender, &envelope, &plaintext).await?;
+                records::record_message(
+                    tx,
+                    &id.0,
+                    Position::Seq(seq),
+                    &sender,
+                    &envelope,
+                    &plaintext,
+                )
+                .await?;
                 Ok(Incoming::Message { sender, envelope })
             }
         }
@@ -596,7 +628,21 @@ impl Device {
 
 enum Processed {
     Application(DeviceName, Vec<u8>),
+    Commit {
+        added: Vec<(DeviceName, Vec<u8>)>,
+        removed: Vec<DeviceName>,
+        epoch: u64,
+        evicted: bool,
+    },
     Done(Incoming),
+}
+
+/// Every member's name and signature key.
+fn member_keys(group: &MlsGroup) -> Vec<(DeviceName, Vec<u8>)> {
+    group
+        .members()
+        .filter_map(|m| Some((device_name(&m.credential).ok()?, m.signature_key.clone())))
+        .collect()
 }
 
 /// Maps openmls' processing errors to the causes callers act on.
@@ -645,12 +691,7 @@ async fn set_cursor(
     id: &ConversationId,
     seq: u64,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE conversations SET last_seq = MAX(last_seq, ?) WHERE group_id = ?")
-        .bind(seq as i64)
-        .bind(&id.0)
-        .execute(tx)
-        .await?;
-    Ok(())
+    records::set_cursor(tx, &id.0, seq).await
 }
 
 fn message_hash(data: &[u8]) -> Vec<u8> {
@@ -663,44 +704,9 @@ async fn remember_sent(
     data: &[u8],
     kind: &str,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query("INSERT OR IGNORE INTO sent_messages (hash, group_id, kind) VALUES (?, ?, ?)")
-        .bind(message_hash(data))
-        .bind(&id.0)
-        .bind(kind)
-        .execute(tx)
-        .await?;
-    Ok(())
+    records::remember_sent(tx, &id.0, &message_hash(data), kind).await
 }
 
 async fn sent_kind(tx: &mut SqliteConnection, data: &[u8]) -> Result<Option<String>, sqlx::Error> {
-    Ok(sqlx::query("SELECT kind FROM sent_messages WHERE hash = ?")
-        .bind(message_hash(data))
-        .fetch_optional(tx)
-        .await?
-        .map(|r| r.get(0)))
-}
-
-async fn record_message(
-    tx: &mut SqliteConnection,
-    id: &ConversationId,
-    seq: Option<u64>,
-    sender: &DeviceName,
-    envelope: &Envelope,
-    plaintext: &[u8],
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT OR IGNORE INTO messages (group_id, seq, envelope_id, sender_jid, sender_device, sent_at, body, envelope)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-    )
-    .bind(&id.0)
-    .bind(seq.map(|s| s as i64))
-    .bind(&envelope.id)
-    .bind(sender.jid.as_str())
-    .bind(sender.device.as_str())
-    .bind(envelope.time.to_rfc3339())
-    .bind(envelope.body().unwrap_or_default())
-    .bind(plaintext)
-    .execute(tx)
-    .await?;
-    Ok(())
+    records::sent_kind(tx, &message_hash(data)).await
 }

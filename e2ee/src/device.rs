@@ -7,11 +7,10 @@ use openmls::prelude::tls_codec::Serialize as _;
 use openmls::prelude::*;
 use openmls_basic_credential::SignatureKeyPair;
 use openmls_rust_crypto::RustCrypto;
-use sqlx::Row;
 
 use crate::error::{mls, Error};
 use crate::identity::{fingerprint, DeviceId, DeviceName};
-use crate::store::{ClientStore, TernProvider};
+use crate::store::{records, ClientStore, TernProvider};
 
 /// The one ciphersuite Tern uses.
 pub const CIPHERSUITE: Ciphersuite = Ciphersuite::MLS_128_DHKEMX25519_AES128GCM_SHA256_Ed25519;
@@ -36,13 +35,11 @@ impl Device {
     /// Creates a new device for `jid` in an empty store: a fresh signature
     /// key and device id.
     pub async fn create(store: ClientStore, jid: BareJid) -> Result<Self, Error> {
-        if let Some(existing) = sqlx::query("SELECT jid, device_id FROM device")
-            .fetch_optional(store.pool())
-            .await?
-        {
-            let (jid, id): (String, String) = (existing.get(0), existing.get(1));
+        let mut conn = store.pool().acquire().await?;
+        if let Some((jid, id, _)) = records::device(&mut conn).await? {
             return Err(Error::DeviceExists(format!("{jid}#{id}")));
         }
+        drop(conn);
         let crypto = RustCrypto::default();
         let signer = SignatureKeyPair::new(CIPHERSUITE.signature_algorithm()).map_err(mls)?;
         let name = DeviceName {
@@ -54,13 +51,7 @@ impl Device {
             let provider = TernProvider::new(&crypto, &mut tx);
             signer.store(provider.storage()).map_err(mls)?;
         }
-        sqlx::query("INSERT INTO device (id, jid, device_id, signature_key, created_at) VALUES (1, ?, ?, ?, ?)")
-            .bind(name.jid.as_str())
-            .bind(name.device.as_str())
-            .bind(signer.public())
-            .bind(now())
-            .execute(&mut *tx)
-            .await?;
+        records::insert_device(&mut tx, &name, signer.public()).await?;
         tx.commit().await?;
         Ok(Self {
             store,
@@ -72,19 +63,13 @@ impl Device {
 
     /// Opens the device kept in `store`.
     pub async fn open(store: ClientStore) -> Result<Self, Error> {
-        let row = sqlx::query("SELECT jid, device_id, signature_key FROM device")
-            .fetch_optional(store.pool())
-            .await?
-            .ok_or(Error::NoDevice)?;
-        let jid: String = row.get(0);
-        let device: String = row.get(1);
-        let key: Vec<u8> = row.get(2);
+        let mut conn = store.pool().acquire().await?;
+        let (jid, device, key) = records::device(&mut conn).await?.ok_or(Error::NoDevice)?;
         let name = DeviceName {
             jid: BareJid::new(&jid).map_err(|_| Error::Malformed("stored JID"))?,
             device: DeviceId::parse(&device).ok_or(Error::Malformed("stored device id"))?,
         };
         let crypto = RustCrypto::default();
-        let mut conn = store.pool().acquire().await?;
         let signer = {
             let provider = TernProvider::new(&crypto, &mut conn);
             tokio::task::block_in_place(|| {
@@ -145,12 +130,8 @@ impl Device {
 
     /// How many single-use key packages were generated and not consumed.
     pub async fn unconsumed_key_packages(&self) -> Result<u32, Error> {
-        let row = sqlx::query(
-            "SELECT COUNT(*) FROM key_packages WHERE last_resort = 0 AND consumed_at IS NULL",
-        )
-        .fetch_one(self.store.pool())
-        .await?;
-        Ok(row.get::<i64, _>(0) as u32)
+        let mut conn = self.store.pool().acquire().await?;
+        Ok(records::unconsumed_key_packages(&mut conn).await?)
     }
 
     /// How many key packages to generate so that `target` are available,
@@ -202,20 +183,9 @@ impl Device {
             })?;
         }
         for hash_ref in refs {
-            sqlx::query(
-                "INSERT INTO key_packages (hash_ref, last_resort, created_at) VALUES (?, ?, ?)",
-            )
-            .bind(hash_ref)
-            .bind(last_resort)
-            .bind(now())
-            .execute(&mut *tx)
-            .await?;
+            records::insert_key_package(&mut tx, &hash_ref, last_resort).await?;
         }
         tx.commit().await?;
         Ok(out)
     }
-}
-
-pub(crate) fn now() -> String {
-    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }

@@ -523,3 +523,66 @@ async fn leaving_and_key_package_bookkeeping() {
         "{got:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn history_search_known_devices_and_verification() {
+    let mut hub = Hub::default();
+    let (alice, bob) = (
+        Dev::new("alice@a.example").await,
+        Dev::new("bob@b.example").await,
+    );
+    let id = group_of(&mut hub, &alice, &[&bob]).await;
+    say(&mut hub, &alice, &id, "the quick brown fox").await;
+    say(&mut hub, &bob, &id, "jumps over the lazy dog").await;
+    bob.catch_up(&hub, &id).await;
+
+    let store = bob.device.store();
+    let history = store.history(&id.0, 10).await.unwrap();
+    let texts: Vec<_> = history.iter().filter_map(|m| m.envelope.body()).collect();
+    assert_eq!(texts, ["the quick brown fox", "jumps over the lazy dog"]);
+    let found = store.search("fox", 10).await.unwrap();
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].envelope.body(), Some("the quick brown fox"));
+    assert!(found[0].sender.starts_with("alice@a.example#"));
+    assert!(store.search("elephant", 10).await.unwrap().is_empty());
+
+    // Bob saw alice's device when he joined; he verifies it.
+    let devices = store.known_devices("alice@a.example").await.unwrap();
+    assert_eq!(devices.len(), 1);
+    assert_eq!(devices[0].fingerprint, alice.device.fingerprint());
+    assert!(!devices[0].verified);
+    assert!(store
+        .set_verified("alice@a.example", &devices[0].device, true)
+        .await
+        .unwrap());
+    assert!(!store
+        .set_verified("alice@a.example", "0000000000000000", true)
+        .await
+        .unwrap());
+
+    // Alice adds a second device: bob learns of it, unverified.
+    let alice2 = Dev::new("alice@a.example").await;
+    let out = alice
+        .device
+        .add_members(&id, &[alice2.key_package().await])
+        .await
+        .unwrap();
+    let seq = hub.commit(&id, &out).unwrap();
+    alice.device.commit_accepted(&id, seq).await.unwrap();
+    let got = bob.catch_up(&hub, &id).await;
+    assert!(
+        matches!(&got[..], [Incoming::Commit { added, .. }] if added[0] == *alice2.device.name())
+    );
+    let devices = store.known_devices("alice@a.example").await.unwrap();
+    assert_eq!(devices.len(), 2);
+    assert_eq!(devices.iter().filter(|d| d.verified).count(), 1);
+
+    store
+        .add_contact("alice@a.example", Some("Alice"))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.contacts().await.unwrap(),
+        [("alice@a.example".to_owned(), Some("Alice".to_owned()))]
+    );
+}

@@ -16,6 +16,9 @@ use sqlx::{Sqlite, SqliteConnection, SqlitePool, Transaction};
 
 use crate::error::Error;
 
+pub(crate) mod records;
+pub use records::{DeviceSighting, KnownDevice, StoredMessage};
+
 /// The serialisation of MLS state in the store (JSON, as the openmls
 /// storage examples use).
 #[derive(Debug, Default, Clone, Copy)]
@@ -93,7 +96,9 @@ impl ClientStore {
             .await?;
         sqlx::migrate!("./migrations").run(&pool).await?;
         let mut conn = pool.acquire().await?;
-        tokio::task::block_in_place(|| SqliteStorageProvider::<JsonCodec>::new(&mut conn).run_migrations())?;
+        tokio::task::block_in_place(|| {
+            SqliteStorageProvider::<JsonCodec>::new(&mut conn).run_migrations()
+        })?;
         Ok(Self { pool })
     }
 
