@@ -102,6 +102,9 @@ fn join_config() -> MlsGroupJoinConfig {
         .build()
 }
 
+/// Groups kept in memory between operations, by group id.
+pub(crate) type GroupCache = std::collections::HashMap<Vec<u8>, MlsGroup>;
+
 /// What a commit does.
 enum Change {
     Add(Vec<KeyPackage>),
@@ -180,27 +183,30 @@ impl Device {
 
     /// Proposes this device's own removal; another member commits it.
     pub async fn leave(&self, id: &ConversationId) -> Result<Vec<u8>, Error> {
+        let mut groups = self.groups.lock().await;
+        let mut group = self.take_group(&mut groups, id).await?;
         let mut tx = self.store.begin().await?;
         let proposal = {
             let provider = TernProvider::new(&self.crypto, &mut tx);
             tokio::task::block_in_place(|| -> Result<_, Error> {
-                let mut group = load(&provider, id)?;
                 let message = group.leave_group(&provider, &self.signer).map_err(mls)?;
                 message.tls_serialize_detached().map_err(mls)
             })?
         };
         remember_sent(&mut tx, id, &proposal, "proposal").await?;
         tx.commit().await?;
+        groups.insert(id.0.clone(), group);
         Ok(proposal)
     }
 
     /// The hub accepted our commit at log position `seq`: apply it.
     pub async fn commit_accepted(&self, id: &ConversationId, seq: u64) -> Result<(), Error> {
+        let mut groups = self.groups.lock().await;
+        let mut group = self.take_group(&mut groups, id).await?;
         let mut tx = self.store.begin().await?;
         {
             let provider = TernProvider::new(&self.crypto, &mut tx);
             tokio::task::block_in_place(|| -> Result<_, Error> {
-                let mut group = load(&provider, id)?;
                 if group.pending_commit().is_some() {
                     group.merge_pending_commit(&provider).map_err(mls)?;
                 }
@@ -209,21 +215,24 @@ impl Device {
         }
         set_cursor(&mut tx, id, seq).await?;
         tx.commit().await?;
+        groups.insert(id.0.clone(), group);
         Ok(())
     }
 
     /// The hub refused our commit as stale: drop it. Process the log, then
     /// commit again.
     pub async fn commit_refused(&self, id: &ConversationId) -> Result<(), Error> {
+        let mut groups = self.groups.lock().await;
+        let mut group = self.take_group(&mut groups, id).await?;
         let mut tx = self.store.begin().await?;
         {
             let provider = TernProvider::new(&self.crypto, &mut tx);
             tokio::task::block_in_place(|| -> Result<_, Error> {
-                let mut group = load(&provider, id)?;
                 group.clear_pending_commit(provider.storage()).map_err(mls)
             })?;
         }
         tx.commit().await?;
+        groups.insert(id.0.clone(), group);
         Ok(())
     }
 
@@ -273,6 +282,8 @@ impl Device {
             records::observe_device(&mut tx, name, key).await?;
         }
         tx.commit().await?;
+        // A cached state of an earlier membership is stale now.
+        self.groups.lock().await.remove(&id.0);
         Ok(id)
     }
 
@@ -296,11 +307,12 @@ impl Device {
         envelope: &Envelope,
     ) -> Result<Vec<u8>, Error> {
         let plaintext = envelope.to_padded_bytes();
+        let mut groups = self.groups.lock().await;
+        let mut group = self.take_group(&mut groups, id).await?;
         let mut tx = self.store.begin().await?;
         let message = {
             let provider = TernProvider::new(&self.crypto, &mut tx);
             tokio::task::block_in_place(|| -> Result<_, Error> {
-                let mut group = load(&provider, id)?;
                 if !group.is_active() {
                     return Err(Error::Evicted);
                 }
@@ -322,6 +334,7 @@ impl Device {
         )
         .await?;
         tx.commit().await?;
+        groups.insert(id.0.clone(), group);
         Ok(message)
     }
 
@@ -336,24 +349,30 @@ impl Device {
         if seq <= self.last_seq(id).await? {
             return Ok(Incoming::Duplicate);
         }
+        let mut groups = self.groups.lock().await;
+        let mut group = self.take_group(&mut groups, id).await?;
         let mut tx = self.store.begin().await?;
         if let Some(kind) = sent_kind(&mut tx, data).await? {
-            let incoming = self.own_echo(&mut tx, id, &kind).await?;
+            let incoming = self.own_echo(&mut tx, &mut group, &kind).await?;
             records::place_sent_message(&mut tx, &message_hash(data), seq).await?;
             set_cursor(&mut tx, id, seq).await?;
             tx.commit().await?;
+            groups.insert(id.0.clone(), group);
             return Ok(incoming);
         }
-        match self.process_in(&mut tx, id, seq, data).await {
+        match self.process_in(&mut tx, &mut group, id, seq, data).await {
             Ok(incoming) => {
                 set_cursor(&mut tx, id, seq).await?;
                 tx.commit().await?;
+                groups.insert(id.0.clone(), group);
                 Ok(incoming)
             }
             Err(e) => {
-                // Undo whatever MLS processing wrote; skip the entry unless
-                // it only means we are behind.
+                // Undo whatever MLS processing wrote (the in-memory group is
+                // dropped and reloaded); skip the entry unless it only means
+                // we are behind.
                 tx.rollback().await?;
+                drop(group);
                 if !matches!(e, ProcessError::FutureEpoch(_) | ProcessError::Client(_)) {
                     let mut tx = self.store.begin().await?;
                     set_cursor(&mut tx, id, seq).await?;
@@ -417,9 +436,27 @@ impl Device {
         id: &ConversationId,
         read: impl FnOnce(&MlsGroup) -> Result<T, Error>,
     ) -> Result<T, Error> {
+        let mut groups = self.groups.lock().await;
+        let group = self.take_group(&mut groups, id).await?;
+        let result = read(&group);
+        groups.insert(id.0.clone(), group);
+        result
+    }
+
+    /// The conversation's group, from memory or loaded from the store. The
+    /// caller puts it back once its transaction committed; after a failure
+    /// it is dropped, so the next use reloads the rolled-back state.
+    async fn take_group(
+        &self,
+        groups: &mut GroupCache,
+        id: &ConversationId,
+    ) -> Result<MlsGroup, Error> {
+        if let Some(group) = groups.remove(&id.0) {
+            return Ok(group);
+        }
         let mut conn = self.store.pool().acquire().await?;
         let provider = TernProvider::new(&self.crypto, &mut conn);
-        tokio::task::block_in_place(|| read(&load(&provider, id)?))
+        tokio::task::block_in_place(|| load(&provider, id))
     }
 
     fn validate_key_package(&self, bytes: &[u8]) -> Result<KeyPackage, Error> {
@@ -441,11 +478,12 @@ impl Device {
     }
 
     async fn commit(&self, id: &ConversationId, change: Change) -> Result<CommitOut, Error> {
+        let mut groups = self.groups.lock().await;
+        let mut group = self.take_group(&mut groups, id).await?;
         let mut tx = self.store.begin().await?;
         let out = {
             let provider = TernProvider::new(&self.crypto, &mut tx);
             tokio::task::block_in_place(|| -> Result<_, Error> {
-                let mut group = load(&provider, id)?;
                 if !group.is_active() {
                     return Err(Error::Evicted);
                 }
@@ -486,6 +524,7 @@ impl Device {
         };
         remember_sent(&mut tx, id, &out.commit, "commit").await?;
         tx.commit().await?;
+        groups.insert(id.0.clone(), group);
         Ok(out)
     }
 
@@ -494,13 +533,12 @@ impl Device {
     async fn own_echo(
         &self,
         tx: &mut SqliteConnection,
-        id: &ConversationId,
+        group: &mut MlsGroup,
         kind: &str,
     ) -> Result<Incoming, Error> {
         if kind == "commit" {
             let provider = TernProvider::new(&self.crypto, tx);
             tokio::task::block_in_place(|| -> Result<_, Error> {
-                let mut group = load(&provider, id)?;
                 if group.pending_commit().is_some() {
                     group.merge_pending_commit(&provider).map_err(mls)?;
                 }
@@ -513,6 +551,7 @@ impl Device {
     async fn process_in(
         &self,
         tx: &mut SqliteConnection,
+        group: &mut MlsGroup,
         id: &ConversationId,
         seq: u64,
         data: &[u8],
@@ -526,7 +565,6 @@ impl Device {
         let outcome = {
             let provider = TernProvider::new(&self.crypto, &mut *tx);
             tokio::task::block_in_place(|| -> Result<Processed, ProcessError> {
-                let mut group = load(&provider, id)?;
                 let current = group.epoch().as_u64();
                 let processed = group
                     .process_message(&provider, protocol)

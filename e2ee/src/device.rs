@@ -21,6 +21,8 @@ pub struct Device {
     pub(crate) crypto: RustCrypto,
     pub(crate) name: DeviceName,
     pub(crate) signer: SignatureKeyPair,
+    /// Loaded groups; also serialises operations on conversations.
+    pub(crate) groups: tokio::sync::Mutex<crate::conversation::GroupCache>,
 }
 
 impl std::fmt::Debug for Device {
@@ -58,6 +60,7 @@ impl Device {
             crypto,
             name,
             signer,
+            groups: Default::default(),
         })
     }
 
@@ -83,6 +86,7 @@ impl Device {
             crypto,
             name,
             signer,
+            groups: Default::default(),
         })
     }
 

@@ -87,7 +87,12 @@ impl ClientStore {
             .filename(path)
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Full)
+            // WAL + NORMAL: a commit survives an application crash; a power
+            // loss may drop the last transactions but never leaves MLS
+            // state and cursor apart (they commit together), and the hub's
+            // log is fetched again. An fsync per message would cost more
+            // than all the cryptography.
+            .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10));
         let pool = SqlitePoolOptions::new()
