@@ -1,8 +1,10 @@
 //! Tern's MLS layer against raw openmls, in the same run:
 //!
-//! - `message/{tern,openmls}/N`: encrypt and decrypt one 1 KiB envelope
-//!   (Tern: envelope, padding, SQLite transaction with the history; raw:
-//!   a 1 KiB payload with in-memory state) in a group of N members;
+//! - `message/{tern,openmls_sqlite,openmls}/N`: encrypt and decrypt one
+//!   1 KiB envelope in a group of N members. `tern`: envelope, padding, one
+//!   SQLite transaction per side with history and cursor; `openmls_sqlite`:
+//!   raw openmls on the same SQLite storage, one transaction per side (what
+//!   durability costs); `openmls`: raw openmls with in-memory state;
 //! - `commit_add/{tern,openmls}/N`: a commit adding one member;
 //! - `process_add/{tern,openmls}/N`: another member processing it.
 //!
@@ -20,6 +22,7 @@ use openmls_basic_credential::SignatureKeyPair;
 use openmls_rust_crypto::OpenMlsRustCrypto;
 use tern_e2ee::envelope::Content;
 use tern_e2ee::identity::{DeviceId, DeviceName};
+use tern_e2ee::store::TernProvider;
 use tern_e2ee::{ClientStore, ConversationId, Device, CIPHERSUITE};
 use tokio::runtime::Runtime;
 
@@ -145,6 +148,104 @@ fn raw_process(
         .into_content()
 }
 
+// ----- raw openmls on the same SQLite storage as Tern -------------------------------
+
+/// Two raw openmls members whose state lives in Tern's client store (one
+/// SQLite database each, one transaction per operation, groups kept in
+/// memory): what durable storage alone costs, without Tern's layer.
+struct StoredPair {
+    a: (RawMember, ClientStore, MlsGroup, tempfile::TempDir),
+    b: (RawMember, ClientStore, MlsGroup, tempfile::TempDir),
+    crypto: openmls_rust_crypto::RustCrypto,
+}
+
+async fn stored_pair(size: usize) -> StoredPair {
+    let crypto = openmls_rust_crypto::RustCrypto::default();
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let store_a = ClientStore::open(&dir_a.path().join("a.sqlite3"))
+        .await
+        .unwrap();
+    let store_b = ClientStore::open(&dir_b.path().join("b.sqlite3"))
+        .await
+        .unwrap();
+    let (a, b) = (RawMember::new("alice"), RawMember::new("bob"));
+    let mut tx = store_b.begin().await.unwrap();
+    let package_b = {
+        let provider = TernProvider::new(&crypto, &mut tx);
+        b.signer.store(provider.storage()).unwrap();
+        KeyPackage::builder()
+            .build(CIPHERSUITE, &provider, &b.signer, b.credential.clone())
+            .unwrap()
+            .key_package()
+            .clone()
+    };
+    tx.commit().await.unwrap();
+    let mut packages = vec![package_b];
+    packages.extend(silent_key_packages(size - 2));
+    let mut tx = store_a.begin().await.unwrap();
+    let (group_a, welcome) = {
+        let provider = TernProvider::new(&crypto, &mut tx);
+        let mut group =
+            MlsGroup::new(&provider, &a.signer, &raw_config(), a.credential.clone()).unwrap();
+        let (_, welcome, _) = group.add_members(&provider, &a.signer, &packages).unwrap();
+        group.merge_pending_commit(&provider).unwrap();
+        (group, welcome.tls_serialize_detached().unwrap())
+    };
+    tx.commit().await.unwrap();
+    let welcome = MlsMessageIn::tls_deserialize_exact(welcome).unwrap();
+    let MlsMessageBodyIn::Welcome(welcome) = welcome.extract() else {
+        panic!("welcome")
+    };
+    let join = MlsGroupJoinConfig::builder()
+        .use_ratchet_tree_extension(true)
+        .wire_format_policy(PURE_PLAINTEXT_WIRE_FORMAT_POLICY)
+        .build();
+    let mut tx = store_b.begin().await.unwrap();
+    let group_b = {
+        let provider = TernProvider::new(&crypto, &mut tx);
+        StagedWelcome::new_from_welcome(&provider, &join, welcome, None)
+            .unwrap()
+            .into_group(&provider)
+            .unwrap()
+    };
+    tx.commit().await.unwrap();
+    StoredPair {
+        a: (a, store_a, group_a, dir_a),
+        b: (b, store_b, group_b, dir_b),
+        crypto,
+    }
+}
+
+impl StoredPair {
+    async fn round(&mut self, payload: &[u8]) {
+        let mut tx = self.a.1.begin().await.unwrap();
+        let bytes = {
+            let provider = TernProvider::new(&self.crypto, &mut tx);
+            tokio::task::block_in_place(|| {
+                self.a
+                    .2
+                    .create_message(&provider, &self.a.0.signer, payload)
+                    .unwrap()
+                    .tls_serialize_detached()
+                    .unwrap()
+            })
+        };
+        tx.commit().await.unwrap();
+        let mut tx = self.b.1.begin().await.unwrap();
+        {
+            let provider = TernProvider::new(&self.crypto, &mut tx);
+            tokio::task::block_in_place(|| {
+                let message = MlsMessageIn::tls_deserialize_exact(&bytes).unwrap();
+                self.b
+                    .2
+                    .process_message(&provider, message.try_into_protocol_message().unwrap())
+                    .unwrap();
+            });
+        }
+        tx.commit().await.unwrap();
+    }
+}
+
 // ----- Tern ---------------------------------------------------------------------
 
 struct TernPair {
@@ -216,6 +317,12 @@ fn messages(c: &mut Criterion) {
                 raw_process(&mut raw.group_b, &raw.b.provider, &bytes)
             })
         });
+        let mut stored = runtime.block_on(stored_pair(size));
+        group.bench_with_input(
+            BenchmarkId::new("openmls_sqlite", size),
+            &size,
+            |bench, _| bench.iter(|| runtime.block_on(stored.round(&payload))),
+        );
         let mut tern = runtime.block_on(tern_pair(size));
         group.bench_with_input(BenchmarkId::new("tern", size), &size, |bench, _| {
             bench.iter(|| {

@@ -175,6 +175,15 @@ async fn group_of(hub: &mut Hub, creator: &Dev, others: &[&Dev]) -> Conversation
     id
 }
 
+/// Alice, Bob and Carol, one device each.
+async fn trio() -> (Dev, Dev, Dev) {
+    (
+        Dev::new("alice@a.example").await,
+        Dev::new("bob@b.example").await,
+        Dev::new("carol@c.example").await,
+    )
+}
+
 async fn say(hub: &mut Hub, dev: &Dev, id: &ConversationId, text: &str) -> u64 {
     let (message, _) = dev
         .device
@@ -232,11 +241,7 @@ async fn three_users_with_two_devices_each_all_decrypt_everything() {
 #[tokio::test(flavor = "multi_thread")]
 async fn removed_user_reads_nothing_after_removal_and_again_after_re_adding() {
     let mut hub = Hub::default();
-    let (alice, bob, carol) = (
-        Dev::new("alice@a.example").await,
-        Dev::new("bob@b.example").await,
-        Dev::new("carol@c.example").await,
-    );
+    let (alice, bob, carol) = trio().await;
     let id = group_of(&mut hub, &alice, &[&bob, &carol]).await;
     say(&mut hub, &alice, &id, "before").await;
 
@@ -285,11 +290,7 @@ async fn removed_user_reads_nothing_after_removal_and_again_after_re_adding() {
 #[tokio::test(flavor = "multi_thread")]
 async fn concurrent_commits_the_second_recovers_through_the_stale_path() {
     let mut hub = Hub::default();
-    let (alice, bob, carol) = (
-        Dev::new("alice@a.example").await,
-        Dev::new("bob@b.example").await,
-        Dev::new("carol@c.example").await,
-    );
+    let (alice, bob, carol) = trio().await;
     let id = group_of(&mut hub, &alice, &[&bob, &carol]).await;
     bob.catch_up(&hub, &id).await;
 
@@ -327,11 +328,7 @@ async fn concurrent_commits_the_second_recovers_through_the_stale_path() {
 #[tokio::test(flavor = "multi_thread")]
 async fn offline_member_catches_up_on_fifty_commits_and_messages() {
     let mut hub = Hub::default();
-    let (alice, bob, carol) = (
-        Dev::new("alice@a.example").await,
-        Dev::new("bob@b.example").await,
-        Dev::new("carol@c.example").await,
-    );
+    let (alice, bob, carol) = trio().await;
     let id = group_of(&mut hub, &alice, &[&bob, &carol]).await;
     bob.catch_up(&hub, &id).await;
     let mut expected = Vec::new();
@@ -392,11 +389,7 @@ async fn state_survives_closing_and_reopening_the_store() {
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_messages_are_rejected_with_typed_errors_and_the_group_stays_usable() {
     let mut hub = Hub::default();
-    let (alice, bob, carol) = (
-        Dev::new("alice@a.example").await,
-        Dev::new("bob@b.example").await,
-        Dev::new("carol@c.example").await,
-    );
+    let (alice, bob, carol) = trio().await;
     let id = group_of(&mut hub, &alice, &[&bob, &carol]).await;
     bob.catch_up(&hub, &id).await;
     carol.catch_up(&hub, &id).await;
