@@ -77,6 +77,11 @@ CREATE VIRTUAL TABLE messages_fts USING fts5(body, content='messages', content_r
 CREATE TRIGGER messages_fts_insert AFTER INSERT ON messages BEGIN
     INSERT INTO messages_fts(rowid, body) VALUES (new.id, new.body);
 END;
+-- A received message moves its conversation's cursor in the same
+-- statement (one round trip less per message).
+CREATE TRIGGER messages_cursor AFTER INSERT ON messages WHEN new.seq IS NOT NULL BEGIN
+    UPDATE conversations SET last_seq = MAX(last_seq, new.seq) WHERE group_id = new.group_id;
+END;
 CREATE TRIGGER messages_fts_delete AFTER DELETE ON messages BEGIN
     INSERT INTO messages_fts(messages_fts, rowid, body) VALUES ('delete', old.id, old.body);
 END;

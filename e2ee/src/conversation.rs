@@ -102,8 +102,27 @@ fn join_config() -> MlsGroupJoinConfig {
         .build()
 }
 
+/// A group kept in memory between operations, with its log cursor.
+pub(crate) struct Loaded {
+    group: MlsGroup,
+    last_seq: u64,
+}
+
+impl std::ops::Deref for Loaded {
+    type Target = MlsGroup;
+    fn deref(&self) -> &MlsGroup {
+        &self.group
+    }
+}
+
+impl std::ops::DerefMut for Loaded {
+    fn deref_mut(&mut self) -> &mut MlsGroup {
+        &mut self.group
+    }
+}
+
 /// Groups kept in memory between operations, by group id.
-pub(crate) type GroupCache = std::collections::HashMap<Vec<u8>, MlsGroup>;
+pub(crate) type GroupCache = std::collections::HashMap<Vec<u8>, Loaded>;
 
 /// What a commit does.
 enum Change {
@@ -194,6 +213,7 @@ impl Device {
             })?
         };
         remember_sent(&mut tx, id, &proposal, "proposal").await?;
+        self.remember_sent_in_memory(message_hash(&proposal), "proposal");
         tx.commit().await?;
         groups.insert(id.0.clone(), group);
         Ok(proposal)
@@ -214,6 +234,7 @@ impl Device {
             })?;
         }
         set_cursor(&mut tx, id, seq).await?;
+        group.last_seq = group.last_seq.max(seq);
         tx.commit().await?;
         groups.insert(id.0.clone(), group);
         Ok(())
@@ -322,7 +343,6 @@ impl Device {
                 out.tls_serialize_detached().map_err(mls)
             })?
         };
-        remember_sent(&mut tx, id, &message, "application").await?;
         let hash = message_hash(&message);
         records::record_message(
             &mut tx,
@@ -334,6 +354,7 @@ impl Device {
         )
         .await?;
         tx.commit().await?;
+        self.remember_sent_in_memory(hash, "application");
         groups.insert(id.0.clone(), group);
         Ok(message)
     }
@@ -346,24 +367,37 @@ impl Device {
         seq: u64,
         data: &[u8],
     ) -> Result<Incoming, ProcessError> {
-        if seq <= self.last_seq(id).await? {
-            return Ok(Incoming::Duplicate);
-        }
         let mut groups = self.groups.lock().await;
         let mut group = self.take_group(&mut groups, id).await?;
+        if seq <= group.last_seq {
+            groups.insert(id.0.clone(), group);
+            return Ok(Incoming::Duplicate);
+        }
+        let hash = message_hash(data);
         let mut tx = self.store.begin().await?;
-        if let Some(kind) = sent_kind(&mut tx, data).await? {
-            let incoming = self.own_echo(&mut tx, &mut group, &kind).await?;
-            records::place_sent_message(&mut tx, &message_hash(data), seq).await?;
+        if let Some(kind) = self.sent_kind(&mut tx, &hash, data).await? {
+            let incoming = self.own_echo(&mut tx, &mut group, kind).await?;
+            records::place_sent_message(&mut tx, &hash, seq).await?;
             set_cursor(&mut tx, id, seq).await?;
             tx.commit().await?;
+            group.last_seq = seq;
             groups.insert(id.0.clone(), group);
             return Ok(incoming);
         }
         match self.process_in(&mut tx, &mut group, id, seq, data).await {
             Ok(incoming) => {
-                set_cursor(&mut tx, id, seq).await?;
+                match &incoming {
+                    // The history insert's trigger moved the cursor.
+                    Incoming::Message { .. } => {}
+                    // Ours, sent before a restart.
+                    Incoming::OwnEcho => {
+                        records::place_sent_message(&mut tx, &hash, seq).await?;
+                        set_cursor(&mut tx, id, seq).await?;
+                    }
+                    _ => set_cursor(&mut tx, id, seq).await?,
+                }
                 tx.commit().await?;
+                group.last_seq = seq;
                 groups.insert(id.0.clone(), group);
                 Ok(incoming)
             }
@@ -381,6 +415,42 @@ impl Device {
                 Err(e)
             }
         }
+    }
+
+    /// The kind of an MLS message this device sent: from memory, or for
+    /// handshakes (PublicMessage, rare) from the store, as they must be
+    /// recognised across restarts.
+    async fn sent_kind(
+        &self,
+        tx: &mut SqliteConnection,
+        hash: &[u8],
+        data: &[u8],
+    ) -> Result<Option<&'static str>, Error> {
+        if let Some(kind) = self
+            .sent
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(hash)
+        {
+            return Ok(Some(kind));
+        }
+        // MLSMessage: version (2 bytes), then wire format 0x0001 = PublicMessage.
+        if data.get(2..4) != Some(&[0, 1]) {
+            return Ok(None);
+        }
+        Ok(match records::sent_kind(tx, hash).await?.as_deref() {
+            Some("commit") => Some("commit"),
+            Some("proposal") => Some("proposal"),
+            Some(_) => Some("application"),
+            None => None,
+        })
+    }
+
+    fn remember_sent_in_memory(&self, hash: Vec<u8>, kind: &'static str) {
+        self.sent
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(hash, kind);
     }
 
     /// The conversation's current epoch.
@@ -406,6 +476,9 @@ impl Device {
 
     /// The log position up to which everything was processed.
     pub async fn last_seq(&self, id: &ConversationId) -> Result<u64, Error> {
+        if let Some(loaded) = self.groups.lock().await.get(&id.0) {
+            return Ok(loaded.last_seq);
+        }
         let mut conn = self.store.pool().acquire().await?;
         records::last_seq(&mut conn, &id.0)
             .await?
@@ -437,9 +510,9 @@ impl Device {
         read: impl FnOnce(&MlsGroup) -> Result<T, Error>,
     ) -> Result<T, Error> {
         let mut groups = self.groups.lock().await;
-        let group = self.take_group(&mut groups, id).await?;
-        let result = read(&group);
-        groups.insert(id.0.clone(), group);
+        let loaded = self.take_group(&mut groups, id).await?;
+        let result = read(&loaded.group);
+        groups.insert(id.0.clone(), loaded);
         result
     }
 
@@ -450,13 +523,17 @@ impl Device {
         &self,
         groups: &mut GroupCache,
         id: &ConversationId,
-    ) -> Result<MlsGroup, Error> {
-        if let Some(group) = groups.remove(&id.0) {
-            return Ok(group);
+    ) -> Result<Loaded, Error> {
+        if let Some(loaded) = groups.remove(&id.0) {
+            return Ok(loaded);
         }
         let mut conn = self.store.pool().acquire().await?;
+        let last_seq = records::last_seq(&mut conn, &id.0)
+            .await?
+            .ok_or(Error::UnknownGroup)?;
         let provider = TernProvider::new(&self.crypto, &mut conn);
-        tokio::task::block_in_place(|| load(&provider, id))
+        let group = tokio::task::block_in_place(|| load(&provider, id))?;
+        Ok(Loaded { group, last_seq })
     }
 
     fn validate_key_package(&self, bytes: &[u8]) -> Result<KeyPackage, Error> {
@@ -523,6 +600,7 @@ impl Device {
             })?
         };
         remember_sent(&mut tx, id, &out.commit, "commit").await?;
+        self.remember_sent_in_memory(message_hash(&out.commit), "commit");
         tx.commit().await?;
         groups.insert(id.0.clone(), group);
         Ok(out)
@@ -534,7 +612,7 @@ impl Device {
         &self,
         tx: &mut SqliteConnection,
         group: &mut MlsGroup,
-        kind: &str,
+        kind: &'static str,
     ) -> Result<Incoming, Error> {
         if kind == "commit" {
             let provider = TernProvider::new(&self.crypto, tx);
@@ -743,8 +821,4 @@ async fn remember_sent(
     kind: &str,
 ) -> Result<(), sqlx::Error> {
     records::remember_sent(tx, &id.0, &message_hash(data), kind).await
-}
-
-async fn sent_kind(tx: &mut SqliteConnection, data: &[u8]) -> Result<Option<String>, sqlx::Error> {
-    records::sent_kind(tx, &message_hash(data)).await
 }

@@ -23,6 +23,9 @@ pub struct Device {
     pub(crate) signer: SignatureKeyPair,
     /// Loaded groups; also serialises operations on conversations.
     pub(crate) groups: tokio::sync::Mutex<crate::conversation::GroupCache>,
+    /// Hashes of MLS messages sent in this session, with their kind, to
+    /// recognise their echo without a query.
+    pub(crate) sent: std::sync::Mutex<std::collections::HashMap<Vec<u8>, &'static str>>,
 }
 
 impl std::fmt::Debug for Device {
@@ -61,6 +64,7 @@ impl Device {
             name,
             signer,
             groups: Default::default(),
+            sent: Default::default(),
         })
     }
 
@@ -87,6 +91,7 @@ impl Device {
             name,
             signer,
             groups: Default::default(),
+            sent: Default::default(),
         })
     }
 

@@ -373,9 +373,30 @@ async fn state_survives_closing_and_reopening_the_store() {
     say(&mut hub, &alice, &id, "one").await;
     assert_eq!(bodies(&bob.catch_up(&hub, &id).await), ["one"]);
 
+    // Alice's own message comes back only after she restarted.
+    let echo_seq = say(&mut hub, &alice, &id, "before the restart").await;
     let bob = bob.reopen().await;
     let alice = alice.reopen().await;
+    let (_, echo) = hub.after(&id, echo_seq - 1).remove(0);
+    assert_eq!(
+        alice.device.process(&id, echo_seq, &echo).await.unwrap(),
+        Incoming::OwnEcho
+    );
+    let history = alice.device.store().history(&id.0, 10).await.unwrap();
+    let placed = history
+        .iter()
+        .find(|m| m.envelope.body() == Some("before the restart"))
+        .unwrap();
+    assert_eq!(
+        placed.seq,
+        Some(echo_seq),
+        "own message placed at its log position"
+    );
     assert_eq!(bob.device.last_seq(&id).await.unwrap(), 2);
+    assert_eq!(
+        bodies(&bob.catch_up(&hub, &id).await),
+        ["before the restart"]
+    );
     let out = bob.device.self_update(&id).await.unwrap();
     let seq = hub.commit(&id, &out).unwrap();
     bob.device.commit_accepted(&id, seq).await.unwrap();
