@@ -7,6 +7,15 @@
 //!   numbers.
 //! - [`envelope`]: the XEP-0420 envelope that carries every kind of
 //!   content, padded to size buckets.
+//! - [`device`]: one device's MLS client: signature key, credential, key
+//!   packages.
+//! - [`conversation`]: MLS groups on a device: create, add, remove, update,
+//!   leave, join, send, and processing the hub's log in order.
+//! - [`store`]: the client's SQLite database (MLS state and the client's
+//!   records in one transaction per operation).
+//! - [`error`]: typed errors of operations and of incoming messages.
+//!
+//! No sockets here: the networked session comes on top of this crate.
 
 #![forbid(unsafe_code)]
 
