@@ -10,10 +10,15 @@ use xmpp_parsers::stanza_error::{DefinedCondition, ErrorType, StanzaError};
 /// The `jabber:client` namespace of c2s stanzas.
 pub const NS_CLIENT: &str = "jabber:client";
 
+/// An attribute name written in this crate (a static, valid NCName).
+pub fn attr_name(name: &'static str) -> NcName {
+    NcName::try_from(name).expect("attribute names in this crate are valid NCNames")
+}
+
 /// Sets (or replaces) an unqualified attribute.
 pub fn set_attr(el: &mut Element, name: &'static str, value: impl Into<String>) {
-    let name = NcName::try_from(name).expect("attribute names in this crate are valid NCNames");
-    el.attrs_mut().insert(Namespace::NONE, name, value.into());
+    el.attrs_mut()
+        .insert(Namespace::NONE, attr_name(name), value.into());
 }
 
 /// Removes an unqualified attribute.

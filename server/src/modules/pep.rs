@@ -126,7 +126,7 @@ async fn items(
         .pep_items(owner, node, if wanted.is_empty() { max } else { None })
         .await?;
     let mut items = Element::builder("items", NS)
-        .attr(name("node"), node)
+        .attr(stanza::attr_name("node"), node)
         .build();
     for (id, payload) in stored {
         if !wanted.is_empty() && !wanted.contains(&id.as_str()) {
@@ -190,17 +190,17 @@ async fn publish(
         .pep_publish(&session.username, node, config, &id, &payload_xml)
         .await?;
     let event_items = Element::builder("items", NS_EVENT)
-        .attr(name("node"), node)
+        .attr(stanza::attr_name("node"), node)
         .append(item_element(NS_EVENT, &id, &payload_xml))
         .build();
     notify(server, &session.username, config.access_model, event_items).await?;
     let answer = Element::builder("pubsub", NS)
         .append(
             Element::builder("publish", NS)
-                .attr(name("node"), node)
+                .attr(stanza::attr_name("node"), node)
                 .append(
                     Element::builder("item", NS)
-                        .attr(name("id"), id.as_str())
+                        .attr(stanza::attr_name("id"), id.as_str())
                         .build(),
                 )
                 .build(),
@@ -228,10 +228,10 @@ async fn retract(server: &Server, session: &SessionCtx, iq: &Element, retract: &
     }
     if matches!(retract.attr("notify"), Some("true" | "1")) {
         let event_items = Element::builder("items", NS_EVENT)
-            .attr(name("node"), node)
+            .attr(stanza::attr_name("node"), node)
             .append(
                 Element::builder("retract", NS_EVENT)
-                    .attr(name("id"), id)
+                    .attr(stanza::attr_name("id"), id)
                     .build(),
             )
             .build();
@@ -248,7 +248,7 @@ async fn get_config(server: &Server, iq: &Element, owner: &str, request: &Elemen
         return Ok(errors::item_not_found(iq, "no such node"));
     };
     let form = Element::builder("x", NS_DATA)
-        .attr(name("type"), "form")
+        .attr(stanza::attr_name("type"), "form")
         .append(field("FORM_TYPE", Some("hidden"), NODE_CONFIG_FORM))
         .append(field(
             "pubsub#access_model",
@@ -262,7 +262,7 @@ async fn get_config(server: &Server, iq: &Element, owner: &str, request: &Elemen
         ))
         .build();
     let configure = Element::builder("configure", NS_OWNER)
-        .attr(name("node"), node)
+        .attr(stanza::attr_name("node"), node)
         .append(form)
         .build();
     let pubsub = Element::builder("pubsub", NS_OWNER)
@@ -416,7 +416,7 @@ fn config_from_form(form: &Element, base: PepNodeConfig) -> Result<PepNodeConfig
 
 fn field(var: &str, type_: Option<&str>, value: &str) -> Element {
     let mut field = Element::builder("field", NS_DATA)
-        .attr(name("var"), var)
+        .attr(stanza::attr_name("var"), var)
         .build();
     if let Some(t) = type_ {
         stanza::set_attr(&mut field, "type", t);
@@ -426,7 +426,9 @@ fn field(var: &str, type_: Option<&str>, value: &str) -> Element {
 }
 
 fn item_element(ns: &str, id: &str, payload_xml: &str) -> Element {
-    let mut item = Element::builder("item", ns).attr(name("id"), id).build();
+    let mut item = Element::builder("item", ns)
+        .attr(stanza::attr_name("id"), id)
+        .build();
     match payload_xml.parse::<Element>() {
         Ok(payload) => {
             item.append_child(payload);
@@ -443,10 +445,6 @@ fn precondition_not_met(iq: &Element, text: &str) -> Option<Element> {
         }
         reply
     })
-}
-
-fn name(s: &'static str) -> minidom::rxml::NcName {
-    minidom::rxml::NcName::try_from(s).expect("static attribute names are valid")
 }
 
 #[cfg(test)]
