@@ -58,14 +58,7 @@ impl Device {
         }
         records::insert_device(&mut tx, &name, signer.public()).await?;
         tx.commit().await?;
-        Ok(Self {
-            store,
-            crypto,
-            name,
-            signer,
-            groups: Default::default(),
-            sent: Default::default(),
-        })
+        Ok(Self::assemble(store, crypto, name, signer))
     }
 
     /// Opens the device kept in `store`.
@@ -85,14 +78,24 @@ impl Device {
         }
         .ok_or(Error::Malformed("signature key missing from the store"))?;
         drop(conn);
-        Ok(Self {
+        Ok(Self::assemble(store, crypto, name, signer))
+    }
+
+    /// A device with nothing loaded in memory yet.
+    fn assemble(
+        store: ClientStore,
+        crypto: RustCrypto,
+        name: DeviceName,
+        signer: SignatureKeyPair,
+    ) -> Self {
+        Self {
             store,
             crypto,
             name,
             signer,
             groups: Default::default(),
             sent: Default::default(),
-        })
+        }
     }
 
     /// Who this device is.

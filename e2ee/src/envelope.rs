@@ -16,7 +16,7 @@
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, SecondsFormat, SubsecRound, Utc};
 use jid::BareJid;
 use minidom::rxml::NcName;
 use minidom::Element;
@@ -154,23 +154,28 @@ pub struct Envelope {
 impl Envelope {
     /// A new envelope from `from`, now, with a random id.
     pub fn new(from: BareJid, contents: Vec<Content>) -> Self {
-        let now = Utc::now();
         Self {
             id: format!("{:032x}", rand::thread_rng().gen::<u128>()),
             from,
-            // Keep what survives serialisation, so round trips compare equal.
-            time: DateTime::parse_from_rfc3339(&now.to_rfc3339_opts(SecondsFormat::Millis, true))
-                .map(|t| t.with_timezone(&Utc))
-                .unwrap_or(now),
+            // Milliseconds are what the stamp carries, so round trips compare equal.
+            time: Utc::now().trunc_subsecs(3),
             contents,
         }
     }
 
     /// The padded serialisation that gets encrypted.
     pub fn to_padded_bytes(&self) -> Vec<u8> {
-        let probe = self.serialise(1).len();
-        let bucket = bucket_for(probe);
-        let bytes = self.serialise(1 + bucket - probe);
+        let mut bytes = self.serialise();
+        let bucket = bucket_for(bytes.len());
+        // Grow the one-character pad in place: `<rpad>` occurs once (text
+        // content is escaped), and the pad alphabet is ASCII.
+        let start = bytes
+            .windows(6)
+            .position(|w| w == b"<rpad>")
+            .expect("the envelope has an <rpad/>")
+            + 6;
+        let extra = random_pad(bucket - bytes.len());
+        bytes.splice(start..start, extra.into_bytes());
         debug_assert_eq!(bytes.len(), bucket);
         bytes
     }
@@ -221,19 +226,13 @@ impl Envelope {
         })
     }
 
-    fn serialise(&self, padding: usize) -> Vec<u8> {
+    /// The envelope with a one-character pad (grown by the caller).
+    fn serialise(&self) -> Vec<u8> {
         let mut content = Element::bare("content", NS_SCE);
         for c in &self.contents {
             content.append_child(content_element(c));
         }
-        let pad: String = {
-            const ALPHABET: &[u8] =
-                b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-            let mut rng = rand::thread_rng();
-            (0..padding)
-                .map(|_| ALPHABET[rng.gen_range(0..ALPHABET.len())] as char)
-                .collect()
-        };
+        let pad = random_pad(1);
         let envelope = Element::builder("envelope", NS_SCE)
             .append(content)
             .append(Element::builder("rpad", NS_SCE).append(pad).build())
@@ -256,6 +255,15 @@ impl Envelope {
             .build();
         String::from(&envelope).into_bytes()
     }
+}
+
+/// `len` random characters of the base64 alphabet.
+fn random_pad(len: usize) -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut rng = rand::thread_rng();
+    (0..len)
+        .map(|_| ALPHABET[rng.gen_range(0..ALPHABET.len())] as char)
+        .collect()
 }
 
 fn bucket_for(len: usize) -> usize {
