@@ -90,6 +90,23 @@ fn raw_config() -> MlsGroupCreateConfig {
         .build()
 }
 
+fn raw_join_config() -> MlsGroupJoinConfig {
+    MlsGroupJoinConfig::builder()
+        .use_ratchet_tree_extension(true)
+        .wire_format_policy(PURE_PLAINTEXT_WIRE_FORMAT_POLICY)
+        .build()
+}
+
+fn parse_welcome(bytes: &[u8]) -> Welcome {
+    match MlsMessageIn::tls_deserialize_exact(bytes)
+        .unwrap()
+        .extract()
+    {
+        MlsMessageBodyIn::Welcome(welcome) => welcome,
+        _ => panic!("not a welcome"),
+    }
+}
+
 /// Silent members: they only sit in the tree (each needs its own key).
 fn silent_key_packages(count: usize) -> Vec<KeyPackage> {
     (0..count)
@@ -115,15 +132,8 @@ fn raw_pair(size: usize) -> RawPair {
         .add_members(&a.provider, &a.signer, &packages)
         .unwrap();
     group_a.merge_pending_commit(&a.provider).unwrap();
-    let welcome =
-        MlsMessageIn::tls_deserialize_exact(welcome.tls_serialize_detached().unwrap()).unwrap();
-    let MlsMessageBodyIn::Welcome(welcome) = welcome.extract() else {
-        panic!("welcome")
-    };
-    let join = MlsGroupJoinConfig::builder()
-        .use_ratchet_tree_extension(true)
-        .wire_format_policy(PURE_PLAINTEXT_WIRE_FORMAT_POLICY)
-        .build();
+    let welcome = parse_welcome(&welcome.tls_serialize_detached().unwrap());
+    let join = raw_join_config();
     let group_b = StagedWelcome::new_from_welcome(&b.provider, &join, welcome, None)
         .unwrap()
         .into_group(&b.provider)
@@ -192,14 +202,8 @@ async fn stored_pair(size: usize) -> StoredPair {
         (group, welcome.tls_serialize_detached().unwrap())
     };
     tx.commit().await.unwrap();
-    let welcome = MlsMessageIn::tls_deserialize_exact(welcome).unwrap();
-    let MlsMessageBodyIn::Welcome(welcome) = welcome.extract() else {
-        panic!("welcome")
-    };
-    let join = MlsGroupJoinConfig::builder()
-        .use_ratchet_tree_extension(true)
-        .wire_format_policy(PURE_PLAINTEXT_WIRE_FORMAT_POLICY)
-        .build();
+    let welcome = parse_welcome(&welcome);
+    let join = raw_join_config();
     let mut tx = store_b.begin().await.unwrap();
     let group_b = {
         let provider = TernProvider::new(&crypto, &mut tx);
