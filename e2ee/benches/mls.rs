@@ -1,10 +1,12 @@
 //! Tern's MLS layer against raw openmls, in the same run:
 //!
-//! - `message/{tern,openmls_sqlite,openmls}/N`: encrypt and decrypt one
+//! - `message/{tern,openmls_sqlx,openmls}/N`: encrypt and decrypt one
 //!   1 KiB envelope in a group of N members. `tern`: envelope, padding, one
-//!   SQLite transaction per side with history and cursor; `openmls_sqlite`:
-//!   raw openmls on the same SQLite storage, one transaction per side (what
-//!   durability costs); `openmls`: raw openmls with in-memory state;
+//!   SQLite transaction per side with MLS state, history and cursor;
+//!   `openmls_sqlx`: raw openmls on openmls_sqlx_storage (SQLite set up
+//!   like Tern's store), one transaction per side: openmls with
+//!   off-the-shelf durable storage; `openmls`: raw openmls with in-memory
+//!   state (nothing survives a restart);
 //! - `commit_add/{tern,openmls}/N`: a commit adding one member;
 //! - `process_add/{tern,openmls}/N`: another member processing it.
 //!
@@ -20,9 +22,11 @@ use openmls::prelude::tls_codec::{Deserialize as _, Serialize as _};
 use openmls::prelude::*;
 use openmls_basic_credential::SignatureKeyPair;
 use openmls_rust_crypto::OpenMlsRustCrypto;
+use openmls_sqlx_storage::SqliteStorageProvider;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::SqlitePool;
 use tern_e2ee::envelope::Content;
 use tern_e2ee::identity::{DeviceId, DeviceName};
-use tern_e2ee::store::TernProvider;
 use tern_e2ee::{ClientStore, ConversationId, Device, CIPHERSUITE};
 use tokio::runtime::Runtime;
 
@@ -158,30 +162,100 @@ fn raw_process(
         .into_content()
 }
 
-// ----- raw openmls on the same SQLite storage as Tern -------------------------------
+// ----- raw openmls on durable SQLite storage ---------------------------------------
 
-/// Two raw openmls members whose state lives in Tern's client store (one
-/// SQLite database each, one transaction per operation, groups kept in
-/// memory): what durable storage alone costs, without Tern's layer.
+/// openmls_sqlx_storage's codec: JSON, as openmls' own providers use.
+#[derive(Default)]
+struct JsonCodec;
+
+impl openmls_sqlx_storage::Codec for JsonCodec {
+    type Error = serde_json::Error;
+
+    fn to_vec<T: serde::Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, Self::Error> {
+        serde_json::to_vec(value)
+    }
+
+    fn from_slice<T: serde::de::DeserializeOwned>(slice: &[u8]) -> Result<T, Self::Error> {
+        serde_json::from_slice(slice)
+    }
+}
+
+/// openmls' provider over one sqlx transaction.
+struct SqlxProvider<'a> {
+    crypto: &'a openmls_rust_crypto::RustCrypto,
+    storage: SqliteStorageProvider<'a, JsonCodec>,
+}
+
+impl<'a> SqlxProvider<'a> {
+    fn new(
+        crypto: &'a openmls_rust_crypto::RustCrypto,
+        tx: &'a mut sqlx::SqliteConnection,
+    ) -> Self {
+        Self {
+            crypto,
+            storage: SqliteStorageProvider::new(tx),
+        }
+    }
+}
+
+impl<'a> OpenMlsProvider for SqlxProvider<'a> {
+    type CryptoProvider = openmls_rust_crypto::RustCrypto;
+    type RandProvider = openmls_rust_crypto::RustCrypto;
+    type StorageProvider = SqliteStorageProvider<'a, JsonCodec>;
+
+    fn storage(&self) -> &Self::StorageProvider {
+        &self.storage
+    }
+
+    fn crypto(&self) -> &Self::CryptoProvider {
+        self.crypto
+    }
+
+    fn rand(&self) -> &Self::RandProvider {
+        self.crypto
+    }
+}
+
+/// A SQLite database set up as Tern's client store is (WAL, synchronous
+/// NORMAL) with openmls_sqlx_storage's tables.
+async fn sqlx_store(dir: &tempfile::TempDir) -> SqlitePool {
+    let options = SqliteConnectOptions::new()
+        .filename(dir.path().join("openmls.sqlite3"))
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Normal);
+    let pool = SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect_with(options)
+        .await
+        .unwrap();
+    let mut conn = pool.acquire().await.unwrap();
+    tokio::task::block_in_place(|| {
+        SqliteStorageProvider::<JsonCodec>::new(&mut conn)
+            .run_migrations()
+            .unwrap()
+    });
+    drop(conn);
+    pool
+}
+
+/// Two raw openmls members on openmls_sqlx_storage (one database each,
+/// one transaction per operation, groups kept in memory): openmls with
+/// off-the-shelf durable storage, without Tern's layer.
 struct StoredPair {
-    a: (RawMember, ClientStore, MlsGroup, tempfile::TempDir),
-    b: (RawMember, ClientStore, MlsGroup, tempfile::TempDir),
+    a: (RawMember, SqlitePool, MlsGroup, tempfile::TempDir),
+    b: (RawMember, SqlitePool, MlsGroup, tempfile::TempDir),
     crypto: openmls_rust_crypto::RustCrypto,
 }
 
 async fn stored_pair(size: usize) -> StoredPair {
     let crypto = openmls_rust_crypto::RustCrypto::default();
     let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let store_a = ClientStore::open(&dir_a.path().join("a.sqlite3"))
-        .await
-        .unwrap();
-    let store_b = ClientStore::open(&dir_b.path().join("b.sqlite3"))
-        .await
-        .unwrap();
+    let (store_a, store_b) = (sqlx_store(&dir_a).await, sqlx_store(&dir_b).await);
     let (a, b) = (RawMember::new("alice"), RawMember::new("bob"));
     let mut tx = store_b.begin().await.unwrap();
     let package_b = {
-        let provider = TernProvider::new(&crypto, &mut tx);
+        let provider = SqlxProvider::new(&crypto, &mut tx);
         b.signer.store(provider.storage()).unwrap();
         KeyPackage::builder()
             .build(CIPHERSUITE, &provider, &b.signer, b.credential.clone())
@@ -194,7 +268,7 @@ async fn stored_pair(size: usize) -> StoredPair {
     packages.extend(silent_key_packages(size - 2));
     let mut tx = store_a.begin().await.unwrap();
     let (group_a, welcome) = {
-        let provider = TernProvider::new(&crypto, &mut tx);
+        let provider = SqlxProvider::new(&crypto, &mut tx);
         let mut group =
             MlsGroup::new(&provider, &a.signer, &raw_config(), a.credential.clone()).unwrap();
         let (_, welcome, _) = group.add_members(&provider, &a.signer, &packages).unwrap();
@@ -206,7 +280,7 @@ async fn stored_pair(size: usize) -> StoredPair {
     let join = raw_join_config();
     let mut tx = store_b.begin().await.unwrap();
     let group_b = {
-        let provider = TernProvider::new(&crypto, &mut tx);
+        let provider = SqlxProvider::new(&crypto, &mut tx);
         StagedWelcome::new_from_welcome(&provider, &join, welcome, None)
             .unwrap()
             .into_group(&provider)
@@ -224,7 +298,7 @@ impl StoredPair {
     async fn round(&mut self, payload: &[u8]) {
         let mut tx = self.a.1.begin().await.unwrap();
         let bytes = {
-            let provider = TernProvider::new(&self.crypto, &mut tx);
+            let provider = SqlxProvider::new(&self.crypto, &mut tx);
             tokio::task::block_in_place(|| {
                 self.a
                     .2
@@ -237,7 +311,7 @@ impl StoredPair {
         tx.commit().await.unwrap();
         let mut tx = self.b.1.begin().await.unwrap();
         {
-            let provider = TernProvider::new(&self.crypto, &mut tx);
+            let provider = SqlxProvider::new(&self.crypto, &mut tx);
             tokio::task::block_in_place(|| {
                 let message = MlsMessageIn::tls_deserialize_exact(&bytes).unwrap();
                 self.b
@@ -262,9 +336,7 @@ struct TernPair {
 
 async fn tern_device(name: &str) -> (Device, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
-    let store = ClientStore::open(&dir.path().join("client.sqlite3"))
-        .await
-        .unwrap();
+    let store = ClientStore::open(&dir.path().join("client.sqlite3")).unwrap();
     let device = Device::create(
         store,
         BareJid::new(&format!("{name}@bench.example")).unwrap(),
@@ -322,11 +394,9 @@ fn messages(c: &mut Criterion) {
             })
         });
         let mut stored = runtime.block_on(stored_pair(size));
-        group.bench_with_input(
-            BenchmarkId::new("openmls_sqlite", size),
-            &size,
-            |bench, _| bench.iter(|| runtime.block_on(stored.round(&payload))),
-        );
+        group.bench_with_input(BenchmarkId::new("openmls_sqlx", size), &size, |bench, _| {
+            bench.iter(|| runtime.block_on(stored.round(&payload)))
+        });
         let mut tern = runtime.block_on(tern_pair(size));
         group.bench_with_input(BenchmarkId::new("tern", size), &size, |bench, _| {
             bench.iter(|| {

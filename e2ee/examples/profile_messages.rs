@@ -12,13 +12,13 @@ async fn main() {
         .unwrap_or(2000);
     let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let a = Device::create(
-        ClientStore::open(&da.path().join("a")).await.unwrap(),
+        ClientStore::open(&da.path().join("a")).unwrap(),
         BareJid::new("a@x.example").unwrap(),
     )
     .await
     .unwrap();
     let b = Device::create(
-        ClientStore::open(&db.path().join("b")).await.unwrap(),
+        ClientStore::open(&db.path().join("b")).unwrap(),
         BareJid::new("b@x.example").unwrap(),
     )
     .await

@@ -1,6 +1,12 @@
--- The client's own tables. MLS state lives in the openmls_* tables that
--- openmls_sqlx_storage creates beside these, in the same database, so one
--- transaction covers both.
+-- The client store. Every operation writes in one transaction, so MLS
+-- state and the client's records never disagree.
+
+-- openmls' state (groups, key material), written by tern_e2ee::store::mls:
+-- the key is a label, ':' and the JSON of openmls' key; the value is JSON.
+CREATE TABLE mls_state (
+    key   BLOB PRIMARY KEY NOT NULL,
+    value BLOB NOT NULL
+) WITHOUT ROWID;
 
 -- This device (one row).
 CREATE TABLE device (
@@ -21,7 +27,9 @@ CREATE TABLE key_packages (
 ) STRICT;
 
 -- Conversations: an MLS group each, with the position in the hub's log
--- up to which everything has been processed.
+-- up to which everything has been processed (or further: the highest
+-- `seq` in `messages`, which a received message records without touching
+-- this row).
 CREATE TABLE conversations (
     group_id   BLOB PRIMARY KEY NOT NULL,
     address    TEXT,
@@ -53,9 +61,10 @@ CREATE TABLE contacts (
     name TEXT
 ) STRICT;
 
--- Decrypted history (on the user's own device only).
+-- Decrypted history (on the user's own device only). Every index here is
+-- written with each message, so there are few.
 CREATE TABLE messages (
-    id            INTEGER PRIMARY KEY AUTOINCREMENT,
+    id            INTEGER PRIMARY KEY AUTOINCREMENT, -- never reused: see search_index
     group_id      BLOB NOT NULL,
     seq           INTEGER,
     envelope_id   TEXT NOT NULL,
@@ -64,24 +73,23 @@ CREATE TABLE messages (
     sent_at       TEXT NOT NULL,
     body          TEXT NOT NULL DEFAULT '',
     envelope      BLOB NOT NULL,
-    -- For our own messages: the hash of the MLS message, to stamp `seq`
-    -- when the hub's echo arrives.
-    mls_hash      BLOB,
-    UNIQUE (group_id, envelope_id, sender_device)
+    -- For our own messages until the hub's echo: the hash of the MLS
+    -- message, to stamp `seq` then.
+    mls_hash      BLOB
 ) STRICT;
 CREATE INDEX messages_by_group ON messages(group_id, seq, id);
-CREATE INDEX messages_by_hash ON messages(mls_hash);
+CREATE INDEX messages_awaiting_echo ON messages(mls_hash) WHERE mls_hash IS NOT NULL;
 
--- Full-text search over bodies.
+-- Full-text search over bodies. Indexing is batched off the message path
+-- (FTS5 writes a segment per transaction): messages up to
+-- `indexed_up_to` are in the index, later ones are added before a search.
 CREATE VIRTUAL TABLE messages_fts USING fts5(body, content='messages', content_rowid='id');
-CREATE TRIGGER messages_fts_insert AFTER INSERT ON messages BEGIN
-    INSERT INTO messages_fts(rowid, body) VALUES (new.id, new.body);
-END;
--- A received message moves its conversation's cursor in the same
--- statement (one round trip less per message).
-CREATE TRIGGER messages_cursor AFTER INSERT ON messages WHEN new.seq IS NOT NULL BEGIN
-    UPDATE conversations SET last_seq = MAX(last_seq, new.seq) WHERE group_id = new.group_id;
-END;
-CREATE TRIGGER messages_fts_delete AFTER DELETE ON messages BEGIN
+CREATE TABLE search_index (
+    id            INTEGER PRIMARY KEY CHECK (id = 1),
+    indexed_up_to INTEGER NOT NULL
+) STRICT;
+INSERT INTO search_index (id, indexed_up_to) VALUES (1, 0);
+CREATE TRIGGER messages_fts_delete AFTER DELETE ON messages
+WHEN old.id <= (SELECT indexed_up_to FROM search_index) BEGIN
     INSERT INTO messages_fts(messages_fts, rowid, body) VALUES ('delete', old.id, old.body);
 END;

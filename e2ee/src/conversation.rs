@@ -11,21 +11,21 @@
 //! - on a stale commit (the hub ordered another one first) discards its
 //!   own, processes what it missed, and commits afresh.
 //!
-//! A rejected incoming message rolls the transaction back: the group is
-//! exactly as before.
+//! Every operation collects its writes in a [`Batch`] written in one
+//! transaction at its end; a rejected incoming message drops its batch and
+//! the in-memory group: the group is exactly as before.
 
 use jid::BareJid;
 use openmls::prelude::tls_codec::{Deserialize as _, Serialize as _};
 use openmls::prelude::*;
 use sha2::{Digest, Sha256};
-use sqlx::SqliteConnection;
 
 use crate::device::{Device, CIPHERSUITE};
 use crate::envelope::{Content, Envelope, EnvelopeError};
 use crate::error::{mls, Error, ProcessError};
 use crate::identity::DeviceName;
 use crate::store::records::{self, Position};
-use crate::store::TernProvider;
+use crate::store::{Batch, TernProvider};
 
 /// Epochs whose application messages can still be decrypted after the
 /// group moved on (for messages that were in flight during a commit).
@@ -136,9 +136,9 @@ impl Device {
     /// Creates a conversation with this device as its only member; returns
     /// its id and the GroupInfo the hub needs to create the group.
     pub async fn create_conversation(&self) -> Result<(ConversationId, Vec<u8>), Error> {
-        let mut tx = self.store.begin().await?;
+        let mut batch = Batch::default();
         let (id, group_info) = {
-            let provider = TernProvider::new(&self.crypto, &mut tx);
+            let provider = TernProvider::new(&self.crypto, &self.store, &batch);
             tokio::task::block_in_place(|| -> Result<_, Error> {
                 let group =
                     MlsGroup::new(&provider, &self.signer, &create_config(), self.credential())
@@ -152,8 +152,8 @@ impl Device {
                 ))
             })?
         };
-        records::upsert_conversation(&mut tx, &id.0, 0).await?;
-        tx.commit().await?;
+        records::upsert_conversation(&mut batch, &id.0, 0);
+        self.store.apply(batch)?;
         Ok((id, group_info))
     }
 
@@ -204,17 +204,17 @@ impl Device {
     pub async fn leave(&self, id: &ConversationId) -> Result<Vec<u8>, Error> {
         let mut groups = self.groups.lock().await;
         let mut group = self.take_group(&mut groups, id).await?;
-        let mut tx = self.store.begin().await?;
+        let mut batch = Batch::default();
         let proposal = {
-            let provider = TernProvider::new(&self.crypto, &mut tx);
+            let provider = TernProvider::new(&self.crypto, &self.store, &batch);
             tokio::task::block_in_place(|| -> Result<_, Error> {
                 let message = group.leave_group(&provider, &self.signer).map_err(mls)?;
                 message.tls_serialize_detached().map_err(mls)
             })?
         };
-        remember_sent(&mut tx, id, &proposal, "proposal").await?;
+        remember_sent(&mut batch, id, &proposal, "proposal");
         self.remember_sent_in_memory(message_hash(&proposal), "proposal");
-        tx.commit().await?;
+        self.store.apply(batch)?;
         groups.insert(id.0.clone(), group);
         Ok(proposal)
     }
@@ -223,9 +223,9 @@ impl Device {
     pub async fn commit_accepted(&self, id: &ConversationId, seq: u64) -> Result<(), Error> {
         let mut groups = self.groups.lock().await;
         let mut group = self.take_group(&mut groups, id).await?;
-        let mut tx = self.store.begin().await?;
+        let mut batch = Batch::default();
         {
-            let provider = TernProvider::new(&self.crypto, &mut tx);
+            let provider = TernProvider::new(&self.crypto, &self.store, &batch);
             tokio::task::block_in_place(|| -> Result<_, Error> {
                 if group.pending_commit().is_some() {
                     group.merge_pending_commit(&provider).map_err(mls)?;
@@ -233,9 +233,9 @@ impl Device {
                 Ok(())
             })?;
         }
-        set_cursor(&mut tx, id, seq).await?;
+        records::set_cursor(&mut batch, &id.0, seq);
         group.last_seq = group.last_seq.max(seq);
-        tx.commit().await?;
+        self.store.apply(batch)?;
         groups.insert(id.0.clone(), group);
         Ok(())
     }
@@ -245,14 +245,14 @@ impl Device {
     pub async fn commit_refused(&self, id: &ConversationId) -> Result<(), Error> {
         let mut groups = self.groups.lock().await;
         let mut group = self.take_group(&mut groups, id).await?;
-        let mut tx = self.store.begin().await?;
+        let batch = Batch::default();
         {
-            let provider = TernProvider::new(&self.crypto, &mut tx);
+            let provider = TernProvider::new(&self.crypto, &self.store, &batch);
             tokio::task::block_in_place(|| -> Result<_, Error> {
                 group.clear_pending_commit(provider.storage()).map_err(mls)
             })?;
         }
-        tx.commit().await?;
+        self.store.apply(batch)?;
         groups.insert(id.0.clone(), group);
         Ok(())
     }
@@ -265,9 +265,9 @@ impl Device {
         let MlsMessageBodyIn::Welcome(welcome) = message.extract() else {
             return Err(Error::Malformed("not a welcome"));
         };
-        let mut tx = self.store.begin().await?;
+        let mut batch = Batch::default();
         let (id, used_package, members) = {
-            let provider = TernProvider::new(&self.crypto, &mut tx);
+            let provider = TernProvider::new(&self.crypto, &self.store, &batch);
             tokio::task::block_in_place(|| -> Result<_, Error> {
                 let builder = StagedWelcome::build_from_welcome(&provider, &join_config(), welcome)
                     .map_err(mls)?;
@@ -295,14 +295,14 @@ impl Device {
                 ))
             })?
         };
-        records::upsert_conversation(&mut tx, &id.0, seq).await?;
+        records::upsert_conversation(&mut batch, &id.0, seq);
         if let Some(hash_ref) = used_package {
-            records::consume_key_package(&mut tx, &hash_ref).await?;
+            records::consume_key_package(&mut batch, hash_ref);
         }
         for (name, key) in &members {
-            records::observe_device(&mut tx, name, key).await?;
+            records::observe_device(&self.store, &mut batch, name, key)?;
         }
-        tx.commit().await?;
+        self.store.apply(batch)?;
         // A cached state of an earlier membership is stale now.
         self.groups.lock().await.remove(&id.0);
         Ok(id)
@@ -330,30 +330,31 @@ impl Device {
         let plaintext = envelope.to_padded_bytes();
         let mut groups = self.groups.lock().await;
         let mut group = self.take_group(&mut groups, id).await?;
-        let mut tx = self.store.begin().await?;
-        let message = {
-            let provider = TernProvider::new(&self.crypto, &mut tx);
-            tokio::task::block_in_place(|| -> Result<_, Error> {
-                if !group.is_active() {
-                    return Err(Error::Evicted);
-                }
-                let out = group
-                    .create_message(&provider, &self.signer, &plaintext)
-                    .map_err(mls)?;
-                out.tls_serialize_detached().map_err(mls)
-            })?
-        };
+        let mut batch = Batch::default();
+        if !group.is_active() {
+            return Err(Error::Evicted);
+        }
+        // Tens of microseconds of work: no `block_in_place` (see
+        // `run_maybe_blocking`).
+        let message = group
+            .create_message(
+                &TernProvider::new(&self.crypto, &self.store, &batch),
+                &self.signer,
+                &plaintext,
+            )
+            .map_err(mls)?
+            .tls_serialize_detached()
+            .map_err(mls)?;
         let hash = message_hash(&message);
         records::record_message(
-            &mut tx,
+            &mut batch,
             &id.0,
             Position::Sent { mls_hash: &hash },
             &self.name,
             envelope,
             &plaintext,
-        )
-        .await?;
-        tx.commit().await?;
+        );
+        self.store.apply(batch)?;
         self.remember_sent_in_memory(hash, "application");
         groups.insert(id.0.clone(), group);
         Ok(message)
@@ -374,43 +375,42 @@ impl Device {
             return Ok(Incoming::Duplicate);
         }
         let hash = message_hash(data);
-        let mut tx = self.store.begin().await?;
-        if let Some(kind) = self.sent_kind(&mut tx, &hash, data).await? {
-            let incoming = self.own_echo(&mut tx, &mut group, kind).await?;
-            records::place_sent_message(&mut tx, &hash, seq).await?;
-            set_cursor(&mut tx, id, seq).await?;
-            tx.commit().await?;
+        let mut batch = Batch::default();
+        if let Some(kind) = self.sent_kind(&hash, data).await? {
+            let incoming = self.own_echo(&batch, &mut group, kind)?;
+            records::place_sent_message(&mut batch, &hash, seq);
+            records::set_cursor(&mut batch, &id.0, seq);
+            self.store.apply(batch)?;
             group.last_seq = seq;
             groups.insert(id.0.clone(), group);
             return Ok(incoming);
         }
-        match self.process_in(&mut tx, &mut group, id, seq, data).await {
+        match self.process_in(&mut batch, &mut group, id, seq, data).await {
             Ok(incoming) => {
                 match &incoming {
                     // The history insert's trigger moved the cursor.
                     Incoming::Message { .. } => {}
                     // Ours, sent before a restart.
                     Incoming::OwnEcho => {
-                        records::place_sent_message(&mut tx, &hash, seq).await?;
-                        set_cursor(&mut tx, id, seq).await?;
+                        records::place_sent_message(&mut batch, &hash, seq);
+                        records::set_cursor(&mut batch, &id.0, seq);
                     }
-                    _ => set_cursor(&mut tx, id, seq).await?,
+                    _ => records::set_cursor(&mut batch, &id.0, seq),
                 }
-                tx.commit().await?;
+                self.store.apply(batch)?;
                 group.last_seq = seq;
                 groups.insert(id.0.clone(), group);
                 Ok(incoming)
             }
             Err(e) => {
-                // Undo whatever MLS processing wrote (the in-memory group is
-                // dropped and reloaded); skip the entry unless it only means
-                // we are behind.
-                tx.rollback().await?;
-                drop(group);
+                // Undo whatever MLS processing wrote (the batch and the
+                // in-memory group are dropped; the group reloads); skip the
+                // entry unless it only means we are behind.
+                drop((batch, group));
                 if !matches!(e, ProcessError::FutureEpoch(_) | ProcessError::Client(_)) {
-                    let mut tx = self.store.begin().await?;
-                    set_cursor(&mut tx, id, seq).await?;
-                    tx.commit().await?;
+                    let mut batch = Batch::default();
+                    records::set_cursor(&mut batch, &id.0, seq);
+                    self.store.apply(batch)?;
                 }
                 Err(e)
             }
@@ -420,12 +420,7 @@ impl Device {
     /// The kind of an MLS message this device sent: from memory, or for
     /// handshakes (PublicMessage, rare) from the store, as they must be
     /// recognised across restarts.
-    async fn sent_kind(
-        &self,
-        tx: &mut SqliteConnection,
-        hash: &[u8],
-        data: &[u8],
-    ) -> Result<Option<&'static str>, Error> {
+    async fn sent_kind(&self, hash: &[u8], data: &[u8]) -> Result<Option<&'static str>, Error> {
         if let Some(kind) = self
             .sent
             .lock()
@@ -438,12 +433,14 @@ impl Device {
         if data.get(2..4) != Some(&[0, 1]) {
             return Ok(None);
         }
-        Ok(match records::sent_kind(tx, hash).await?.as_deref() {
-            Some("commit") => Some("commit"),
-            Some("proposal") => Some("proposal"),
-            Some(_) => Some("application"),
-            None => None,
-        })
+        Ok(
+            match self.store.with(|c| records::sent_kind(c, hash))?.as_deref() {
+                Some("commit") => Some("commit"),
+                Some("proposal") => Some("proposal"),
+                Some(_) => Some("application"),
+                None => None,
+            },
+        )
     }
 
     fn remember_sent_in_memory(&self, hash: Vec<u8>, kind: &'static str) {
@@ -479,9 +476,8 @@ impl Device {
         if let Some(loaded) = self.groups.lock().await.get(&id.0) {
             return Ok(loaded.last_seq);
         }
-        let mut conn = self.store.pool().acquire().await?;
-        records::last_seq(&mut conn, &id.0)
-            .await?
+        self.store
+            .with(|c| records::last_seq(c, &id.0))?
             .ok_or(Error::UnknownGroup)
     }
 
@@ -527,11 +523,11 @@ impl Device {
         if let Some(loaded) = groups.remove(&id.0) {
             return Ok(loaded);
         }
-        let mut conn = self.store.pool().acquire().await?;
-        let last_seq = records::last_seq(&mut conn, &id.0)
-            .await?
+        let last_seq = self
+            .store
+            .with(|c| records::last_seq(c, &id.0))?
             .ok_or(Error::UnknownGroup)?;
-        let provider = TernProvider::new(&self.crypto, &mut conn);
+        let provider = TernProvider::read_only(&self.crypto, &self.store);
         let group = tokio::task::block_in_place(|| load(&provider, id))?;
         Ok(Loaded { group, last_seq })
     }
@@ -557,9 +553,9 @@ impl Device {
     async fn commit(&self, id: &ConversationId, change: Change) -> Result<CommitOut, Error> {
         let mut groups = self.groups.lock().await;
         let mut group = self.take_group(&mut groups, id).await?;
-        let mut tx = self.store.begin().await?;
+        let mut batch = Batch::default();
         let out = {
-            let provider = TernProvider::new(&self.crypto, &mut tx);
+            let provider = TernProvider::new(&self.crypto, &self.store, &batch);
             tokio::task::block_in_place(|| -> Result<_, Error> {
                 if !group.is_active() {
                     return Err(Error::Evicted);
@@ -599,23 +595,23 @@ impl Device {
                 })
             })?
         };
-        remember_sent(&mut tx, id, &out.commit, "commit").await?;
+        remember_sent(&mut batch, id, &out.commit, "commit");
         self.remember_sent_in_memory(message_hash(&out.commit), "commit");
-        tx.commit().await?;
+        self.store.apply(batch)?;
         groups.insert(id.0.clone(), group);
         Ok(out)
     }
 
     /// Our own message came back through the hub: a commit of ours is
     /// thereby accepted and applied; anything else needs nothing.
-    async fn own_echo(
+    fn own_echo(
         &self,
-        tx: &mut SqliteConnection,
+        batch: &Batch,
         group: &mut MlsGroup,
         kind: &'static str,
     ) -> Result<Incoming, Error> {
         if kind == "commit" {
-            let provider = TernProvider::new(&self.crypto, tx);
+            let provider = TernProvider::new(&self.crypto, &self.store, batch);
             tokio::task::block_in_place(|| -> Result<_, Error> {
                 if group.pending_commit().is_some() {
                     group.merge_pending_commit(&provider).map_err(mls)?;
@@ -628,7 +624,7 @@ impl Device {
 
     async fn process_in(
         &self,
-        tx: &mut SqliteConnection,
+        batch: &mut Batch,
         group: &mut MlsGroup,
         id: &ConversationId,
         seq: u64,
@@ -641,8 +637,12 @@ impl Device {
             .map_err(|_| ProcessError::Tampered)?;
         let message_epoch = protocol.epoch().as_u64();
         let outcome = {
-            let provider = TernProvider::new(&self.crypto, &mut *tx);
-            tokio::task::block_in_place(|| -> Result<Processed, ProcessError> {
+            let provider = TernProvider::new(&self.crypto, &self.store, batch);
+            // Application messages cost tens of microseconds; handing the
+            // thread over (`block_in_place`) costs about as much. Commits
+            // of large groups take milliseconds.
+            let heavy = protocol.content_type() != ContentType::Application;
+            run_maybe_blocking(heavy, || -> Result<Processed, ProcessError> {
                 let current = group.epoch().as_u64();
                 let processed = group
                     .process_message(&provider, protocol)
@@ -708,7 +708,7 @@ impl Device {
                 evicted,
             } => {
                 for (name, key) in &added {
-                    records::observe_device(tx, name, key).await?;
+                    records::observe_device(&self.store, batch, name, key)?;
                 }
                 let added = added.into_iter().map(|(name, _)| name).collect();
                 Ok(Incoming::Commit {
@@ -728,14 +728,13 @@ impl Device {
                     .into());
                 }
                 records::record_message(
-                    tx,
+                    batch,
                     &id.0,
                     Position::Seq(seq),
                     &sender,
                     &envelope,
                     &plaintext,
-                )
-                .await?;
+                );
                 Ok(Incoming::Message { sender, envelope })
             }
         }
@@ -762,7 +761,11 @@ fn member_keys(group: &MlsGroup) -> Vec<(DeviceName, Vec<u8>)> {
 }
 
 /// Maps openmls' processing errors to the causes callers act on.
-fn classify(error: ProcessMessageError<sqlx::Error>, epoch: u64, current: u64) -> ProcessError {
+fn classify(
+    error: ProcessMessageError<crate::store::mls::StorageError>,
+    epoch: u64,
+    current: u64,
+) -> ProcessError {
     use openmls::framing::errors::{MessageDecryptionError as Decrypt, SecretTreeError as Secret};
     if current.saturating_sub(epoch) > MAX_PAST_EPOCHS as u64 {
         // Whatever openmls calls it, the keys of that epoch are gone.
@@ -802,23 +805,20 @@ fn device_name(credential: &Credential) -> Result<DeviceName, crate::identity::I
     DeviceName::from_credential_identity(basic.identity())
 }
 
-async fn set_cursor(
-    tx: &mut SqliteConnection,
-    id: &ConversationId,
-    seq: u64,
-) -> Result<(), sqlx::Error> {
-    records::set_cursor(tx, &id.0, seq).await
+/// Runs `work` on this thread; if it is `heavy`, tells tokio first so
+/// other tasks move to another worker meanwhile.
+fn run_maybe_blocking<T>(heavy: bool, work: impl FnOnce() -> T) -> T {
+    if heavy {
+        tokio::task::block_in_place(work)
+    } else {
+        work()
+    }
 }
 
 fn message_hash(data: &[u8]) -> Vec<u8> {
     Sha256::digest(data).to_vec()
 }
 
-async fn remember_sent(
-    tx: &mut SqliteConnection,
-    id: &ConversationId,
-    data: &[u8],
-    kind: &str,
-) -> Result<(), sqlx::Error> {
-    records::remember_sent(tx, &id.0, &message_hash(data), kind).await
+fn remember_sent(batch: &mut Batch, id: &ConversationId, data: &[u8], kind: &str) {
+    records::remember_sent(batch, &id.0, message_hash(data), kind);
 }

@@ -10,7 +10,7 @@ use openmls_rust_crypto::RustCrypto;
 
 use crate::error::{mls, Error};
 use crate::identity::{fingerprint, DeviceId, DeviceName};
-use crate::store::{records, ClientStore, TernProvider};
+use crate::store::{records, Batch, ClientStore, TernProvider};
 
 /// The one ciphersuite Tern uses.
 pub const CIPHERSUITE: Ciphersuite = Ciphersuite::MLS_128_DHKEMX25519_AES128GCM_SHA256_Ed25519;
@@ -40,44 +40,37 @@ impl Device {
     /// Creates a new device for `jid` in an empty store: a fresh signature
     /// key and device id.
     pub async fn create(store: ClientStore, jid: BareJid) -> Result<Self, Error> {
-        let mut conn = store.pool().acquire().await?;
-        if let Some((jid, id, _)) = records::device(&mut conn).await? {
+        if let Some((jid, id, _)) = store.with(records::device)? {
             return Err(Error::DeviceExists(format!("{jid}#{id}")));
         }
-        drop(conn);
         let crypto = RustCrypto::default();
         let signer = SignatureKeyPair::new(CIPHERSUITE.signature_algorithm()).map_err(mls)?;
         let name = DeviceName {
             jid,
             device: DeviceId::random(),
         };
-        let mut tx = store.begin().await?;
-        {
-            let provider = TernProvider::new(&crypto, &mut tx);
-            signer.store(provider.storage()).map_err(mls)?;
-        }
-        records::insert_device(&mut tx, &name, signer.public()).await?;
-        tx.commit().await?;
+        let mut batch = Batch::default();
+        signer
+            .store(TernProvider::new(&crypto, &store, &batch).storage())
+            .map_err(mls)?;
+        records::insert_device(&mut batch, &name, signer.public());
+        store.apply(batch)?;
         Ok(Self::assemble(store, crypto, name, signer))
     }
 
     /// Opens the device kept in `store`.
     pub async fn open(store: ClientStore) -> Result<Self, Error> {
-        let mut conn = store.pool().acquire().await?;
-        let (jid, device, key) = records::device(&mut conn).await?.ok_or(Error::NoDevice)?;
+        let (jid, device, key) = store.with(records::device)?.ok_or(Error::NoDevice)?;
         let name = DeviceName {
             jid: BareJid::new(&jid).map_err(|_| Error::Malformed("stored JID"))?,
             device: DeviceId::parse(&device).ok_or(Error::Malformed("stored device id"))?,
         };
         let crypto = RustCrypto::default();
         let signer = {
-            let provider = TernProvider::new(&crypto, &mut conn);
-            tokio::task::block_in_place(|| {
-                SignatureKeyPair::read(provider.storage(), &key, CIPHERSUITE.signature_algorithm())
-            })
+            let provider = TernProvider::read_only(&crypto, &store);
+            SignatureKeyPair::read(provider.storage(), &key, CIPHERSUITE.signature_algorithm())
         }
         .ok_or(Error::Malformed("signature key missing from the store"))?;
-        drop(conn);
         Ok(Self::assemble(store, crypto, name, signer))
     }
 
@@ -142,8 +135,7 @@ impl Device {
 
     /// How many single-use key packages were generated and not consumed.
     pub async fn unconsumed_key_packages(&self) -> Result<u32, Error> {
-        let mut conn = self.store.pool().acquire().await?;
-        Ok(records::unconsumed_key_packages(&mut conn).await?)
+        Ok(self.store.with(records::unconsumed_key_packages)?)
     }
 
     /// How many key packages to generate so that `target` are available,
@@ -166,11 +158,11 @@ impl Device {
         count: usize,
         last_resort: bool,
     ) -> Result<Vec<Vec<u8>>, Error> {
-        let mut tx = self.store.begin().await?;
+        let mut batch = Batch::default();
         let mut out = Vec::with_capacity(count);
         let mut refs = Vec::with_capacity(count);
         {
-            let provider = TernProvider::new(&self.crypto, &mut tx);
+            let provider = TernProvider::new(&self.crypto, &self.store, &batch);
             tokio::task::block_in_place(|| -> Result<(), Error> {
                 for _ in 0..count {
                     let mut builder = KeyPackage::builder();
@@ -195,9 +187,9 @@ impl Device {
             })?;
         }
         for hash_ref in refs {
-            records::insert_key_package(&mut tx, &hash_ref, last_resort).await?;
+            records::insert_key_package(&mut batch, hash_ref, last_resort);
         }
-        tx.commit().await?;
+        self.store.apply(batch)?;
         Ok(out)
     }
 }

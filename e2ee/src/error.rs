@@ -3,17 +3,15 @@
 //! and a rejected message leaves the group as it was).
 
 use crate::envelope::EnvelopeError;
+use crate::store::StoreError;
 
 /// Errors of client operations.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// The store's database failed.
+    /// The store failed.
     #[error("store: {0}")]
-    Store(#[from] sqlx::Error),
-    /// The store's schema could not be brought up to date.
-    #[error("store migration: {0}")]
-    Migration(#[from] sqlx::migrate::MigrateError),
+    Store(#[from] StoreError),
     /// The store holds no device yet (or a different one).
     #[error("no device in this store: create one first")]
     NoDevice,
@@ -74,8 +72,8 @@ pub enum ProcessError {
     Client(#[from] Error),
 }
 
-impl From<sqlx::Error> for ProcessError {
-    fn from(e: sqlx::Error) -> Self {
+impl From<StoreError> for ProcessError {
+    fn from(e: StoreError) -> Self {
         Self::Client(Error::Store(e))
     }
 }

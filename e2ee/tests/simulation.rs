@@ -77,9 +77,7 @@ struct Dev {
 impl Dev {
     async fn new(jid: &str) -> Dev {
         let dir = tempfile::tempdir().unwrap();
-        let store = ClientStore::open(&dir.path().join("client.sqlite3"))
-            .await
-            .unwrap();
+        let store = ClientStore::open(&dir.path().join("client.sqlite3")).unwrap();
         let device = Device::create(store, BareJid::new(jid).unwrap())
             .await
             .unwrap();
@@ -98,11 +96,9 @@ impl Dev {
     /// Closes the store and opens it again, as after a restart.
     async fn reopen(self) -> Dev {
         let Dev { device, dir } = self;
-        device.store().close().await;
+        device.store().close();
         drop(device);
-        let store = ClientStore::open(&dir.path().join("client.sqlite3"))
-            .await
-            .unwrap();
+        let store = ClientStore::open(&dir.path().join("client.sqlite3")).unwrap();
         Dev {
             device: Device::open(store).await.unwrap(),
             dir,
@@ -382,7 +378,7 @@ async fn state_survives_closing_and_reopening_the_store() {
         alice.device.process(&id, echo_seq, &echo).await.unwrap(),
         Incoming::OwnEcho
     );
-    let history = alice.device.store().history(&id.0, 10).await.unwrap();
+    let history = alice.device.store().history(&id.0, 10).unwrap();
     let placed = history
         .iter()
         .find(|m| m.envelope.body() == Some("before the restart"))
@@ -551,27 +547,25 @@ async fn history_search_known_devices_and_verification() {
     bob.catch_up(&hub, &id).await;
 
     let store = bob.device.store();
-    let history = store.history(&id.0, 10).await.unwrap();
+    let history = store.history(&id.0, 10).unwrap();
     let texts: Vec<_> = history.iter().filter_map(|m| m.envelope.body()).collect();
     assert_eq!(texts, ["the quick brown fox", "jumps over the lazy dog"]);
-    let found = store.search("fox", 10).await.unwrap();
+    let found = store.search("fox", 10).unwrap();
     assert_eq!(found.len(), 1);
     assert_eq!(found[0].envelope.body(), Some("the quick brown fox"));
     assert!(found[0].sender.starts_with("alice@a.example#"));
-    assert!(store.search("elephant", 10).await.unwrap().is_empty());
+    assert!(store.search("elephant", 10).unwrap().is_empty());
 
     // Bob saw alice's device when he joined; he verifies it.
-    let devices = store.known_devices("alice@a.example").await.unwrap();
+    let devices = store.known_devices("alice@a.example").unwrap();
     assert_eq!(devices.len(), 1);
     assert_eq!(devices[0].fingerprint, alice.device.fingerprint());
     assert!(!devices[0].verified);
     assert!(store
         .set_verified("alice@a.example", &devices[0].device, true)
-        .await
         .unwrap());
     assert!(!store
         .set_verified("alice@a.example", "0000000000000000", true)
-        .await
         .unwrap());
 
     // Alice adds a second device: bob learns of it, unverified.
@@ -587,16 +581,13 @@ async fn history_search_known_devices_and_verification() {
     assert!(
         matches!(&got[..], [Incoming::Commit { added, .. }] if added[0] == *alice2.device.name())
     );
-    let devices = store.known_devices("alice@a.example").await.unwrap();
+    let devices = store.known_devices("alice@a.example").unwrap();
     assert_eq!(devices.len(), 2);
     assert_eq!(devices.iter().filter(|d| d.verified).count(), 1);
 
-    store
-        .add_contact("alice@a.example", Some("Alice"))
-        .await
-        .unwrap();
+    store.add_contact("alice@a.example", Some("Alice")).unwrap();
     assert_eq!(
-        store.contacts().await.unwrap(),
+        store.contacts().unwrap(),
         [("alice@a.example".to_owned(), Some("Alice".to_owned()))]
     );
 }

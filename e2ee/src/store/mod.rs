@@ -1,57 +1,46 @@
 //! The client's store: one SQLite database holding the MLS state (through
-//! `openmls_sqlx_storage`) and the client's own tables (device, key
-//! packages, conversations, contacts, known devices, decrypted history with
-//! full-text search). Every operation runs in one transaction, so the MLS
-//! state and what the client recorded about it never disagree, even after
-//! a crash.
+//! [`mls::MlsStorage`]) and the client's own tables (device, key packages,
+//! conversations, contacts, known devices, decrypted history with
+//! full-text search). Every operation's writes go out as one [`Batch`] in
+//! one transaction, so the MLS state and what the client recorded about
+//! it never disagree, even after a crash.
 
 use std::path::Path;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
 
 use openmls_rust_crypto::RustCrypto;
-use openmls_sqlx_storage::{Codec, SqliteStorageProvider};
 use openmls_traits::OpenMlsProvider;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Sqlite, SqliteConnection, SqlitePool, Transaction};
+use rusqlite::{Connection, TransactionBehavior};
 
-use crate::error::Error;
-
+mod batch;
+pub mod mls;
 pub(crate) mod records;
+pub use batch::{Arg, Batch};
+use mls::MlsStorage;
 pub use records::{DeviceSighting, KnownDevice, StoredMessage};
 
-/// The serialisation of MLS state in the store (JSON, as the openmls
-/// storage examples use).
-#[derive(Debug, Default, Clone, Copy)]
-pub struct JsonCodec;
-
-impl Codec for JsonCodec {
-    type Error = serde_json::Error;
-
-    fn to_vec<T: serde::Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, Self::Error> {
-        serde_json::to_vec(value)
-    }
-
-    fn from_slice<T: serde::de::DeserializeOwned>(slice: &[u8]) -> Result<T, Self::Error> {
-        serde_json::from_slice(slice)
-    }
-}
-
-/// The openmls provider for one transaction: RustCrypto for crypto and
-/// randomness, the store's transaction for state.
+/// The openmls provider for one operation: RustCrypto for crypto and
+/// randomness, [`MlsStorage`] for state.
 ///
-/// openmls_sqlx_storage drives sqlx with `block_in_place`, so the client
-/// core runs on a multi-threaded tokio runtime.
 pub struct TernProvider<'a> {
     crypto: &'a RustCrypto,
-    storage: SqliteStorageProvider<'a, JsonCodec>,
+    storage: MlsStorage<'a>,
 }
 
 impl<'a> TernProvider<'a> {
-    /// A provider writing through `connection` (usually a transaction).
-    pub fn new(crypto: &'a RustCrypto, connection: &'a mut SqliteConnection) -> Self {
+    /// A provider whose writes go out with `batch`.
+    pub fn new(crypto: &'a RustCrypto, store: &'a ClientStore, batch: &'a Batch) -> Self {
         Self {
             crypto,
-            storage: SqliteStorageProvider::new(connection),
+            storage: MlsStorage::new(store, batch.journal()),
+        }
+    }
+
+    /// A provider that only reads (e.g. to load a group); writes fail.
+    pub fn read_only(crypto: &'a RustCrypto, store: &'a ClientStore) -> Self {
+        Self {
+            crypto,
+            storage: MlsStorage::read_only(store),
         }
     }
 }
@@ -59,7 +48,7 @@ impl<'a> TernProvider<'a> {
 impl<'a> OpenMlsProvider for TernProvider<'a> {
     type CryptoProvider = RustCrypto;
     type RandProvider = RustCrypto;
-    type StorageProvider = SqliteStorageProvider<'a, JsonCodec>;
+    type StorageProvider = MlsStorage<'a>;
 
     fn storage(&self) -> &Self::StorageProvider {
         &self.storage
@@ -74,51 +63,174 @@ impl<'a> OpenMlsProvider for TernProvider<'a> {
     }
 }
 
-/// The client database.
+/// Why the store failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// SQLite failed.
+    #[error("{0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// The store was closed.
+    #[error("the store is closed")]
+    Closed,
+    /// Another process has the store open.
+    #[error("the store is in use by another process")]
+    InUse,
+    /// The database was written by a newer version of Tern.
+    #[error("store schema version {found} is newer than this client's ({supported})")]
+    TooNew {
+        /// The database's schema version.
+        found: usize,
+        /// The newest this client knows.
+        supported: usize,
+    },
+}
+
+/// The schema, one script per version (`PRAGMA user_version` counts the
+/// ones applied).
+const MIGRATIONS: &[&str] = &[include_str!("../../migrations/0001_client.sql")];
+
+/// The client database: one SQLite connection, used on the calling
+/// thread.
+///
+/// Statements are short (microseconds), so they run in place rather than
+/// on a database thread: on a small machine the hop to another thread and
+/// back costs more than a message's whole transaction.
 #[derive(Debug, Clone)]
 pub struct ClientStore {
-    pool: SqlitePool,
+    conn: Arc<Mutex<Option<Connection>>>,
 }
 
 impl ClientStore {
-    /// Opens (creating if needed) the store at `path` and migrates it.
-    pub async fn open(path: &Path) -> Result<Self, Error> {
-        let options = SqliteConnectOptions::new()
-            .filename(path)
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            // WAL + NORMAL: a commit survives an application crash; a power
-            // loss may drop the last transactions but never leaves MLS
-            // state and cursor apart (they commit together), and the hub's
-            // log is fetched again. An fsync per message would cost more
-            // than all the cryptography.
-            .synchronous(SqliteSynchronous::Normal)
-            .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(10));
-        let pool = SqlitePoolOptions::new()
-            .max_connections(2)
-            .connect_with(options)
-            .await?;
-        sqlx::migrate!("./migrations").run(&pool).await?;
-        let mut conn = pool.acquire().await?;
-        tokio::task::block_in_place(|| {
-            SqliteStorageProvider::<JsonCodec>::new(&mut conn).run_migrations()
+    /// Opens (creating if needed) the store at `path` and migrates it. The
+    /// store stays locked to this process until closed: two processes
+    /// driving one device would fork its MLS state.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let mut conn = Connection::open(path)?;
+        // Fail at once if another process holds the store.
+        conn.busy_timeout(std::time::Duration::ZERO)?;
+        lock_and_configure(&conn).map_err(|e| match e.sqlite_error_code() {
+            Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) => {
+                StoreError::InUse
+            }
+            _ => StoreError::Sqlite(e),
         })?;
-        Ok(Self { pool })
+        conn.set_prepared_statement_cache_capacity(64);
+        migrate(&mut conn)?;
+        Ok(Self {
+            conn: Arc::new(Mutex::new(Some(conn))),
+        })
     }
 
-    /// Starts a transaction.
-    pub async fn begin(&self) -> Result<Transaction<'static, Sqlite>, Error> {
-        Ok(self.pool.begin().await?)
+    /// Runs `work` with the connection (reads, or writes outside an
+    /// operation's batch).
+    pub(crate) fn with<T>(
+        &self,
+        work: impl FnOnce(&mut Connection) -> rusqlite::Result<T>,
+    ) -> Result<T, StoreError> {
+        let mut conn = self.conn.lock().unwrap_or_else(|e| e.into_inner());
+        Ok(work(conn.as_mut().ok_or(StoreError::Closed)?)?)
     }
 
-    /// The connection pool, for reads.
-    pub fn pool(&self) -> &SqlitePool {
-        &self.pool
+    /// Applies an operation's writes in one transaction. On failure
+    /// nothing of it was written.
+    pub fn apply(&self, batch: Batch) -> Result<(), StoreError> {
+        let statements = batch.into_statements();
+        if statements.is_empty() {
+            return Ok(());
+        }
+        self.with(|conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            for statement in &statements {
+                tx.prepare_cached(&statement.sql)?
+                    .execute(rusqlite::params_from_iter(&statement.args))?;
+            }
+            tx.commit()
+        })
     }
 
-    /// Closes the database.
-    pub async fn close(&self) {
-        self.pool.close().await;
+    /// Closes the database; later operations fail with
+    /// [`StoreError::Closed`].
+    pub fn close(&self) {
+        let conn = self.conn.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(conn) = conn {
+            // On failure the connection is dropped, which closes it too.
+            let _ = conn.close();
+        }
+    }
+}
+
+/// Takes the store's lock for good and sets the journal up.
+fn lock_and_configure(conn: &Connection) -> rusqlite::Result<()> {
+    // Exclusive: no other process may use the store while this one does,
+    // and without other processes SQLite skips file locking per
+    // transaction and keeps the WAL index in memory.
+    conn.pragma_update(None, "locking_mode", "EXCLUSIVE")?;
+    conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get::<_, String>(0))?;
+    // WAL + NORMAL: a commit survives an application crash; a power loss
+    // may drop the last transactions but never leaves MLS state and
+    // cursor apart (they commit together), and the hub's log is fetched
+    // again. An fsync per message would cost more than all the
+    // cryptography.
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    conn.pragma_update(None, "foreign_keys", true)?;
+    // A write takes the exclusive lock, and keeps it.
+    conn.execute_batch("BEGIN IMMEDIATE; COMMIT")
+}
+
+/// Brings the schema up to date, one transaction per version.
+fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    let version: usize = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;
+    if version > MIGRATIONS.len() {
+        return Err(StoreError::TooNew {
+            found: version,
+            supported: MIGRATIONS.len(),
+        });
+    }
+    for (applied, script) in MIGRATIONS.iter().enumerate().skip(version) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(script)?;
+        tx.pragma_update(None, "user_version", applied + 1)?;
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn contact_count(store: &ClientStore) -> usize {
+        store.contacts().map(|c| c.len()).unwrap_or(usize::MAX)
+    }
+
+    #[test]
+    fn a_store_is_used_by_one_process_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("client.sqlite3");
+        let first = ClientStore::open(&path).unwrap();
+        assert!(matches!(ClientStore::open(&path), Err(StoreError::InUse)));
+        first.close();
+        assert!(matches!(first.contacts(), Err(StoreError::Closed)));
+        ClientStore::open(&path).unwrap();
+    }
+
+    #[test]
+    fn a_failing_batch_writes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ClientStore::open(&dir.path().join("client.sqlite3")).unwrap();
+        let mut batch = Batch::default();
+        batch.add(
+            "INSERT INTO contacts (jid, name) VALUES (?, ?)",
+            ["a@example.org".into(), Arg::Null],
+        );
+        batch.add(
+            "INSERT INTO contacts (jid, name) VALUES (?, ?)",
+            ["a@example.org".into(), Arg::Null],
+        );
+        assert!(matches!(store.apply(batch), Err(StoreError::Sqlite(_))));
+        assert_eq!(contact_count(&store), 0);
+        // The connection is usable afterwards.
+        store.add_contact("a@example.org", None).unwrap();
+        assert_eq!(contact_count(&store), 1);
     }
 }

@@ -3,9 +3,9 @@
 //! sent messages, contacts, known devices with their verification state,
 //! and the decrypted history with full-text search.
 
-use sqlx::{Row, SqliteConnection};
+use rusqlite::{Connection, OptionalExtension, Row};
 
-use super::ClientStore;
+use super::{Batch, ClientStore, StoreError};
 use crate::envelope::Envelope;
 use crate::identity::{fingerprint, DeviceName};
 
@@ -16,143 +16,91 @@ fn now() -> String {
 // ----- this device ------------------------------------------------------
 
 /// The stored device: (bare JID, device id, signature public key).
-pub(crate) async fn device(
-    conn: &mut SqliteConnection,
-) -> Result<Option<(String, String, Vec<u8>)>, sqlx::Error> {
-    Ok(
-        sqlx::query("SELECT jid, device_id, signature_key FROM device")
-            .fetch_optional(conn)
-            .await?
-            .map(|r| (r.get(0), r.get(1), r.get(2))),
+pub(crate) fn device(conn: &mut Connection) -> rusqlite::Result<Option<(String, String, Vec<u8>)>> {
+    conn.query_row(
+        "SELECT jid, device_id, signature_key FROM device",
+        [],
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
     )
+    .optional()
 }
 
-pub(crate) async fn insert_device(
-    conn: &mut SqliteConnection,
-    name: &DeviceName,
-    key: &[u8],
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
+pub(crate) fn insert_device(batch: &mut Batch, name: &DeviceName, key: &[u8]) {
+    batch.add(
         "INSERT INTO device (id, jid, device_id, signature_key, created_at) VALUES (1, ?, ?, ?, ?)",
-    )
-    .bind(name.jid.as_str())
-    .bind(name.device.as_str())
-    .bind(key)
-    .bind(now())
-    .execute(conn)
-    .await?;
-    Ok(())
+        [
+            name.jid.as_str().into(),
+            name.device.as_str().into(),
+            key.into(),
+            now().into(),
+        ],
+    );
 }
 
 // ----- key packages -----------------------------------------------------
 
-pub(crate) async fn insert_key_package(
-    conn: &mut SqliteConnection,
-    hash_ref: &[u8],
-    last_resort: bool,
-) -> Result<(), sqlx::Error> {
-    sqlx::query("INSERT INTO key_packages (hash_ref, last_resort, created_at) VALUES (?, ?, ?)")
-        .bind(hash_ref)
-        .bind(last_resort)
-        .bind(now())
-        .execute(conn)
-        .await?;
-    Ok(())
+pub(crate) fn insert_key_package(batch: &mut Batch, hash_ref: Vec<u8>, last_resort: bool) {
+    batch.add(
+        "INSERT INTO key_packages (hash_ref, last_resort, created_at) VALUES (?, ?, ?)",
+        [hash_ref.into(), last_resort.into(), now().into()],
+    );
 }
 
-pub(crate) async fn consume_key_package(
-    conn: &mut SqliteConnection,
-    hash_ref: &[u8],
-) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE key_packages SET consumed_at = ? WHERE hash_ref = ?")
-        .bind(now())
-        .bind(hash_ref)
-        .execute(conn)
-        .await?;
-    Ok(())
+pub(crate) fn consume_key_package(batch: &mut Batch, hash_ref: Vec<u8>) {
+    batch.add(
+        "UPDATE key_packages SET consumed_at = ? WHERE hash_ref = ?",
+        [now().into(), hash_ref.into()],
+    );
 }
 
-pub(crate) async fn unconsumed_key_packages(
-    conn: &mut SqliteConnection,
-) -> Result<u32, sqlx::Error> {
-    let row = sqlx::query(
+pub(crate) fn unconsumed_key_packages(conn: &mut Connection) -> rusqlite::Result<u32> {
+    conn.query_row(
         "SELECT COUNT(*) FROM key_packages WHERE last_resort = 0 AND consumed_at IS NULL",
+        [],
+        |r| r.get(0),
     )
-    .fetch_one(conn)
-    .await?;
-    Ok(row.get::<i64, _>(0) as u32)
 }
 
 // ----- conversations ------------------------------------------------------
 
 /// Records a conversation (again, when re-joined) with its log cursor.
-pub(crate) async fn upsert_conversation(
-    conn: &mut SqliteConnection,
-    group_id: &[u8],
-    last_seq: u64,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
+pub(crate) fn upsert_conversation(batch: &mut Batch, group_id: &[u8], last_seq: u64) {
+    batch.add(
         "INSERT OR REPLACE INTO conversations (group_id, last_seq, created_at) VALUES (?, ?, ?)",
-    )
-    .bind(group_id)
-    .bind(last_seq as i64)
-    .bind(now())
-    .execute(conn)
-    .await?;
-    Ok(())
+        [group_id.into(), last_seq.into(), now().into()],
+    );
 }
 
-pub(crate) async fn last_seq(
-    conn: &mut SqliteConnection,
-    group_id: &[u8],
-) -> Result<Option<u64>, sqlx::Error> {
-    Ok(
-        sqlx::query("SELECT last_seq FROM conversations WHERE group_id = ?")
-            .bind(group_id)
-            .fetch_optional(conn)
-            .await?
-            .map(|r| r.get::<i64, _>(0) as u64),
-    )
+/// The conversation's cursor: the stored one, or a received message's
+/// position if that is further.
+pub(crate) fn last_seq(conn: &mut Connection, group_id: &[u8]) -> rusqlite::Result<Option<u64>> {
+    conn.prepare_cached(
+        "SELECT MAX(last_seq, COALESCE((SELECT MAX(seq) FROM messages WHERE group_id = ?1), 0))
+         FROM conversations WHERE group_id = ?1",
+    )?
+    .query_row([group_id], |r| r.get(0))
+    .optional()
 }
 
 /// Moves the cursor forward (never back).
-pub(crate) async fn set_cursor(
-    conn: &mut SqliteConnection,
-    group_id: &[u8],
-    seq: u64,
-) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE conversations SET last_seq = MAX(last_seq, ?) WHERE group_id = ?")
-        .bind(seq as i64)
-        .bind(group_id)
-        .execute(conn)
-        .await?;
-    Ok(())
+pub(crate) fn set_cursor(batch: &mut Batch, group_id: &[u8], seq: u64) {
+    batch.add(
+        "UPDATE conversations SET last_seq = MAX(last_seq, ?) WHERE group_id = ?",
+        [seq.into(), group_id.into()],
+    );
 }
 
-pub(crate) async fn remember_sent(
-    conn: &mut SqliteConnection,
-    group_id: &[u8],
-    hash: &[u8],
-    kind: &str,
-) -> Result<(), sqlx::Error> {
-    sqlx::query("INSERT OR IGNORE INTO sent_messages (hash, group_id, kind) VALUES (?, ?, ?)")
-        .bind(hash)
-        .bind(group_id)
-        .bind(kind)
-        .execute(conn)
-        .await?;
-    Ok(())
+pub(crate) fn remember_sent(batch: &mut Batch, group_id: &[u8], hash: Vec<u8>, kind: &str) {
+    batch.add(
+        "INSERT OR IGNORE INTO sent_messages (hash, group_id, kind) VALUES (?, ?, ?)",
+        [hash.into(), group_id.into(), kind.into()],
+    );
 }
 
-pub(crate) async fn sent_kind(
-    conn: &mut SqliteConnection,
-    hash: &[u8],
-) -> Result<Option<String>, sqlx::Error> {
-    Ok(sqlx::query("SELECT kind FROM sent_messages WHERE hash = ?")
-        .bind(hash)
-        .fetch_optional(conn)
-        .await?
-        .map(|r| r.get(0)))
+pub(crate) fn sent_kind(conn: &mut Connection, hash: &[u8]) -> rusqlite::Result<Option<String>> {
+    conn.prepare_cached("SELECT kind FROM sent_messages WHERE hash = ?")?
+        .query_row([hash], |r| r.get(0))
+        .optional()
 }
 
 // ----- history --------------------------------------------------------------
@@ -178,59 +126,55 @@ pub(crate) enum Position<'a> {
     Sent { mls_hash: &'a [u8] },
 }
 
-pub(crate) async fn record_message(
-    conn: &mut SqliteConnection,
+pub(crate) fn record_message(
+    batch: &mut Batch,
     group_id: &[u8],
     position: Position<'_>,
     sender: &DeviceName,
     envelope: &Envelope,
     plaintext: &[u8],
-) -> Result<(), sqlx::Error> {
+) {
     let (seq, mls_hash) = match position {
-        Position::Seq(seq) => (Some(seq as i64), None),
+        Position::Seq(seq) => (Some(seq), None),
         Position::Sent { mls_hash } => (None, Some(mls_hash)),
     };
-    sqlx::query(
-        "INSERT OR IGNORE INTO messages
+    batch.add(
+        "INSERT INTO messages
          (group_id, seq, envelope_id, sender_jid, sender_device, sent_at, body, envelope, mls_hash)
          VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-    )
-    .bind(group_id)
-    .bind(seq)
-    .bind(&envelope.id)
-    .bind(sender.jid.as_str())
-    .bind(sender.device.as_str())
-    .bind(envelope.time.to_rfc3339())
-    .bind(envelope.body().unwrap_or_default())
-    .bind(plaintext)
-    .bind(mls_hash)
-    .execute(conn)
-    .await?;
-    Ok(())
+        [
+            group_id.into(),
+            seq.into(),
+            envelope.id.as_str().into(),
+            sender.jid.as_str().into(),
+            sender.device.as_str().into(),
+            envelope.time.to_rfc3339().into(),
+            envelope.body().unwrap_or_default().into(),
+            plaintext.into(),
+            mls_hash.into(),
+        ],
+    );
 }
 
 /// Our own message came back at `seq`: place it in the history.
-pub(crate) async fn place_sent_message(
-    conn: &mut SqliteConnection,
-    mls_hash: &[u8],
-    seq: u64,
-) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE messages SET seq = ? WHERE mls_hash = ? AND seq IS NULL")
-        .bind(seq as i64)
-        .bind(mls_hash)
-        .execute(conn)
-        .await?;
-    Ok(())
+pub(crate) fn place_sent_message(batch: &mut Batch, mls_hash: &[u8], seq: u64) {
+    batch.add(
+        "UPDATE messages SET seq = ?, mls_hash = NULL WHERE mls_hash = ?",
+        [seq.into(), mls_hash.into()],
+    );
 }
 
-fn stored_message(row: &sqlx::sqlite::SqliteRow) -> Option<StoredMessage> {
-    let envelope: Vec<u8> = row.get(3);
-    Some(StoredMessage {
-        group_id: row.get(0),
-        seq: row.get::<Option<i64>, _>(1).map(|s| s as u64),
-        sender: row.get(2),
-        envelope: Envelope::parse(&envelope).ok()?,
-    })
+fn stored_message(row: &Row<'_>) -> rusqlite::Result<Option<StoredMessage>> {
+    let envelope: Vec<u8> = row.get(3)?;
+    let Ok(envelope) = Envelope::parse(&envelope) else {
+        return Ok(None);
+    };
+    Ok(Some(StoredMessage {
+        group_id: row.get(0)?,
+        seq: row.get(1)?,
+        sender: row.get(2)?,
+        envelope,
+    }))
 }
 
 // ----- contacts and known devices ---------------------------------------------
@@ -261,126 +205,156 @@ pub enum DeviceSighting {
     KeyChanged,
 }
 
-pub(crate) async fn observe_device(
-    conn: &mut SqliteConnection,
+/// What seeing `name` with `key` means; a new device or a changed key is
+/// recorded (unverified) in `batch`.
+pub(crate) fn observe_device(
+    store: &ClientStore,
+    batch: &mut Batch,
     name: &DeviceName,
     key: &[u8],
-) -> Result<DeviceSighting, sqlx::Error> {
-    let known: Option<Vec<u8>> =
-        sqlx::query("SELECT signature_key FROM known_devices WHERE jid = ? AND device_id = ?")
-            .bind(name.jid.as_str())
-            .bind(name.device.as_str())
-            .fetch_optional(&mut *conn)
-            .await?
-            .map(|r| r.get(0));
+) -> Result<DeviceSighting, StoreError> {
+    let known: Option<Vec<u8>> = store.with(|conn| {
+        conn.prepare_cached(
+            "SELECT signature_key FROM known_devices WHERE jid = ? AND device_id = ?",
+        )?
+        .query_row([name.jid.as_str(), name.device.as_str()], |r| r.get(0))
+        .optional()
+    })?;
     let sighting = match known {
         None => DeviceSighting::New,
         Some(k) if k == key => return Ok(DeviceSighting::Known),
         Some(_) => DeviceSighting::KeyChanged,
     };
-    sqlx::query(
+    batch.add(
         "INSERT OR REPLACE INTO known_devices (jid, device_id, signature_key, verified, first_seen) VALUES (?, ?, ?, 0, ?)",
-    )
-    .bind(name.jid.as_str())
-    .bind(name.device.as_str())
-    .bind(key)
-    .bind(now())
-    .execute(conn)
-    .await?;
+        [
+            name.jid.as_str().into(),
+            name.device.as_str().into(),
+            key.into(),
+            now().into(),
+        ],
+    );
     Ok(sighting)
 }
 
 impl ClientStore {
     /// Adds (or renames) a contact.
-    pub async fn add_contact(&self, jid: &str, name: Option<&str>) -> Result<(), sqlx::Error> {
-        sqlx::query("INSERT OR REPLACE INTO contacts (jid, name) VALUES (?, ?)")
-            .bind(jid)
-            .bind(name)
-            .execute(self.pool())
-            .await?;
-        Ok(())
+    pub fn add_contact(&self, jid: &str, name: Option<&str>) -> Result<(), StoreError> {
+        let mut batch = Batch::default();
+        batch.add(
+            "INSERT OR REPLACE INTO contacts (jid, name) VALUES (?, ?)",
+            [jid.into(), name.into()],
+        );
+        self.apply(batch)
     }
 
     /// All contacts, by JID.
-    pub async fn contacts(&self) -> Result<Vec<(String, Option<String>)>, sqlx::Error> {
-        let rows = sqlx::query("SELECT jid, name FROM contacts ORDER BY jid")
-            .fetch_all(self.pool())
-            .await?;
-        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    pub fn contacts(&self) -> Result<Vec<(String, Option<String>)>, StoreError> {
+        self.with(|conn| {
+            conn.prepare_cached("SELECT jid, name FROM contacts ORDER BY jid")?
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect()
+        })
     }
 
     /// The known devices of a user.
-    pub async fn known_devices(&self, jid: &str) -> Result<Vec<KnownDevice>, sqlx::Error> {
-        let rows = sqlx::query(
-            "SELECT jid, device_id, signature_key, verified FROM known_devices WHERE jid = ? ORDER BY first_seen, device_id",
-        )
-        .bind(jid)
-        .fetch_all(self.pool())
-        .await?;
-        Ok(rows
-            .iter()
-            .map(|r| {
-                let key: Vec<u8> = r.get(2);
-                KnownDevice {
-                    jid: r.get(0),
-                    device: r.get(1),
+    pub fn known_devices(&self, jid: &str) -> Result<Vec<KnownDevice>, StoreError> {
+        self.with(|conn| {
+            conn.prepare_cached(
+                "SELECT jid, device_id, signature_key, verified FROM known_devices
+                 WHERE jid = ? ORDER BY first_seen, device_id",
+            )?
+            .query_map([jid], |r| {
+                let key: Vec<u8> = r.get(2)?;
+                Ok(KnownDevice {
+                    jid: r.get(0)?,
+                    device: r.get(1)?,
                     fingerprint: fingerprint(&key),
                     signature_key: key,
-                    verified: r.get(3),
-                }
-            })
-            .collect())
+                    verified: r.get(3)?,
+                })
+            })?
+            .collect()
+        })
     }
 
     /// Marks a device verified (or not). Returns false if it is unknown.
-    pub async fn set_verified(
+    pub fn set_verified(
         &self,
         jid: &str,
         device: &str,
         verified: bool,
-    ) -> Result<bool, sqlx::Error> {
-        let done =
-            sqlx::query("UPDATE known_devices SET verified = ? WHERE jid = ? AND device_id = ?")
-                .bind(verified)
-                .bind(jid)
-                .bind(device)
-                .execute(self.pool())
-                .await?;
-        Ok(done.rows_affected() == 1)
+    ) -> Result<bool, StoreError> {
+        self.with(|conn| {
+            conn.execute(
+                "UPDATE known_devices SET verified = ?1 WHERE jid = ?2 AND device_id = ?3",
+                rusqlite::params![verified, jid, device],
+            )
+        })
+        .map(|changed| changed == 1)
     }
 
     /// The last `limit` messages of a conversation in the hub's order
     /// (our own not yet echoed last), oldest first.
-    pub async fn history(
-        &self,
-        group_id: &[u8],
-        limit: u32,
-    ) -> Result<Vec<StoredMessage>, sqlx::Error> {
-        let rows = sqlx::query(
-            "SELECT group_id, seq, sender_jid || '#' || sender_device, envelope FROM
-             (SELECT * FROM messages WHERE group_id = ?
-              ORDER BY COALESCE(seq, 9223372036854775807) DESC, id DESC LIMIT ?)
-             ORDER BY COALESCE(seq, 9223372036854775807), id",
-        )
-        .bind(group_id)
-        .bind(limit as i64)
-        .fetch_all(self.pool())
-        .await?;
-        Ok(rows.iter().filter_map(stored_message).collect())
+    pub fn history(&self, group_id: &[u8], limit: u32) -> Result<Vec<StoredMessage>, StoreError> {
+        self.with(|conn| {
+            stored_messages(
+                conn,
+                "SELECT group_id, seq, sender_jid || '#' || sender_device, envelope FROM
+                 (SELECT * FROM messages WHERE group_id = ?1
+                  ORDER BY COALESCE(seq, 9223372036854775807) DESC, id DESC LIMIT ?2)
+                 ORDER BY COALESCE(seq, 9223372036854775807), id",
+                rusqlite::params![group_id, limit],
+            )
+        })
+    }
+
+    /// Adds the messages recorded since the last call to the full-text
+    /// index (searches do this first; a client may call it when idle).
+    pub fn index_history(&self) -> Result<(), StoreError> {
+        let mut batch = Batch::default();
+        batch.add(
+            "INSERT INTO messages_fts (rowid, body)
+             SELECT id, body FROM messages
+             WHERE id > (SELECT indexed_up_to FROM search_index) AND body != ''",
+            [],
+        );
+        batch.add(
+            "UPDATE search_index SET indexed_up_to =
+             (SELECT COALESCE(MAX(id), indexed_up_to) FROM messages)",
+            [],
+        );
+        self.apply(batch)
     }
 
     /// Messages whose text matches `words` (FTS5 query syntax), best
     /// matches first.
-    pub async fn search(&self, words: &str, limit: u32) -> Result<Vec<StoredMessage>, sqlx::Error> {
-        let rows = sqlx::query(
-            "SELECT m.group_id, m.seq, m.sender_jid || '#' || m.sender_device, m.envelope
-             FROM messages_fts JOIN messages m ON m.id = messages_fts.rowid
-             WHERE messages_fts MATCH ? ORDER BY rank LIMIT ?",
-        )
-        .bind(words)
-        .bind(limit as i64)
-        .fetch_all(self.pool())
-        .await?;
-        Ok(rows.iter().filter_map(stored_message).collect())
+    pub fn search(&self, words: &str, limit: u32) -> Result<Vec<StoredMessage>, StoreError> {
+        self.index_history()?;
+        self.with(|conn| {
+            stored_messages(
+                conn,
+                "SELECT m.group_id, m.seq, m.sender_jid || '#' || m.sender_device, m.envelope
+                 FROM messages_fts JOIN messages m ON m.id = messages_fts.rowid
+                 WHERE messages_fts MATCH ?1 ORDER BY rank LIMIT ?2",
+                rusqlite::params![words, limit],
+            )
+        })
     }
+}
+
+/// The messages a query selects as (group id, seq, sender, envelope);
+/// rows whose envelope no longer parses are left out.
+fn stored_messages(
+    conn: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+) -> rusqlite::Result<Vec<StoredMessage>> {
+    let mut statement = conn.prepare_cached(sql)?;
+    let rows = statement.query_map(params, stored_message)?;
+    let mut messages = Vec::new();
+    for row in rows {
+        messages.extend(row?);
+    }
+    Ok(messages)
 }
