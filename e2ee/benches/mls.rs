@@ -86,19 +86,14 @@ impl RawMember {
     }
 }
 
+/// Raw openmls runs on the groups Tern uses: same ciphersuite, wire
+/// format, retention of past epochs and sender ratchet.
 fn raw_config() -> MlsGroupCreateConfig {
-    MlsGroupCreateConfig::builder()
-        .ciphersuite(CIPHERSUITE)
-        .use_ratchet_tree_extension(true)
-        .wire_format_policy(PURE_PLAINTEXT_WIRE_FORMAT_POLICY)
-        .build()
+    tern_e2ee::conversation::create_config()
 }
 
 fn raw_join_config() -> MlsGroupJoinConfig {
-    MlsGroupJoinConfig::builder()
-        .use_ratchet_tree_extension(true)
-        .wire_format_policy(PURE_PLAINTEXT_WIRE_FORMAT_POLICY)
-        .build()
+    tern_e2ee::conversation::join_config()
 }
 
 fn parse_welcome(bytes: &[u8]) -> Welcome {

@@ -83,7 +83,9 @@ pub enum Incoming {
     Duplicate,
 }
 
-fn create_config() -> MlsGroupCreateConfig {
+/// The configuration of the MLS groups this crate creates (also for
+/// benchmarks that compare raw openmls on the same groups).
+pub fn create_config() -> MlsGroupCreateConfig {
     MlsGroupCreateConfig::builder()
         .ciphersuite(CIPHERSUITE)
         .use_ratchet_tree_extension(true)
@@ -93,7 +95,8 @@ fn create_config() -> MlsGroupCreateConfig {
         .build()
 }
 
-fn join_config() -> MlsGroupJoinConfig {
+/// The configuration of the MLS groups this crate joins.
+pub fn join_config() -> MlsGroupJoinConfig {
     MlsGroupJoinConfig::builder()
         .use_ratchet_tree_extension(true)
         .wire_format_policy(PURE_PLAINTEXT_WIRE_FORMAT_POLICY)
