@@ -172,6 +172,14 @@ fn lock_and_configure(conn: &Connection) -> rusqlite::Result<()> {
     // again. An fsync per message would cost more than all the
     // cryptography.
     conn.pragma_update(None, "synchronous", "NORMAL")?;
+    // A checkpoint (copying the WAL into the database) syncs both files;
+    // every 1,000 pages (SQLite's default) that cost ~100 us per message
+    // on average. Every 8,192 pages (32 MiB) it is ~10 us; the file is cut
+    // back to 4 MiB after each.
+    conn.pragma_update(None, "wal_autocheckpoint", 8192)?;
+    conn.pragma_update_and_check(None, "journal_size_limit", 4 << 20, |row| {
+        row.get::<_, i64>(0)
+    })?;
     conn.pragma_update(None, "foreign_keys", true)?;
     // A write takes the exclusive lock, and keeps it.
     conn.execute_batch("BEGIN IMMEDIATE; COMMIT")
