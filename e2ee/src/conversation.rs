@@ -765,7 +765,7 @@ fn member_keys(group: &MlsGroup) -> Vec<(DeviceName, Vec<u8>)> {
 
 /// Maps openmls' processing errors to the causes callers act on.
 fn classify(
-    error: ProcessMessageError<crate::store::mls::StorageError>,
+    error: ProcessMessageError<crate::mls_storage::StorageError>,
     epoch: u64,
     current: u64,
 ) -> ProcessError {

@@ -11,6 +11,8 @@
 //!   packages.
 //! - [`conversation`]: MLS groups on a device: create, add, remove, update,
 //!   leave, join, send, and processing the hub's log in order.
+//! - [`mls_storage`]: openmls' state as key/value rows written in the
+//!   caller's transaction (the client store and the server's hub).
 //! - [`store`]: the client's SQLite database (MLS state and the client's
 //!   records in one transaction per operation).
 //! - [`error`]: typed errors of operations and of incoming messages.
@@ -24,6 +26,7 @@ pub mod device;
 pub mod envelope;
 pub mod error;
 pub mod identity;
+pub mod mls_storage;
 pub mod store;
 pub mod wire;
 

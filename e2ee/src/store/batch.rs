@@ -12,7 +12,7 @@ use std::borrow::Cow;
 use rusqlite::types::{ToSqlOutput, Value};
 use rusqlite::ToSql;
 
-use super::mls::Journal;
+use crate::mls_storage::Journal;
 
 /// A value bound to a statement of a batch.
 #[derive(Debug, Clone, PartialEq)]
@@ -121,7 +121,16 @@ impl Batch {
     /// The statements, the MLS state's last.
     pub(super) fn into_statements(mut self) -> Vec<Statement> {
         let journal = std::mem::take(&mut self.journal);
-        journal.add_to(&mut self);
+        for (key, value) in journal.into_changes() {
+            match value {
+                Some(value) => self.add(
+                    "INSERT INTO mls_state (key, value) VALUES (?, ?)
+                     ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                    [Arg::Blob(key), Arg::Blob(value)],
+                ),
+                None => self.add("DELETE FROM mls_state WHERE key = ?", [Arg::Blob(key)]),
+            }
+        }
         self.statements
     }
 }

@@ -1,5 +1,5 @@
 //! The client's store: one SQLite database holding the MLS state (through
-//! [`mls::MlsStorage`]) and the client's own tables (device, key packages,
+//! [`MlsStorage`]) and the client's own tables (device, key packages,
 //! conversations, contacts, known devices, decrypted history with
 //! full-text search). Every operation's writes go out as one [`Batch`] in
 //! one transaction, so the MLS state and what the client recorded about
@@ -10,13 +10,13 @@ use std::sync::{Arc, Mutex};
 
 use openmls_rust_crypto::RustCrypto;
 use openmls_traits::OpenMlsProvider;
-use rusqlite::{Connection, TransactionBehavior};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
 
 mod batch;
-pub mod mls;
 pub(crate) mod records;
 pub use batch::{Arg, Batch};
-use mls::MlsStorage;
+
+use crate::mls_storage::{MlsStorage, RowSource, StorageError};
 pub use records::{DeviceSighting, KnownDevice, StoredMessage};
 
 /// The openmls provider for one operation: RustCrypto for crypto and
@@ -24,7 +24,7 @@ pub use records::{DeviceSighting, KnownDevice, StoredMessage};
 ///
 pub struct TernProvider<'a> {
     crypto: &'a RustCrypto,
-    storage: MlsStorage<'a>,
+    storage: MlsStorage<'a, ClientStore>,
 }
 
 impl<'a> TernProvider<'a> {
@@ -48,7 +48,7 @@ impl<'a> TernProvider<'a> {
 impl<'a> OpenMlsProvider for TernProvider<'a> {
     type CryptoProvider = RustCrypto;
     type RandProvider = RustCrypto;
-    type StorageProvider = MlsStorage<'a>;
+    type StorageProvider = MlsStorage<'a, ClientStore>;
 
     fn storage(&self) -> &Self::StorageProvider {
         &self.storage
@@ -183,6 +183,18 @@ fn lock_and_configure(conn: &Connection) -> rusqlite::Result<()> {
     conn.pragma_update(None, "foreign_keys", true)?;
     // A write takes the exclusive lock, and keeps it.
     conn.execute_batch("BEGIN IMMEDIATE; COMMIT")
+}
+
+/// The committed MLS state, for providers' reads.
+impl RowSource for ClientStore {
+    fn row(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+        self.with(|conn| {
+            conn.prepare_cached("SELECT value FROM mls_state WHERE key = ?")?
+                .query_row([key], |row| row.get::<_, Vec<u8>>(0))
+                .optional()
+        })
+        .map_err(|e| StorageError::Source(e.to_string()))
+    }
 }
 
 /// Brings the schema up to date, one transaction per version.

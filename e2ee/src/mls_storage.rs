@@ -1,30 +1,43 @@
-//! openmls' state in the client store: a storage provider whose writes
-//! collect in the operation's journal and reach SQLite with the rest of
-//! the operation's [`Batch`].
+//! openmls' state as key/value rows, through a storage provider whose
+//! writes collect in the operation's [`Journal`]; the caller writes the
+//! journal's changes in its own transaction at the end of the operation.
+//! The client store and the server's group hub both keep MLS state this
+//! way.
 //!
 //! openmls calls its storage provider many times per operation (every
 //! message rewrites the group's message secrets). Going to SQLite on each
 //! call, as `openmls_sqlx_storage` does with a hop to sqlx's worker thread
 //! per call, cost several times the cryptography. Here a write costs a
 //! serialisation and a map update; reads see the operation's own writes
-//! first and go to the database only for what the operation has not
+//! first and go to the [`RowSource`] only for what the operation has not
 //! touched yet (loading a group, reading a key package). A failed
-//! operation drops its batch, and the journal goes with it.
+//! operation drops its journal.
 //!
-//! Rows are keys and values in `mls_state`: the key is a label naming the
-//! kind of state, `:`, and the JSON of openmls' key; the value is the JSON
-//! of openmls' entity (lists are JSON arrays).
+//! A row's key is a label naming the kind of state, `:`, and the JSON of
+//! openmls' key; its value is the JSON of openmls' entity (lists are JSON
+//! arrays).
 
 use std::cell::RefCell;
 use std::collections::HashMap;
 
 use openmls_traits::storage::{traits, StorageProvider, CURRENT_VERSION};
-use rusqlite::OptionalExtension;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::batch::{Arg, Batch};
-use super::{ClientStore, StoreError};
+/// Where a provider reads the rows its journal does not hold: the
+/// committed state.
+pub trait RowSource {
+    /// The value of the row `key`, if there is one.
+    fn row(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError>;
+}
+
+/// Rows loaded beforehand (the hub loads a group's rows before working on
+/// it).
+impl RowSource for HashMap<Vec<u8>, Vec<u8>> {
+    fn row(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+        Ok(self.get(key).cloned())
+    }
+}
 
 /// Why a storage call failed.
 #[derive(Debug, thiserror::Error)]
@@ -32,9 +45,9 @@ pub enum StorageError {
     /// State did not serialise or deserialise.
     #[error("MLS state encoding: {0}")]
     Codec(#[from] serde_json::Error),
-    /// The database failed.
+    /// The rows could not be read.
     #[error("MLS state database: {0}")]
-    Database(#[from] StoreError),
+    Source(String),
     /// A write through a provider opened for reading only.
     #[error("MLS state written through a read-only provider")]
     ReadOnly,
@@ -57,29 +70,23 @@ impl Entry {
     }
 }
 
-/// The MLS state an operation read and wrote; its writes go out with the
-/// operation's batch.
+/// The MLS state an operation read and wrote.
 #[derive(Debug, Default)]
 pub struct Journal {
     entries: RefCell<HashMap<Vec<u8>, Entry>>,
 }
 
 impl Journal {
-    /// Adds what the operation changed to its batch.
-    pub(super) fn add_to(self, batch: &mut Batch) {
-        for (key, entry) in self.entries.into_inner() {
-            match entry {
-                Entry::Written(Some(value)) => batch.add(
-                    "INSERT INTO mls_state (key, value) VALUES (?, ?)
-                     ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                    [Arg::Blob(key), Arg::Blob(value)],
-                ),
-                Entry::Written(None) => {
-                    batch.add("DELETE FROM mls_state WHERE key = ?", [Arg::Blob(key)])
-                }
-                Entry::Read(_) => {}
-            }
-        }
+    /// What the operation changed: each row's new value, `None` for a
+    /// deleted row.
+    pub fn into_changes(self) -> impl Iterator<Item = (Vec<u8>, Option<Vec<u8>>)> {
+        self.entries
+            .into_inner()
+            .into_iter()
+            .filter_map(|(key, entry)| match entry {
+                Entry::Written(value) => Some((key, value)),
+                Entry::Read(_) => None,
+            })
     }
 }
 
@@ -87,31 +94,30 @@ impl Journal {
 /// operation's journal, reads see the journal first and the database
 /// second.
 ///
-/// Reads from the database see what committed operations wrote; the
-/// device serialises operations on a group, so nothing changes a group's
-/// rows between an operation's reads and its commit.
-pub struct MlsStorage<'a> {
-    store: &'a ClientStore,
+/// The caller serialises operations on a group, so nothing changes a
+/// group's rows between an operation's reads and its commit.
+pub struct MlsStorage<'a, S: RowSource + ?Sized> {
+    source: &'a S,
     /// `None`: reading only (loading a group).
     journal: Option<&'a Journal>,
     /// Rows read by a read-only provider, so that one load reads each once.
     reads: Journal,
 }
 
-impl<'a> MlsStorage<'a> {
-    /// Storage writing into `journal`, reading from `store`.
-    pub fn new(store: &'a ClientStore, journal: &'a Journal) -> Self {
+impl<'a, S: RowSource + ?Sized> MlsStorage<'a, S> {
+    /// Storage writing into `journal`, reading from `source`.
+    pub fn new(source: &'a S, journal: &'a Journal) -> Self {
         Self {
-            store,
+            source,
             journal: Some(journal),
             reads: Journal::default(),
         }
     }
 
     /// Storage that only reads; a write fails with [`StorageError::ReadOnly`].
-    pub fn read_only(store: &'a ClientStore) -> Self {
+    pub fn read_only(source: &'a S) -> Self {
         Self {
-            store,
+            source,
             journal: None,
             reads: Journal::default(),
         }
@@ -125,11 +131,7 @@ impl<'a> MlsStorage<'a> {
         if let Some(entry) = self.journal().entries.borrow().get(key) {
             return Ok(entry.value().map(<[u8]>::to_vec));
         }
-        let value = self.store.with(|conn| {
-            conn.prepare_cached("SELECT value FROM mls_state WHERE key = ?")?
-                .query_row([key], |row| row.get::<_, Vec<u8>>(0))
-                .optional()
-        })?;
+        let value = self.source.row(key)?;
         self.journal()
             .entries
             .borrow_mut()
@@ -255,7 +257,7 @@ fn epoch_key<'k, G: Serialize, E: Serialize>(
 
 const V: u16 = CURRENT_VERSION;
 
-impl StorageProvider<V> for MlsStorage<'_> {
+impl<Src: RowSource + ?Sized> StorageProvider<V> for MlsStorage<'_, Src> {
     type Error = StorageError;
 
     fn write_mls_join_config<G: traits::GroupId<V>, C: traits::MlsGroupJoinConfig<V>>(
@@ -682,11 +684,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn reads_see_the_operation_s_writes_and_deletes_and_then_the_database() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = ClientStore::open(&dir.path().join("client.sqlite3")).unwrap();
-        let batch = Batch::default();
-        let storage = MlsStorage::new(&store, batch.journal());
+    fn reads_see_the_operation_s_writes_and_deletes_and_then_the_source() {
+        let committed: HashMap<Vec<u8>, Vec<u8>> =
+            [(row_key(TREE, &"g0").unwrap(), b"[9]".to_vec())].into();
+        let journal = Journal::default();
+        let storage = MlsStorage::new(&committed, &journal);
+        assert_eq!(storage.get::<Vec<u8>>(TREE, &"g0").unwrap(), Some(vec![9]));
         storage.put(TREE, &"g1", &[1, 2, 3]).unwrap();
         storage.put(TREE, &"g2", &[4]).unwrap();
         storage.push(OWN_LEAF_NODES, &"g1", &"leaf a").unwrap();
@@ -695,24 +698,28 @@ mod tests {
             .remove_first(OWN_LEAF_NODES, &"g1", &"leaf a")
             .unwrap();
         storage.delete(TREE, &"g2").unwrap();
+        storage.delete(TREE, &"g0").unwrap();
         assert_eq!(
             storage.get::<Vec<u8>>(TREE, &"g1").unwrap(),
             Some(vec![1, 2, 3])
         );
         assert_eq!(storage.get::<Vec<u8>>(TREE, &"g2").unwrap(), None);
-        drop(storage);
-        store.apply(batch).unwrap();
-
-        let reader = MlsStorage::read_only(&store);
+        assert_eq!(storage.get::<Vec<u8>>(TREE, &"g0").unwrap(), None);
         assert_eq!(
-            reader.get::<Vec<u8>>(TREE, &"g1").unwrap(),
-            Some(vec![1, 2, 3])
-        );
-        assert_eq!(reader.get::<Vec<u8>>(TREE, &"g2").unwrap(), None);
-        assert_eq!(
-            reader.list::<String>(OWN_LEAF_NODES, &"g1").unwrap(),
+            storage.list::<String>(OWN_LEAF_NODES, &"g1").unwrap(),
             ["leaf b"]
         );
+        drop(storage);
+
+        let changes: HashMap<_, _> = journal.into_changes().collect();
+        assert_eq!(changes.len(), 4, "reads are not changes");
+        assert_eq!(changes[&row_key(TREE, &"g0").unwrap()], None);
+        assert_eq!(
+            changes[&row_key(TREE, &"g1").unwrap()],
+            Some(b"[1,2,3]".to_vec())
+        );
+
+        let reader = MlsStorage::read_only(&committed);
         assert!(matches!(
             reader.put(TREE, &"g3", &[0]),
             Err(StorageError::ReadOnly)
