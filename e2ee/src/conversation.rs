@@ -26,6 +26,7 @@ use crate::error::{mls, Error, ProcessError};
 use crate::identity::DeviceName;
 use crate::store::records::{self, Position};
 use crate::store::{Batch, TernProvider};
+use crate::verify::{device_name, verify_key_package};
 
 /// Epochs whose application messages can still be decrypted after the
 /// group moved on (for messages that were in flight during a commit).
@@ -169,7 +170,11 @@ impl Device {
     ) -> Result<CommitOut, Error> {
         let packages = key_packages
             .iter()
-            .map(|bytes| self.validate_key_package(bytes))
+            .map(|bytes| {
+                verify_key_package(bytes)
+                    .map(|verified| verified.package)
+                    .map_err(|e| Error::InvalidKeyPackage(e.to_string()))
+            })
             .collect::<Result<Vec<_>, _>>()?;
         self.commit(id, Change::Add(packages)).await
     }
@@ -535,24 +540,6 @@ impl Device {
         Ok(Loaded { group, last_seq })
     }
 
-    fn validate_key_package(&self, bytes: &[u8]) -> Result<KeyPackage, Error> {
-        let invalid = |e: &dyn std::fmt::Display| Error::InvalidKeyPackage(e.to_string());
-        let message = MlsMessageIn::tls_deserialize_exact(bytes).map_err(|e| invalid(&e))?;
-        let MlsMessageBodyIn::KeyPackage(package) = message.extract() else {
-            return Err(Error::InvalidKeyPackage("not a key package".into()));
-        };
-        let package = package
-            .validate(self.crypto_provider(), ProtocolVersion::Mls10)
-            .map_err(|e| invalid(&e))?;
-        device_name(package.leaf_node().credential())
-            .map_err(|_| Error::InvalidKeyPackage("credential names no device".into()))?;
-        Ok(package)
-    }
-
-    fn crypto_provider(&self) -> &openmls_rust_crypto::RustCrypto {
-        &self.crypto
-    }
-
     async fn commit(&self, id: &ConversationId, change: Change) -> Result<CommitOut, Error> {
         let mut groups = self.groups.lock().await;
         let mut group = self.take_group(&mut groups, id).await?;
@@ -800,12 +787,6 @@ fn load(provider: &TernProvider<'_>, id: &ConversationId) -> Result<MlsGroup, Er
     MlsGroup::load(provider.storage(), &id.group_id())
         .map_err(mls)?
         .ok_or(Error::UnknownGroup)
-}
-
-fn device_name(credential: &Credential) -> Result<DeviceName, crate::identity::IdentityError> {
-    let basic = BasicCredential::try_from(credential.clone())
-        .map_err(|_| crate::identity::IdentityError::Malformed("not a basic credential".into()))?;
-    DeviceName::from_credential_identity(basic.identity())
 }
 
 /// Runs `work` on this thread; if it is `heavy`, tells tokio first so

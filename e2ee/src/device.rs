@@ -165,7 +165,13 @@ impl Device {
             let provider = TernProvider::new(&self.crypto, &self.store, &batch);
             tokio::task::block_in_place(|| -> Result<(), Error> {
                 for _ in 0..count {
-                    let mut builder = KeyPackage::builder();
+                    // Every package says it understands the last-resort
+                    // extension, which a last-resort package carries.
+                    let mut builder = KeyPackage::builder().leaf_node_capabilities(
+                        Capabilities::builder()
+                            .extensions(vec![ExtensionType::LastResort])
+                            .build(),
+                    );
                     if last_resort {
                         builder = builder.mark_as_last_resort();
                     }

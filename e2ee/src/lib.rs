@@ -15,6 +15,8 @@
 //!   caller's transaction (the client store and the server's hub).
 //! - [`store`]: the client's SQLite database (MLS state and the client's
 //!   records in one transaction per operation).
+//! - [`verify`]: checks of key packages and credentials (also the
+//!   server's).
 //! - [`error`]: typed errors of operations and of incoming messages.
 //!
 //! No sockets here: the networked session comes on top of this crate.
@@ -28,6 +30,7 @@ pub mod error;
 pub mod identity;
 pub mod mls_storage;
 pub mod store;
+pub mod verify;
 pub mod wire;
 
 pub use conversation::{CommitOut, ConversationId, Incoming};
