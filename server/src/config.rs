@@ -148,6 +148,47 @@ impl Default for Limits {
     }
 }
 
+/// The group hub: the MLS delivery service that orders each group's
+/// messages, on a subdomain of the server's domain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Groups {
+    /// The hub's domain; each group is `<group-id>@<domain>`. Default
+    /// unset: `groups.<domain>`.
+    pub domain: Option<String>,
+    /// Groups one user may create. Default 100.
+    pub max_groups_per_user: u32,
+}
+
+impl Default for Groups {
+    fn default() -> Self {
+        Self {
+            domain: None,
+            max_groups_per_user: 100,
+        }
+    }
+}
+
+/// The key directory: each device's stock of MLS key packages.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Keys {
+    /// Single-use key packages kept per device; an upload beyond it is
+    /// refused. Default 100.
+    pub max_per_device: u32,
+    /// A device with fewer left is told to upload more. Default 10.
+    pub low_watermark: u32,
+}
+
+impl Default for Keys {
+    fn default() -> Self {
+        Self {
+            max_per_device: 100,
+            low_watermark: 10,
+        }
+    }
+}
+
 /// The whole configuration of `tern-server`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -169,6 +210,10 @@ pub struct Config {
     pub tls: Tls,
     /// Resource limits.
     pub limits: Limits,
+    /// The group hub.
+    pub groups: Groups,
+    /// The key directory.
+    pub keys: Keys,
 }
 
 impl Default for Config {
@@ -181,6 +226,8 @@ impl Default for Config {
             listen: Listen::default(),
             tls: Tls::default(),
             limits: Limits::default(),
+            groups: Groups::default(),
+            keys: Keys::default(),
         }
     }
 }
@@ -263,7 +310,32 @@ impl Config {
                 "must be at least 1",
             ));
         }
+        if let Some(groups) = &self.groups.domain {
+            match jid::BareJid::new(groups) {
+                Ok(jid) if jid.node().is_none() && jid.domain().as_str() == groups => {}
+                _ => {
+                    return Err(invalid(
+                        "groups.domain",
+                        "not a valid, normalised XMPP domain",
+                    ))
+                }
+            }
+            if *groups == self.domain {
+                return Err(invalid("groups.domain", "must differ from domain"));
+            }
+        }
+        if self.keys.max_per_device == 0 {
+            return Err(invalid("keys.max_per_device", "must be at least 1"));
+        }
         Ok(())
+    }
+
+    /// The group hub's domain.
+    pub fn groups_domain(&self) -> String {
+        self.groups
+            .domain
+            .clone()
+            .unwrap_or_else(|| format!("groups.{}", self.domain))
     }
 
     /// The path of the SQLite database.
@@ -324,6 +396,20 @@ auth_failures_per_minute = {auth_fail}
 unauthenticated_timeout_secs = {unauth}
 # Offline messages kept per user (default 1000).
 max_offline_messages = {offline}
+
+[groups]
+# The group hub's domain (default "groups.<domain>"). Every group is
+# <id>@<this domain>; publish DNS records for it as for the domain, and
+# cover it with the certificate.
+{groups_domain}
+# Groups one user may create (default 100).
+max_groups_per_user = {max_groups}
+
+[keys]
+# Single-use MLS key packages kept per device (default 100).
+max_per_device = {max_keys}
+# Devices with fewer left are told to upload more (default 10).
+low_watermark = {low_keys}
 "#,
             domain = quote(&self.domain),
             data_dir = path(&self.data_dir),
@@ -337,6 +423,13 @@ max_offline_messages = {offline}
             auth_fail = self.limits.auth_failures_per_minute,
             unauth = self.limits.unauthenticated_timeout_secs,
             offline = self.limits.max_offline_messages,
+            groups_domain = match &self.groups.domain {
+                Some(domain) => format!("domain = {}", quote(domain)),
+                None => format!("# domain = {}", quote(&self.groups_domain())),
+            },
+            max_groups = self.groups.max_groups_per_user,
+            max_keys = self.keys.max_per_device,
+            low_keys = self.keys.low_watermark,
         )
     }
 }
@@ -352,6 +445,9 @@ mod tests {
         config.data_dir = "/var/lib/tern".into();
         config.plaintext = PlaintextPolicy::RouteLive;
         config.limits.max_stanza_bytes = 65536;
+        assert_eq!(Config::parse(&config.example_toml()).unwrap(), config);
+        config.groups.domain = Some("muc.a.example".into());
+        config.keys.low_watermark = 3;
         assert_eq!(Config::parse(&config.example_toml()).unwrap(), config);
 
         config.tls.cert = Some("/c.pem".into());

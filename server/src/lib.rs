@@ -1,6 +1,7 @@
 //! `tern-server`, the Tern home server: XMPP client-to-server streams with
-//! TLS and SASL, accounts, rosters, presence, message routing, PEP, and
-//! storage that only ever holds ciphertext.
+//! TLS and SASL, accounts, rosters, presence, message routing, PEP, the
+//! MLS key directory and group hub, and storage that only ever holds
+//! ciphertext.
 //!
 //! The crate is a library too: the c2s negotiation ([`c2s::negotiation`])
 //! is shared with `tern-bridge`, and the integration tests start the
@@ -10,6 +11,7 @@
 
 pub mod c2s;
 pub mod config;
+pub mod hub;
 pub mod modules;
 pub mod router;
 pub mod sasl;

@@ -7,6 +7,7 @@ use minidom::Element;
 use xmpp_parsers::stanza_error::{DefinedCondition, ErrorType};
 use xmpp_parsers::stream_error::DefinedCondition as StreamCondition;
 
+use crate::hub;
 use crate::modules::{self, message, presence};
 use crate::server::Server;
 use crate::sessions::SessionHandle;
@@ -56,14 +57,21 @@ pub enum Destination {
     Account(String),
     /// A local account's full JID.
     Resource(String, String),
+    /// The group hub: its domain (`None`) or a group's address (the
+    /// group's node).
+    Hub(Option<String>),
     /// Another domain (federation).
     Remote(String),
 }
 
 impl Destination {
-    /// Classifies a `to` address for this server's domain.
-    pub fn of(to: Option<&Jid>, domain: &str) -> Self {
+    /// Classifies a `to` address for this server's domain and its groups
+    /// domain.
+    pub fn of(to: Option<&Jid>, domain: &str, groups_domain: &str) -> Self {
         let Some(to) = to else { return Self::Server };
+        if to.domain().as_str() == groups_domain {
+            return Self::Hub(to.node().map(|node| node.as_str().to_owned()));
+        }
         if to.domain().as_str() != domain {
             return Self::Remote(to.domain().as_str().to_owned());
         }
@@ -105,7 +113,7 @@ pub async fn route_from_client(server: &Server, session: &mut SessionCtx, mut st
         // Normalised form, so that routing compares like with like.
         stanza::set_attr(&mut stanza, "to", to.to_string());
     }
-    let destination = Destination::of(to.as_ref(), &server.config.domain);
+    let destination = server.destination(to.as_ref());
     match stanza.name() {
         "message" => message::from_client(server, session, stanza, destination).await,
         "presence" => presence::from_client(server, session, stanza, destination).await,
@@ -139,6 +147,14 @@ async fn iq_from_client(
     match destination {
         Destination::Resource(user, resource) => {
             deliver_to_resource(server, session, iq, &user, &resource, is_request).await
+        }
+        Destination::Hub(group) => {
+            if is_request {
+                let reply = hub::iq_from_client(server, session, &iq, group.as_deref())
+                    .await
+                    .or_else(|| errors::service_unavailable(&iq, ""));
+                session.reply(reply);
+            }
         }
         Destination::Remote(_) => {
             if is_request {

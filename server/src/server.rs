@@ -17,6 +17,8 @@ use xmpp_parsers::stream_error::DefinedCondition as StreamCondition;
 use crate::c2s::limits::{AuthLimiter, ConnectionLimiter};
 use crate::c2s::negotiation::{AccountBackend, BackendError, C2sSettings, TlsMode};
 use crate::config::{Config, Registration};
+use crate::hub::Hub;
+use crate::router::Destination;
 use crate::sasl::{ScramHash, StoredCredentials};
 use crate::sessions::{Outbound, SessionHandle, Sessions};
 use crate::storage::{Storage, StorageError};
@@ -59,12 +61,19 @@ pub struct Server {
     pub c2s: C2sSettings,
     /// Per-IP connection limits.
     pub connections: Arc<ConnectionLimiter>,
+    /// The group hub.
+    pub hub: Hub,
 }
 
 impl Server {
     /// The server's domain as a JID.
     pub fn domain_jid(&self) -> BareJid {
         BareJid::new(&self.config.domain).expect("domain validated at start-up")
+    }
+
+    /// Where a stanza addressed to `to` goes.
+    pub fn destination(&self, to: Option<&jid::Jid>) -> Destination {
+        Destination::of(to, &self.config.domain, self.hub.domain())
     }
 }
 
@@ -156,6 +165,7 @@ impl RunningServer {
             })?;
         let server = Arc::new(Server {
             connections: ConnectionLimiter::new(config.limits.max_connections_per_ip),
+            hub: Hub::new(config.groups_domain()),
             config,
             storage,
             sessions: Sessions::default(),

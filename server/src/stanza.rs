@@ -66,6 +66,21 @@ pub fn error_reply(
 }
 
 /// Shorthands for the common error replies.
+/// Adds an application-specific condition (RFC 6120 §8.3.3.2) to an
+/// error reply made by [`error_reply`].
+pub fn with_application_condition(
+    mut reply: Option<Element>,
+    condition: impl Into<Element>,
+) -> Option<Element> {
+    if let Some(error) = reply
+        .as_mut()
+        .and_then(|r| r.get_child_mut("error", NS_CLIENT))
+    {
+        error.append_child(condition.into());
+    }
+    reply
+}
+
 pub mod errors {
     use super::*;
 

@@ -1,12 +1,14 @@
 //! The server stores and logs only ciphertext (ARCHITECTURE §4): a unique
 //! marker sent through every path this server has — encrypted one-to-one
 //! online, encrypted offline, a refused plain body, a PEP item, a
-//! password — never appears in clear in any file under the data
+//! password, an MLS group message kept in the hub's log, key packages in
+//! the key directory — never appears in clear in any file under the data
 //! directory (WAL included) nor in the server's output.
 
 mod common;
 
 use base64::Engine;
+use common::mls::Member;
 use common::{message_with, ServerOptions, TestClient, TestServer, DOMAIN};
 use rand::RngCore;
 use tokio_xmpp::{IqRequest, IqResponse};
@@ -40,7 +42,7 @@ fn files_containing(dir: &std::path::Path, needle: &[u8]) -> Vec<String> {
     hits
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn no_marker_in_clear_on_disk_or_in_logs() {
     let marker = format!("TERN-MARKER-{:016x}", rand::random::<u64>());
     let password = format!("pw-{marker}");
@@ -96,6 +98,32 @@ async fn no_marker_in_clear_on_disk_or_in_logs() {
         alice.iq(None, IqRequest::Set(publish)).await,
         IqResponse::Result(_)
     ));
+
+    // 5. MLS through the group hub to a member who is offline, so the
+    //    message is only in the hub's log; key packages in the directory.
+    let mut carol = Member::new(&server, "carol").await;
+    let mut dave = Member::new(&server, "dave").await;
+    dave.upload(3).await;
+    let (id, group) = carol.create_group().await;
+    let packages = carol.claim(&dave.bare()).await.expect("dave's packages");
+    let out = carol
+        .device
+        .add_members(&id, &[packages.key_packages[0].data.clone()])
+        .await
+        .expect("add dave");
+    let accepted = carol.submit(&group, &out).await.expect("commit accepted");
+    carol
+        .device
+        .commit_accepted(&id, accepted.seq)
+        .await
+        .expect("merge");
+    dave.go_offline().await;
+    carol.send_text(&group, &id, &marker).await;
+    let logged = carol.next_entry(&group).await;
+    assert!(
+        !files_containing(&server.data_dir(), &logged.data[64..96]).is_empty(),
+        "the hub's log is on disk"
+    );
 
     // Stop cleanly so the WAL is checkpointed, then look everywhere.
     let wal_before_stop = files_containing(&server.data_dir(), marker.as_bytes());

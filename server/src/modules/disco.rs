@@ -67,7 +67,7 @@ pub async fn handle_iq(
                 Some(stanza::iq_result(iq, Some(result.into())))
             }
         }
-        Destination::Resource(..) | Destination::Remote(_) => None,
+        Destination::Resource(..) | Destination::Hub(_) | Destination::Remote(_) => None,
     }
 }
 

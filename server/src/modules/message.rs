@@ -67,6 +67,13 @@ pub async fn from_client(
     };
     let bounce = match destination {
         Destination::Server => None,
+        Destination::Hub(Some(group)) => {
+            crate::hub::message_from_client(server, session, message, &group).await;
+            None
+        }
+        Destination::Hub(None) => {
+            errors::service_unavailable(&message, "send to a group's address")
+        }
         Destination::Remote(_) => stanza::error_reply(
             &message,
             ErrorType::Cancel,

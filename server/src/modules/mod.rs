@@ -4,6 +4,7 @@
 
 pub mod ciphertext;
 pub mod disco;
+pub mod keys;
 pub mod message;
 pub mod offline;
 pub mod pep;
@@ -39,6 +40,7 @@ pub async fn handle_iq(
         version::NS => version::handle_iq(iq, destination),
         register::NS => register::handle_iq(server, session, iq, destination).await,
         session::NS => session::handle_iq(iq, destination),
+        keys::NS => keys::handle_iq(server, session, iq, destination).await,
         _ => None,
     }
 }
@@ -63,6 +65,7 @@ pub fn account_features() -> Vec<&'static str> {
     let mut features = Vec::new();
     features.extend_from_slice(disco::FEATURES);
     features.extend_from_slice(pep::FEATURES);
+    features.extend_from_slice(keys::FEATURES);
     features.sort_unstable();
     features
 }

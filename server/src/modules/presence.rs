@@ -306,7 +306,7 @@ fn send_presence_of(server: &Server, username: &str, to: &BareJid, unavailable: 
         deliver_to(
             server,
             presence,
-            &Destination::of(Some(&Jid::from(to.clone())), &server.config.domain),
+            &server.destination(Some(&Jid::from(to.clone()))),
         );
     }
 }
@@ -377,11 +377,7 @@ pub async fn go_unavailable(
     for to in std::mem::take(&mut session.directed_presence) {
         let mut copy = unavailable.clone();
         stanza::set_attr(&mut copy, "to", to.to_string());
-        deliver_to(
-            server,
-            copy,
-            &Destination::of(Some(&to), &server.config.domain),
-        );
+        deliver_to(server, copy, &server.destination(Some(&to)));
     }
     if !session.available {
         return Ok(());
@@ -421,11 +417,7 @@ fn send_to_contact(server: &Server, presence: &Element, contact: &str) {
     let Ok(to) = Jid::new(contact) else { return };
     let mut copy = presence.clone();
     stanza::set_attr(&mut copy, "to", to.to_string());
-    deliver_to(
-        server,
-        copy,
-        &Destination::of(Some(&to), &server.config.domain),
-    );
+    deliver_to(server, copy, &server.destination(Some(&to)));
 }
 
 fn send_to_own_resources(server: &Server, session: &SessionCtx, presence: &Element) {
@@ -479,6 +471,6 @@ fn deliver_to(server: &Server, presence: Element, destination: &Destination) {
                 target.handle.send(presence);
             }
         }
-        Destination::Server | Destination::Remote(_) => {}
+        Destination::Server | Destination::Hub(_) | Destination::Remote(_) => {}
     }
 }

@@ -15,6 +15,11 @@ use sqlx::{Row, SqlitePool};
 
 use crate::sasl::{ScramHash, StoredCredentials};
 
+mod hub;
+mod keys;
+pub use hub::{Appended, CommitUpdate, HubGroup, LogAppend, StateChange};
+pub use keys::{ClaimedKeyPackage, KeyUpload};
+
 /// Errors of the storage layer.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

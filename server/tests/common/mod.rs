@@ -24,6 +24,8 @@ use tokio_xmpp::parsers::stanza::Stanza;
 use tokio_xmpp::xmlstream::Timeouts;
 use tokio_xmpp::{Client, Event, IqRequest, IqResponse};
 
+pub mod mls;
+
 /// How long any single expectation waits.
 pub const WAIT: Duration = Duration::from_secs(10);
 
@@ -107,6 +109,8 @@ pub struct ServerOptions {
     pub limits: String,
     /// `registration` value.
     pub registration: &'static str,
+    /// Extra TOML after `[limits]` (whole sections, e.g. `[keys]`).
+    pub sections: String,
 }
 
 impl Default for ServerOptions {
@@ -115,6 +119,7 @@ impl Default for ServerOptions {
             top: String::new(),
             limits: String::new(),
             registration: "open",
+            sections: String::new(),
         }
     }
 }
@@ -144,13 +149,14 @@ impl TestServer {
         let config = format!(
             "domain = \"{DOMAIN}\"\ndata_dir = \"{}\"\nregistration = \"{}\"\n{}\n\
              [listen]\nc2s = \"127.0.0.1:0\"\nc2s_tls = \"127.0.0.1:0\"\n\
-             [tls]\ncert = \"{}\"\nkey = \"{}\"\n[limits]\n{}\n",
+             [tls]\ncert = \"{}\"\nkey = \"{}\"\n[limits]\n{}\n{}\n",
             data.display(),
             options.registration,
             options.top,
             cert.display(),
             key.display(),
             options.limits,
+            options.sections,
         );
         let config_path = dir.path().join("tern.toml");
         std::fs::write(&config_path, config).expect("write config");
@@ -223,6 +229,13 @@ impl Drop for TestServer {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if std::thread::panicking() {
+            // The test failed: its server's log is the first thing to read.
+            eprintln!(
+                "----- server log -----\n{}----- end of server log -----",
+                self.log()
+            );
+        }
     }
 }
 

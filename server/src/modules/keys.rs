@@ -1,0 +1,193 @@
+//! The key directory (spec/mls.md §2.2): devices upload MLS key packages
+//! to their own server; anyone may claim one package per device of a
+//! user, which the server hands out once.
+
+use minidom::Element;
+use tern_e2ee::verify::verify_key_package;
+use tern_e2ee::wire::keys::{Claim, Count, KeyPackageData, KeyPackages, NoKeyPackages, Upload};
+use xmpp_parsers::stanza_error::{DefinedCondition, ErrorType};
+
+use crate::router::{Destination, SessionCtx};
+use crate::server::Server;
+use crate::stanza::{self, errors};
+use crate::storage::KeyUpload;
+
+/// Tern's MLS namespace.
+pub const NS: &str = tern_e2ee::wire::NS;
+
+/// Disco features of this module (on accounts).
+pub const FEATURES: &[&str] = &[NS];
+
+/// Serves upload and count (to one's own server or bare JID) and claim
+/// (to any local user's bare JID).
+pub async fn handle_iq(
+    server: &Server,
+    session: &mut SessionCtx,
+    iq: &Element,
+    destination: &Destination,
+) -> Option<Element> {
+    let payload = stanza::iq_payload(iq)?;
+    tracing::debug!(name = payload.name(), "key directory request");
+    let own = match destination {
+        Destination::Server => true,
+        Destination::Account(user) => *user == session.username,
+        _ => false,
+    };
+    match (iq.attr("type"), payload.name()) {
+        (Some("set"), "upload") if own => upload(server, session, iq, payload.clone()).await,
+        (Some("get"), "count") if own => count(server, session, iq, payload.clone()).await,
+        (Some("set"), "claim") => match destination {
+            Destination::Account(user) => claim(server, iq, payload.clone(), user).await,
+            _ => errors::bad_request(iq, "claim key packages at a user's bare JID"),
+        },
+        (_, "upload" | "count") => errors::forbidden(iq, "only for your own devices"),
+        _ => None,
+    }
+}
+
+async fn upload(
+    server: &Server,
+    session: &SessionCtx,
+    iq: &Element,
+    payload: Element,
+) -> Option<Element> {
+    let upload = match Upload::try_from(payload) {
+        Ok(upload) => upload,
+        Err(e) => return errors::bad_request(iq, &format!("malformed upload: {e}")),
+    };
+    let single_use: Vec<&[u8]> = upload.key_packages.iter().map(|p| &p.data[..]).collect();
+    let last_resort = upload.last_resort.as_ref().map(|p| &p.data[..]);
+    for (data, wanted_last_resort) in single_use
+        .iter()
+        .map(|d| (*d, false))
+        .chain(last_resort.map(|d| (d, true)))
+    {
+        if let Err(text) = check_package(session, &upload.device, data, wanted_last_resort) {
+            return stanza::error_reply(
+                iq,
+                ErrorType::Modify,
+                DefinedCondition::NotAcceptable,
+                &text,
+            );
+        }
+    }
+    let packages: Vec<Vec<u8>> = single_use.iter().map(|d| d.to_vec()).collect();
+    let stored = server
+        .storage
+        .store_key_packages(
+            &session.username,
+            &upload.device,
+            &packages,
+            last_resort,
+            server.config.keys.max_per_device,
+        )
+        .await;
+    match stored {
+        Ok(KeyUpload::Stored { remaining }) => {
+            Some(count_reply(server, iq, upload.device, remaining))
+        }
+        Ok(KeyUpload::TooMany { held }) => stanza::error_reply(
+            iq,
+            ErrorType::Wait,
+            DefinedCondition::ResourceConstraint,
+            &format!(
+                "this device holds {held} key packages; at most {} are kept",
+                server.config.keys.max_per_device
+            ),
+        ),
+        Err(e) => {
+            tracing::error!("storing key packages failed: {e}");
+            errors::internal(iq)
+        }
+    }
+}
+
+/// A package must verify and belong to the uploading user's named device.
+fn check_package(
+    session: &SessionCtx,
+    device: &str,
+    data: &[u8],
+    last_resort: bool,
+) -> Result<(), String> {
+    let verified = verify_key_package(data).map_err(|e| e.to_string())?;
+    if verified.device.jid != session.bare() || verified.device.device.as_str() != device {
+        return Err(format!(
+            "the key package belongs to {}, not to {}#{device}",
+            verified.device,
+            session.bare()
+        ));
+    }
+    if verified.last_resort() != last_resort {
+        return Err(if last_resort {
+            "<last-resort/> needs a key package marked last-resort".to_owned()
+        } else {
+            "a last-resort key package goes in <last-resort/>".to_owned()
+        });
+    }
+    Ok(())
+}
+
+async fn count(
+    server: &Server,
+    session: &SessionCtx,
+    iq: &Element,
+    payload: Element,
+) -> Option<Element> {
+    let request = match Count::try_from(payload) {
+        Ok(count) => count,
+        Err(e) => return errors::bad_request(iq, &format!("malformed count: {e}")),
+    };
+    match server
+        .storage
+        .count_key_packages(&session.username, &request.device)
+        .await
+    {
+        Ok(remaining) => Some(count_reply(server, iq, request.device, remaining)),
+        Err(e) => {
+            tracing::error!("counting key packages failed: {e}");
+            errors::internal(iq)
+        }
+    }
+}
+
+fn count_reply(server: &Server, iq: &Element, device: String, remaining: u32) -> Element {
+    let count = Count {
+        device,
+        remaining: Some(remaining),
+        low: Some(remaining < server.config.keys.low_watermark),
+    };
+    stanza::iq_result(iq, Some(count.into()))
+}
+
+async fn claim(server: &Server, iq: &Element, payload: Element, user: &str) -> Option<Element> {
+    if let Err(e) = Claim::try_from(payload) {
+        return errors::bad_request(iq, &format!("malformed claim: {e}"));
+    }
+    let claimed = match server.storage.claim_key_packages(user).await {
+        Ok(claimed) => claimed,
+        Err(e) => {
+            tracing::error!("claiming key packages failed: {e}");
+            return errors::internal(iq);
+        }
+    };
+    if claimed.is_empty() {
+        if !matches!(server.storage.account_exists(user).await, Ok(true)) {
+            return errors::service_unavailable(iq, "no such user");
+        }
+        return stanza::with_application_condition(
+            errors::item_not_found(iq, "this user has no device with key packages"),
+            NoKeyPackages {},
+        );
+    }
+    let answer = KeyPackages {
+        key_packages: claimed
+            .into_iter()
+            .map(|p| KeyPackageData {
+                device: Some(p.device),
+                last_resort: p.last_resort.then_some(true),
+                data: p.package,
+            })
+            .collect(),
+    };
+    Some(stanza::iq_result(iq, Some(answer.into())))
+}

@@ -1,0 +1,186 @@
+//! MLS members for tests: a logged-in client with a tern-e2ee device, and
+//! helpers for the key directory and the group hub.
+
+use jid::BareJid;
+use minidom::Element;
+use tern_e2ee::envelope::Content;
+use tern_e2ee::wire::hub::{Accepted, Commit, Create, Created, GroupInfoData, WelcomeData};
+use tern_e2ee::wire::keys::{Claim, Count, KeyPackageData, KeyPackages, LastResort, Upload};
+use tern_e2ee::wire::payload::MlsPayload;
+use tern_e2ee::{ClientStore, CommitOut, ConversationId, Device, Incoming};
+use tokio_xmpp::{IqRequest, IqResponse};
+
+use super::{TestClient, TestServer};
+
+/// Tern's MLS namespace.
+pub const NS: &str = tern_e2ee::wire::NS;
+/// The test server's groups domain.
+pub const GROUPS: &str = "groups.tern.test";
+
+/// A user with one MLS device, logged in.
+pub struct Member {
+    pub client: TestClient,
+    pub device: Device,
+    _dir: tempfile::TempDir,
+}
+
+impl Member {
+    pub async fn new(server: &TestServer, user: &str) -> Member {
+        server.add_user(user, "secret");
+        let mut client = TestClient::login(server, user, "secret").await;
+        client.available().await;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = ClientStore::open(&dir.path().join("client.sqlite3")).expect("store");
+        let device = Device::create(store, BareJid::new(&server.jid(user)).expect("jid"))
+            .await
+            .expect("device");
+        Member {
+            client,
+            device,
+            _dir: dir,
+        }
+    }
+
+    /// Disconnects (the device's store goes with it).
+    pub async fn go_offline(self) {
+        self.client.close().await;
+    }
+
+    pub fn bare(&self) -> String {
+        self.device.name().jid.to_string()
+    }
+
+    pub async fn set(
+        &mut self,
+        to: Option<&str>,
+        payload: impl Into<Element>,
+    ) -> Result<Element, Element> {
+        match self.client.iq(to, IqRequest::Set(payload.into())).await {
+            IqResponse::Result(result) => Ok(result.unwrap_or_else(|| Element::bare("empty", NS))),
+            IqResponse::Error(error) => Err(error.into()),
+        }
+    }
+
+    pub async fn get(
+        &mut self,
+        to: Option<&str>,
+        payload: impl Into<Element>,
+    ) -> Result<Element, Element> {
+        match self.client.iq(to, IqRequest::Get(payload.into())).await {
+            IqResponse::Result(result) => Ok(result.unwrap_or_else(|| Element::bare("empty", NS))),
+            IqResponse::Error(error) => Err(error.into()),
+        }
+    }
+
+    /// Uploads `count` single-use packages and a last-resort one.
+    pub async fn upload(&mut self, count: usize) -> Count {
+        let packages = self
+            .device
+            .generate_key_packages(count)
+            .await
+            .expect("packages");
+        let last_resort = self
+            .device
+            .generate_last_resort_key_package()
+            .await
+            .expect("last resort");
+        let upload = Upload {
+            device: self.device.name().device.to_string(),
+            key_packages: packages
+                .into_iter()
+                .map(|data| KeyPackageData {
+                    device: None,
+                    last_resort: None,
+                    data,
+                })
+                .collect(),
+            last_resort: Some(LastResort { data: last_resort }),
+        };
+        Count::try_from(self.set(None, upload).await.expect("upload accepted")).expect("count")
+    }
+
+    pub async fn claim(&mut self, user: &str) -> Result<KeyPackages, Element> {
+        self.set(Some(user), Claim {})
+            .await
+            .map(|answer| KeyPackages::try_from(answer).expect("key packages"))
+    }
+
+    pub async fn create_group(&mut self) -> (ConversationId, String) {
+        let (id, group_info) = self.device.create_conversation().await.expect("group");
+        let create = Create {
+            group_info: GroupInfoData {
+                epoch: None,
+                data: group_info,
+            },
+        };
+        let created = Created::try_from(self.set(Some(GROUPS), create).await.expect("created"))
+            .expect("created element");
+        (id, created.address.to_string())
+    }
+
+    pub async fn submit(&mut self, group: &str, out: &CommitOut) -> Result<Accepted, Element> {
+        let commit = Commit {
+            message: MlsPayload {
+                seq: None,
+                data: out.commit.clone(),
+            },
+            welcome: out.welcome.clone().map(|data| WelcomeData { data }),
+            group_info: GroupInfoData {
+                epoch: None,
+                data: out.group_info.clone(),
+            },
+        };
+        self.set(Some(group), commit)
+            .await
+            .map(|answer| Accepted::try_from(answer).expect("accepted"))
+    }
+
+    pub async fn send_text(&mut self, group: &str, id: &ConversationId, text: &str) {
+        let (message, _) = self
+            .device
+            .send(id, vec![Content::Body(text.to_owned())])
+            .await
+            .expect("encrypt");
+        self.send_mls(group, message).await;
+    }
+
+    pub async fn send_mls(&mut self, group: &str, data: Vec<u8>) {
+        let mut stanza: Element =
+            format!("<message xmlns='jabber:client' to='{group}' type='groupchat'/>")
+                .parse()
+                .expect("message");
+        stanza.append_child(MlsPayload { seq: None, data }.into());
+        self.client.send_xml(&String::from(&stanza)).await;
+    }
+
+    /// The next log entry the hub pushes for `group`.
+    pub async fn next_entry(&mut self, group: &str) -> MlsPayload {
+        let group = group.to_owned();
+        let message = self
+            .client
+            .expect("a hub message", move |e| {
+                e.name() == "message"
+                    && e.attr("from") == Some(&group)
+                    && e.get_child("mls", NS).is_some()
+            })
+            .await;
+        MlsPayload::try_from(message.get_child("mls", NS).expect("mls").clone()).expect("payload")
+    }
+
+    /// Processes the next pushed entry; returns what it was.
+    pub async fn receive(&mut self, group: &str, id: &ConversationId) -> Incoming {
+        let entry = self.next_entry(group).await;
+        self.device
+            .process(id, entry.seq.expect("seq"), &entry.data)
+            .await
+            .expect("process")
+    }
+}
+
+/// The defined condition of a stanza error element.
+pub fn condition(error: &Element) -> Option<String> {
+    error
+        .children()
+        .find(|c| c.ns() == "urn:ietf:params:xml:ns:xmpp-stanzas" && c.name() != "text")
+        .map(|c| c.name().to_owned())
+}
