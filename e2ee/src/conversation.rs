@@ -479,6 +479,28 @@ impl Device {
             .collect())
     }
 
+    /// Records the address of the conversation's hub.
+    pub async fn set_address(&self, id: &ConversationId, address: &BareJid) -> Result<(), Error> {
+        let mut batch = Batch::default();
+        records::set_address(&mut batch, &id.0, address.as_str());
+        Ok(self.store.apply(batch)?)
+    }
+
+    /// Every conversation of this device, with its hub's address if known.
+    pub fn conversations(&self) -> Result<Vec<(ConversationId, Option<BareJid>)>, Error> {
+        Ok(self
+            .store
+            .with(records::conversations)?
+            .into_iter()
+            .map(|(id, address)| {
+                (
+                    ConversationId(id),
+                    address.and_then(|a| BareJid::new(&a).ok()),
+                )
+            })
+            .collect())
+    }
+
     /// The log position up to which everything was processed.
     pub async fn last_seq(&self, id: &ConversationId) -> Result<u64, Error> {
         if let Some(loaded) = self.groups.lock().await.get(&id.0) {

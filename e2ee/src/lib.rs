@@ -19,7 +19,8 @@
 //!   server's).
 //! - [`error`]: typed errors of operations and of incoming messages.
 //!
-//! No sockets here: the networked session comes on top of this crate.
+//! - [`session`]: the networked client (tokio-xmpp): key directory, hub,
+//!   catching up, events.
 
 #![forbid(unsafe_code)]
 
@@ -29,6 +30,7 @@ pub mod envelope;
 pub mod error;
 pub mod identity;
 pub mod mls_storage;
+pub mod session;
 pub mod store;
 pub mod verify;
 pub mod wire;
@@ -36,4 +38,5 @@ pub mod wire;
 pub use conversation::{CommitOut, ConversationId, Incoming};
 pub use device::{Device, CIPHERSUITE};
 pub use error::{Error, ProcessError};
+pub use session::{Event, Session, SessionError, SessionOptions};
 pub use store::ClientStore;

@@ -87,6 +87,7 @@ impl Destination {
 
 /// Handles one stanza from a client session.
 pub async fn route_from_client(server: &Server, session: &mut SessionCtx, mut stanza: Element) {
+    tracing::trace!(name = stanza.name(), id = ?stanza.attr("id"), "stanza from client");
     if stanza.ns() != NS_CLIENT {
         // Nonzas after negotiation (e.g. XEP-0198 requests we do not offer).
         tracing::debug!(

@@ -82,6 +82,23 @@ pub(crate) fn last_seq(conn: &mut Connection, group_id: &[u8]) -> rusqlite::Resu
     .optional()
 }
 
+/// Records where a conversation's hub is.
+pub(crate) fn set_address(batch: &mut Batch, group_id: &[u8], address: &str) {
+    batch.add(
+        "UPDATE conversations SET address = ? WHERE group_id = ?",
+        [address.into(), group_id.into()],
+    );
+}
+
+/// Every conversation with its hub's address (if known).
+pub(crate) fn conversations(
+    conn: &mut Connection,
+) -> rusqlite::Result<Vec<(Vec<u8>, Option<String>)>> {
+    conn.prepare_cached("SELECT group_id, address FROM conversations ORDER BY created_at")?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect()
+}
+
 /// Moves the cursor forward (never back).
 pub(crate) fn set_cursor(batch: &mut Batch, group_id: &[u8], seq: u64) {
     batch.add(

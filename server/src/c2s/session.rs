@@ -114,6 +114,7 @@ async fn write(
     stanza: &Element,
     rx: &mpsc::Receiver<Outbound>,
 ) -> std::io::Result<()> {
+    tracing::trace!(name = stanza.name(), id = ?stanza.attr("id"), "stanza to client");
     stream.feed(stanza).await?;
     if rx.is_empty() {
         flush_stream(stream).await?;

@@ -10,7 +10,7 @@ use tern_e2ee::wire::payload::MlsPayload;
 use tern_e2ee::{ClientStore, CommitOut, ConversationId, Device, Incoming};
 use tokio_xmpp::{IqRequest, IqResponse};
 
-use super::{TestClient, TestServer};
+use super::{TestClient, TestServer, Tls};
 
 /// Tern's MLS namespace.
 pub const NS: &str = tern_e2ee::wire::NS;
@@ -27,7 +27,9 @@ pub struct Member {
 impl Member {
     pub async fn new(server: &TestServer, user: &str) -> Member {
         server.add_user(user, "secret");
-        let mut client = TestClient::login(server, user, "secret").await;
+        // Direct TLS: see tern_e2ee::SessionOptions on STARTTLS stalls.
+        let mut client =
+            TestClient::login_with(server, &server.jid(user), "secret", Tls::Direct).await;
         client.available().await;
         let dir = tempfile::tempdir().expect("temp dir");
         let store = ClientStore::open(&dir.path().join("client.sqlite3")).expect("store");
