@@ -29,6 +29,10 @@ use crate::wire::{DEVICES_NODE, NS};
 
 /// How long an answer from the server may take.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a new stream may take to answer its first ping.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
+/// Logins tried before giving up on a stream that does not answer.
+const CONNECT_ATTEMPTS: u32 = 3;
 /// A refused commit is rebuilt at most this many times.
 const COMMIT_ATTEMPTS: usize = 5;
 /// Log entries fetched per request.
@@ -121,6 +125,9 @@ pub enum SessionError {
         /// Its text, if any.
         text: Option<String>,
     },
+    /// There is no such user.
+    #[error("{0} does not exist (the server says so)")]
+    NoSuchUser(String),
     /// The user has no key packages left (no device, or all used).
     #[error("{0} has no key packages: they need to log in once with a Tern client")]
     NoKeyPackages(String),
@@ -159,43 +166,40 @@ impl std::fmt::Debug for Session {
 
 impl Session {
     /// Logs in (direct TLS, SCRAM) and sends initial presence.
-    pub async fn connect(device: Device, options: SessionOptions) -> Result<Self, SessionError> {
-        let dns = match &options.server {
-            Some(addr) => DnsConfig::addr(addr),
-            None => DnsConfig::srv_xmpps(options.jid.domain().as_str()),
-        };
-        let mut client = Client::new_direct_tls_with_config(
-            Jid::from(options.jid.clone()),
-            options.password.clone(),
-            dns,
-            Timeouts::default(),
-        );
-        let online = tokio::time::timeout(ANSWER_TIMEOUT, async {
-            loop {
-                match client.next().await {
-                    Some(XmppEvent::Online { .. }) => return Ok(()),
-                    Some(XmppEvent::Disconnected(e)) => {
-                        return Err(SessionError::Connect(e.to_string()))
-                    }
-                    Some(XmppEvent::Stanza(_)) => {}
-                    None => return Err(SessionError::Disconnected),
-                }
+    pub async fn connect(
+        mut device: Device,
+        options: SessionOptions,
+    ) -> Result<Self, SessionError> {
+        for attempt in 1..=CONNECT_ATTEMPTS {
+            let client = login(&options).await?;
+            let mut session = Self {
+                client,
+                groups_domain: format!("groups.{}", options.jid.domain()),
+                device,
+                inbox: VecDeque::new(),
+                events: VecDeque::new(),
+            };
+            // A new tokio-xmpp stream now and then yields nothing at all
+            // (the server's answers are written, never read): probe it
+            // before relying on it.
+            if session.answers().await {
+                session
+                    .send_stanza(Element::builder("presence", "jabber:client").build())
+                    .await?;
+                return Ok(session);
             }
-        })
-        .await
-        .map_err(|_| SessionError::Timeout)?;
-        online?;
-        let mut session = Self {
-            client,
-            groups_domain: format!("groups.{}", options.jid.domain()),
-            device,
-            inbox: VecDeque::new(),
-            events: VecDeque::new(),
-        };
-        session
-            .send_stanza(Element::builder("presence", "jabber:client").build())
-            .await?;
-        Ok(session)
+            tracing::warn!(attempt, "the new stream does not answer; logging in again");
+            device = session.close().await;
+        }
+        Err(SessionError::Timeout)
+    }
+
+    /// Whether the stream answers a ping in time.
+    async fn answers(&mut self) -> bool {
+        let ping = Element::bare("ping", "urn:xmpp:ping");
+        self.iq_within(None, IqRequest::Get(ping), PROBE_TIMEOUT)
+            .await
+            .is_ok()
     }
 
     /// The device.
@@ -323,6 +327,9 @@ impl Session {
                 .collect()),
             Err(SessionError::Refused { condition, .. }) if condition == "item-not-found" => {
                 Err(SessionError::NoKeyPackages(user.to_string()))
+            }
+            Err(SessionError::Refused { condition, .. }) if condition == "service-unavailable" => {
+                Err(SessionError::NoSuchUser(user.to_string()))
             }
             Err(e) => Err(e),
         }
@@ -700,6 +707,15 @@ impl Session {
     /// later. Answers are matched by id here (tokio-xmpp's own IQ tracker
     /// occasionally let answers through unmatched).
     async fn iq(&mut self, to: Option<&str>, request: IqRequest) -> Result<Element, IqFailure> {
+        self.iq_within(to, request, ANSWER_TIMEOUT).await
+    }
+
+    async fn iq_within(
+        &mut self,
+        to: Option<&str>,
+        request: IqRequest,
+        within: Duration,
+    ) -> Result<Element, IqFailure> {
         let id = format!("tern-{:016x}", rand::random::<u64>());
         let (kind, payload) = match request {
             IqRequest::Get(payload) => ("get", payload),
@@ -715,16 +731,9 @@ impl Session {
         self.send_stanza(iq).await.map_err(IqFailure::Session)?;
         let client = &mut self.client;
         let inbox = &mut self.inbox;
-        let answer = tokio::time::timeout(ANSWER_TIMEOUT, async {
+        let answer = tokio::time::timeout(within, async {
             loop {
-                let event = match tokio::time::timeout(NUDGE_AFTER, client.next()).await {
-                    Ok(event) => event,
-                    Err(_) => {
-                        nudge(client).await;
-                        continue;
-                    }
-                };
-                match event {
+                match client.next().await {
                     Some(XmppEvent::Stanza(stanza)) => {
                         let element = Element::from(stanza);
                         if is_answer(&element, &id) {
@@ -801,24 +810,33 @@ enum Submitted {
     Failed(SessionError),
 }
 
-/// How long to wait for an answer before nudging the stream.
-const NUDGE_AFTER: Duration = Duration::from_secs(1);
-
-/// Sends a whitespace keepalive... a ping: tokio-xmpp 6 sometimes leaves
-/// the second of two stanzas that arrived in one read in its buffer until
-/// more data comes; the ping's answer brings more data.
-async fn nudge(client: &mut Client) {
-    tracing::debug!("no answer yet; pinging the server to unstick the stream");
-    if let Ok(ping) = format!(
-        "<iq xmlns='jabber:client' type='get' id='nudge-{:016x}'><ping xmlns='urn:xmpp:ping'/></iq>",
-        rand::random::<u64>()
-    )
-    .parse::<Element>()
-    {
-        if let Ok(stanza) = Stanza::try_from(ping) {
-            let _ = client.send_stanza(stanza).await;
+/// Logs in (direct TLS, SCRAM) and waits until the resource is bound.
+async fn login(options: &SessionOptions) -> Result<Client, SessionError> {
+    let dns = match &options.server {
+        Some(addr) => DnsConfig::addr(addr),
+        None => DnsConfig::srv_xmpps(options.jid.domain().as_str()),
+    };
+    let mut client = Client::new_direct_tls_with_config(
+        Jid::from(options.jid.clone()),
+        options.password.clone(),
+        dns,
+        Timeouts::default(),
+    );
+    tokio::time::timeout(ANSWER_TIMEOUT, async {
+        loop {
+            match client.next().await {
+                Some(XmppEvent::Online { .. }) => return Ok(()),
+                Some(XmppEvent::Disconnected(e)) => {
+                    return Err(SessionError::Connect(e.to_string()))
+                }
+                Some(XmppEvent::Stanza(_)) => {}
+                None => return Err(SessionError::Disconnected),
+            }
         }
-    }
+    })
+    .await
+    .map_err(|_| SessionError::Timeout)??;
+    Ok(client)
 }
 
 /// Whether `stanza` answers the IQ `id`.

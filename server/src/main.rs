@@ -1,7 +1,7 @@
 //! `tern-server`: run a Tern home server, write its config, administer
 //! accounts.
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -133,22 +133,35 @@ fn print_report(running: &RunningServer, development: bool, started: Instant) {
         Registration::Open => "open (clients may create accounts in-band, XEP-0077)",
         Registration::Closed => "closed (create accounts with `tern-server user add`)",
     };
-    println!(
-        "tern-server {} ready in {} ms",
+    let mut report = format!(
+        "tern-server {} ready in {} ms\n",
         env!("CARGO_PKG_VERSION"),
         started.elapsed().as_millis()
     );
     if development {
-        println!("  mode          development (no --config given)");
+        report.push_str("  mode          development (no --config given)\n");
     }
-    println!("  domain        {}", config.domain);
-    println!("  c2s STARTTLS  {}", running.c2s_addr);
-    println!("  c2s TLS       {}", running.c2s_tls_addr);
-    println!("  data dir      {}", data_dir.display());
-    println!("  certificate   {certificate}");
-    println!("  fingerprint   SHA-256 {}", server.tls.fingerprint);
-    println!("  registration  {registration}");
-    println!("  plaintext     {}", config.plaintext.as_str());
+    report.push_str(&format!(
+        "  domain        {}\n  groups        {}\n  c2s STARTTLS  {}\n  c2s TLS       {}\n  \
+         data dir      {}\n  certificate   {certificate}\n  fingerprint   SHA-256 {}\n  \
+         registration  {registration}\n  plaintext     {}\n",
+        config.domain,
+        config.groups_domain(),
+        running.c2s_addr,
+        running.c2s_tls_addr,
+        data_dir.display(),
+        server.tls.fingerprint,
+        config.plaintext.as_str()
+    ));
+    // One write, and no panic if nobody reads standard output any more: a
+    // running server must not die of a closed pipe.
+    let mut stdout = std::io::stdout().lock();
+    if let Err(e) = stdout
+        .write_all(report.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        tracing::warn!("cannot print the start-up report: {e}");
+    }
 }
 
 /// Every client holds a socket: lift the soft open-file limit to the hard

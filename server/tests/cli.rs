@@ -192,6 +192,7 @@ fn no_arguments_runs_a_development_server() {
     let report = report.join("\n");
     for expected in [
         "domain        localhost",
+        "groups        groups.localhost",
         "c2s STARTTLS  127.0.0.1:5222",
         "c2s TLS       127.0.0.1:5223",
         "tern-data",

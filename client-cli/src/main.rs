@@ -1,0 +1,278 @@
+//! `tern`: the command-line client of Tern. A thin UI over
+//! [`tern_e2ee::Session`]: every networked command logs the profile's
+//! device in, catches up on its conversations, does its work and logs out.
+
+mod output;
+mod profile;
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use jid::BareJid;
+use tern_e2ee::envelope::Content;
+use tern_e2ee::identity::fingerprint;
+use tern_e2ee::{ConversationId, Device, Session};
+
+use output::Output;
+use profile::Profile;
+
+/// Key packages kept on the server for this device.
+const KEY_PACKAGE_STOCK: u32 = 20;
+
+/// Tern: end-to-end encrypted messaging over XMPP, from the terminal.
+#[derive(Debug, Parser)]
+#[command(name = "tern", version)]
+struct Cli {
+    /// Profile directory (default: $TERN_HOME, else $XDG_DATA_HOME/tern).
+    #[arg(long, global = true)]
+    profile: Option<PathBuf>,
+    /// The server's direct-TLS address HOST:PORT (default: DNS SRV
+    /// _xmpps-client._tcp of your domain).
+    #[arg(long, global = true)]
+    server: Option<String>,
+    /// A PEM file of CA certificates to trust (for private servers).
+    #[arg(long, global = true)]
+    ca_file: Option<PathBuf>,
+    /// One JSON object per line, for scripts.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Your account and devices.
+    #[command(subcommand)]
+    Account(AccountCommand),
+    /// Your contacts (kept on this device).
+    #[command(subcommand)]
+    Contact(ContactCommand),
+    /// Sends a message to PEER (a JID), end-to-end encrypted.
+    Send {
+        /// Who to write to.
+        peer: String,
+        /// What to say.
+        text: String,
+    },
+    /// Prints what arrived, then exits.
+    Recv {
+        /// Keep listening until nothing arrived for this many seconds.
+        #[arg(long, default_value_t = 2)]
+        wait: u64,
+    },
+    /// Shows the local history, of one peer or of everything.
+    History {
+        /// Only this peer's conversation.
+        peer: Option<String>,
+        /// Only messages matching these words.
+        #[arg(long)]
+        search: Option<String>,
+        /// At most this many messages.
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AccountCommand {
+    /// Sets this profile up for JID (an existing account): creates the
+    /// device, publishes it and its key packages.
+    Login {
+        /// Your JID.
+        jid: String,
+        /// A name for this device ("laptop").
+        #[arg(long)]
+        label: Option<String>,
+    },
+    /// Lists your devices with their fingerprints.
+    Devices,
+}
+
+#[derive(Debug, Subcommand)]
+enum ContactCommand {
+    /// Adds (or renames) a contact.
+    Add {
+        /// Their JID.
+        jid: String,
+        /// What to call them.
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Lists your contacts.
+    List,
+}
+
+fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("TERN_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    if let Some(ca) = &cli.ca_file {
+        // rustls-native-certs reads the trusted roots from SSL_CERT_FILE;
+        // set before any connection is made.
+        std::env::set_var("SSL_CERT_FILE", ca);
+    }
+    let dir = Profile::locate(cli.profile.clone())?;
+    let out = Output::new(cli.json);
+    match cli.command {
+        Command::Account(AccountCommand::Login { jid, label }) => {
+            let jid = parse_jid(&jid)?;
+            let profile = Profile::create(&dir, &jid, cli.server.clone())?;
+            let mut session = connect(&profile, cli.server).await?;
+            session.publish_device(label.as_deref()).await?;
+            let uploaded = session.replenish_key_packages(KEY_PACKAGE_STOCK).await?;
+            let device = session.close().await;
+            out.logged_in(&device, uploaded);
+        }
+        Command::Account(AccountCommand::Devices) => {
+            let profile = Profile::open(&dir)?;
+            let mut session = connect(&profile, cli.server).await?;
+            let list = session.device_list(&profile.jid()?).await?;
+            let own = session.device().name().device.to_string();
+            session.close().await;
+            for device in list.devices {
+                out.device(
+                    &device.id,
+                    &fingerprint(&device.key),
+                    device.label.as_deref(),
+                    device.id == own,
+                );
+            }
+        }
+        Command::Contact(ContactCommand::Add { jid, name }) => {
+            let profile = Profile::open(&dir)?;
+            let jid = parse_jid(&jid)?;
+            profile
+                .store()?
+                .add_contact(jid.as_str(), name.as_deref())?;
+        }
+        Command::Contact(ContactCommand::List) => {
+            let profile = Profile::open(&dir)?;
+            for (jid, name) in profile.store()?.contacts()? {
+                out.contact(&jid, name.as_deref());
+            }
+        }
+        Command::Send { peer, text } => {
+            let profile = Profile::open(&dir)?;
+            let peer = parse_jid(&peer)?;
+            let mut session = connect(&profile, cli.server).await?;
+            session.catch_up().await?;
+            let id = match direct_conversation(session.device(), &peer).await? {
+                Some(id) => id,
+                None => {
+                    session
+                        .create_conversation(std::slice::from_ref(&peer))
+                        .await?
+                        .0
+                }
+            };
+            let envelope = session.send(&id, vec![Content::Body(text)]).await?;
+            session.close().await;
+            out.sent(&peer, &envelope.id);
+        }
+        Command::Recv { wait } => {
+            let profile = Profile::open(&dir)?;
+            let mut session = connect(&profile, cli.server).await?;
+            session.catch_up().await?;
+            while let Some(event) = session.next_event(Duration::from_secs(wait)).await? {
+                out.event(session.device(), &event).await;
+            }
+            session.replenish_key_packages(KEY_PACKAGE_STOCK).await?;
+            session.close().await;
+        }
+        Command::History {
+            peer,
+            search,
+            limit,
+        } => {
+            let profile = Profile::open(&dir)?;
+            let store = profile.store()?;
+            let device = profile.device_in(store.clone()).await?;
+            let messages = match (&peer, &search) {
+                (_, Some(words)) => store.search(words, limit)?,
+                (Some(peer), None) => {
+                    let peer = parse_jid(peer)?;
+                    let id = direct_conversation(&device, &peer)
+                        .await?
+                        .with_context(|| format!("no conversation with {peer} yet"))?;
+                    store.history(&id.0, limit)?
+                }
+                (None, None) => {
+                    let mut all = Vec::new();
+                    for (id, _) in device.conversations()? {
+                        all.extend(store.history(&id.0, limit)?);
+                    }
+                    all
+                }
+            };
+            for message in &messages {
+                out.stored(message);
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn connect(profile: &Profile, server: Option<String>) -> Result<Session> {
+    let options = profile.session_options(server)?;
+    let device = profile.device().await?;
+    let jid = options.jid.clone();
+    Session::connect(device, options)
+        .await
+        .with_context(|| format!("logging in as {jid}"))
+}
+
+fn parse_jid(text: &str) -> Result<BareJid> {
+    match BareJid::new(text) {
+        Ok(jid) if jid.node().is_some() => Ok(jid),
+        _ => bail!("{text:?} is not a JID like alice@example.org"),
+    }
+}
+
+/// The conversation of exactly this user and the peer, if there is one.
+async fn direct_conversation(device: &Device, peer: &BareJid) -> Result<Option<ConversationId>> {
+    let wanted: BTreeSet<BareJid> = [device.name().jid.clone(), peer.clone()].into();
+    for (id, _) in device.conversations()? {
+        if !device.is_member(&id).await.unwrap_or(false) {
+            continue;
+        }
+        let users: BTreeSet<BareJid> = device
+            .members(&id)
+            .await?
+            .into_iter()
+            .map(|member| member.jid)
+            .collect();
+        if users == wanted {
+            return Ok(Some(id));
+        }
+    }
+    Ok(None)
+}
