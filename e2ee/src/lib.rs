@@ -19,11 +19,13 @@
 //!   server's).
 //! - [`error`]: typed errors of operations and of incoming messages.
 //!
+//! - [`connection`]: one client XML stream (direct TLS, SCRAM, bind).
 //! - [`session`]: the networked client (tokio-xmpp): key directory, hub,
 //!   catching up, events.
 
 #![forbid(unsafe_code)]
 
+pub mod connection;
 pub mod conversation;
 pub mod device;
 pub mod envelope;

@@ -8,13 +8,11 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use futures::StreamExt;
-use jid::{BareJid, Jid};
+use jid::BareJid;
 use minidom::Element;
-use tokio_xmpp::connect::DnsConfig;
-use tokio_xmpp::parsers::stanza::Stanza;
-use tokio_xmpp::xmlstream::Timeouts;
-use tokio_xmpp::{Client, Event as XmppEvent, IqRequest};
+use tokio_xmpp::IqRequest;
+
+use crate::connection::{attr, Connection};
 
 use crate::conversation::{CommitOut, ConversationId, Incoming};
 use crate::device::Device;
@@ -29,29 +27,20 @@ use crate::wire::{DEVICES_NODE, NS};
 
 /// How long an answer from the server may take.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
-/// How long a new stream may take to answer its first ping.
-const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
-/// Logins tried before giving up on a stream that does not answer.
-const CONNECT_ATTEMPTS: u32 = 3;
 /// A refused commit is rebuilt at most this many times.
 const COMMIT_ATTEMPTS: usize = 5;
 /// Log entries fetched per request.
 const LOG_PAGE: u32 = 200;
 
-/// Where and how to log in.
-///
-/// Sessions connect with direct TLS (XEP-0368): tokio-xmpp 6's STARTTLS
-/// client path was seen to stall now and then, the server's answer
-/// written and flushed but never yielded to the client (about one run in
-/// ten of the session test; none in fifteen with direct TLS).
+/// Where and how to log in (direct TLS, XEP-0368; see [`Connection`]).
 #[derive(Debug, Clone)]
 pub struct SessionOptions {
     /// The account.
     pub jid: BareJid,
     /// Its password.
     pub password: String,
-    /// `host:port` of the server's direct-TLS port; `None`: DNS SRV
-    /// `_xmpps-client._tcp` of the JID's domain (port 5223 without one).
+    /// `host:port` of the server's direct-TLS port; `None`: the JID's
+    /// domain, port 5223.
     pub server: Option<String>,
 }
 
@@ -147,7 +136,7 @@ pub enum SessionError {
 
 /// A logged-in device.
 pub struct Session {
-    client: Client,
+    client: Connection,
     device: Device,
     groups_domain: String,
     /// Stanzas that arrived while an answer was awaited.
@@ -166,40 +155,20 @@ impl std::fmt::Debug for Session {
 
 impl Session {
     /// Logs in (direct TLS, SCRAM) and sends initial presence.
-    pub async fn connect(
-        mut device: Device,
-        options: SessionOptions,
-    ) -> Result<Self, SessionError> {
-        for attempt in 1..=CONNECT_ATTEMPTS {
-            let client = login(&options).await?;
-            let mut session = Self {
-                client,
-                groups_domain: format!("groups.{}", options.jid.domain()),
-                device,
-                inbox: VecDeque::new(),
-                events: VecDeque::new(),
-            };
-            // A new tokio-xmpp stream now and then yields nothing at all
-            // (the server's answers are written, never read): probe it
-            // before relying on it.
-            if session.answers().await {
-                session
-                    .send_stanza(Element::builder("presence", "jabber:client").build())
-                    .await?;
-                return Ok(session);
-            }
-            tracing::warn!(attempt, "the new stream does not answer; logging in again");
-            device = session.close().await;
-        }
-        Err(SessionError::Timeout)
-    }
-
-    /// Whether the stream answers a ping in time.
-    async fn answers(&mut self) -> bool {
-        let ping = Element::bare("ping", "urn:xmpp:ping");
-        self.iq_within(None, IqRequest::Get(ping), PROBE_TIMEOUT)
-            .await
-            .is_ok()
+    pub async fn connect(device: Device, options: SessionOptions) -> Result<Self, SessionError> {
+        let client =
+            Connection::open(&options.jid, &options.password, options.server.as_deref()).await?;
+        let mut session = Self {
+            client,
+            groups_domain: format!("groups.{}", options.jid.domain()),
+            device,
+            inbox: VecDeque::new(),
+            events: VecDeque::new(),
+        };
+        session
+            .send_stanza(Element::builder("presence", "jabber:client").build())
+            .await?;
+        Ok(session)
     }
 
     /// The device.
@@ -209,7 +178,7 @@ impl Session {
 
     /// Ends the session cleanly and gives the device back.
     pub async fn close(self) -> Device {
-        let _ = tokio::time::timeout(ANSWER_TIMEOUT, self.client.send_end()).await;
+        let _ = tokio::time::timeout(ANSWER_TIMEOUT, self.client.close()).await;
         self.device
     }
 
@@ -463,11 +432,8 @@ impl Session {
                 Some(stanza) => stanza,
                 None => match tokio::time::timeout_at(deadline, self.client.next()).await {
                     Err(_) => return Ok(None),
-                    Ok(Some(XmppEvent::Stanza(stanza))) => Element::from(stanza),
-                    Ok(Some(XmppEvent::Online { .. })) => continue,
-                    Ok(Some(XmppEvent::Disconnected(_)) | None) => {
-                        return Err(SessionError::Disconnected)
-                    }
+                    Ok(Some(stanza)) => stanza,
+                    Ok(None) => return Err(SessionError::Disconnected),
                 },
             };
             self.handle_stanza(stanza).await?;
@@ -704,8 +670,7 @@ impl Session {
     }
 
     /// Sends an IQ and waits for its answer, keeping other stanzas for
-    /// later. Answers are matched by id here (tokio-xmpp's own IQ tracker
-    /// occasionally let answers through unmatched).
+    /// later.
     async fn iq(&mut self, to: Option<&str>, request: IqRequest) -> Result<Element, IqFailure> {
         self.iq_within(to, request, ANSWER_TIMEOUT).await
     }
@@ -734,17 +699,9 @@ impl Session {
         let answer = tokio::time::timeout(within, async {
             loop {
                 match client.next().await {
-                    Some(XmppEvent::Stanza(stanza)) => {
-                        let element = Element::from(stanza);
-                        if is_answer(&element, &id) {
-                            return Ok(element);
-                        }
-                        inbox.push_back(element);
-                    }
-                    Some(XmppEvent::Online { .. }) => {}
-                    Some(XmppEvent::Disconnected(_)) | None => {
-                        return Err(SessionError::Disconnected)
-                    }
+                    Some(element) if is_answer(&element, &id) => return Ok(element),
+                    Some(element) => inbox.push_back(element),
+                    None => return Err(SessionError::Disconnected),
                 }
             }
         })
@@ -767,12 +724,7 @@ impl Session {
     }
 
     async fn send_stanza(&mut self, stanza: Element) -> Result<(), SessionError> {
-        let stanza = Stanza::try_from(stanza).map_err(|e| SessionError::Protocol(e.to_string()))?;
-        self.client
-            .send_stanza(stanza)
-            .await
-            .map(drop)
-            .map_err(|_| SessionError::Disconnected)
+        self.client.send(&stanza).await
     }
 }
 
@@ -810,43 +762,9 @@ enum Submitted {
     Failed(SessionError),
 }
 
-/// Logs in (direct TLS, SCRAM) and waits until the resource is bound.
-async fn login(options: &SessionOptions) -> Result<Client, SessionError> {
-    let dns = match &options.server {
-        Some(addr) => DnsConfig::addr(addr),
-        None => DnsConfig::srv_xmpps(options.jid.domain().as_str()),
-    };
-    let mut client = Client::new_direct_tls_with_config(
-        Jid::from(options.jid.clone()),
-        options.password.clone(),
-        dns,
-        Timeouts::default(),
-    );
-    tokio::time::timeout(ANSWER_TIMEOUT, async {
-        loop {
-            match client.next().await {
-                Some(XmppEvent::Online { .. }) => return Ok(()),
-                Some(XmppEvent::Disconnected(e)) => {
-                    return Err(SessionError::Connect(e.to_string()))
-                }
-                Some(XmppEvent::Stanza(_)) => {}
-                None => return Err(SessionError::Disconnected),
-            }
-        }
-    })
-    .await
-    .map_err(|_| SessionError::Timeout)??;
-    Ok(client)
-}
-
 /// Whether `stanza` answers the IQ `id`.
 fn is_answer(stanza: &Element, id: &str) -> bool {
     stanza.name() == "iq"
         && stanza.attr("id") == Some(id)
         && matches!(stanza.attr("type"), Some("result" | "error"))
-}
-
-/// A static attribute name.
-fn attr(name: &'static str) -> xso::exports::rxml::NcName {
-    xso::exports::rxml::NcName::try_from(name).expect("static attribute names are valid")
 }

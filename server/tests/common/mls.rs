@@ -3,14 +3,14 @@
 
 use jid::BareJid;
 use minidom::Element;
+use tern_e2ee::connection::Connection;
 use tern_e2ee::envelope::Content;
 use tern_e2ee::wire::hub::{Accepted, Commit, Create, Created, GroupInfoData, WelcomeData};
 use tern_e2ee::wire::keys::{Claim, Count, KeyPackageData, KeyPackages, LastResort, Upload};
 use tern_e2ee::wire::payload::MlsPayload;
 use tern_e2ee::{ClientStore, CommitOut, ConversationId, Device, Incoming};
-use tokio_xmpp::{IqRequest, IqResponse};
 
-use super::{TestClient, TestServer, Tls};
+use super::{TestServer, WAIT};
 
 /// Tern's MLS namespace.
 pub const NS: &str = tern_e2ee::wire::NS;
@@ -19,7 +19,7 @@ pub const GROUPS: &str = "groups.tern.test";
 
 /// A user with one MLS device, logged in.
 pub struct Member {
-    pub client: TestClient,
+    pub client: MlsClient,
     pub device: Device,
     _dir: tempfile::TempDir,
 }
@@ -27,10 +27,16 @@ pub struct Member {
 impl Member {
     pub async fn new(server: &TestServer, user: &str) -> Member {
         server.add_user(user, "secret");
-        // Direct TLS: see tern_e2ee::SessionOptions on STARTTLS stalls.
-        let mut client =
-            TestClient::login_with(server, &server.jid(user), "secret", Tls::Direct).await;
-        client.available().await;
+        super::TestCa::get();
+        let jid = BareJid::new(&server.jid(user)).expect("jid");
+        let connection = Connection::open(&jid, "secret", Some(&server.c2s_tls.to_string()))
+            .await
+            .expect("login");
+        let mut client = MlsClient {
+            connection,
+            pending: Default::default(),
+        };
+        client.send_xml("<presence xmlns='jabber:client'/>").await;
         let dir = tempfile::tempdir().expect("temp dir");
         let store = ClientStore::open(&dir.path().join("client.sqlite3")).expect("store");
         let device = Device::create(store, BareJid::new(&server.jid(user)).expect("jid"))
@@ -57,10 +63,7 @@ impl Member {
         to: Option<&str>,
         payload: impl Into<Element>,
     ) -> Result<Element, Element> {
-        match self.client.iq(to, IqRequest::Set(payload.into())).await {
-            IqResponse::Result(result) => Ok(result.unwrap_or_else(|| Element::bare("empty", NS))),
-            IqResponse::Error(error) => Err(error.into()),
-        }
+        self.client.iq(to, "set", payload.into()).await
     }
 
     pub async fn get(
@@ -68,10 +71,7 @@ impl Member {
         to: Option<&str>,
         payload: impl Into<Element>,
     ) -> Result<Element, Element> {
-        match self.client.iq(to, IqRequest::Get(payload.into())).await {
-            IqResponse::Result(result) => Ok(result.unwrap_or_else(|| Element::bare("empty", NS))),
-            IqResponse::Error(error) => Err(error.into()),
-        }
+        self.client.iq(to, "get", payload.into()).await
     }
 
     /// Uploads `count` single-use packages and a last-resort one.
@@ -185,4 +185,76 @@ pub fn condition(error: &Element) -> Option<String> {
         .children()
         .find(|c| c.ns() == "urn:ietf:params:xml:ns:xmpp-stanzas" && c.name() != "text")
         .map(|c| c.name().to_owned())
+}
+
+/// A client stream for tests (tern-e2ee's [`Connection`]), keeping
+/// stanzas that arrive while an answer is awaited.
+pub struct MlsClient {
+    connection: Connection,
+    pending: std::collections::VecDeque<Element>,
+}
+
+impl MlsClient {
+    /// Sends a stanza given as XML text.
+    pub async fn send_xml(&mut self, xml: &str) {
+        let stanza: Element = xml.parse().expect("test XML parses");
+        self.connection.send(&stanza).await.expect("send");
+    }
+
+    /// Sends an IQ; its result's payload, or its error element.
+    pub async fn iq(
+        &mut self,
+        to: Option<&str>,
+        kind: &str,
+        payload: Element,
+    ) -> Result<Element, Element> {
+        let id = format!("test-{:016x}", rand::random::<u64>());
+        let to = to.map(|t| format!(" to='{t}'")).unwrap_or_default();
+        let mut iq: Element = format!("<iq xmlns='jabber:client' type='{kind}' id='{id}'{to}/>")
+            .parse()
+            .expect("iq");
+        iq.append_child(payload);
+        self.connection.send(&iq).await.expect("send");
+        let answer = self
+            .expect("an IQ answer", move |e| {
+                e.name() == "iq" && e.attr("id") == Some(&id)
+            })
+            .await;
+        if answer.attr("type") == Some("error") {
+            return Err(answer
+                .get_child("error", "jabber:client")
+                .cloned()
+                .unwrap_or(answer));
+        }
+        Ok(answer
+            .children()
+            .next()
+            .cloned()
+            .unwrap_or_else(|| Element::bare("empty", NS)))
+    }
+
+    /// Waits for a stanza matching `matches`, keeping others.
+    pub async fn expect(&mut self, what: &str, matches: impl Fn(&Element) -> bool) -> Element {
+        if let Some(index) = self.pending.iter().position(&matches) {
+            return self.pending.remove(index).expect("index is valid");
+        }
+        let connection = &mut self.connection;
+        let pending = &mut self.pending;
+        tokio::time::timeout(WAIT, async {
+            loop {
+                let stanza = connection.next().await.expect("stream open");
+                if matches(&stanza) {
+                    return stanza;
+                }
+                pending.push_back(stanza);
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
+    }
+
+    /// Ends the stream.
+    pub async fn close(self) {
+        self.connection.close().await;
+    }
 }

@@ -1,0 +1,237 @@
+//! One client XML stream, owned by one task: direct TLS (XEP-0368),
+//! SCRAM-SHA-256, resource binding; then stanzas in and out.
+//!
+//! Built on tokio-xmpp's `xmlstream` layer (the server uses it too)
+//! rather than its `Client`: the `Client`'s receiver gives up its poll
+//! without a wake-up when the stream's lock is busy with a send
+//! (`StanzaReceiver::poll_next`'s `try_lock`), so an answer arriving
+//! while the client sends could wait forever. Here reading and writing
+//! happen in the caller's task, one after the other.
+
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use base64::Engine;
+use futures::{SinkExt, StreamExt};
+use jid::{BareJid, FullJid};
+use minidom::Element;
+use sasl::client::mechanisms::Scram;
+use sasl::client::Mechanism;
+use sasl::common::scram::Sha256;
+use sasl::common::Credentials;
+use tokio::io::BufStream;
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+use tokio_xmpp::xmlstream::{initiate_stream, StreamHeader, Timeouts, XmlStream};
+
+use crate::session::SessionError;
+
+const NS_SASL: &str = "urn:ietf:params:xml:ns:xmpp-sasl";
+const NS_BIND: &str = "urn:ietf:params:xml:ns:xmpp-bind";
+const NS_CLIENT: &str = "jabber:client";
+
+type Io = BufStream<TlsStream<TcpStream>>;
+
+/// A logged-in client stream.
+pub struct Connection {
+    stream: XmlStream<Io, Element>,
+    jid: FullJid,
+}
+
+impl Connection {
+    /// Connects to `server` (`host:port` of the direct-TLS port; the
+    /// JID's domain on port 5223 when `None`), verifies the certificate
+    /// for the JID's domain, authenticates and binds a resource.
+    pub async fn open(
+        jid: &BareJid,
+        password: &str,
+        server: Option<&str>,
+    ) -> Result<Self, SessionError> {
+        let domain = jid.domain().as_str().to_owned();
+        let address = server
+            .map(str::to_owned)
+            .unwrap_or_else(|| format!("{domain}:5223"));
+        let tcp = TcpStream::connect(&address)
+            .await
+            .map_err(|e| SessionError::Connect(format!("cannot reach {address}: {e}")))?;
+        let _ = tcp.set_nodelay(true);
+        let tls = tls_connect(tcp, &domain).await?;
+        let stream = open_stream(BufStream::new(tls), &domain).await?;
+        let stream = authenticate(stream, jid, password).await?;
+        let mut stream = restart(stream, &domain).await?;
+        let jid = bind(&mut stream).await?;
+        Ok(Self { stream, jid })
+    }
+
+    /// The bound full JID.
+    pub fn jid(&self) -> &FullJid {
+        &self.jid
+    }
+
+    /// Sends a stanza (written out at once).
+    pub async fn send(&mut self, stanza: &Element) -> Result<(), SessionError> {
+        self.stream
+            .send(stanza)
+            .await
+            .map_err(|_| SessionError::Disconnected)
+    }
+
+    /// The next stanza; `None` when the stream ended.
+    pub async fn next(&mut self) -> Option<Element> {
+        loop {
+            match self.stream.next().await? {
+                Ok(stanza) => return Some(stanza),
+                // Quiet for a while: keep waiting (the server pings us).
+                Err(tokio_xmpp::xmlstream::ReadError::SoftTimeout) => continue,
+                Err(_) => return None,
+            }
+        }
+    }
+
+    /// Ends the stream.
+    pub async fn close(mut self) {
+        let _ = SinkExt::<&Element>::close(&mut self.stream).await;
+    }
+}
+
+async fn tls_connect(tcp: TcpStream, domain: &str) -> Result<TlsStream<TcpStream>, SessionError> {
+    let mut roots = rustls::RootCertStore::empty();
+    // The system's roots; SSL_CERT_FILE names other ones (`--ca-file`).
+    for cert in rustls_native_certs::load_native_certs().certs {
+        let _ = roots.add(cert);
+    }
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| SessionError::Connect(e.to_string()))?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    config.alpn_protocols = vec![b"xmpp-client".to_vec()];
+    let name = rustls::pki_types::ServerName::try_from(domain.to_owned())
+        .map_err(|e| SessionError::Connect(format!("{domain}: {e}")))?;
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .map_err(|e| SessionError::Connect(format!("TLS with {domain}: {e}")))
+}
+
+async fn open_stream(
+    io: Io,
+    domain: &str,
+) -> Result<(Vec<String>, XmlStream<Io, Element>), SessionError> {
+    let pending = initiate_stream(io, NS_CLIENT, header(domain), Timeouts::default())
+        .await
+        .map_err(connect_error)?;
+    let (features, stream) = pending
+        .recv_features::<Element>()
+        .await
+        .map_err(connect_error)?;
+    Ok((features.sasl_mechanisms.into_iter().collect(), stream))
+}
+
+async fn restart(
+    stream: XmlStream<Io, Element>,
+    domain: &str,
+) -> Result<XmlStream<Io, Element>, SessionError> {
+    let pending = stream
+        .initiate_reset()
+        .send_header(header(domain))
+        .await
+        .map_err(connect_error)?;
+    let (_, stream) = pending
+        .recv_features::<Element>()
+        .await
+        .map_err(connect_error)?;
+    Ok(stream)
+}
+
+fn header(domain: &str) -> StreamHeader<'_> {
+    StreamHeader {
+        from: None,
+        to: Some(Cow::Borrowed(domain)),
+        id: None,
+    }
+}
+
+async fn authenticate(
+    (mechanisms, mut stream): (Vec<String>, XmlStream<Io, Element>),
+    jid: &BareJid,
+    password: &str,
+) -> Result<XmlStream<Io, Element>, SessionError> {
+    if !mechanisms.iter().any(|m| m == "SCRAM-SHA-256") {
+        return Err(SessionError::Connect(
+            "the server does not offer SCRAM-SHA-256".into(),
+        ));
+    }
+    let username = jid.node().map(|n| n.as_str()).unwrap_or_default();
+    let credentials = Credentials::default()
+        .with_username(username)
+        .with_password(password);
+    let mut scram = Scram::<Sha256>::from_credentials(credentials)
+        .map_err(|e| SessionError::Connect(format!("SASL: {e:?}")))?;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let auth = Element::builder("auth", NS_SASL)
+        .attr(attr("mechanism"), "SCRAM-SHA-256")
+        .append(b64.encode(scram.initial()))
+        .build();
+    stream.send(&auth).await.map_err(connect_error)?;
+    loop {
+        let reply = match stream.next().await {
+            Some(Ok(element)) => element,
+            _ => return Err(SessionError::Disconnected),
+        };
+        let data = b64
+            .decode(reply.text().trim())
+            .map_err(|_| SessionError::Connect("malformed SASL data".into()))?;
+        match reply.name() {
+            "challenge" => {
+                let response = scram
+                    .response(&data)
+                    .map_err(|e| SessionError::Connect(format!("SASL: {e}")))?;
+                let response = Element::builder("response", NS_SASL)
+                    .append(b64.encode(response))
+                    .build();
+                stream.send(&response).await.map_err(connect_error)?;
+            }
+            "success" => {
+                scram
+                    .success(&data)
+                    .map_err(|e| SessionError::Connect(format!("the server's proof: {e}")))?;
+                return Ok(stream);
+            }
+            _ => {
+                return Err(SessionError::Connect(format!(
+                    "{jid}: wrong password or no such account"
+                )))
+            }
+        }
+    }
+}
+
+async fn bind(stream: &mut XmlStream<Io, Element>) -> Result<FullJid, SessionError> {
+    let request = Element::builder("iq", NS_CLIENT)
+        .attr(attr("type"), "set")
+        .attr(attr("id"), "bind")
+        .append(Element::bare("bind", NS_BIND))
+        .build();
+    stream.send(&request).await.map_err(connect_error)?;
+    let answer = match stream.next().await {
+        Some(Ok(element)) => element,
+        _ => return Err(SessionError::Disconnected),
+    };
+    answer
+        .get_child("bind", NS_BIND)
+        .and_then(|bind| bind.get_child("jid", NS_BIND))
+        .and_then(|jid| FullJid::new(&jid.text()).ok())
+        .ok_or_else(|| SessionError::Connect("the server did not bind a resource".into()))
+}
+
+fn connect_error(e: impl std::fmt::Display) -> SessionError {
+    SessionError::Connect(e.to_string())
+}
+
+/// A static attribute name.
+pub(crate) fn attr(name: &'static str) -> xso::exports::rxml::NcName {
+    xso::exports::rxml::NcName::try_from(name).expect("static attribute names are valid")
+}
