@@ -29,8 +29,8 @@ struct Cli {
     /// Profile directory (default: $TERN_HOME, else $XDG_DATA_HOME/tern).
     #[arg(long, global = true)]
     profile: Option<PathBuf>,
-    /// The server's direct-TLS address HOST:PORT (default: DNS SRV
-    /// _xmpps-client._tcp of your domain).
+    /// The server's direct-TLS address HOST:PORT (default: your JID's
+    /// domain, port 5223).
     #[arg(long, global = true)]
     server: Option<String>,
     /// A PEM file of CA certificates to trust (for private servers).
