@@ -51,7 +51,11 @@ enum Command {
     /// Your contacts (kept on this device).
     #[command(subcommand)]
     Contact(ContactCommand),
-    /// Sends a message to PEER (a JID), end-to-end encrypted.
+    /// Group conversations.
+    #[command(subcommand)]
+    Group(GroupCommand),
+    /// Sends a message to PEER (a JID, or a group's address), end-to-end
+    /// encrypted.
     Send {
         /// Who to write to.
         peer: String,
@@ -90,6 +94,34 @@ enum AccountCommand {
     },
     /// Lists your devices with their fingerprints.
     Devices,
+}
+
+#[derive(Debug, Subcommand)]
+enum GroupCommand {
+    /// Creates a group (on your server's hub) and prints its address.
+    Create {
+        /// The group's name (kept on this device).
+        name: String,
+        /// Members to add.
+        #[arg(long = "member")]
+        members: Vec<String>,
+    },
+    /// Adds every device of a user to a group.
+    Add {
+        /// The group's address.
+        group: String,
+        /// The user.
+        jid: String,
+    },
+    /// Removes every device of a user from a group.
+    Remove {
+        /// The group's address.
+        group: String,
+        /// The user.
+        jid: String,
+    },
+    /// Lists your conversations with their members.
+    List,
 }
 
 #[derive(Debug, Subcommand)]
@@ -180,19 +212,23 @@ async fn run(cli: Cli) -> Result<()> {
                 out.contact(&jid, name.as_deref());
             }
         }
+        Command::Group(command) => group(command, &dir, cli.server, &out).await?,
         Command::Send { peer, text } => {
             let profile = Profile::open(&dir)?;
             let peer = parse_jid(&peer)?;
             let mut session = connect(&profile, cli.server).await?;
             session.catch_up().await?;
-            let id = match direct_conversation(session.device(), &peer).await? {
-                Some(id) => id,
-                None => {
-                    session
-                        .create_conversation(std::slice::from_ref(&peer))
-                        .await?
-                        .0
-                }
+            let id = match session.conversation_at(&peer)? {
+                Some(group) => group,
+                None => match direct_conversation(session.device(), &peer).await? {
+                    Some(id) => id,
+                    None => {
+                        session
+                            .create_conversation(std::slice::from_ref(&peer))
+                            .await?
+                            .0
+                    }
+                },
             };
             let envelope = session.send(&id, vec![Content::Body(text)]).await?;
             session.close().await;
@@ -239,6 +275,73 @@ async fn run(cli: Cli) -> Result<()> {
         }
     }
     Ok(())
+}
+
+async fn group(
+    command: GroupCommand,
+    dir: &std::path::Path,
+    server: Option<String>,
+    out: &Output,
+) -> Result<()> {
+    let profile = Profile::open(dir)?;
+    if let GroupCommand::List = command {
+        let store = profile.store()?;
+        let device = profile.device_in(store.clone()).await?;
+        let names: std::collections::HashMap<String, Option<String>> =
+            store.contacts()?.into_iter().collect();
+        for (id, address) in device.conversations()? {
+            if !device.is_member(&id).await.unwrap_or(false) {
+                continue;
+            }
+            let members: BTreeSet<String> = device
+                .members(&id)
+                .await?
+                .into_iter()
+                .map(|m| m.jid.to_string())
+                .collect();
+            let address = address.map(|a| a.to_string()).unwrap_or_default();
+            let name = names.get(&address).cloned().flatten();
+            out.group(&address, name.as_deref(), &members);
+        }
+        return Ok(());
+    }
+    let mut session = connect(&profile, server).await?;
+    session.catch_up().await?;
+    match command {
+        GroupCommand::Create { name, members } => {
+            let members = members
+                .iter()
+                .map(|m| parse_jid(m))
+                .collect::<Result<Vec<_>>>()?;
+            let (_, address) = session.create_conversation(&members).await?;
+            // Group names stay on this device, as the name of the group's
+            // address among the contacts.
+            session
+                .device()
+                .store()
+                .add_contact(address.as_str(), Some(&name))?;
+            out.created(&address, &name);
+        }
+        GroupCommand::Add { group, jid } => {
+            let id = known_group(&session, &group)?;
+            session.add_users(&id, &[parse_jid(&jid)?]).await?;
+        }
+        GroupCommand::Remove { group, jid } => {
+            let id = known_group(&session, &group)?;
+            session.remove_user(&id, &parse_jid(&jid)?).await?;
+        }
+        GroupCommand::List => {}
+    }
+    session.close().await;
+    Ok(())
+}
+
+fn known_group(session: &Session, group: &str) -> Result<ConversationId> {
+    let address =
+        BareJid::new(group).with_context(|| format!("{group:?} is not a group address"))?;
+    session
+        .conversation_at(&address)?
+        .with_context(|| format!("you are not in a group at {address}"))
 }
 
 async fn connect(profile: &Profile, server: Option<String>) -> Result<Session> {

@@ -71,6 +71,38 @@ impl Output {
         );
     }
 
+    /// After `group create`.
+    pub fn created(&self, address: &jid::BareJid, name: &str) {
+        self.print(
+            json!({"type": "group", "address": address.as_str(), "name": name}),
+            || address.to_string(),
+        );
+    }
+
+    /// A conversation.
+    pub fn group(
+        &self,
+        address: &str,
+        name: Option<&str>,
+        members: &std::collections::BTreeSet<String>,
+    ) {
+        let members: Vec<&String> = members.iter().collect();
+        self.print(
+            json!({"type": "group", "address": address, "name": name, "members": members}),
+            || {
+                format!(
+                    "{address}  {}  {}",
+                    name.unwrap_or("-"),
+                    members
+                        .iter()
+                        .map(|m| m.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            },
+        );
+    }
+
     /// After `send`.
     pub fn sent(&self, peer: &jid::BareJid, id: &str) {
         self.print(

@@ -245,3 +245,44 @@ fn errors_say_what_to_do() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("tern account login"), "{stderr}");
 }
+
+#[test]
+fn a_group_talks_and_a_removed_member_reads_nothing_more() {
+    let server = Server::start();
+    let alice = Tern::new(&server, "alice");
+    let bob = Tern::new(&server, "bob");
+    let carol = Tern::new(&server, "carol");
+
+    let created = alice.json(&[
+        "--json",
+        "group",
+        "create",
+        "friends",
+        "--member",
+        &format!("bob@{DOMAIN}"),
+        "--member",
+        &format!("carol@{DOMAIN}"),
+    ]);
+    let group = created[0]["address"].as_str().expect("address").to_owned();
+    assert!(group.ends_with(&format!("@groups.{DOMAIN}")), "{group}");
+    let listed = alice.json(&["--json", "group", "list"]);
+    assert_eq!(listed[0]["name"], "friends");
+    assert_eq!(listed[0]["members"].as_array().map(Vec::len), Some(3));
+
+    alice.ok(&["send", &group, "hello everyone"]);
+    assert_eq!(bob.received(), ["hello everyone"]);
+    assert_eq!(carol.received(), ["hello everyone"]);
+
+    alice.ok(&["group", "remove", &group, &format!("carol@{DOMAIN}")]);
+    alice.ok(&["send", &group, "carol is gone"]);
+    assert_eq!(bob.received(), ["carol is gone"]);
+    let carol_sees = carol.json(&["recv", "--json", "--wait", "2"]);
+    assert!(
+        carol_sees.iter().any(|e| e["type"] == "removed"),
+        "carol is told: {carol_sees:?}"
+    );
+    assert!(
+        !carol_sees.iter().any(|e| e["body"] == "carol is gone"),
+        "carol read a message sent after her removal"
+    );
+}

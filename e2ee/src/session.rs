@@ -412,10 +412,18 @@ impl Session {
     /// this device's cursor; the events are returned by [`Self::next_event`].
     pub async fn catch_up(&mut self) -> Result<(), SessionError> {
         for (id, address) in self.device.conversations()? {
-            if let Some(address) = address {
-                if self.device.is_member(&id).await.unwrap_or(false) {
-                    self.catch_up_one(&id, &address).await?;
+            let Some(address) = address else { continue };
+            if !self.device.is_member(&id).await.unwrap_or(false) {
+                continue;
+            }
+            match self.catch_up_one(&id, &address).await {
+                Ok(()) => {}
+                // The hub no longer counts us in (e.g. removed while this
+                // device was away, beyond what it may still read).
+                Err(SessionError::Refused { condition, .. }) if condition == "forbidden" => {
+                    tracing::warn!(%address, "the hub refuses this device its log");
                 }
+                Err(e) => return Err(e),
             }
         }
         Ok(())
@@ -489,7 +497,11 @@ impl Session {
         self.catch_up_one(&id, &welcome.group).await
     }
 
-    fn conversation_at(&self, address: &BareJid) -> Result<Option<ConversationId>, SessionError> {
+    /// The conversation whose hub is at `address`, if this device is in it.
+    pub fn conversation_at(
+        &self,
+        address: &BareJid,
+    ) -> Result<Option<ConversationId>, SessionError> {
         Ok(self
             .device
             .conversations()?

@@ -48,3 +48,12 @@ CREATE TABLE hub_members (
     jid      TEXT NOT NULL,
     PRIMARY KEY (group_id, jid)
 ) WITHOUT ROWID;
+
+-- Users removed from a group may still read its log up to the commit
+-- that removed them (so they learn of the removal), not beyond.
+CREATE TABLE hub_former_members (
+    group_id  BLOB NOT NULL REFERENCES hub_groups(group_id) ON DELETE CASCADE,
+    jid       TEXT NOT NULL,
+    until_seq INTEGER NOT NULL,
+    PRIMARY KEY (group_id, jid)
+) WITHOUT ROWID;

@@ -439,10 +439,20 @@ async fn log(
     let request = Log::try_from(payload)
         .map_err(|e| Refusal::BadRequest(format!("malformed log request: {e}")))?;
     let group_id = group_id_of(group)?;
-    require_member(server, &group_id, session).await?;
+    // Members read all of it; a removed member up to its removal.
+    let until = match require_member(server, &group_id, session).await {
+        Ok(_) => u64::MAX,
+        Err(Refusal::Forbidden(_)) => server
+            .storage
+            .hub_former_member_until(&group_id, session.bare().as_str())
+            .await?
+            .ok_or(Refusal::Forbidden("only members read a group"))?,
+        Err(refusal) => return Err(refusal),
+    };
     let after = request.after.unwrap_or(0);
     let max = request.max.unwrap_or(MAX_LOG_PAGE).clamp(1, MAX_LOG_PAGE);
     let mut entries = server.storage.hub_log(&group_id, after, max + 1).await?;
+    entries.retain(|(seq, _)| *seq <= until);
     let more = entries.len() > max as usize;
     entries.truncate(max as usize);
     Ok(Log {

@@ -145,6 +145,19 @@ impl Storage {
         )
     }
 
+    /// For a user removed from the group: the position of the commit that
+    /// removed them (they may read the log up to it).
+    pub async fn hub_former_member_until(&self, group_id: &[u8], jid: &str) -> Result<Option<u64>> {
+        Ok(sqlx::query_scalar::<_, i64>(
+            "SELECT until_seq FROM hub_former_members WHERE group_id = ? AND jid = ?",
+        )
+        .bind(group_id)
+        .bind(jid)
+        .fetch_optional(&self.pool)
+        .await?
+        .map(|seq| seq as u64))
+    }
+
     /// The members' bare JIDs in the current epoch.
     pub async fn hub_members(&self, group_id: &[u8]) -> Result<Vec<String>> {
         Ok(
@@ -204,6 +217,7 @@ impl Storage {
                 .bind(group_id)
                 .execute(&mut *tx)
                 .await?;
+            record_departures(&mut tx, group_id, &commit.members, seq).await?;
             write_members(&mut tx, group_id, &commit.members).await?;
         }
         write_state(&mut tx, group_id, append.state).await?;
@@ -260,6 +274,38 @@ async fn write_state(
                     .await?;
             }
         }
+    }
+    Ok(())
+}
+
+/// Remembers who a commit at `seq` removes (members now absent), and
+/// forgets former membership of those it brings back.
+async fn record_departures(
+    tx: &mut sqlx::SqliteConnection,
+    group_id: &[u8],
+    members: &[String],
+    seq: u64,
+) -> Result<()> {
+    let current: Vec<String> = sqlx::query_scalar("SELECT jid FROM hub_members WHERE group_id = ?")
+        .bind(group_id)
+        .fetch_all(&mut *tx)
+        .await?;
+    for jid in current.iter().filter(|jid| !members.contains(jid)) {
+        sqlx::query(
+            "INSERT OR REPLACE INTO hub_former_members (group_id, jid, until_seq) VALUES (?, ?, ?)",
+        )
+        .bind(group_id)
+        .bind(jid)
+        .bind(seq as i64)
+        .execute(&mut *tx)
+        .await?;
+    }
+    for jid in members {
+        sqlx::query("DELETE FROM hub_former_members WHERE group_id = ? AND jid = ?")
+            .bind(group_id)
+            .bind(jid)
+            .execute(&mut *tx)
+            .await?;
     }
     Ok(())
 }
