@@ -55,6 +55,24 @@ pub struct CommitOut {
     pub epoch: u64,
 }
 
+impl CommitOut {
+    /// The hub request that submits this commit (spec/mls.md §2.4).
+    pub fn to_wire(&self) -> crate::wire::hub::Commit {
+        use crate::wire::hub::{Commit, GroupInfoData, WelcomeData};
+        Commit {
+            message: crate::wire::payload::MlsPayload {
+                seq: None,
+                data: self.commit.clone(),
+            },
+            welcome: self.welcome.clone().map(|data| WelcomeData { data }),
+            group_info: GroupInfoData {
+                epoch: None,
+                data: self.group_info.clone(),
+            },
+        }
+    }
+}
+
 /// What processing one log entry did.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Incoming {
@@ -484,6 +502,22 @@ impl Device {
         let mut batch = Batch::default();
         records::set_address(&mut batch, &id.0, address.as_str());
         Ok(self.store.apply(batch)?)
+    }
+
+    /// The address of the conversation's hub, if known.
+    pub fn address(&self, id: &ConversationId) -> Result<Option<BareJid>, Error> {
+        Ok(self
+            .store
+            .with(|c| records::address(c, &id.0))?
+            .and_then(|a| BareJid::new(&a).ok()))
+    }
+
+    /// The conversation whose hub is at `address`.
+    pub fn conversation_at(&self, address: &BareJid) -> Result<Option<ConversationId>, Error> {
+        Ok(self
+            .store
+            .with(|c| records::conversation_at(c, address.as_str()))?
+            .map(ConversationId))
     }
 
     /// Every conversation of this device, with its hub's address if known.

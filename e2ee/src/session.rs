@@ -20,8 +20,8 @@ use crate::envelope::{Content, Envelope};
 use crate::error::{Error, ProcessError};
 use crate::identity::DeviceName;
 use crate::wire::devices::{Device as ListedDevice, DeviceList};
-use crate::wire::hub::{Accepted, Commit, Create, Created, GroupInfoData, Log, WelcomeData};
-use crate::wire::keys::{Claim, Count, KeyPackageData, KeyPackages, LastResort, Upload};
+use crate::wire::hub::{Accepted, Create, Created, GroupInfoData, Log};
+use crate::wire::keys::{Claim, Count, KeyPackages, Upload};
 use crate::wire::payload::{MlsPayload, WelcomePayload};
 use crate::wire::{DEVICES_NODE, NS};
 
@@ -263,25 +263,12 @@ impl Session {
         let missing = target - held;
         let packages = self.device.generate_key_packages(missing as usize).await?;
         let last_resort = if held == 0 {
-            Some(LastResort {
-                data: self.device.generate_last_resort_key_package().await?,
-            })
+            Some(self.device.generate_last_resort_key_package().await?)
         } else {
             None
         };
-        let upload = Upload {
-            device,
-            key_packages: packages
-                .into_iter()
-                .map(|data| KeyPackageData {
-                    device: None,
-                    last_resort: None,
-                    data,
-                })
-                .collect(),
-            last_resort,
-        };
-        self.set(None, upload).await?;
+        self.set(None, Upload::new(device, packages, last_resort))
+            .await?;
         Ok(missing)
     }
 
@@ -451,12 +438,7 @@ impl Session {
     // ----- internals --------------------------------------------------------
 
     fn address(&self, id: &ConversationId) -> Result<BareJid, SessionError> {
-        self.device
-            .conversations()?
-            .into_iter()
-            .find(|(known, _)| known == id)
-            .and_then(|(_, address)| address)
-            .ok_or(SessionError::NoHub)
+        self.device.address(id)?.ok_or(SessionError::NoHub)
     }
 
     async fn handle_stanza(&mut self, stanza: Element) -> Result<(), SessionError> {
@@ -497,17 +479,12 @@ impl Session {
         self.catch_up_one(&id, &welcome.group).await
     }
 
-    /// The conversation whose hub is at `address`, if this device is in it.
+    /// The conversation whose hub is at `address`.
     pub fn conversation_at(
         &self,
         address: &BareJid,
     ) -> Result<Option<ConversationId>, SessionError> {
-        Ok(self
-            .device
-            .conversations()?
-            .into_iter()
-            .find(|(_, known)| known.as_ref() == Some(address))
-            .map(|(id, _)| id))
+        Ok(self.device.conversation_at(address)?)
     }
 
     /// A pushed log entry: processed if it is the next one; a gap means
@@ -637,17 +614,7 @@ impl Session {
     }
 
     async fn submit(&mut self, address: &BareJid, out: &CommitOut) -> Result<Accepted, Submitted> {
-        let commit = Commit {
-            message: MlsPayload {
-                seq: None,
-                data: out.commit.clone(),
-            },
-            welcome: out.welcome.clone().map(|data| WelcomeData { data }),
-            group_info: GroupInfoData {
-                epoch: None,
-                data: out.group_info.clone(),
-            },
-        };
+        let commit = out.to_wire();
         match self
             .iq(Some(address.as_str()), IqRequest::Set(commit.into()))
             .await
@@ -684,15 +651,6 @@ impl Session {
     /// Sends an IQ and waits for its answer, keeping other stanzas for
     /// later.
     async fn iq(&mut self, to: Option<&str>, request: IqRequest) -> Result<Element, IqFailure> {
-        self.iq_within(to, request, ANSWER_TIMEOUT).await
-    }
-
-    async fn iq_within(
-        &mut self,
-        to: Option<&str>,
-        request: IqRequest,
-        within: Duration,
-    ) -> Result<Element, IqFailure> {
         let id = format!("tern-{:016x}", rand::random::<u64>());
         let (kind, payload) = match request {
             IqRequest::Get(payload) => ("get", payload),
@@ -708,7 +666,7 @@ impl Session {
         self.send_stanza(iq).await.map_err(IqFailure::Session)?;
         let client = &mut self.client;
         let inbox = &mut self.inbox;
-        let answer = tokio::time::timeout(within, async {
+        let answer = tokio::time::timeout(ANSWER_TIMEOUT, async {
             loop {
                 match client.next().await {
                     Some(element) if is_answer(&element, &id) => return Ok(element),

@@ -251,13 +251,7 @@ async fn commit(
     let _lock = hub.lock(&group_id).await;
     let stored = load_group(server, &group_id).await?;
     let sender = session.bare();
-    if !server
-        .storage
-        .hub_is_member(&group_id, sender.as_str())
-        .await?
-    {
-        return Err(Refusal::Forbidden("only members commit to a group"));
-    }
+    require_membership(server, &group_id, &sender, "only members commit to a group").await?;
     let message = protocol_message(&request.message.data, &group_id)?;
     let ProtocolMessage::PublicMessage(_) = &message else {
         return Err(Refusal::NotAcceptable(
@@ -267,17 +261,8 @@ async fn commit(
     if message.content_type() != ContentType::Commit {
         return Err(Refusal::NotAcceptable("not a commit".into()));
     }
-    if message.epoch().as_u64() != stored.row.epoch {
-        return Err(Refusal::Stale {
-            epoch: stored.row.epoch,
-            seq: stored.row.last_seq,
-        });
-    }
+    let processed = process_handshake(hub, &stored, message, &sender, "commit")?;
     let mut public = stored.public;
-    let processed = public
-        .process_message(&hub.crypto, message)
-        .map_err(|e| Refusal::NotAcceptable(format!("invalid commit: {e}")))?;
-    check_sender(processed.credential(), &sender)?;
     let ProcessedMessageContent::StagedCommitMessage(staged) = processed.into_content() else {
         return Err(Refusal::NotAcceptable("not a commit".into()));
     };
@@ -347,13 +332,7 @@ async fn accept_message(
     let hub = &server.hub;
     let _lock = hub.lock(&group_id).await;
     let sender = session.bare();
-    if !server
-        .storage
-        .hub_is_member(&group_id, sender.as_str())
-        .await?
-    {
-        return Err(Refusal::Forbidden("only members send to a group"));
-    }
+    require_membership(server, &group_id, &sender, "only members send to a group").await?;
     let message = protocol_message(&data, &group_id)?;
     let epoch = message.epoch().as_u64();
     let state = match (&message, message.content_type()) {
@@ -406,17 +385,8 @@ async fn queue_proposal(
     sender: &BareJid,
 ) -> Result<Vec<StateChange>, Refusal> {
     let stored = load_group(server, group_id).await?;
-    if message.epoch().as_u64() != stored.row.epoch {
-        return Err(Refusal::Stale {
-            epoch: stored.row.epoch,
-            seq: stored.row.last_seq,
-        });
-    }
+    let processed = process_handshake(&server.hub, &stored, message, sender, "proposal")?;
     let mut public = stored.public;
-    let processed = public
-        .process_message(&server.hub.crypto, message)
-        .map_err(|e| Refusal::NotAcceptable(format!("invalid proposal: {e}")))?;
-    check_sender(processed.credential(), sender)?;
     let ProcessedMessageContent::ProposalMessage(proposal) = processed.into_content() else {
         return Err(Refusal::NotAcceptable("not a proposal".into()));
     };
@@ -495,14 +465,52 @@ async fn require_member(
         .hub_group(group_id)
         .await?
         .ok_or(Refusal::NotFound("no such group"))?;
-    if !server
-        .storage
-        .hub_is_member(group_id, session.bare().as_str())
-        .await?
-    {
-        return Err(Refusal::Forbidden("only members read a group"));
-    }
+    require_membership(
+        server,
+        group_id,
+        &session.bare(),
+        "only members read a group",
+    )
+    .await?;
     Ok(row)
+}
+
+/// Refuses `jid` unless it has a device in the group's current epoch.
+async fn require_membership(
+    server: &Server,
+    group_id: &[u8],
+    jid: &BareJid,
+    refusal: &'static str,
+) -> Result<(), Refusal> {
+    if server.storage.hub_is_member(group_id, jid.as_str()).await? {
+        Ok(())
+    } else {
+        Err(Refusal::Forbidden(refusal))
+    }
+}
+
+/// Checks a handshake (`what`: "commit", "proposal") against the group:
+/// of the current epoch, valid against its public state, signed by a
+/// device of the sending user.
+fn process_handshake(
+    hub: &Hub,
+    group: &LoadedGroup,
+    message: ProtocolMessage,
+    sender: &BareJid,
+    what: &str,
+) -> Result<ProcessedMessage, Refusal> {
+    if message.epoch().as_u64() != group.row.epoch {
+        return Err(Refusal::Stale {
+            epoch: group.row.epoch,
+            seq: group.row.last_seq,
+        });
+    }
+    let processed = group
+        .public
+        .process_message(&hub.crypto, message)
+        .map_err(|e| Refusal::NotAcceptable(format!("invalid {what}: {e}")))?;
+    check_sender(processed.credential(), sender)?;
+    Ok(processed)
 }
 
 /// A group's row, public state and the rows it was loaded from.

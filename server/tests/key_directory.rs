@@ -7,7 +7,7 @@ use std::collections::HashSet;
 
 use common::mls::{condition, Member, NS};
 use common::{ServerOptions, TestServer, DOMAIN};
-use tern_e2ee::wire::keys::{Count, KeyPackageData, Upload};
+use tern_e2ee::wire::keys::{Count, Upload};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn key_directory_hands_each_package_out_once_then_the_last_resort() {
@@ -25,22 +25,15 @@ async fn key_directory_hands_each_package_out_once_then_the_last_resort() {
     let refused = alice
         .set(
             None,
-            Upload {
-                device: alice.device.name().device.to_string(),
-                key_packages: alice
+            Upload::new(
+                alice.device.name().device.to_string(),
+                alice
                     .device
                     .generate_key_packages(2)
                     .await
-                    .expect("packages")
-                    .into_iter()
-                    .map(|data| KeyPackageData {
-                        device: None,
-                        last_resort: None,
-                        data,
-                    })
-                    .collect(),
-                last_resort: None,
-            },
+                    .expect("packages"),
+                None,
+            ),
         )
         .await
         .expect_err("over the limit");
@@ -50,15 +43,11 @@ async fn key_directory_hands_each_package_out_once_then_the_last_resort() {
     let forged = alice
         .set(
             None,
-            Upload {
-                device: alice.device.name().device.to_string(),
-                key_packages: vec![KeyPackageData {
-                    device: None,
-                    last_resort: None,
-                    data: bobs[0].clone(),
-                }],
-                last_resort: None,
-            },
+            Upload::new(
+                alice.device.name().device.to_string(),
+                vec![bobs[0].clone()],
+                None,
+            ),
         )
         .await
         .expect_err("forged");

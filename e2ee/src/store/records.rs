@@ -90,6 +90,24 @@ pub(crate) fn set_address(batch: &mut Batch, group_id: &[u8], address: &str) {
     );
 }
 
+/// The address of a conversation's hub, if known.
+pub(crate) fn address(conn: &mut Connection, group_id: &[u8]) -> rusqlite::Result<Option<String>> {
+    conn.prepare_cached("SELECT address FROM conversations WHERE group_id = ?")?
+        .query_row([group_id], |r| r.get(0))
+        .optional()
+        .map(Option::flatten)
+}
+
+/// The conversation whose hub is at `address`.
+pub(crate) fn conversation_at(
+    conn: &mut Connection,
+    address: &str,
+) -> rusqlite::Result<Option<Vec<u8>>> {
+    conn.prepare_cached("SELECT group_id FROM conversations WHERE address = ?")?
+        .query_row([address], |r| r.get(0))
+        .optional()
+}
+
 /// Every conversation with its hub's address (if known).
 pub(crate) fn conversations(
     conn: &mut Connection,

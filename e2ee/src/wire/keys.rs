@@ -38,6 +38,25 @@ pub struct Upload {
     pub last_resort: Option<LastResort>,
 }
 
+impl Upload {
+    /// An upload of these single-use packages and, if given, a new
+    /// last-resort package for `device`.
+    pub fn new(device: String, packages: Vec<Vec<u8>>, last_resort: Option<Vec<u8>>) -> Self {
+        Self {
+            device,
+            key_packages: packages
+                .into_iter()
+                .map(|data| KeyPackageData {
+                    device: None,
+                    last_resort: None,
+                    data,
+                })
+                .collect(),
+            last_resort: last_resort.map(|data| LastResort { data }),
+        }
+    }
+}
+
 /// The last-resort package in an [`Upload`].
 #[derive(FromXml, AsXml, Debug, Clone, PartialEq, Eq)]
 #[xml(namespace = NS, name = "last-resort")]

@@ -5,8 +5,8 @@ use jid::BareJid;
 use minidom::Element;
 use tern_e2ee::connection::Connection;
 use tern_e2ee::envelope::Content;
-use tern_e2ee::wire::hub::{Accepted, Commit, Create, Created, GroupInfoData, WelcomeData};
-use tern_e2ee::wire::keys::{Claim, Count, KeyPackageData, KeyPackages, LastResort, Upload};
+use tern_e2ee::wire::hub::{Accepted, Create, Created, GroupInfoData};
+use tern_e2ee::wire::keys::{Claim, Count, KeyPackages, Upload};
 use tern_e2ee::wire::payload::MlsPayload;
 use tern_e2ee::{ClientStore, CommitOut, ConversationId, Device, Incoming};
 
@@ -86,18 +86,11 @@ impl Member {
             .generate_last_resort_key_package()
             .await
             .expect("last resort");
-        let upload = Upload {
-            device: self.device.name().device.to_string(),
-            key_packages: packages
-                .into_iter()
-                .map(|data| KeyPackageData {
-                    device: None,
-                    last_resort: None,
-                    data,
-                })
-                .collect(),
-            last_resort: Some(LastResort { data: last_resort }),
-        };
+        let upload = Upload::new(
+            self.device.name().device.to_string(),
+            packages,
+            Some(last_resort),
+        );
         Count::try_from(self.set(None, upload).await.expect("upload accepted")).expect("count")
     }
 
@@ -121,18 +114,7 @@ impl Member {
     }
 
     pub async fn submit(&mut self, group: &str, out: &CommitOut) -> Result<Accepted, Element> {
-        let commit = Commit {
-            message: MlsPayload {
-                seq: None,
-                data: out.commit.clone(),
-            },
-            welcome: out.welcome.clone().map(|data| WelcomeData { data }),
-            group_info: GroupInfoData {
-                epoch: None,
-                data: out.group_info.clone(),
-            },
-        };
-        self.set(Some(group), commit)
+        self.set(Some(group), out.to_wire())
             .await
             .map(|answer| Accepted::try_from(answer).expect("accepted"))
     }
