@@ -2,6 +2,7 @@
 //! [`tern_e2ee::Session`]: every networked command logs the profile's
 //! device in, catches up on its conversations, does its work and logs out.
 
+mod chat;
 mod output;
 mod profile;
 
@@ -13,8 +14,9 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use jid::BareJid;
 use tern_e2ee::envelope::Content;
-use tern_e2ee::identity::fingerprint;
-use tern_e2ee::{ConversationId, Device, Session};
+use tern_e2ee::identity::{fingerprint, safety_number};
+use tern_e2ee::wire::devices::DeviceList;
+use tern_e2ee::{ConversationId, Device, Session, SessionError, SessionOptions};
 
 use output::Output;
 use profile::Profile;
@@ -62,6 +64,24 @@ enum Command {
         /// What to say.
         text: String,
     },
+    /// Chats with PEER interactively: incoming messages print live, typed
+    /// lines are sent; /help lists the commands.
+    Chat {
+        /// Who to chat with (a JID, or a group's address).
+        peer: String,
+    },
+    /// Shows the safety number you share with JID and their devices'
+    /// fingerprints; compare them with JID in person or by call.
+    Verify {
+        /// The user.
+        jid: String,
+        /// Only this device of theirs.
+        #[arg(long)]
+        device: Option<String>,
+        /// Marks their devices (or --device) as verified by you.
+        #[arg(long)]
+        mark_verified: bool,
+    },
     /// Prints what arrived, then exits.
     Recv {
         /// Keep listening until nothing arrived for this many seconds.
@@ -83,6 +103,15 @@ enum Command {
 
 #[derive(Debug, Subcommand)]
 enum AccountCommand {
+    /// Creates the account JID on its server (in-band registration), then
+    /// sets this profile up for it as `login` does.
+    Register {
+        /// The JID to create.
+        jid: String,
+        /// A name for this device ("laptop").
+        #[arg(long)]
+        label: Option<String>,
+    },
     /// Sets this profile up for JID (an existing account): creates the
     /// device, publishes it and its key packages.
     Login {
@@ -119,6 +148,12 @@ enum GroupCommand {
         group: String,
         /// The user.
         jid: String,
+    },
+    /// Leaves a group (all your devices); the next member online commits
+    /// it.
+    Leave {
+        /// The group's address.
+        group: String,
     },
     /// Lists your conversations with their members.
     List,
@@ -175,14 +210,26 @@ async fn run(cli: Cli) -> Result<()> {
     let dir = Profile::locate(cli.profile.clone())?;
     let out = Output::new(cli.json);
     match cli.command {
+        Command::Account(AccountCommand::Register { jid, label }) => {
+            let jid = parse_jid(&jid)?;
+            let profile = Profile::create(&dir, &jid, cli.server.clone())?;
+            let options = profile.new_password_options(cli.server)?;
+            match Session::register(&options).await {
+                Ok(()) => {}
+                Err(SessionError::Refused { condition, .. }) if condition == "conflict" => {
+                    bail!(
+                        "{jid} exists already: choose another name, or `tern account login {jid}`"
+                    )
+                }
+                Err(e) => return Err(e).with_context(|| format!("registering {jid}")),
+            }
+            set_up_device(&profile, options, label.as_deref(), &out).await?;
+        }
         Command::Account(AccountCommand::Login { jid, label }) => {
             let jid = parse_jid(&jid)?;
             let profile = Profile::create(&dir, &jid, cli.server.clone())?;
-            let mut session = connect(&profile, cli.server).await?;
-            session.publish_device(label.as_deref()).await?;
-            let uploaded = session.replenish_key_packages(KEY_PACKAGE_STOCK).await?;
-            let device = session.close().await;
-            out.logged_in(&device, uploaded);
+            let options = profile.session_options(cli.server)?;
+            set_up_device(&profile, options, label.as_deref(), &out).await?;
         }
         Command::Account(AccountCommand::Devices) => {
             let profile = Profile::open(&dir)?;
@@ -218,21 +265,41 @@ async fn run(cli: Cli) -> Result<()> {
             let peer = parse_jid(&peer)?;
             let mut session = connect(&profile, cli.server).await?;
             session.catch_up().await?;
-            let id = match session.conversation_at(&peer)? {
-                Some(group) => group,
-                None => match direct_conversation(session.device(), &peer).await? {
-                    Some(id) => id,
-                    None => {
-                        session
-                            .create_conversation(std::slice::from_ref(&peer))
-                            .await?
-                            .0
-                    }
-                },
-            };
+            let id = conversation_with(&mut session, &peer).await?;
             let envelope = session.send(&id, vec![Content::Body(text)]).await?;
             session.close().await;
             out.sent(&peer, &envelope.id);
+        }
+        Command::Chat { peer } => {
+            let profile = Profile::open(&dir)?;
+            let peer = parse_jid(&peer)?;
+            let mut session = connect(&profile, cli.server).await?;
+            session.catch_up().await?;
+            let id = conversation_with(&mut session, &peer).await?;
+            let result = chat::run(&mut session, id, cli.json).await;
+            session.close().await;
+            result?;
+        }
+        Command::Verify {
+            jid,
+            device,
+            mark_verified,
+        } => {
+            let profile = Profile::open(&dir)?;
+            let user = parse_jid(&jid)?;
+            let mut session = connect(&profile, cli.server).await?;
+            let theirs = session.device_list(&user).await?;
+            let ours = session.device_list(&profile.jid()?).await?;
+            session.close().await;
+            verify(
+                &profile,
+                &user,
+                &theirs,
+                &ours,
+                device.as_deref(),
+                mark_verified,
+                &out,
+            )?;
         }
         Command::Recv { wait } => {
             let profile = Profile::open(&dir)?;
@@ -330,9 +397,70 @@ async fn group(
             let id = known_group(&session, &group)?;
             session.remove_user(&id, &parse_jid(&jid)?).await?;
         }
+        GroupCommand::Leave { group } => {
+            let id = known_group(&session, &group)?;
+            session.leave(&id).await?;
+        }
         GroupCommand::List => {}
     }
     session.close().await;
+    Ok(())
+}
+
+/// `tern verify`: prints the safety number and the devices, marking them
+/// verified when asked.
+fn verify(
+    profile: &Profile,
+    user: &BareJid,
+    theirs: &DeviceList,
+    ours: &DeviceList,
+    only: Option<&str>,
+    mark: bool,
+    out: &Output,
+) -> Result<()> {
+    if theirs.devices.is_empty() {
+        bail!("{user} has published no devices: they need to log in once with a Tern client");
+    }
+    let keys = |list: &DeviceList| {
+        list.devices
+            .iter()
+            .map(|d| d.key.clone())
+            .collect::<Vec<_>>()
+    };
+    let number = safety_number((&profile.jid()?, &keys(ours)), (user, &keys(theirs)));
+    out.safety_number(user, &number);
+    let store = profile.store()?;
+    let known = store.known_devices(user.as_str())?;
+    let mut matched = false;
+    for device in theirs
+        .devices
+        .iter()
+        .filter(|d| only.is_none_or(|id| d.id == id))
+    {
+        matched = true;
+        let mut verified = known
+            .iter()
+            .any(|k| k.device == device.id && k.signature_key == device.key && k.verified);
+        if mark && !verified {
+            if !store.mark_verified(user.as_str(), &device.id, &device.key)? {
+                bail!(
+                    "device {} of {user} now publishes another key than the one seen in your conversations: do not trust it before asking {user}",
+                    device.id
+                );
+            }
+            verified = true;
+        }
+        out.verified_device(
+            user,
+            &device.id,
+            &fingerprint(&device.key),
+            device.label.as_deref(),
+            verified,
+        );
+    }
+    if !matched {
+        bail!("{user} has no device {}", only.unwrap_or_default());
+    }
     Ok(())
 }
 
@@ -344,8 +472,27 @@ fn known_group(session: &Session, group: &str) -> Result<ConversationId> {
         .with_context(|| format!("you are not in a group at {address}"))
 }
 
+/// Logs the profile's device in, publishes it and stocks its key packages.
+async fn set_up_device(
+    profile: &Profile,
+    options: SessionOptions,
+    label: Option<&str>,
+    out: &Output,
+) -> Result<()> {
+    let mut session = connect_with(profile, options).await?;
+    session.publish_device(label).await?;
+    let uploaded = session.replenish_key_packages(KEY_PACKAGE_STOCK).await?;
+    let joined = session.join_existing_conversations().await?;
+    let device = session.close().await;
+    out.logged_in(&device, uploaded, joined);
+    Ok(())
+}
+
 async fn connect(profile: &Profile, server: Option<String>) -> Result<Session> {
-    let options = profile.session_options(server)?;
+    connect_with(profile, profile.session_options(server)?).await
+}
+
+async fn connect_with(profile: &Profile, options: SessionOptions) -> Result<Session> {
     let device = profile.device().await?;
     let jid = options.jid.clone();
     Session::connect(device, options)
@@ -358,6 +505,21 @@ fn parse_jid(text: &str) -> Result<BareJid> {
         Ok(jid) if jid.node().is_some() => Ok(jid),
         _ => bail!("{text:?} is not a JID like alice@example.org"),
     }
+}
+
+/// The conversation with `peer`: the group at that address, or the
+/// one-to-one conversation with that user (created when there is none).
+async fn conversation_with(session: &mut Session, peer: &BareJid) -> Result<ConversationId> {
+    if let Some(group) = session.conversation_at(peer)? {
+        return Ok(group);
+    }
+    if let Some(id) = direct_conversation(session.device(), peer).await? {
+        return Ok(id);
+    }
+    Ok(session
+        .create_conversation(std::slice::from_ref(peer))
+        .await?
+        .0)
 }
 
 /// The conversation of exactly this user and the peer, if there is one.

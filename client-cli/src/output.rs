@@ -2,31 +2,80 @@
 //! (`--json`) for scripts.
 
 use serde_json::{json, Value};
-use tern_e2ee::envelope::Envelope;
+use tern_e2ee::envelope::{Content, Envelope};
 use tern_e2ee::store::StoredMessage;
 use tern_e2ee::{Device, Event};
+
+/// Where finished lines go when not to standard output (e.g. above the
+/// prompt of `tern chat`).
+pub type Printer = Box<dyn FnMut(String) + Send>;
 
 /// The output format.
 pub struct Output {
     json: bool,
+    printer: Option<std::sync::Mutex<Printer>>,
 }
 
 impl Output {
     /// Lines for people, or JSON.
     pub fn new(json: bool) -> Self {
-        Self { json }
-    }
-
-    fn print(&self, object: Value, line: impl FnOnce() -> String) {
-        if self.json {
-            println!("{object}");
-        } else {
-            println!("{}", line());
+        Self {
+            json,
+            printer: None,
         }
     }
 
+    /// The same format, printed through `printer`.
+    pub fn through(json: bool, printer: Printer) -> Self {
+        Self {
+            json,
+            printer: Some(std::sync::Mutex::new(printer)),
+        }
+    }
+
+    fn print(&self, object: Value, line: impl FnOnce() -> String) {
+        let text = if self.json {
+            object.to_string()
+        } else {
+            line()
+        };
+        match &self.printer {
+            Some(printer) => match printer.lock() {
+                Ok(mut print) => print(text),
+                Err(_) => println!("{text}"),
+            },
+            None => println!("{text}"),
+        }
+    }
+
+    /// A line of `tern chat` for people (a notice, an error); JSON output
+    /// gets `{"type": kind, "text": …}`.
+    pub fn notice(&self, kind: &str, text: &str) {
+        self.print(json!({"type": kind, "text": text}), || text.to_owned());
+    }
+
+    /// A message in `tern chat`, numbered `n` for `/reply`, `/react`;
+    /// `reference` names other messages.
+    pub fn chat_message(
+        &self,
+        n: usize,
+        sender: &str,
+        seq: Option<u64>,
+        envelope: &Envelope,
+        reference: &dyn Fn(&str) -> String,
+    ) {
+        let mut object = message_json("", seq, sender, envelope);
+        object["n"] = json!(n);
+        if let Some(map) = object.as_object_mut() {
+            map.remove("conversation");
+        }
+        self.print(object, || {
+            format!("#{n} [{}] {}", envelope.from, describe(envelope, reference))
+        });
+    }
+
     /// After `account login`.
-    pub fn logged_in(&self, device: &Device, uploaded: u32) {
+    pub fn logged_in(&self, device: &Device, uploaded: u32, joined: usize) {
         self.print(
             json!({
                 "type": "device",
@@ -34,14 +83,19 @@ impl Output {
                 "device": device.name().device.as_str(),
                 "fingerprint": device.fingerprint(),
                 "key_packages_uploaded": uploaded,
+                "conversations_joined": joined,
             }),
             || {
-                format!(
+                let mut line = format!(
                     "logged in as {} (device {}, fingerprint {})",
                     device.name().jid,
                     device.name().device,
                     device.fingerprint()
-                )
+                );
+                if joined > 0 {
+                    line.push_str(&format!("; joined your {joined} conversations"));
+                }
+                line
             },
         );
     }
@@ -55,6 +109,35 @@ impl Output {
                     "{id}  {fingerprint}  {}{}",
                     label.unwrap_or("-"),
                     if this { "  (this device)" } else { "" }
+                )
+            },
+        );
+    }
+
+    /// The safety number shared with `user`.
+    pub fn safety_number(&self, user: &jid::BareJid, number: &str) {
+        self.print(
+            json!({"type": "safety_number", "jid": user.as_str(), "safety_number": number}),
+            || format!("safety number with {user}: {number}"),
+        );
+    }
+
+    /// A device of another user with its verification state.
+    pub fn verified_device(
+        &self,
+        user: &jid::BareJid,
+        id: &str,
+        fingerprint: &str,
+        label: Option<&str>,
+        verified: bool,
+    ) {
+        self.print(
+            json!({"type": "device", "jid": user.as_str(), "device": id, "fingerprint": fingerprint, "label": label, "verified": verified}),
+            || {
+                format!(
+                    "{id}  {fingerprint}  {}  {}",
+                    label.unwrap_or("-"),
+                    if verified { "verified" } else { "not verified" }
                 )
             },
         );
@@ -126,7 +209,7 @@ impl Output {
                     &sender.to_string(),
                     envelope,
                 ),
-                || format!("[{}] {}", sender.jid, describe(envelope)),
+                || format!("[{}] {}", sender.jid, describe(envelope, &short_id)),
             ),
             Event::Joined { address, .. } => {
                 let members = match event {
@@ -188,13 +271,13 @@ impl Output {
                 &message.sender,
                 &message.envelope,
             ),
-            || format!("[{sender}] {}", describe(&message.envelope)),
+            || format!("[{sender}] {}", describe(&message.envelope, &short_id)),
         );
     }
 }
 
 fn message_json(conversation: &str, seq: Option<u64>, sender: &str, envelope: &Envelope) -> Value {
-    json!({
+    let mut object = json!({
         "type": "message",
         "conversation": conversation,
         "seq": seq,
@@ -203,15 +286,61 @@ fn message_json(conversation: &str, seq: Option<u64>, sender: &str, envelope: &E
         "id": envelope.id,
         "time": envelope.time.to_rfc3339(),
         "body": envelope.body(),
-    })
+    });
+    for content in &envelope.contents {
+        let (key, value) = match content {
+            Content::Body(_) | Content::ReceiptRequest => continue,
+            Content::Reply { id, .. } => ("reply_to", json!(id)),
+            Content::Correction { id } => ("replaces", json!(id)),
+            Content::Retraction { id } => ("retracts", json!(id)),
+            Content::Reactions { id, emojis } => ("reaction", json!({"to": id, "emojis": emojis})),
+            Content::Receipt { id } => ("received", json!(id)),
+            Content::Displayed { id } => ("displayed", json!(id)),
+            Content::File(file) => (
+                "file",
+                json!({"name": file.name, "size": file.size, "media_type": file.media_type}),
+            ),
+            Content::Location(at) => ("location", json!({"lat": at.lat, "lon": at.lon})),
+        };
+        object[key] = value;
+    }
+    object
 }
 
-/// One line saying what a message is.
-fn describe(envelope: &Envelope) -> String {
-    envelope
-        .body()
-        .map(str::to_owned)
-        .unwrap_or_else(|| format!("({} content elements)", envelope.contents.len()))
+/// One line saying what a message is; `reference` names another message
+/// by its envelope id.
+pub fn describe(envelope: &Envelope, reference: &dyn Fn(&str) -> String) -> String {
+    let mut parts = Vec::new();
+    for content in &envelope.contents {
+        match content {
+            Content::Reply { id, .. } => parts.push(format!("(reply to {})", reference(id))),
+            Content::Correction { id } => parts.push(format!("(edit of {})", reference(id))),
+            Content::Retraction { id } => parts.push(format!("(retracted {})", reference(id))),
+            Content::Reactions { id, emojis } if emojis.is_empty() => {
+                parts.push(format!("took back the reactions to {}", reference(id)))
+            }
+            Content::Reactions { id, emojis } => {
+                parts.push(format!("reacted {} to {}", emojis.join(" "), reference(id)))
+            }
+            Content::Receipt { id } => parts.push(format!("received {}", reference(id))),
+            Content::Displayed { id } => parts.push(format!("read up to {}", reference(id))),
+            Content::File(file) => parts.push(format!(
+                "sent the file {} ({} bytes; `tern file get {}`)",
+                file.name, file.size, envelope.id
+            )),
+            Content::Location(at) => parts.push(format!("is at {}, {}", at.lat, at.lon)),
+            Content::Body(_) | Content::ReceiptRequest => {}
+        }
+    }
+    if let Some(body) = envelope.body() {
+        parts.push(body.to_owned());
+    }
+    parts.join(" ")
+}
+
+/// A message named by the start of its envelope id.
+pub fn short_id(id: &str) -> String {
+    format!("message {}", id.get(..8).unwrap_or(id))
 }
 
 fn hex(bytes: &[u8]) -> String {

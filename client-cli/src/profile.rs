@@ -47,7 +47,7 @@ impl Profile {
         let path = dir.join("profile.toml");
         let text = std::fs::read_to_string(&path).with_context(|| {
             format!(
-                "no account in {}: run `tern account login JID` first",
+                "no account in {}: run `tern account register JID` (new account) or `tern account login JID` first",
                 dir.display()
             )
         })?;
@@ -118,6 +118,30 @@ impl Profile {
             Err(_) => rpassword::prompt_password(format!("Password for {}: ", self.settings.jid))
                 .context("reading the password (or set TERN_PASSWORD)")?,
         };
+        self.options_with(password, server)
+    }
+
+    /// Like [`Self::session_options`] for a password being chosen: typed
+    /// twice at the terminal.
+    pub fn new_password_options(&self, server: Option<String>) -> Result<SessionOptions> {
+        if let Ok(password) = std::env::var("TERN_PASSWORD") {
+            return self.options_with(password, server);
+        }
+        let read = |prompt: &str| {
+            rpassword::prompt_password(prompt)
+                .context("reading the password (or set TERN_PASSWORD)")
+        };
+        let password = read(&format!("New password for {}: ", self.settings.jid))?;
+        if password.is_empty() {
+            bail!("the password must not be empty");
+        }
+        if read("Again: ")? != password {
+            bail!("the two passwords differ");
+        }
+        self.options_with(password, server)
+    }
+
+    fn options_with(&self, password: String, server: Option<String>) -> Result<SessionOptions> {
         Ok(SessionOptions {
             jid: self.jid()?,
             password,

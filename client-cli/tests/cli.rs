@@ -55,7 +55,6 @@ fn certificates(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
 /// A running tern-server, stopped on drop.
 struct Server {
     child: Child,
-    config: PathBuf,
     ca: PathBuf,
     direct_tls: String,
     _dir: tempfile::TempDir,
@@ -69,7 +68,7 @@ impl Server {
         std::fs::write(
             &config,
             format!(
-                "domain = \"{DOMAIN}\"\ndata_dir = \"{}\"\n[listen]\nc2s = \"127.0.0.1:0\"\n\
+                "domain = \"{DOMAIN}\"\ndata_dir = \"{}\"\nregistration = \"open\"\n[listen]\nc2s = \"127.0.0.1:0\"\n\
                  c2s_tls = \"127.0.0.1:0\"\n[tls]\ncert = \"{}\"\nkey = \"{}\"\n",
                 dir.path().join("data").display(),
                 cert.display(),
@@ -110,23 +109,28 @@ impl Server {
         let direct_tls = direct_tls.expect("the report names the direct-TLS port");
         Server {
             child,
-            config,
             ca,
             direct_tls,
             _dir: dir,
         }
     }
 
-    fn add_user(&self, user: &str) {
-        let status = Command::new(binary("tern-server"))
-            .arg("--config")
-            .arg(&self.config)
-            .args(["user", "add", &format!("{user}@{DOMAIN}")])
-            .env("TERN_PASSWORD", PASSWORD)
-            .stdout(Stdio::null())
-            .status()
-            .expect("user add");
-        assert!(status.success());
+    /// Every file the server wrote.
+    fn files(&self) -> Vec<PathBuf> {
+        let mut files = Vec::new();
+        let mut dirs = vec![self._dir.path().join("data")];
+        while let Some(dir) = dirs.pop() {
+            for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+                let path = entry.path();
+                if path.is_dir() {
+                    dirs.push(path);
+                } else {
+                    files.push(path);
+                }
+            }
+        }
+        files.push(self._dir.path().join("server.log"));
+        files
     }
 }
 
@@ -149,25 +153,42 @@ struct Tern<'a> {
 }
 
 impl<'a> Tern<'a> {
+    /// Registers `user` and sets a profile up for them.
     fn new(server: &'a Server, user: &str) -> Tern<'a> {
-        server.add_user(user);
-        let tern = Tern {
-            server,
-            profile: tempfile::tempdir().expect("profile"),
-        };
-        tern.ok(&["account", "login", &format!("{user}@{DOMAIN}")]);
+        let tern = Tern::profile(server);
+        tern.ok(&["account", "register", &jid(user)]);
         tern
     }
 
-    fn run(&self, args: &[&str]) -> Output {
-        Command::new(binary("tern"))
+    /// Another device of an existing `user`.
+    fn second_device(server: &'a Server, user: &str) -> Tern<'a> {
+        let tern = Tern::profile(server);
+        tern.ok(&["account", "login", &jid(user)]);
+        tern
+    }
+
+    fn profile(server: &'a Server) -> Tern<'a> {
+        Tern {
+            server,
+            profile: tempfile::tempdir().expect("profile"),
+        }
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(binary("tern"));
+        command
             .arg("--profile")
             .arg(self.profile.path())
             .args(["--server", &self.server.direct_tls])
             .arg("--ca-file")
             .arg(&self.server.ca)
             .args(args)
-            .env("TERN_PASSWORD", PASSWORD)
+            .env("TERN_PASSWORD", PASSWORD);
+        command
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.command(args)
             .stdin(Stdio::null())
             .output()
             .expect("run tern")
@@ -185,11 +206,35 @@ impl<'a> Tern<'a> {
 
     /// The bodies of the messages `tern recv --json` prints.
     fn received(&self) -> Vec<String> {
-        self.json(&["recv", "--json", "--wait", "2"])
-            .into_iter()
-            .filter(|line| line["type"] == "message")
-            .map(|line| line["body"].as_str().unwrap_or_default().to_owned())
-            .collect()
+        bodies(&self.json(&["recv", "--json", "--wait", "2"]))
+    }
+
+    /// Starts `tern chat PEER --json`, ready for input.
+    fn chat(&self, peer: &str) -> Chat {
+        let mut child = self
+            .command(&["--json", "chat", peer])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start tern chat");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let stdin = child.stdin.take();
+        let mut chat = Chat {
+            child,
+            stdin,
+            lines,
+        };
+        chat.expect(|line| line["type"] == "ready");
+        chat
     }
 
     fn json(&self, args: &[&str]) -> Vec<Value> {
@@ -200,24 +245,122 @@ impl<'a> Tern<'a> {
     }
 }
 
+fn jid(user: &str) -> String {
+    format!("{user}@{DOMAIN}")
+}
+
+/// The bodies of the messages among JSON lines.
+fn bodies(lines: &[Value]) -> Vec<String> {
+    lines
+        .iter()
+        .filter(|line| line["type"] == "message")
+        .filter_map(|line| line["body"].as_str().map(str::to_owned))
+        .collect()
+}
+
+/// A running `tern chat --json`, stopped on drop.
+struct Chat {
+    child: Child,
+    stdin: Option<std::process::ChildStdin>,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl Chat {
+    fn say(&mut self, line: &str) {
+        use std::io::Write;
+        let stdin = self.stdin.as_mut().expect("stdin");
+        writeln!(stdin, "{line}").expect("write to tern chat");
+        stdin.flush().expect("flush");
+    }
+
+    /// The first line (within 20 s) that `wanted` accepts.
+    fn expect(&mut self, wanted: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = self
+                .lines
+                .recv_timeout(left)
+                .expect("tern chat printed the line in time");
+            let value: Value = serde_json::from_str(&line).expect("a JSON line");
+            if wanted(&value) {
+                return value;
+            }
+        }
+    }
+
+    /// Ends the chat with /quit and waits for it to exit.
+    fn quit(mut self) {
+        self.say("/quit");
+        drop(self.stdin.take());
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                assert!(status.success(), "tern chat failed");
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("tern chat did not quit");
+    }
+}
+
+impl Drop for Chat {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 #[test]
-fn two_users_talk_from_the_command_line() {
+fn two_users_talk_reply_edit_react_and_verify() {
     let server = Server::start();
     let alice = Tern::new(&server, "alice");
     let bob = Tern::new(&server, "bob");
 
-    let sent = alice.json(&["--json", "send", &format!("bob@{DOMAIN}"), "hello bob"]);
+    let sent = alice.json(&["--json", "send", &jid("bob"), "hello bob"]);
     assert_eq!(sent[0]["type"], "sent");
     assert_eq!(bob.received(), ["hello bob"]);
-    bob.ok(&["send", &format!("alice@{DOMAIN}"), "hello alice"]);
+    bob.ok(&["send", &jid("alice"), "hello alice"]);
     assert_eq!(alice.received(), ["hello alice"]);
 
-    let history: Vec<String> = alice
-        .json(&["--json", "history", &format!("bob@{DOMAIN}")])
-        .iter()
-        .map(|m| m["body"].as_str().unwrap_or_default().to_owned())
-        .collect();
+    let history = bodies(&alice.json(&["--json", "history", &jid("bob")]));
     assert_eq!(history, ["hello bob", "hello alice"]);
+
+    // alice chats; bob's question arrives live, she replies, corrects
+    // her reply and reacts to the question.
+    let mut chat = alice.chat(&jid("bob"));
+    let sent = bob.json(&["--json", "send", &jid("alice"), "how are you?"]);
+    let question_id = sent[0]["id"].as_str().expect("id").to_owned();
+    let question = chat.expect(|line| line["body"] == "how are you?");
+    assert_eq!(question["id"], question_id.as_str());
+    let n = question["n"].as_u64().expect("numbered");
+    chat.say(&format!("/reply {n} fine"));
+    let reply = chat.expect(|line| line["body"] == "fine");
+    chat.say("/edit fine, thanks");
+    chat.expect(|line| line["body"] == "fine, thanks");
+    chat.say(&format!("/react {n} 👍"));
+    chat.expect(|line| line["reaction"].is_object());
+    chat.quit();
+
+    let arrived = bob.json(&["recv", "--json", "--wait", "2"]);
+    let messages: Vec<&Value> = arrived.iter().filter(|l| l["type"] == "message").collect();
+    assert_eq!(messages.len(), 3, "{arrived:?}");
+    assert_eq!(messages[0]["reply_to"], question_id.as_str());
+    assert_eq!(messages[0]["body"], "fine");
+    assert_eq!(messages[1]["replaces"], reply["id"]);
+    assert_eq!(messages[1]["body"], "fine, thanks");
+    assert_eq!(messages[2]["reaction"]["to"], question_id.as_str());
+    assert_eq!(messages[2]["reaction"]["emojis"][0], "👍");
+
+    // Both see the same safety number; alice marks bob's device verified.
+    let from_alice = alice.json(&["--json", "verify", &jid("bob"), "--mark-verified"]);
+    let from_bob = bob.json(&["--json", "verify", &jid("alice")]);
+    assert_eq!(from_alice[0]["safety_number"], from_bob[0]["safety_number"]);
+    assert_eq!(from_alice[1]["verified"], true);
+    assert_eq!(from_bob[1]["verified"], false);
+    let again = alice.json(&["--json", "verify", &jid("bob")]);
+    assert_eq!(again[1]["verified"], true);
 
     let devices = bob.json(&["--json", "account", "devices"]);
     assert_eq!(devices.len(), 1);
@@ -228,10 +371,26 @@ fn two_users_talk_from_the_command_line() {
 fn errors_say_what_to_do() {
     let server = Server::start();
     let alice = Tern::new(&server, "alice");
-    let output = alice.run(&["send", &format!("nobody@{DOMAIN}"), "hello?"]);
+    let output = alice.run(&["send", &jid("nobody"), "hello?"]);
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("nobody@tern.test"), "{stderr}");
+
+    let taken = Tern::profile(&server);
+    let output = taken.run(&["account", "register", &jid("alice")]);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("exists already"), "{stderr}");
+
+    let output = taken
+        .command(&["account", "login", &jid("alice")])
+        .env("TERN_PASSWORD", "wrong")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run tern");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("wrong password"), "{stderr}");
 
     let empty = tempfile::tempdir().expect("dir");
     let output = Command::new(binary("tern"))
@@ -243,15 +402,16 @@ fn errors_say_what_to_do() {
         .expect("run tern");
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("tern account login"), "{stderr}");
+    assert!(stderr.contains("tern account register"), "{stderr}");
 }
 
 #[test]
-fn a_group_talks_and_a_removed_member_reads_nothing_more() {
+fn a_group_changes_and_each_member_reads_exactly_their_part() {
     let server = Server::start();
     let alice = Tern::new(&server, "alice");
     let bob = Tern::new(&server, "bob");
     let carol = Tern::new(&server, "carol");
+    let dave = Tern::new(&server, "dave");
 
     let created = alice.json(&[
         "--json",
@@ -259,9 +419,9 @@ fn a_group_talks_and_a_removed_member_reads_nothing_more() {
         "create",
         "friends",
         "--member",
-        &format!("bob@{DOMAIN}"),
+        &jid("bob"),
         "--member",
-        &format!("carol@{DOMAIN}"),
+        &jid("carol"),
     ]);
     let group = created[0]["address"].as_str().expect("address").to_owned();
     assert!(group.ends_with(&format!("@groups.{DOMAIN}")), "{group}");
@@ -271,18 +431,151 @@ fn a_group_talks_and_a_removed_member_reads_nothing_more() {
 
     alice.ok(&["send", &group, "hello everyone"]);
     assert_eq!(bob.received(), ["hello everyone"]);
-    assert_eq!(carol.received(), ["hello everyone"]);
+    bob.ok(&["send", &group, "hi from bob"]);
+    assert_eq!(carol.received(), ["hello everyone", "hi from bob"]);
+    carol.ok(&["send", &group, "hi from carol"]);
+    assert_eq!(alice.received(), ["hi from bob", "hi from carol"]);
 
-    alice.ok(&["group", "remove", &group, &format!("carol@{DOMAIN}")]);
+    // carol is removed: she is told, and reads nothing after.
+    alice.ok(&["group", "remove", &group, &jid("carol")]);
     alice.ok(&["send", &group, "carol is gone"]);
-    assert_eq!(bob.received(), ["carol is gone"]);
+    assert_eq!(bob.received(), ["hi from carol", "carol is gone"]);
     let carol_sees = carol.json(&["recv", "--json", "--wait", "2"]);
     assert!(
         carol_sees.iter().any(|e| e["type"] == "removed"),
         "carol is told: {carol_sees:?}"
     );
+    assert!(bodies(&carol_sees).is_empty(), "{carol_sees:?}");
+
+    // dave is added: he reads what follows, not what came before.
+    bob.ok(&["group", "add", &group, &jid("dave")]);
+    alice.ok(&["send", &group, "welcome dave"]);
+    assert_eq!(dave.received(), ["welcome dave"]);
+    assert_eq!(bodies(&dave.json(&["--json", "history"])), ["welcome dave"]);
+
+    // bob leaves: the next message commits it, and bob reads no more.
+    bob.ok(&["group", "leave", &group]);
+    alice.ok(&["send", &group, "bye bob"]);
+    assert_eq!(dave.received(), ["bye bob"]);
+    assert!(bob.received().is_empty());
+    let listed = alice.json(&["--json", "group", "list"]);
+    let members: Vec<&str> = listed[0]["members"]
+        .as_array()
+        .expect("members")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert_eq!(members, [jid("alice"), jid("dave")]);
+}
+
+#[test]
+fn an_offline_member_gets_everything_in_order() {
+    let server = Server::start();
+    let alice = Tern::new(&server, "alice");
+    let bob = Tern::new(&server, "bob");
+    let carol = Tern::new(&server, "carol");
+    let created = alice.json(&["--json", "group", "create", "team", "--member", &jid("bob")]);
+    let group = created[0]["address"].as_str().expect("address").to_owned();
+    assert!(bob.received().is_empty());
+
+    // bob is offline (no tern runs for him) while alice writes and
+    // changes the group.
+    let mut expected = Vec::new();
+    for i in 0..10 {
+        let text = format!("message {i}");
+        alice.ok(&["send", &group, &text]);
+        expected.push(text);
+    }
+    alice.ok(&["group", "add", &group, &jid("carol")]);
+    for i in 10..20 {
+        let text = format!("message {i}");
+        alice.ok(&["send", &group, &text]);
+        expected.push(text);
+    }
+    let arrived = bob.json(&["recv", "--json", "--wait", "2"]);
+    assert_eq!(bodies(&arrived), expected);
+    let change = arrived
+        .iter()
+        .position(|e| e["type"] == "members")
+        .expect("the add is reported");
+    let tenth = arrived
+        .iter()
+        .position(|e| e["body"] == "message 10")
+        .expect("message 10");
     assert!(
-        !carol_sees.iter().any(|e| e["body"] == "carol is gone"),
-        "carol read a message sent after her removal"
+        change < tenth,
+        "the add comes before message 10: {arrived:?}"
     );
+    assert_eq!(carol.received(), expected[10..]);
+
+    // The server holds no message text anywhere.
+    for file in server.files() {
+        let bytes = std::fs::read(&file).unwrap_or_default();
+        let found = bytes.windows(b"message 1".len()).any(|w| w == b"message 1");
+        assert!(!found, "{} holds a message text", file.display());
+    }
+}
+
+#[test]
+fn a_second_device_joins_existing_conversations() {
+    let server = Server::start();
+    let alice = Tern::new(&server, "alice");
+    let bob = Tern::new(&server, "bob");
+    alice.ok(&["send", &jid("bob"), "before the new device"]);
+    assert_eq!(bob.received(), ["before the new device"]);
+
+    let bob_phone = Tern::second_device(&server, "bob");
+    let devices = bob_phone.json(&["--json", "account", "devices"]);
+    assert_eq!(devices.len(), 2);
+    let alice_sees = alice.json(&["recv", "--json", "--wait", "2"]);
+    assert!(
+        alice_sees.iter().any(|e| e["type"] == "members"),
+        "alice is told of bob's new device: {alice_sees:?}"
+    );
+
+    alice.ok(&["send", &jid("bob"), "to both devices"]);
+    assert_eq!(bob_phone.received(), ["to both devices"]);
+    assert_eq!(bob.received(), ["to both devices"]);
+    bob_phone.ok(&["send", &jid("alice"), "from the phone"]);
+    assert_eq!(alice.received(), ["from the phone"]);
+    assert_eq!(bob.received(), ["from the phone"]);
+}
+
+#[test]
+fn concurrent_commits_from_two_clients_both_land() {
+    let server = Server::start();
+    let alice = Tern::new(&server, "alice");
+    let bob = Tern::new(&server, "bob");
+    let carol = Tern::new(&server, "carol");
+    let dave = Tern::new(&server, "dave");
+    let created = alice.json(&["--json", "group", "create", "g", "--member", &jid("bob")]);
+    let group = created[0]["address"].as_str().expect("address").to_owned();
+    bob.received();
+
+    // Both add someone at the same moment.
+    let carol_jid = jid("carol");
+    let dave_jid = jid("dave");
+    let mut adding_carol = alice
+        .command(&["group", "add", &group, &carol_jid])
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("tern");
+    let mut adding_dave = bob
+        .command(&["group", "add", &group, &dave_jid])
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("tern");
+    assert!(adding_carol.wait().expect("wait").success());
+    assert!(adding_dave.wait().expect("wait").success());
+
+    alice.ok(&["send", &group, "all four"]);
+    assert_eq!(bob.received(), ["all four"]);
+    assert_eq!(carol.received(), ["all four"]);
+    assert_eq!(dave.received(), ["all four"]);
+    dave.ok(&["send", &group, "dave here"]);
+    assert_eq!(alice.received(), ["dave here"]);
+    assert_eq!(carol.received(), ["dave here"]);
+    let members = |tern: &Tern| tern.json(&["--json", "group", "list"])[0]["members"].clone();
+    assert_eq!(members(&alice), members(&dave));
+    assert_eq!(members(&alice).as_array().map(Vec::len), Some(4));
 }

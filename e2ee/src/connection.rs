@@ -22,13 +22,17 @@ use sasl::common::Credentials;
 use tokio::io::BufStream;
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
-use tokio_xmpp::xmlstream::{initiate_stream, StreamHeader, Timeouts, XmlStream};
+use tokio_xmpp::parsers::stream_features::StreamFeatures;
+use tokio_xmpp::xmlstream::{initiate_stream, ReadError, StreamHeader, Timeouts, XmlStream};
 
-use crate::session::SessionError;
+use crate::session::{stanza_error, SessionError};
 
 const NS_SASL: &str = "urn:ietf:params:xml:ns:xmpp-sasl";
 const NS_BIND: &str = "urn:ietf:params:xml:ns:xmpp-bind";
 const NS_CLIENT: &str = "jabber:client";
+const NS_REGISTER: &str = "jabber:iq:register";
+/// How long closing waits for the server's end of the stream.
+const CLOSE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 type Io = BufStream<TlsStream<TcpStream>>;
 
@@ -47,20 +51,50 @@ impl Connection {
         password: &str,
         server: Option<&str>,
     ) -> Result<Self, SessionError> {
-        let domain = jid.domain().as_str().to_owned();
-        let address = server
-            .map(str::to_owned)
-            .unwrap_or_else(|| format!("{domain}:5223"));
-        let tcp = TcpStream::connect(&address)
-            .await
-            .map_err(|e| SessionError::Connect(format!("cannot reach {address}: {e}")))?;
-        let _ = tcp.set_nodelay(true);
-        let tls = tls_connect(tcp, &domain).await?;
-        let stream = open_stream(BufStream::new(tls), &domain).await?;
-        let stream = authenticate(stream, jid, password).await?;
-        let mut stream = restart(stream, &domain).await?;
+        let domain = jid.domain().as_str();
+        let (features, stream) = establish(domain, server).await?;
+        let stream = authenticate(features.sasl_mechanisms, stream, jid, password).await?;
+        let mut stream = restart(stream, domain).await?;
         let jid = bind(&mut stream).await?;
         Ok(Self { stream, jid })
+    }
+
+    /// Creates the account `jid` with `password` by in-band registration
+    /// (XEP-0077) on a fresh stream, before authentication; the stream is
+    /// closed afterwards.
+    pub async fn register(
+        jid: &BareJid,
+        password: &str,
+        server: Option<&str>,
+    ) -> Result<(), SessionError> {
+        let domain = jid.domain().as_str();
+        let (features, mut stream) = establish(domain, server).await?;
+        if !features.in_band_registration {
+            return Err(SessionError::Refused {
+                condition: "not-allowed".into(),
+                text: Some(format!("{domain} does not allow registration")),
+            });
+        }
+        let username = jid.node().map(|n| n.as_str()).unwrap_or_default();
+        let query = Element::builder("query", NS_REGISTER)
+            .append(Element::builder("username", NS_REGISTER).append(username))
+            .append(Element::builder("password", NS_REGISTER).append(password))
+            .build();
+        let request = Element::builder("iq", NS_CLIENT)
+            .attr(attr("type"), "set")
+            .attr(attr("id"), "register")
+            .append(query)
+            .build();
+        stream.send(&request).await.map_err(connect_error)?;
+        let answer = match stream.next().await {
+            Some(Ok(element)) => element,
+            _ => return Err(SessionError::Disconnected),
+        };
+        let _ = SinkExt::<&Element>::close(&mut stream).await;
+        match answer.attr("type") {
+            Some("result") => Ok(()),
+            _ => Err(stanza_error(&answer)),
+        }
     }
 
     /// The bound full JID.
@@ -70,6 +104,7 @@ impl Connection {
 
     /// Sends a stanza (written out at once).
     pub async fn send(&mut self, stanza: &Element) -> Result<(), SessionError> {
+        tracing::trace!(name = stanza.name(), id = ?stanza.attr("id"), "stanza to server");
         self.stream
             .send(stanza)
             .await
@@ -82,16 +117,52 @@ impl Connection {
             match self.stream.next().await? {
                 Ok(stanza) => return Some(stanza),
                 // Quiet for a while: keep waiting (the server pings us).
-                Err(tokio_xmpp::xmlstream::ReadError::SoftTimeout) => continue,
+                Err(ReadError::SoftTimeout) => continue,
                 Err(_) => return None,
             }
         }
     }
 
-    /// Ends the stream.
+    /// Ends the stream: sends the footer, then reads until the server
+    /// ends its side too, which it does once it handled everything sent
+    /// before (leaving at once could cut the last stanzas off).
     pub async fn close(mut self) {
-        let _ = SinkExt::<&Element>::close(&mut self.stream).await;
+        if self.stream.shutdown().await.is_err() {
+            return;
+        }
+        let _ = tokio::time::timeout(CLOSE_WAIT, async {
+            while let Some(Ok(_) | Err(ReadError::SoftTimeout)) = self.stream.next().await {}
+        })
+        .await;
     }
+}
+
+/// TCP, TLS and the first stream header: the stream's features and the
+/// stream, ready for SASL (or in-band registration).
+async fn establish(
+    domain: &str,
+    server: Option<&str>,
+) -> Result<(StreamFeatures, XmlStream<Io, Element>), SessionError> {
+    let address = server
+        .map(str::to_owned)
+        .unwrap_or_else(|| format!("{domain}:5223"));
+    let tcp = TcpStream::connect(&address)
+        .await
+        .map_err(|e| SessionError::Connect(format!("cannot reach {address}: {e}")))?;
+    let _ = tcp.set_nodelay(true);
+    let tls = tls_connect(tcp, domain).await?;
+    let pending = initiate_stream(
+        BufStream::new(tls),
+        NS_CLIENT,
+        header(domain),
+        Timeouts::default(),
+    )
+    .await
+    .map_err(connect_error)?;
+    pending
+        .recv_features::<Element>()
+        .await
+        .map_err(connect_error)
 }
 
 async fn tls_connect(tcp: TcpStream, domain: &str) -> Result<TlsStream<TcpStream>, SessionError> {
@@ -114,20 +185,6 @@ async fn tls_connect(tcp: TcpStream, domain: &str) -> Result<TlsStream<TcpStream
         .connect(name, tcp)
         .await
         .map_err(|e| SessionError::Connect(format!("TLS with {domain}: {e}")))
-}
-
-async fn open_stream(
-    io: Io,
-    domain: &str,
-) -> Result<(Vec<String>, XmlStream<Io, Element>), SessionError> {
-    let pending = initiate_stream(io, NS_CLIENT, header(domain), Timeouts::default())
-        .await
-        .map_err(connect_error)?;
-    let (features, stream) = pending
-        .recv_features::<Element>()
-        .await
-        .map_err(connect_error)?;
-    Ok((features.sasl_mechanisms.into_iter().collect(), stream))
 }
 
 async fn restart(
@@ -155,7 +212,8 @@ fn header(domain: &str) -> StreamHeader<'_> {
 }
 
 async fn authenticate(
-    (mechanisms, mut stream): (Vec<String>, XmlStream<Io, Element>),
+    mechanisms: std::collections::BTreeSet<String>,
+    mut stream: XmlStream<Io, Element>,
     jid: &BareJid,
     password: &str,
 ) -> Result<XmlStream<Io, Element>, SessionError> {

@@ -33,7 +33,7 @@ use crate::verify::{device_name, verify_key_package};
 pub const MAX_PAST_EPOCHS: usize = 5;
 
 /// The id of a conversation: its MLS group id.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ConversationId(pub Vec<u8>);
 
 impl ConversationId {
@@ -100,6 +100,29 @@ pub enum Incoming {
     OwnEcho,
     /// Already processed (its position is behind the cursor).
     Duplicate,
+}
+
+/// A join by external commit, prepared by [`Device::join_external`]: the
+/// commit to submit, and the group state kept until the hub accepts it.
+pub struct ExternalJoin {
+    group: MlsGroup,
+    batch: Batch,
+    out: CommitOut,
+}
+
+impl ExternalJoin {
+    /// The commit (with the GroupInfo of the new epoch) for the hub.
+    pub fn commit(&self) -> &CommitOut {
+        &self.out
+    }
+}
+
+impl std::fmt::Debug for ExternalJoin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExternalJoin")
+            .field("epoch", &self.out.epoch)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The configuration of the MLS groups this crate creates (also for
@@ -226,23 +249,45 @@ impl Device {
         self.commit(id, Change::PendingProposals).await
     }
 
-    /// Proposes this device's own removal; another member commits it.
-    pub async fn leave(&self, id: &ConversationId) -> Result<Vec<u8>, Error> {
+    /// Leaves the conversation: proposes the removal of this device (and
+    /// of this user's other devices in it) and stops following it; another
+    /// member commits the proposals. Returns them, to be sent to the hub.
+    pub async fn leave(&self, id: &ConversationId) -> Result<Vec<Vec<u8>>, Error> {
+        let own_other_devices: Vec<LeafNodeIndex> = self
+            .members_with_leaves(id)
+            .await?
+            .into_iter()
+            .filter(|(name, _)| name.jid == self.name.jid && *name != self.name)
+            .map(|(_, leaf)| leaf)
+            .collect();
         let mut groups = self.groups.lock().await;
         let mut group = self.take_group(&mut groups, id).await?;
         let mut batch = Batch::default();
-        let proposal = {
+        let proposals = {
             let provider = TernProvider::new(&self.crypto, &self.store, &batch);
             tokio::task::block_in_place(|| -> Result<_, Error> {
+                let mut proposals = Vec::new();
+                for leaf in own_other_devices {
+                    let (message, _) = group
+                        .propose_remove_member(&provider, &self.signer, leaf)
+                        .map_err(mls)?;
+                    proposals.push(message.tls_serialize_detached().map_err(mls)?);
+                }
                 let message = group.leave_group(&provider, &self.signer).map_err(mls)?;
-                message.tls_serialize_detached().map_err(mls)
+                proposals.push(message.tls_serialize_detached().map_err(mls)?);
+                Ok(proposals)
             })?
         };
-        remember_sent(&mut batch, id, &proposal, "proposal");
-        self.remember_sent_in_memory(message_hash(&proposal), "proposal");
+        for proposal in &proposals {
+            remember_sent(&mut batch, id, proposal, "proposal");
+        }
+        records::mark_left(&mut batch, &id.0);
         self.store.apply(batch)?;
+        for proposal in &proposals {
+            self.remember_sent_in_memory(message_hash(proposal), "proposal");
+        }
         groups.insert(id.0.clone(), group);
-        Ok(proposal)
+        Ok(proposals)
     }
 
     /// The hub accepted our commit at log position `seq`: apply it.
@@ -331,6 +376,80 @@ impl Device {
         self.store.apply(batch)?;
         // A cached state of an earlier membership is stale now.
         self.groups.lock().await.remove(&id.0);
+        Ok(id)
+    }
+
+    /// Prepares joining a conversation of this device's user by an
+    /// external commit on its latest GroupInfo (as the hub serves it).
+    /// Nothing is stored until [`Self::external_join_accepted`]; a
+    /// refused join is just dropped.
+    pub async fn join_external(&self, group_info: &[u8]) -> Result<ExternalJoin, Error> {
+        let message = MlsMessageIn::tls_deserialize_exact(group_info)
+            .map_err(|_| Error::Malformed("group info"))?;
+        let MlsMessageBodyIn::GroupInfo(info) = message.extract() else {
+            return Err(Error::Malformed("not a group info"));
+        };
+        let batch = Batch::default();
+        let (group, out) = {
+            let provider = TernProvider::new(&self.crypto, &self.store, &batch);
+            tokio::task::block_in_place(|| -> Result<_, Error> {
+                let epoch = info.epoch().as_u64();
+                let (group, bundle) = MlsGroup::external_commit_builder()
+                    .with_config(join_config())
+                    .build_group(&provider, info, self.credential())
+                    .map_err(mls)?
+                    .load_psks(provider.storage())
+                    .map_err(mls)?
+                    .create_group_info(true)
+                    .use_ratchet_tree_extension(true)
+                    .build(provider.rand(), provider.crypto(), &self.signer, |_| true)
+                    .map_err(mls)?
+                    .finalize(&provider)
+                    .map_err(mls)?;
+                let (commit, _, group_info) = bundle.into_messages();
+                let out = CommitOut {
+                    commit: commit.tls_serialize_detached().map_err(mls)?,
+                    welcome: None,
+                    group_info: group_info
+                        .ok_or(Error::Malformed("commit without group info"))?
+                        .tls_serialize_detached()
+                        .map_err(mls)?,
+                    epoch,
+                };
+                Ok((group, out))
+            })?
+        };
+        Ok(ExternalJoin { group, batch, out })
+    }
+
+    /// The hub accepted an external join at log position `seq`: the
+    /// conversation is stored, following the log after `seq`.
+    pub async fn external_join_accepted(
+        &self,
+        join: ExternalJoin,
+        address: &BareJid,
+        seq: u64,
+    ) -> Result<ConversationId, Error> {
+        let ExternalJoin {
+            group,
+            mut batch,
+            out,
+        } = join;
+        let id = ConversationId(group.group_id().as_slice().to_vec());
+        records::upsert_conversation(&mut batch, &id.0, seq);
+        records::set_address(&mut batch, &id.0, address.as_str());
+        remember_sent(&mut batch, &id, &out.commit, "commit");
+        for (name, key) in &member_keys(&group) {
+            records::observe_device(&self.store, &mut batch, name, key)?;
+        }
+        self.store.apply(batch)?;
+        self.groups.lock().await.insert(
+            id.0.clone(),
+            Loaded {
+                group,
+                last_seq: seq,
+            },
+        );
         Ok(id)
     }
 
@@ -482,6 +601,13 @@ impl Device {
             .await
     }
 
+    /// Whether proposals wait for a commit (no application message can be
+    /// sent until one includes them).
+    pub async fn has_pending_proposals(&self, id: &ConversationId) -> Result<bool, Error> {
+        self.read_group(id, |group| Ok(group.pending_proposals().next().is_some()))
+            .await
+    }
+
     /// Whether this device is still a member.
     pub async fn is_member(&self, id: &ConversationId) -> Result<bool, Error> {
         self.read_group(id, |group| Ok(group.is_active())).await
@@ -518,6 +644,13 @@ impl Device {
             .store
             .with(|c| records::conversation_at(c, address.as_str()))?
             .map(ConversationId))
+    }
+
+    /// Whether this device has (or had) the conversation at `address`.
+    pub fn knows_address(&self, address: &BareJid) -> Result<bool, Error> {
+        Ok(self
+            .store
+            .with(|c| records::knows_address(c, address.as_str()))?)
     }
 
     /// Every conversation of this device, with its hub's address if known.

@@ -20,7 +20,7 @@ use crate::envelope::{Content, Envelope};
 use crate::error::{Error, ProcessError};
 use crate::identity::DeviceName;
 use crate::wire::devices::{Device as ListedDevice, DeviceList};
-use crate::wire::hub::{Accepted, Create, Created, GroupInfoData, Log};
+use crate::wire::hub::{Accepted, Create, Created, GroupInfoData, GroupRef, Groups, Log};
 use crate::wire::keys::{Claim, Count, KeyPackages, Upload};
 use crate::wire::payload::{MlsPayload, WelcomePayload};
 use crate::wire::{DEVICES_NODE, NS};
@@ -143,6 +143,8 @@ pub struct Session {
     inbox: VecDeque<Element>,
     /// Events produced while doing something else (e.g. catching up).
     events: VecDeque<Event>,
+    /// Conversations where the log brought proposals to commit.
+    proposed: std::collections::BTreeSet<ConversationId>,
 }
 
 impl std::fmt::Debug for Session {
@@ -164,11 +166,18 @@ impl Session {
             device,
             inbox: VecDeque::new(),
             events: VecDeque::new(),
+            proposed: Default::default(),
         };
         session
             .send_stanza(Element::builder("presence", "jabber:client").build())
             .await?;
         Ok(session)
+    }
+
+    /// Creates the account of `options` by in-band registration
+    /// (XEP-0077); log in with [`Self::connect`] afterwards.
+    pub async fn register(options: &SessionOptions) -> Result<(), SessionError> {
+        Connection::register(&options.jid, &options.password, options.server.as_deref()).await
     }
 
     /// The device.
@@ -352,9 +361,63 @@ impl Session {
         self.commit_with_retry(id, move |device, id| {
             let packages = packages.clone();
             let id = id.clone();
-            Box::pin(async move { device.add_members(&id, &packages).await })
+            Box::pin(async move { device.add_members(&id, &packages).await.map(Some) })
         })
         .await
+    }
+
+    /// Joins, by external commit, the conversations on this user's hub
+    /// that the user has other devices in and this device never had (a
+    /// new device's first login); returns how many it joined.
+    pub async fn join_existing_conversations(&mut self) -> Result<usize, SessionError> {
+        let answer = self
+            .get(Some(&self.groups_domain.clone()), Groups::default())
+            .await?;
+        let groups =
+            Groups::try_from(answer).map_err(|e| SessionError::Protocol(format!("groups: {e}")))?;
+        let mut joined = 0;
+        for GroupRef { address } in groups.groups {
+            if self.device.knows_address(&address)? {
+                continue;
+            }
+            match self.join_by_external_commit(&address).await {
+                Ok(id) => {
+                    joined += 1;
+                    self.events.push_back(Event::Joined {
+                        conversation: id,
+                        address,
+                    });
+                }
+                Err(e) => tracing::warn!(%address, "cannot join the conversation: {e}"),
+            }
+        }
+        Ok(joined)
+    }
+
+    async fn join_by_external_commit(
+        &mut self,
+        address: &BareJid,
+    ) -> Result<ConversationId, SessionError> {
+        for _ in 0..COMMIT_ATTEMPTS {
+            let request = GroupInfoData {
+                epoch: None,
+                data: Vec::new(),
+            };
+            let info = GroupInfoData::try_from(self.get(Some(address.as_str()), request).await?)
+                .map_err(|e| SessionError::Protocol(format!("group info: {e}")))?;
+            let join = self.device.join_external(&info.data).await?;
+            match self.submit(address, join.commit()).await {
+                Ok(accepted) => {
+                    return Ok(self
+                        .device
+                        .external_join_accepted(join, address, accepted.seq)
+                        .await?)
+                }
+                Err(Submitted::Stale) => continue,
+                Err(Submitted::Failed(e)) => return Err(e),
+            }
+        }
+        Err(SessionError::TooManyConflicts)
     }
 
     /// Removes every device of `user`.
@@ -367,9 +430,20 @@ impl Session {
         self.commit_with_retry(id, move |device, id| {
             let user = user.clone();
             let id = id.clone();
-            Box::pin(async move { device.remove_user(&id, &user).await })
+            Box::pin(async move { device.remove_user(&id, &user).await.map(Some) })
         })
         .await
+    }
+
+    /// Leaves the conversation (every device of this user): sends the
+    /// removal proposals, which the next member online commits; this
+    /// device stops following the conversation at once.
+    pub async fn leave(&mut self, id: &ConversationId) -> Result<(), SessionError> {
+        let address = self.address(id)?;
+        for proposal in self.device.leave(id).await? {
+            self.send_to_hub(&address, proposal).await?;
+        }
+        Ok(())
     }
 
     /// Sends a message; returns its envelope.
@@ -379,20 +453,54 @@ impl Session {
         contents: Vec<Content>,
     ) -> Result<Envelope, SessionError> {
         let address = self.address(id)?;
+        // Proposals block application messages until committed.
+        if self.device.has_pending_proposals(id).await? {
+            self.commit_pending(id).await?;
+        }
         let (message, envelope) = self.device.send(id, contents).await?;
+        self.send_to_hub(&address, message).await?;
+        Ok(envelope)
+    }
+
+    /// Sends an MLS message (application message or proposal) to the hub.
+    async fn send_to_hub(&mut self, address: &BareJid, data: Vec<u8>) -> Result<(), SessionError> {
         let mut stanza = Element::builder("message", "jabber:client")
             .attr(attr("to"), address.as_str())
             .attr(attr("type"), "groupchat")
             .build();
-        stanza.append_child(
-            MlsPayload {
-                seq: None,
-                data: message,
+        stanza.append_child(MlsPayload { seq: None, data }.into());
+        self.send_stanza(stanza).await
+    }
+
+    /// Commits the proposals waiting in the conversation (unless another
+    /// member's commit includes them first).
+    async fn commit_pending(&mut self, id: &ConversationId) -> Result<(), SessionError> {
+        self.commit_with_retry(id, |device, id| {
+            let id = id.clone();
+            Box::pin(async move {
+                if !device.has_pending_proposals(&id).await? {
+                    return Ok(None);
+                }
+                device.commit_pending_proposals(&id).await.map(Some)
+            })
+        })
+        .await
+    }
+
+    /// Commits what proposals the log brought (someone left), now that
+    /// the log was read up to its end.
+    async fn settle_proposals(&mut self) -> Result<(), SessionError> {
+        while let Some(id) = self.proposed.pop_first() {
+            match self.commit_pending(&id).await {
+                Ok(()) => {}
+                // E.g. a proposal to remove this device: not ours to commit.
+                Err(SessionError::Client(e)) => {
+                    tracing::warn!("cannot commit the pending proposals: {e}");
+                }
+                Err(e) => return Err(e),
             }
-            .into(),
-        );
-        self.send_stanza(stanza).await?;
-        Ok(envelope)
+        }
+        Ok(())
     }
 
     /// Fetches and processes what every conversation's log holds beyond
@@ -413,7 +521,7 @@ impl Session {
                 Err(e) => return Err(e),
             }
         }
-        Ok(())
+        self.settle_proposals().await
     }
 
     /// The next event, waiting up to `wait`; `None` when nothing happened.
@@ -432,6 +540,23 @@ impl Session {
                 },
             };
             self.handle_stanza(stanza).await?;
+            self.settle_proposals().await?;
+        }
+    }
+
+    /// Waits until something arrived, without processing it; cancel-safe
+    /// (dropping the future loses nothing), so it can race other inputs
+    /// in a `select!`. [`Self::next_event`] then processes what came.
+    pub async fn readable(&mut self) -> Result<(), SessionError> {
+        if !self.events.is_empty() || !self.inbox.is_empty() {
+            return Ok(());
+        }
+        match self.client.next().await {
+            Some(stanza) => {
+                self.inbox.push_back(stanza);
+                Ok(())
+            }
+            None => Err(SessionError::Disconnected),
         }
     }
 
@@ -564,6 +689,10 @@ impl Session {
                 removed,
                 epoch,
             }),
+            Ok(Incoming::Proposal) => {
+                self.proposed.insert(id.clone());
+                None
+            }
             Ok(_) => None,
             Err(ProcessError::Client(e)) => return Err(e.into()),
             Err(ProcessError::FutureEpoch(_)) => return Ok(()),
@@ -577,8 +706,9 @@ impl Session {
         Ok(())
     }
 
-    /// Builds a commit with `make`, submits it, and on a stale-epoch
-    /// refusal drops it, catches up, and builds it again.
+    /// Builds a commit with `make` (`None`: nothing to commit), submits
+    /// it, and on a stale-epoch refusal drops it, catches up, and builds it
+    /// again.
     async fn commit_with_retry<F>(
         &mut self,
         id: &ConversationId,
@@ -589,12 +719,15 @@ impl Session {
             &'a Device,
             &'a ConversationId,
         ) -> std::pin::Pin<
-            Box<dyn std::future::Future<Output = Result<CommitOut, Error>> + Send + 'a>,
+            Box<dyn std::future::Future<Output = Result<Option<CommitOut>, Error>> + Send + 'a>,
         >,
     {
         let address = self.address(id)?;
         for _ in 0..COMMIT_ATTEMPTS {
-            let out = make(&self.device, id).await?;
+            // Nothing (left) to commit: someone else's commit did it.
+            let Some(out) = make(&self.device, id).await? else {
+                return Ok(());
+            };
             match self.submit(&address, &out).await {
                 Ok(accepted) => {
                     self.device.commit_accepted(id, accepted.seq).await?;
@@ -710,17 +843,23 @@ impl From<IqFailure> for SessionError {
     fn from(failure: IqFailure) -> Self {
         match failure {
             IqFailure::Session(e) => e,
-            IqFailure::Error(error) => SessionError::Refused {
-                condition: error
-                    .children()
-                    .find(|c| c.ns() == "urn:ietf:params:xml:ns:xmpp-stanzas" && c.name() != "text")
-                    .map(|c| c.name().to_owned())
-                    .unwrap_or_else(|| "undefined-condition".into()),
-                text: error
-                    .get_child("text", "urn:ietf:params:xml:ns:xmpp-stanzas")
-                    .map(Element::text),
-            },
+            IqFailure::Error(error) => stanza_error(&error),
         }
+    }
+}
+
+/// The refusal an error stanza (or its `<error/>` child) carries.
+pub(crate) fn stanza_error(stanza: &Element) -> SessionError {
+    let error = stanza.get_child("error", "jabber:client").unwrap_or(stanza);
+    SessionError::Refused {
+        condition: error
+            .children()
+            .find(|c| c.ns() == "urn:ietf:params:xml:ns:xmpp-stanzas" && c.name() != "text")
+            .map(|c| c.name().to_owned())
+            .unwrap_or_else(|| "undefined-condition".into()),
+        text: error
+            .get_child("text", "urn:ietf:params:xml:ns:xmpp-stanzas")
+            .map(Element::text),
     }
 }
 

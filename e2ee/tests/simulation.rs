@@ -516,8 +516,9 @@ async fn leaving_and_key_package_bookkeeping() {
     );
 
     // Bob leaves: his proposal is committed by alice.
-    let proposal = bob.device.leave(&id).await.unwrap();
-    let seq = hub.send(&id, proposal);
+    let proposals = bob.device.leave(&id).await.unwrap();
+    assert_eq!(proposals.len(), 1, "bob has one device");
+    let seq = hub.send(&id, proposals.into_iter().next().unwrap());
     assert!(matches!(
         alice.catch_up(&hub, &id).await.as_slice(),
         [Incoming::Proposal]

@@ -21,7 +21,9 @@ use openmls::prelude::*;
 use openmls_rust_crypto::RustCrypto;
 use tern_e2ee::mls_storage::{Journal, MlsStorage};
 use tern_e2ee::verify::device_name;
-use tern_e2ee::wire::hub::{Accepted, Commit, Create, Created, GroupInfoData, Log, StaleEpoch};
+use tern_e2ee::wire::hub::{
+    Accepted, Commit, Create, Created, GroupInfoData, GroupRef, Groups, Log, StaleEpoch,
+};
 use tern_e2ee::wire::payload::{MlsPayload, WelcomePayload};
 use xmpp_parsers::stanza_error::{DefinedCondition, ErrorType};
 
@@ -145,6 +147,7 @@ pub async fn iq_from_client(
     }
     let result = match (group, iq.attr("type"), payload.name()) {
         (None, Some("set"), "create") => create(server, session, payload).await,
+        (None, Some("get"), "groups") => groups_of_user(server, session).await,
         (Some(group), Some("set"), "commit") => commit(server, session, group, payload).await,
         (Some(group), Some("get"), "log") => log(server, session, group, payload).await,
         (Some(group), Some("get"), "group-info") => group_info(server, session, group).await,
@@ -262,10 +265,16 @@ async fn commit(
         return Err(Refusal::NotAcceptable("not a commit".into()));
     }
     let processed = process_handshake(hub, &stored, message, &sender, "commit")?;
+    // An external commit: a new device of a member user joins by itself
+    // (the membership check above makes sure the user is one).
+    let external = matches!(processed.sender(), Sender::NewMemberCommit);
     let mut public = stored.public;
     let ProcessedMessageContent::StagedCommitMessage(staged) = processed.into_content() else {
         return Err(Refusal::NotAcceptable("not a commit".into()));
     };
+    if external {
+        check_external_removals(&public, &staged, &sender)?;
+    }
     let devices_before = member_devices(&public);
     let users_before = member_jids(&public);
     let journal = Journal::default();
@@ -279,7 +288,7 @@ async fn commit(
         .difference(&devices_before)
         .map(|(jid, _)| jid.clone())
         .collect();
-    if !welcomed.is_empty() && request.welcome.is_none() {
+    if !external && !welcomed.is_empty() && request.welcome.is_none() {
         return Err(Refusal::NotAcceptable(
             "a commit that adds devices needs its Welcome".into(),
         ));
@@ -438,6 +447,19 @@ async fn log(
         more: more.then_some(true),
     }
     .into())
+}
+
+/// The groups the session's user is a member of.
+async fn groups_of_user(server: &Server, session: &SessionCtx) -> Result<Element, Refusal> {
+    let groups = server
+        .storage
+        .hub_groups_of(session.bare().as_str())
+        .await?
+        .iter()
+        .filter_map(|id| server.hub.address(id))
+        .map(|address| GroupRef { address })
+        .collect();
+    Ok(Groups { groups }.into())
 }
 
 async fn group_info(
@@ -642,6 +664,24 @@ fn protocol_message(data: &[u8], group_id: &[u8]) -> Result<ProtocolMessage, Ref
 }
 
 /// A handshake's signer must be a device of the user who sent it.
+/// An external commit may replace devices of its own user only.
+fn check_external_removals(
+    public: &PublicGroup,
+    staged: &StagedCommit,
+    sender: &BareJid,
+) -> Result<(), Refusal> {
+    for remove in staged.remove_proposals() {
+        let removed = remove.remove_proposal().removed();
+        let credential = public
+            .leaf(removed)
+            .map(|leaf| leaf.credential())
+            .ok_or_else(|| Refusal::NotAcceptable("removes an empty leaf".into()))?;
+        check_sender(credential, sender)
+            .map_err(|_| Refusal::Forbidden("an external commit removes another user's device"))?;
+    }
+    Ok(())
+}
+
 fn check_sender(credential: &Credential, sender: &BareJid) -> Result<(), Refusal> {
     match device_name(credential) {
         Ok(device) if device.jid == *sender => Ok(()),

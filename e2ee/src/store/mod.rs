@@ -87,7 +87,10 @@ pub enum StoreError {
 
 /// The schema, one script per version (`PRAGMA user_version` counts the
 /// ones applied).
-const MIGRATIONS: &[&str] = &[include_str!("../../migrations/0001_client.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../../migrations/0001_client.sql"),
+    include_str!("../../migrations/0002_leaving.sql"),
+];
 
 /// The client database: one SQLite connection, used on the calling
 /// thread.

@@ -103,18 +103,36 @@ pub(crate) fn conversation_at(
     conn: &mut Connection,
     address: &str,
 ) -> rusqlite::Result<Option<Vec<u8>>> {
-    conn.prepare_cached("SELECT group_id FROM conversations WHERE address = ?")?
+    conn.prepare_cached("SELECT group_id FROM conversations WHERE address = ? AND left_at IS NULL")?
         .query_row([address], |r| r.get(0))
         .optional()
+}
+
+/// Whether a conversation at `address` is known, followed or left.
+pub(crate) fn knows_address(conn: &mut Connection, address: &str) -> rusqlite::Result<bool> {
+    conn.prepare_cached("SELECT 1 FROM conversations WHERE address = ?")?
+        .query_row([address], |_| Ok(()))
+        .optional()
+        .map(|found| found.is_some())
 }
 
 /// Every conversation with its hub's address (if known).
 pub(crate) fn conversations(
     conn: &mut Connection,
 ) -> rusqlite::Result<Vec<(Vec<u8>, Option<String>)>> {
-    conn.prepare_cached("SELECT group_id, address FROM conversations ORDER BY created_at")?
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
-        .collect()
+    conn.prepare_cached(
+        "SELECT group_id, address FROM conversations WHERE left_at IS NULL ORDER BY created_at",
+    )?
+    .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+    .collect()
+}
+
+/// Marks a conversation as left by this device.
+pub(crate) fn mark_left(batch: &mut Batch, group_id: &[u8]) {
+    batch.add(
+        "UPDATE conversations SET left_at = ? WHERE group_id = ?",
+        [now().into(), group_id.into()],
+    );
 }
 
 /// Moves the cursor forward (never back).
@@ -310,6 +328,22 @@ impl ClientStore {
                 })
             })?
             .collect()
+        })
+    }
+
+    /// Marks the device `jid`/`device` with signature key `key` verified,
+    /// recording it if it was not known. Returns false (and changes
+    /// nothing) if it is known with another key.
+    pub fn mark_verified(&self, jid: &str, device: &str, key: &[u8]) -> Result<bool, StoreError> {
+        self.with(|conn| {
+            conn.execute(
+                "INSERT INTO known_devices (jid, device_id, signature_key, verified, first_seen)
+                 VALUES (?1, ?2, ?3, 1, ?4)
+                 ON CONFLICT (jid, device_id) DO UPDATE SET verified = 1
+                 WHERE signature_key = excluded.signature_key",
+                rusqlite::params![jid, device, key, now()],
+            )
+            .map(|changed| changed == 1)
         })
     }
 

@@ -111,6 +111,26 @@ pub struct Log {
     pub more: Option<bool>,
 }
 
+/// `<iq type='get'>` to the groups service: the groups the requesting
+/// user has a device in (a new device of theirs joins them by external
+/// commit); the answer lists them.
+#[derive(FromXml, AsXml, Debug, Clone, PartialEq, Eq, Default)]
+#[xml(namespace = NS, name = "groups")]
+pub struct Groups {
+    /// The groups (in answers).
+    #[xml(child(n = ..))]
+    pub groups: Vec<GroupRef>,
+}
+
+/// One group of a [`Groups`] answer.
+#[derive(FromXml, AsXml, Debug, Clone, PartialEq, Eq)]
+#[xml(namespace = NS, name = "group")]
+pub struct GroupRef {
+    /// The group's address.
+    #[xml(attribute)]
+    pub address: jid::BareJid,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -139,6 +159,11 @@ mod tests {
         assert_eq!(log.entries[1].seq, Some(5));
         round_trip::<Log>("<log xmlns='urn:tern:mls:0' after='0' max='100'/>");
         round_trip::<GroupInfoData>("<group-info xmlns='urn:tern:mls:0'/>");
+        round_trip::<Groups>("<groups xmlns='urn:tern:mls:0'/>");
+        let groups: Groups = round_trip(
+            "<groups xmlns='urn:tern:mls:0'><group address='a@groups.a.test'/><group address='b@groups.a.test'/></groups>",
+        );
+        assert_eq!(groups.groups.len(), 2);
     }
 
     #[test]
@@ -149,5 +174,6 @@ mod tests {
         rejects::<StaleEpoch>("<stale-epoch xmlns='urn:tern:mls:0' epoch='x' seq='1'/>");
         rejects::<Created>("<created xmlns='urn:tern:mls:0' address='not a jid@@'/>");
         rejects::<Log>("<log xmlns='urn:tern:mls:0' after='-1'/>");
+        rejects::<Groups>("<groups xmlns='urn:tern:mls:0'><group/></groups>");
     }
 }

@@ -55,6 +55,7 @@ pub async fn run(server: Arc<Server>, tcp: TcpStream, peer: SocketAddr, mode: Tl
         deliver_offline: false,
         close_after: None,
     };
+    let mut write_failed = false;
     let end = loop {
         tokio::select! {
             biased;
@@ -62,6 +63,7 @@ pub async fn run(server: Arc<Server>, tcp: TcpStream, peer: SocketAddr, mode: Tl
             outbound = rx.recv() => match outbound {
                 Some(Outbound::Stanza(stanza)) => {
                     if write(&mut stream, &stanza, &rx).await.is_err() {
+                        write_failed = true;
                         break None;
                     }
                 }
@@ -92,8 +94,12 @@ pub async fn run(server: Arc<Server>, tcp: TcpStream, peer: SocketAddr, mode: Tl
                     tracing::info!(jid = %ctx.jid, "stream ended: {}", read_failure(&mut stream, e).await);
                     break None;
                 }
-                Some(Err(ReadError::ParseError(_))) => break Some((StreamCondition::BadFormat, "cannot parse that element")),
+                Some(Err(ReadError::ParseError(e))) => {
+                    tracing::info!(jid = %ctx.jid, "unparsable element: {e}");
+                    break Some((StreamCondition::BadFormat, "cannot parse that element"));
+                }
                 Some(Err(ReadError::StreamFooterReceived)) | None => {
+                    tracing::debug!(jid = %ctx.jid, "the client closed the stream");
                     let _ = tokio::time::timeout(std::time::Duration::from_secs(5), close_stream(&mut stream)).await;
                     break None;
                 }
@@ -103,8 +109,26 @@ pub async fn run(server: Arc<Server>, tcp: TcpStream, peer: SocketAddr, mode: Tl
     if let Some((condition, text)) = end {
         refuse_in_place(&mut stream, condition, text).await;
     }
+    if write_failed {
+        drain_input(&server, &mut ctx, &mut stream).await;
+    }
     drop(stream);
     end_session(&server, &mut ctx, rx).await;
+}
+
+/// After the connection broke for writing (the client went away without
+/// waiting for our answers): what the client sent before is still read
+/// and handled, for a short while, so that none of it is lost.
+async fn drain_input(server: &Server, ctx: &mut SessionCtx, stream: &mut C2sXmlStream) {
+    let drained = tokio::time::timeout(DRAIN_TIME, async {
+        while let Some(Ok(stanza)) = stream.next().await {
+            router::route_from_client(server, ctx, stanza).await;
+        }
+    })
+    .await;
+    if drained.is_err() {
+        tracing::debug!(jid = %ctx.jid, "stopped reading a broken connection");
+    }
 }
 
 /// Writes a stanza, flushing only when nothing else is queued, so that
@@ -160,6 +184,9 @@ async fn deliver_offline(
     tracing::debug!(jid = %ctx.jid, count = stored.len(), "delivered offline messages");
     Ok(())
 }
+
+/// How long [`drain_input`] reads.
+const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(5);
 
 fn keepalive_ping(server: &Server, ctx: &SessionCtx) -> Element {
     let mut iq = stanza::new_stanza("iq");

@@ -145,6 +145,16 @@ impl Storage {
         )
     }
 
+    /// The groups `jid` has a device in.
+    pub async fn hub_groups_of(&self, jid: &str) -> Result<Vec<Vec<u8>>> {
+        Ok(
+            sqlx::query_scalar("SELECT group_id FROM hub_members WHERE jid = ? ORDER BY group_id")
+                .bind(jid)
+                .fetch_all(&self.pool)
+                .await?,
+        )
+    }
+
     /// For a user removed from the group: the position of the commit that
     /// removed them (they may read the log up to it).
     pub async fn hub_former_member_until(&self, group_id: &[u8], jid: &str) -> Result<Option<u64>> {
