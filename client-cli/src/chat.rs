@@ -18,6 +18,7 @@ use tern_e2ee::envelope::{Content, Envelope};
 use tern_e2ee::{ConversationId, Event, Session};
 use tokio::sync::mpsc;
 
+use crate::files;
 use crate::output::{short_id, Output, Printer};
 
 /// Messages of the history shown when the chat opens.
@@ -151,6 +152,13 @@ pub async fn run(session: &mut Session, id: ConversationId, json: bool) -> Resul
                         let sender = session.device().name().to_string();
                         show(&out, &mut shown, None, &sender, &envelope);
                     }
+                    Ok(Composed::SendFile(path)) => match files::send(session, &id, &path).await {
+                        Ok(envelope) => {
+                            let sender = session.device().name().to_string();
+                            show(&out, &mut shown, None, &sender, &envelope);
+                        }
+                        Err(e) => out.notice("error", &format!("{e:#}")),
+                    },
                     Ok(Composed::Quit) => break,
                     Ok(Composed::Nothing) => {}
                     Ok(Composed::Help) => out.notice("help", HELP),
@@ -171,6 +179,7 @@ pub async fn run(session: &mut Session, id: ConversationId, json: bool) -> Resul
 /// What to do about a line.
 enum Composed {
     Send(Vec<Content>),
+    SendFile(PathBuf),
     Help,
     Quit,
     Nothing,
@@ -214,12 +223,7 @@ fn compose(line: &Line, shown: &Shown, me: &BareJid) -> Result<Composed, String>
             id: message(*n)?.0.clone(),
             emojis: emojis.clone(),
         }]),
-        Line::File(path) => {
-            return Err(format!(
-                "cannot send {}: sending files from a chat needs the upload service (`tern file send` when it is there)",
-                path.display()
-            ))
-        }
+        Line::File(path) => Composed::SendFile(path.clone()),
         Line::Help => Composed::Help,
         Line::Quit => Composed::Quit,
         Line::Empty => Composed::Nothing,

@@ -3,6 +3,7 @@
 //! device in, catches up on its conversations, does its work and logs out.
 
 mod chat;
+mod files;
 mod output;
 mod profile;
 
@@ -70,6 +71,9 @@ enum Command {
         /// Who to chat with (a JID, or a group's address).
         peer: String,
     },
+    /// Encrypted files.
+    #[command(subcommand)]
+    File(FileCommand),
     /// Shows the safety number you share with JID and their devices'
     /// fingerprints; compare them with JID in person or by call.
     Verify {
@@ -157,6 +161,26 @@ enum GroupCommand {
     },
     /// Lists your conversations with their members.
     List,
+}
+
+#[derive(Debug, Subcommand)]
+enum FileCommand {
+    /// Encrypts the file at PATH, uploads it and sends it to PEER.
+    Send {
+        /// Who to send it to (a JID, or a group's address).
+        peer: String,
+        /// The file.
+        path: PathBuf,
+    },
+    /// Downloads and decrypts the file of a message (its id is in
+    /// `tern recv --json` and `tern history --json`).
+    Get {
+        /// The message's id.
+        message_id: String,
+        /// Where to write it (default: its name, in this directory).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -279,6 +303,24 @@ async fn run(cli: Cli) -> Result<()> {
             let result = chat::run(&mut session, id, cli.json).await;
             session.close().await;
             result?;
+        }
+        Command::File(FileCommand::Send { peer, path }) => {
+            let profile = Profile::open(&dir)?;
+            let peer = parse_jid(&peer)?;
+            let mut session = connect(&profile, cli.server).await?;
+            session.catch_up().await?;
+            let id = conversation_with(&mut session, &peer).await?;
+            let sent = files::send(&mut session, &id, &path).await;
+            session.close().await;
+            out.sent(&peer, &sent?.id);
+        }
+        Command::File(FileCommand::Get {
+            message_id,
+            out: target,
+        }) => {
+            let profile = Profile::open(&dir)?;
+            let saved = files::get(&profile.store()?, &message_id, target).await?;
+            out.saved(&saved);
         }
         Command::Verify {
             jid,

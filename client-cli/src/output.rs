@@ -194,6 +194,14 @@ impl Output {
         );
     }
 
+    /// After `file get`.
+    pub fn saved(&self, path: &std::path::Path) {
+        self.print(
+            json!({"type": "saved", "path": path.display().to_string()}),
+            || format!("saved {}", path.display()),
+        );
+    }
+
     /// Something that happened in a conversation.
     pub async fn event(&self, device: &Device, event: &Event) {
         match event {

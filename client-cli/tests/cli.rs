@@ -10,6 +10,8 @@ use serde_json::Value;
 
 const DOMAIN: &str = "tern.test";
 const PASSWORD: &str = "correct horse";
+/// The test server's upload limit.
+const MAX_FILE: u64 = 6 * 1024 * 1024;
 
 /// The binaries of the workspace, next to this test's.
 fn binary(name: &str) -> PathBuf {
@@ -37,8 +39,14 @@ fn certificates(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
     params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
     let ca_key = rcgen::KeyPair::generate().expect("key");
     let ca = params.self_signed(&ca_key).expect("CA");
-    let params = rcgen::CertificateParams::new(vec![DOMAIN.to_owned(), format!("*.{DOMAIN}")])
-        .expect("params");
+    // The upload service's URLs name 127.0.0.1 (nothing resolves
+    // tern.test here).
+    let params = rcgen::CertificateParams::new(vec![
+        DOMAIN.to_owned(),
+        format!("*.{DOMAIN}"),
+        "127.0.0.1".to_owned(),
+    ])
+    .expect("params");
     let key = rcgen::KeyPair::generate().expect("key");
     let cert = params.signed_by(&key, &ca, &ca_key).expect("certificate");
     let paths = (
@@ -69,7 +77,9 @@ impl Server {
             &config,
             format!(
                 "domain = \"{DOMAIN}\"\ndata_dir = \"{}\"\nregistration = \"open\"\n[listen]\nc2s = \"127.0.0.1:0\"\n\
-                 c2s_tls = \"127.0.0.1:0\"\n[tls]\ncert = \"{}\"\nkey = \"{}\"\n",
+                 c2s_tls = \"127.0.0.1:0\"\nupload = \"127.0.0.1:0\"\n\
+                 [upload]\nurl_host = \"127.0.0.1\"\nmax_file_bytes = {MAX_FILE}\n\
+                 [tls]\ncert = \"{}\"\nkey = \"{}\"\n",
                 dir.path().join("data").display(),
                 cert.display(),
                 key.display()
@@ -513,6 +523,74 @@ fn an_offline_member_gets_everything_in_order() {
         let bytes = std::fs::read(&file).unwrap_or_default();
         let found = bytes.windows(b"message 1".len()).any(|w| w == b"message 1");
         assert!(!found, "{} holds a message text", file.display());
+    }
+}
+
+#[test]
+fn a_file_arrives_intact_and_the_server_keeps_only_ciphertext() {
+    const MARKER: &[u8] = b"TERN-MARKER-7d1f";
+    let server = Server::start();
+    let alice = Tern::new(&server, "alice");
+    let bob = Tern::new(&server, "bob");
+    alice.ok(&["send", &jid("bob"), "TERN-MARKER-7d1f in a body"]);
+    bob.received();
+
+    // 5 MiB of noise with the marker inside, under a name with the marker.
+    let files = tempfile::tempdir().expect("dir");
+    let mut contents: Vec<u8> = (0..5 * 1024 * 1024u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    for at in [0, 1 << 20, 5 * 1024 * 1024 - MARKER.len()] {
+        contents[at..at + MARKER.len()].copy_from_slice(MARKER);
+    }
+    let path = files.path().join("TERN-MARKER-7d1f holiday.bin");
+    std::fs::write(&path, &contents).expect("write");
+    let sent = alice.json(&[
+        "--json",
+        "file",
+        "send",
+        &jid("bob"),
+        path.to_str().expect("path"),
+    ]);
+    let id = sent[0]["id"].as_str().expect("id").to_owned();
+
+    let arrived = bob.json(&["recv", "--json", "--wait", "2"]);
+    let message = arrived
+        .iter()
+        .find(|m| m["id"] == id.as_str())
+        .expect("the file message arrives");
+    assert_eq!(message["file"]["name"], "TERN-MARKER-7d1f holiday.bin");
+    assert_eq!(message["file"]["size"], contents.len() as u64);
+    let out = files.path().join("received");
+    bob.ok(&["file", "get", &id, "--out", out.to_str().expect("path")]);
+    assert!(
+        std::fs::read(&out).expect("received file") == contents,
+        "the file arrived intact"
+    );
+
+    // Too large a file is refused with the limit named.
+    let big = files.path().join("big.bin");
+    std::fs::write(&big, vec![0u8; MAX_FILE as usize + 1]).expect("write");
+    let refused = alice.run(&["file", "send", &jid("bob"), big.to_str().expect("path")]);
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("too large"), "{stderr}");
+
+    // The blob is not the file, and no file the server wrote holds the
+    // marker: not the body, not the name, not the contents.
+    let blobs: Vec<PathBuf> = server
+        .files()
+        .into_iter()
+        .filter(|f| f.parent().is_some_and(|p| p.ends_with("uploads")))
+        .collect();
+    assert_eq!(blobs.len(), 1, "{blobs:?}");
+    let blob = std::fs::read(&blobs[0]).expect("blob");
+    assert_eq!(blob.len(), contents.len() + 16);
+    assert!(blob != contents);
+    for file in server.files() {
+        let bytes = std::fs::read(&file).unwrap_or_default();
+        let hits = bytes.windows(MARKER.len()).filter(|w| *w == MARKER).count();
+        assert_eq!(hits, 0, "{} holds the marker", file.display());
     }
 }
 

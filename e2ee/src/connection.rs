@@ -166,8 +166,20 @@ async fn establish(
 }
 
 async fn tls_connect(tcp: TcpStream, domain: &str) -> Result<TlsStream<TcpStream>, SessionError> {
+    tls_client(tcp, domain, b"xmpp-client")
+        .await
+        .map_err(SessionError::Connect)
+}
+
+/// TLS to `host` (a DNS name or an IP address) over `tcp`, with the
+/// system's trusted roots (or those of `SSL_CERT_FILE`, `--ca-file`) and
+/// the ALPN protocol `alpn`; errors are explanations.
+pub(crate) async fn tls_client(
+    tcp: TcpStream,
+    host: &str,
+    alpn: &[u8],
+) -> Result<TlsStream<TcpStream>, String> {
     let mut roots = rustls::RootCertStore::empty();
-    // The system's roots; SSL_CERT_FILE names other ones (`--ca-file`).
     for cert in rustls_native_certs::load_native_certs().certs {
         let _ = roots.add(cert);
     }
@@ -175,16 +187,16 @@ async fn tls_connect(tcp: TcpStream, domain: &str) -> Result<TlsStream<TcpStream
         rustls::crypto::ring::default_provider(),
     ))
     .with_safe_default_protocol_versions()
-    .map_err(|e| SessionError::Connect(e.to_string()))?
+    .map_err(|e| e.to_string())?
     .with_root_certificates(roots)
     .with_no_client_auth();
-    config.alpn_protocols = vec![b"xmpp-client".to_vec()];
-    let name = rustls::pki_types::ServerName::try_from(domain.to_owned())
-        .map_err(|e| SessionError::Connect(format!("{domain}: {e}")))?;
+    config.alpn_protocols = vec![alpn.to_vec()];
+    let name = rustls::pki_types::ServerName::try_from(host.to_owned())
+        .map_err(|e| format!("{host}: {e}"))?;
     tokio_rustls::TlsConnector::from(Arc::new(config))
         .connect(name, tcp)
         .await
-        .map_err(|e| SessionError::Connect(format!("TLS with {domain}: {e}")))
+        .map_err(|e| format!("TLS with {host}: {e}"))
 }
 
 async fn restart(

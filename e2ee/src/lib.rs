@@ -30,10 +30,12 @@ pub mod conversation;
 pub mod device;
 pub mod envelope;
 pub mod error;
+pub mod files;
 pub mod identity;
 pub mod mls_storage;
 pub mod session;
 pub mod store;
+pub mod transfer;
 pub mod verify;
 pub mod wire;
 

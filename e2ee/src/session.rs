@@ -10,20 +10,27 @@ use std::time::Duration;
 
 use jid::BareJid;
 use minidom::Element;
+use tokio_xmpp::parsers::http_upload::{SlotRequest, SlotResult};
 use tokio_xmpp::IqRequest;
 
 use crate::connection::{attr, Connection};
 
 use crate::conversation::{CommitOut, ConversationId, Incoming};
 use crate::device::Device;
-use crate::envelope::{Content, Envelope};
+use crate::envelope::{Content, Envelope, FileRef};
 use crate::error::{Error, ProcessError};
+use crate::files;
 use crate::identity::DeviceName;
+use crate::transfer::{self, Progress};
 use crate::wire::devices::{Device as ListedDevice, DeviceList};
 use crate::wire::hub::{Accepted, Create, Created, GroupInfoData, GroupRef, Groups, Log};
 use crate::wire::keys::{Claim, Count, KeyPackages, Upload};
 use crate::wire::payload::{MlsPayload, WelcomePayload};
 use crate::wire::{DEVICES_NODE, NS};
+
+const NS_DISCO_ITEMS: &str = "http://jabber.org/protocol/disco#items";
+const NS_DISCO_INFO: &str = "http://jabber.org/protocol/disco#info";
+const NS_UPLOAD: &str = "urn:xmpp:http:upload:0";
 
 /// How long an answer from the server may take.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
@@ -129,6 +136,21 @@ pub enum SessionError {
     /// The hub kept refusing our commit as stale.
     #[error("the group changed too often while committing; try again")]
     TooManyConflicts,
+    /// The server offers no file upload service.
+    #[error("your server offers no file upload (XEP-0363)")]
+    NoUploadService,
+    /// The file is larger than the upload service takes.
+    #[error("the file is too large: your server takes files up to {max} bytes")]
+    FileTooLarge {
+        /// The largest file, in bytes (encrypted size).
+        max: u64,
+    },
+    /// Uploading or downloading a file failed.
+    #[error(transparent)]
+    Transfer(#[from] crate::transfer::TransferError),
+    /// A downloaded file was refused.
+    #[error(transparent)]
+    File(#[from] crate::files::FileError),
     /// The client core failed.
     #[error(transparent)]
     Client(#[from] Error),
@@ -145,6 +167,8 @@ pub struct Session {
     events: VecDeque<Event>,
     /// Conversations where the log brought proposals to commit.
     proposed: std::collections::BTreeSet<ConversationId>,
+    /// The upload service, once discovered.
+    upload_service: Option<BareJid>,
 }
 
 impl std::fmt::Debug for Session {
@@ -167,6 +191,7 @@ impl Session {
             inbox: VecDeque::new(),
             events: VecDeque::new(),
             proposed: Default::default(),
+            upload_service: None,
         };
         session
             .send_stanza(Element::builder("presence", "jabber:client").build())
@@ -503,7 +528,86 @@ impl Session {
         Ok(())
     }
 
-    /// Fetches and processes what every conversation's log holds beyond
+    /// Encrypts a file, uploads it to the server's upload service under a
+    /// meaningless name, and sends its reference (URL, key, hash, name)
+    /// in the conversation; `progress` counts uploaded bytes.
+    pub async fn send_file(
+        &mut self,
+        id: &ConversationId,
+        name: &str,
+        data: &[u8],
+        progress: Progress,
+    ) -> Result<Envelope, SessionError> {
+        let encrypted = files::encrypt(data, name, files::media_type_of(name));
+        let (put, get) = self.upload_slot(encrypted.ciphertext.len() as u64).await?;
+        transfer::put(&put, encrypted.ciphertext, progress).await?;
+        let mut reference = encrypted.reference;
+        reference.url = get;
+        self.send(id, vec![Content::File(reference)]).await
+    }
+
+    /// A slot for `size` bytes: the PUT and GET URLs.
+    async fn upload_slot(&mut self, size: u64) -> Result<(String, String), SessionError> {
+        let service = self.upload_service().await?;
+        let request = SlotRequest {
+            // The real name travels encrypted, in the envelope.
+            filename: format!("{:016x}.bin", rand::random::<u64>()),
+            size,
+            content_type: Some("application/octet-stream".into()),
+        };
+        match self
+            .iq(Some(service.as_str()), IqRequest::Get(request.into()))
+            .await
+        {
+            Ok(answer) => {
+                let slot = SlotResult::try_from(answer)
+                    .map_err(|e| SessionError::Protocol(format!("upload slot: {e}")))?;
+                Ok((slot.put.url, slot.get.url))
+            }
+            Err(IqFailure::Error(error)) => {
+                let max = error
+                    .get_child("file-too-large", NS_UPLOAD)
+                    .and_then(|c| c.get_child("max-file-size", NS_UPLOAD))
+                    .and_then(|m| m.text().trim().parse().ok());
+                match max {
+                    Some(max) => Err(SessionError::FileTooLarge { max }),
+                    None => Err(stanza_error(&error)),
+                }
+            }
+            Err(failure) => Err(failure.into()),
+        }
+    }
+
+    /// The server's upload service, found by service discovery (the
+    /// server's items, the one with the XEP-0363 feature).
+    async fn upload_service(&mut self) -> Result<BareJid, SessionError> {
+        if let Some(service) = &self.upload_service {
+            return Ok(service.clone());
+        }
+        let domain = self.device.name().jid.domain().to_string();
+        let items = self
+            .get(Some(&domain), Element::bare("query", NS_DISCO_ITEMS))
+            .await?;
+        for item in items.children().filter(|c| c.is("item", NS_DISCO_ITEMS)) {
+            let Some(jid) = item.attr("jid").and_then(|j| BareJid::new(j).ok()) else {
+                continue;
+            };
+            let info = self
+                .get(Some(jid.as_str()), Element::bare("query", NS_DISCO_INFO))
+                .await;
+            let offers_upload = info.is_ok_and(|info| {
+                info.children()
+                    .any(|f| f.is("feature", NS_DISCO_INFO) && f.attr("var") == Some(NS_UPLOAD))
+            });
+            if offers_upload {
+                self.upload_service = Some(jid.clone());
+                return Ok(jid);
+            }
+        }
+        Err(SessionError::NoUploadService)
+    }
+
+    /// Fetches what every conversation's log holds beyond
     /// this device's cursor; the events are returned by [`Self::next_event`].
     pub async fn catch_up(&mut self) -> Result<(), SessionError> {
         for (id, address) in self.device.conversations()? {
@@ -829,6 +933,14 @@ impl Session {
     async fn send_stanza(&mut self, stanza: Element) -> Result<(), SessionError> {
         self.client.send(&stanza).await
     }
+}
+
+/// Downloads and decrypts a file sent in a conversation, checking its
+/// hash; `progress` counts downloaded bytes.
+pub async fn fetch_file(reference: &FileRef, progress: Progress) -> Result<Vec<u8>, SessionError> {
+    let ciphertext =
+        transfer::get(&reference.url, reference.size + files::TAG_BYTES, progress).await?;
+    Ok(files::decrypt(&ciphertext, reference)?)
 }
 
 /// How an IQ failed.

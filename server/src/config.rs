@@ -93,6 +93,9 @@ pub struct Listen {
     pub c2s: SocketAddr,
     /// Client-to-server with direct TLS (XEP-0368). Default `127.0.0.1:5223`.
     pub c2s_tls: SocketAddr,
+    /// HTTPS of the file upload service (XEP-0363). Default
+    /// `127.0.0.1:5281`.
+    pub upload: SocketAddr,
 }
 
 impl Default for Listen {
@@ -100,6 +103,7 @@ impl Default for Listen {
         Self {
             c2s: SocketAddr::from(([127, 0, 0, 1], 5222)),
             c2s_tls: SocketAddr::from(([127, 0, 0, 1], 5223)),
+            upload: SocketAddr::from(([127, 0, 0, 1], 5281)),
         }
     }
 }
@@ -189,6 +193,30 @@ impl Default for Keys {
     }
 }
 
+/// The file upload service (XEP-0363): stores the encrypted files clients
+/// share, as opaque blobs served over HTTPS.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Upload {
+    /// The service's XMPP address. Default unset: `upload.<domain>`.
+    pub domain: Option<String>,
+    /// The host name in the URLs given to clients (the HTTPS port is
+    /// `listen.upload`'s). Default unset: the domain.
+    pub url_host: Option<String>,
+    /// Largest file in bytes. Default 104857600 (100 MiB).
+    pub max_file_bytes: u64,
+}
+
+impl Default for Upload {
+    fn default() -> Self {
+        Self {
+            domain: None,
+            url_host: None,
+            max_file_bytes: 100 * 1024 * 1024,
+        }
+    }
+}
+
 /// The whole configuration of `tern-server`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -214,6 +242,8 @@ pub struct Config {
     pub groups: Groups,
     /// The key directory.
     pub keys: Keys,
+    /// The file upload service.
+    pub upload: Upload,
 }
 
 impl Default for Config {
@@ -228,6 +258,7 @@ impl Default for Config {
             limits: Limits::default(),
             groups: Groups::default(),
             keys: Keys::default(),
+            upload: Upload::default(),
         }
     }
 }
@@ -311,18 +342,22 @@ impl Config {
             ));
         }
         if let Some(groups) = &self.groups.domain {
-            match jid::BareJid::new(groups) {
-                Ok(jid) if jid.node().is_none() && jid.domain().as_str() == groups => {}
-                _ => {
-                    return Err(invalid(
-                        "groups.domain",
-                        "not a valid, normalised XMPP domain",
-                    ))
-                }
-            }
-            if *groups == self.domain {
-                return Err(invalid("groups.domain", "must differ from domain"));
-            }
+            check_subdomain(groups, "groups.domain")?;
+        }
+        if let Some(upload) = &self.upload.domain {
+            check_subdomain(upload, "upload.domain")?;
+        }
+        if self.groups_domain() == self.upload_domain() || self.upload_domain() == self.domain {
+            return Err(invalid(
+                "upload.domain",
+                "must differ from domain and groups.domain",
+            ));
+        }
+        if self.groups_domain() == self.domain {
+            return Err(invalid("groups.domain", "must differ from domain"));
+        }
+        if self.upload.max_file_bytes == 0 {
+            return Err(invalid("upload.max_file_bytes", "must be at least 1"));
         }
         if self.keys.max_per_device == 0 {
             return Err(invalid("keys.max_per_device", "must be at least 1"));
@@ -336,6 +371,19 @@ impl Config {
             .domain
             .clone()
             .unwrap_or_else(|| format!("groups.{}", self.domain))
+    }
+
+    /// The upload service's domain.
+    pub fn upload_domain(&self) -> String {
+        self.upload
+            .domain
+            .clone()
+            .unwrap_or_else(|| format!("upload.{}", self.domain))
+    }
+
+    /// Where uploaded files are kept.
+    pub fn uploads_dir(&self) -> PathBuf {
+        self.data_dir.join("uploads")
     }
 
     /// The path of the SQLite database.
@@ -379,6 +427,8 @@ plaintext = {plaintext}
 c2s = {c2s}
 # Direct TLS client port, XEP-0368 (default "127.0.0.1:5223").
 c2s_tls = {c2s_tls}
+# HTTPS port of the file upload service (default "127.0.0.1:5281").
+upload = {upload_listen}
 
 [tls]
 # PEM certificate chain and key for the domain. When unset, a
@@ -410,6 +460,16 @@ max_groups_per_user = {max_groups}
 max_per_device = {max_keys}
 # Devices with fewer left are told to upload more (default 10).
 low_watermark = {low_keys}
+
+[upload]
+# File upload (XEP-0363) for encrypted files: the server keeps opaque
+# blobs and never sees names or contents. The service's address
+# (default "upload.<domain>").
+{upload_domain}
+# Host name in the file URLs given to clients (default: the domain).
+{url_host}
+# Largest file in bytes (default 104857600, 100 MiB).
+max_file_bytes = {max_file}
 "#,
             domain = quote(&self.domain),
             data_dir = path(&self.data_dir),
@@ -430,7 +490,28 @@ low_watermark = {low_keys}
             max_groups = self.groups.max_groups_per_user,
             max_keys = self.keys.max_per_device,
             low_keys = self.keys.low_watermark,
+            upload_listen = quote(&self.listen.upload.to_string()),
+            upload_domain = match &self.upload.domain {
+                Some(domain) => format!("domain = {}", quote(domain)),
+                None => format!("# domain = {}", quote(&self.upload_domain())),
+            },
+            url_host = match &self.upload.url_host {
+                Some(host) => format!("url_host = {}", quote(host)),
+                None => format!("# url_host = {}", quote(&self.domain)),
+            },
+            max_file = self.upload.max_file_bytes,
         )
+    }
+}
+
+/// A configured subdomain must be a valid, normalised XMPP domain.
+fn check_subdomain(domain: &str, key: &'static str) -> Result<(), ConfigError> {
+    match jid::BareJid::new(domain) {
+        Ok(jid) if jid.node().is_none() && jid.domain().as_str() == domain => Ok(()),
+        _ => Err(ConfigError::Invalid {
+            key,
+            reason: "not a valid, normalised XMPP domain".to_owned(),
+        }),
     }
 }
 
@@ -448,6 +529,10 @@ mod tests {
         assert_eq!(Config::parse(&config.example_toml()).unwrap(), config);
         config.groups.domain = Some("muc.a.example".into());
         config.keys.low_watermark = 3;
+        assert_eq!(Config::parse(&config.example_toml()).unwrap(), config);
+        config.upload.domain = Some("files.a.example".into());
+        config.upload.url_host = Some("files.a.example".into());
+        config.upload.max_file_bytes = 5;
         assert_eq!(Config::parse(&config.example_toml()).unwrap(), config);
 
         config.tls.cert = Some("/c.pem".into());
@@ -490,6 +575,8 @@ mod tests {
         assert!(err.to_string().contains("`domain`"), "{err}");
         let err = Config::parse("[tls]\ncert = \"/x\"\n").unwrap_err();
         assert!(err.to_string().contains("tls.cert"), "{err}");
+        let err = Config::parse("[upload]\ndomain = \"groups.localhost\"\n").unwrap_err();
+        assert!(err.to_string().contains("upload.domain"), "{err}");
         let err = Config::parse("[listen]\nc2s = \"nowhere\"\n").unwrap_err();
         assert!(err.to_string().contains("c2s"), "{err}");
     }

@@ -20,6 +20,7 @@ pub mod sessions;
 pub mod stanza;
 pub mod storage;
 pub mod tls;
+pub mod upload;
 
 pub use c2s::negotiation::{
     negotiate, AccountBackend, C2sSettings, C2sStream, NegotiationError, TlsMode,

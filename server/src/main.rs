@@ -143,12 +143,16 @@ fn print_report(running: &RunningServer, development: bool, started: Instant) {
     }
     report.push_str(&format!(
         "  domain        {}\n  groups        {}\n  c2s STARTTLS  {}\n  c2s TLS       {}\n  \
+         upload        {} ({}, files up to {} bytes)\n  \
          data dir      {}\n  certificate   {certificate}\n  fingerprint   SHA-256 {}\n  \
          registration  {registration}\n  plaintext     {}\n",
         config.domain,
         config.groups_domain(),
         running.c2s_addr,
         running.c2s_tls_addr,
+        server.upload.domain,
+        server.upload.base_url,
+        server.upload.max_file_bytes,
         data_dir.display(),
         server.tls.fingerprint,
         config.plaintext.as_str()

@@ -12,6 +12,7 @@ use crate::modules::{self, message, presence};
 use crate::server::Server;
 use crate::sessions::SessionHandle;
 use crate::stanza::{self, errors, NS_CLIENT};
+use crate::upload;
 
 /// The state of one client session that stanza handling reads and updates.
 #[derive(Debug)]
@@ -60,17 +61,22 @@ pub enum Destination {
     /// The group hub: its domain (`None`) or a group's address (the
     /// group's node).
     Hub(Option<String>),
+    /// The file upload service.
+    Upload,
     /// Another domain (federation).
     Remote(String),
 }
 
 impl Destination {
     /// Classifies a `to` address for this server's domain and its groups
-    /// domain.
-    pub fn of(to: Option<&Jid>, domain: &str, groups_domain: &str) -> Self {
+    /// and upload services.
+    pub fn of(to: Option<&Jid>, domain: &str, groups_domain: &str, upload_domain: &str) -> Self {
         let Some(to) = to else { return Self::Server };
         if to.domain().as_str() == groups_domain {
             return Self::Hub(to.node().map(|node| node.as_str().to_owned()));
+        }
+        if to.domain().as_str() == upload_domain && to.node().is_none() {
+            return Self::Upload;
         }
         if to.domain().as_str() != domain {
             return Self::Remote(to.domain().as_str().to_owned());
@@ -152,6 +158,14 @@ async fn iq_from_client(
         Destination::Hub(group) => {
             if is_request {
                 let reply = hub::iq_from_client(server, session, &iq, group.as_deref())
+                    .await
+                    .or_else(|| errors::service_unavailable(&iq, ""));
+                session.reply(reply);
+            }
+        }
+        Destination::Upload => {
+            if is_request {
+                let reply = upload::iq_from_client(server, session, &iq)
                     .await
                     .or_else(|| errors::service_unavailable(&iq, ""));
                 session.reply(reply);

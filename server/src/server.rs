@@ -23,6 +23,7 @@ use crate::sasl::{ScramHash, StoredCredentials};
 use crate::sessions::{Outbound, SessionHandle, Sessions};
 use crate::storage::{Storage, StorageError};
 use crate::tls::{ServerTls, TlsError};
+use crate::upload::UploadService;
 
 /// Errors that stop the server from starting.
 #[derive(Debug, thiserror::Error)]
@@ -63,6 +64,8 @@ pub struct Server {
     pub connections: Arc<ConnectionLimiter>,
     /// The group hub.
     pub hub: Hub,
+    /// The file upload service.
+    pub upload: UploadService,
 }
 
 impl Server {
@@ -73,7 +76,12 @@ impl Server {
 
     /// Where a stanza addressed to `to` goes.
     pub fn destination(&self, to: Option<&jid::Jid>) -> Destination {
-        Destination::of(to, &self.config.domain, self.hub.domain())
+        Destination::of(
+            to,
+            &self.config.domain,
+            self.hub.domain(),
+            &self.upload.domain,
+        )
     }
 }
 
@@ -125,6 +133,8 @@ pub struct RunningServer {
     pub c2s_addr: SocketAddr,
     /// The bound direct-TLS address.
     pub c2s_tls_addr: SocketAddr,
+    /// The bound HTTPS address of the upload service.
+    pub upload_addr: SocketAddr,
     tracker: TaskTracker,
 }
 
@@ -163,9 +173,28 @@ impl RunningServer {
                 addr: config.listen.c2s_tls,
                 source,
             })?;
+        let upload_listener = bind(config.listen.upload).await?;
+        let upload_addr = upload_listener
+            .local_addr()
+            .map_err(|source| StartError::Listen {
+                addr: config.listen.upload,
+                source,
+            })?;
+        let upload = UploadService {
+            domain: config.upload_domain(),
+            base_url: format!(
+                "https://{}:{}",
+                config.upload.url_host.as_deref().unwrap_or(&config.domain),
+                upload_addr.port()
+            ),
+            max_file_bytes: config.upload.max_file_bytes,
+        };
+        let mut https = (*tls.config).clone();
+        https.alpn_protocols = vec![b"http/1.1".to_vec()];
         let server = Arc::new(Server {
             connections: ConnectionLimiter::new(config.limits.max_connections_per_ip),
             hub: Hub::new(config.groups_domain()),
+            upload,
             config,
             storage,
             sessions: Sessions::default(),
@@ -186,10 +215,17 @@ impl RunningServer {
             TlsMode::Direct,
             tracker.clone(),
         ));
+        tokio::spawn(crate::upload::http::serve(
+            server.clone(),
+            upload_listener,
+            Arc::new(https),
+            tracker.clone(),
+        ));
         Ok(Self {
             server,
             c2s_addr,
             c2s_tls_addr,
+            upload_addr,
             tracker,
         })
     }

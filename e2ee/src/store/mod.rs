@@ -89,7 +89,7 @@ pub enum StoreError {
 /// ones applied).
 const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0001_client.sql"),
-    include_str!("../../migrations/0002_leaving.sql"),
+    include_str!("../../migrations/0002_leaving_and_lookup.sql"),
 ];
 
 /// The client database: one SQLite connection, used on the calling

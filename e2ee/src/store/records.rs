@@ -363,6 +363,19 @@ impl ClientStore {
         .map(|changed| changed == 1)
     }
 
+    /// The message with this envelope id, if it is in the history.
+    pub fn message(&self, envelope_id: &str) -> Result<Option<StoredMessage>, StoreError> {
+        self.with(|conn| {
+            stored_messages(
+                conn,
+                "SELECT group_id, seq, sender_jid || '#' || sender_device, envelope FROM messages
+                 WHERE envelope_id = ? ORDER BY id LIMIT 1",
+                [envelope_id],
+            )
+            .map(|found| found.into_iter().next())
+        })
+    }
+
     /// The last `limit` messages of a conversation in the hub's order
     /// (our own not yet echoed last), oldest first.
     pub fn history(&self, group_id: &[u8], limit: u32) -> Result<Vec<StoredMessage>, StoreError> {

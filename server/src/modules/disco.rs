@@ -37,7 +37,7 @@ pub async fn handle_iq(
         Destination::Server if info => {
             Some(stanza::iq_result(iq, Some(server_info(server).into())))
         }
-        Destination::Server => Some(stanza::iq_result(iq, Some(empty_items().into()))),
+        Destination::Server => Some(stanza::iq_result(iq, Some(server_items(server).into()))),
         Destination::Account(user) => {
             match server.storage.account_exists(user).await {
                 Ok(true) => {}
@@ -67,7 +67,10 @@ pub async fn handle_iq(
                 Some(stanza::iq_result(iq, Some(result.into())))
             }
         }
-        Destination::Resource(..) | Destination::Hub(_) | Destination::Remote(_) => None,
+        Destination::Resource(..)
+        | Destination::Hub(_)
+        | Destination::Upload
+        | Destination::Remote(_) => None,
     }
 }
 
@@ -101,10 +104,24 @@ fn anonymous_identity(category: &str, type_: &str) -> Identity {
     }
 }
 
-fn empty_items() -> DiscoItemsResult {
+/// The server's services: the group hub and the upload service.
+fn server_items(server: &Server) -> DiscoItemsResult {
+    let item = |domain: &str, name: &str| {
+        Jid::new(domain).ok().map(|jid| Item {
+            jid,
+            node: None,
+            name: Some(name.to_owned()),
+        })
+    };
     DiscoItemsResult {
         node: None,
-        items: Vec::new(),
+        items: [
+            item(server.hub.domain(), "Groups"),
+            item(&server.upload.domain, "File upload"),
+        ]
+        .into_iter()
+        .flatten()
+        .collect(),
         rsm: None,
     }
 }

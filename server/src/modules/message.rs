@@ -74,6 +74,9 @@ pub async fn from_client(
         Destination::Hub(None) => {
             errors::service_unavailable(&message, "send to a group's address")
         }
+        Destination::Upload => {
+            errors::service_unavailable(&message, "the upload service takes IQs")
+        }
         Destination::Remote(_) => stanza::error_reply(
             &message,
             ErrorType::Cancel,

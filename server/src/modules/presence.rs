@@ -471,6 +471,9 @@ fn deliver_to(server: &Server, presence: Element, destination: &Destination) {
                 target.handle.send(presence);
             }
         }
-        Destination::Server | Destination::Hub(_) | Destination::Remote(_) => {}
+        Destination::Server
+        | Destination::Hub(_)
+        | Destination::Upload
+        | Destination::Remote(_) => {}
     }
 }

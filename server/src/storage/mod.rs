@@ -17,8 +17,10 @@ use crate::sasl::{ScramHash, StoredCredentials};
 
 mod hub;
 mod keys;
+mod uploads;
 pub use hub::{Appended, CommitUpdate, HubGroup, LogAppend, StateChange};
 pub use keys::{ClaimedKeyPackage, KeyUpload};
+pub use uploads::UploadSlot;
 
 /// Errors of the storage layer.
 #[derive(Debug, thiserror::Error)]

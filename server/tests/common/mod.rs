@@ -73,8 +73,13 @@ impl TestCa {
     /// Issues a certificate for `domain` (and `*.domain`) into `dir`;
     /// returns (cert, key) paths.
     pub fn issue(&self, domain: &str, dir: &Path) -> (PathBuf, PathBuf) {
-        let params = rcgen::CertificateParams::new(vec![domain.to_owned(), format!("*.{domain}")])
-            .expect("params");
+        // 127.0.0.1 too: the upload service's URLs name it in tests.
+        let params = rcgen::CertificateParams::new(vec![
+            domain.to_owned(),
+            format!("*.{domain}"),
+            "127.0.0.1".to_owned(),
+        ])
+        .expect("params");
         let key = rcgen::KeyPair::generate().expect("key");
         let cert = params
             .signed_by(&key, &self.ca_cert, &self.ca_key)
@@ -148,7 +153,7 @@ impl TestServer {
         let data = dir.path().join("data");
         let config = format!(
             "domain = \"{DOMAIN}\"\ndata_dir = \"{}\"\nregistration = \"{}\"\n{}\n\
-             [listen]\nc2s = \"127.0.0.1:0\"\nc2s_tls = \"127.0.0.1:0\"\n\
+             [listen]\nc2s = \"127.0.0.1:0\"\nc2s_tls = \"127.0.0.1:0\"\nupload = \"127.0.0.1:0\"\n\
              [tls]\ncert = \"{}\"\nkey = \"{}\"\n[limits]\n{}\n{}\n",
             data.display(),
             options.registration,

@@ -1,0 +1,55 @@
+//! Queries of the file upload service: the slots handed out and whether
+//! their file arrived.
+
+use sqlx::Row;
+
+use super::{now_rfc3339, Result, Storage};
+
+/// An upload slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UploadSlot {
+    /// The size the file must have.
+    pub size: u64,
+    /// Whether the file was uploaded (it is then served, and never
+    /// replaced).
+    pub completed: bool,
+}
+
+impl Storage {
+    /// Records a slot for a file of `size` bytes by `username`.
+    pub async fn upload_slot_create(&self, token: &str, username: &str, size: u64) -> Result<()> {
+        sqlx::query("INSERT INTO uploads (token, username, size, created_at) VALUES (?, ?, ?, ?)")
+            .bind(token)
+            .bind(username)
+            .bind(size as i64)
+            .bind(now_rfc3339())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// The slot `token`, if it exists.
+    pub async fn upload_slot(&self, token: &str) -> Result<Option<UploadSlot>> {
+        let row = sqlx::query("SELECT size, completed_at IS NOT NULL FROM uploads WHERE token = ?")
+            .bind(token)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|r| UploadSlot {
+            size: r.get::<i64, _>(0) as u64,
+            completed: r.get(1),
+        }))
+    }
+
+    /// Marks the slot's file as uploaded; false if it already was (a
+    /// concurrent upload won).
+    pub async fn upload_complete(&self, token: &str) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE uploads SET completed_at = ? WHERE token = ? AND completed_at IS NULL",
+        )
+        .bind(now_rfc3339())
+        .bind(token)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+}

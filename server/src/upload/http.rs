@@ -1,0 +1,288 @@
+//! The HTTPS side of the upload service: `PUT /upload/TOKEN/NAME` stores
+//! the file of a slot (exactly the announced size, once), `GET` serves it.
+//! HTTP/1.1 (hyper) over the server's certificate; files are streamed to
+//! and from `<data_dir>/uploads/`, never held whole in memory.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::TryStreamExt;
+use http_body_util::{combinators::BoxBody, BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::header::{CONTENT_LENGTH, CONTENT_TYPE};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::task::TaskTracker;
+
+use crate::server::Server;
+
+/// Time for the TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
+
+type Body = BoxBody<Bytes, std::io::Error>;
+
+/// Accepts HTTPS connections until the server shuts down.
+pub async fn serve(
+    server: Arc<Server>,
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    tracker: TaskTracker,
+) {
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    loop {
+        let accepted = tokio::select! {
+            _ = server.shutdown.cancelled() => return,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
+            Ok((tcp, peer)) => {
+                let Some(slot) = server.connections.admit(peer.ip()) else {
+                    tracing::info!(%peer, "too many connections from this address; refused");
+                    continue;
+                };
+                let server = server.clone();
+                let acceptor = acceptor.clone();
+                tracker.spawn(async move {
+                    connection(server, acceptor, tcp, peer).await;
+                    drop(slot);
+                });
+            }
+            Err(e) => {
+                tracing::warn!("accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+async fn connection(
+    server: Arc<Server>,
+    acceptor: tokio_rustls::TlsAcceptor,
+    tcp: TcpStream,
+    peer: SocketAddr,
+) {
+    let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(e)) => {
+            tracing::debug!(%peer, "upload TLS handshake failed: {e}");
+            return;
+        }
+        Err(_) => return,
+    };
+    let shutdown = server.shutdown.clone();
+    let service = hyper::service::service_fn(move |request| {
+        let server = server.clone();
+        async move { Ok::<_, Infallible>(handle(&server, request).await) }
+    });
+    let connection = hyper::server::conn::http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(30))
+        .serve_connection(TokioIo::new(tls), service);
+    tokio::pin!(connection);
+    tokio::select! {
+        result = connection.as_mut() => {
+            if let Err(e) = result {
+                tracing::debug!(%peer, "upload connection ended: {e}");
+            }
+        }
+        _ = shutdown.cancelled() => connection.as_mut().graceful_shutdown(),
+    }
+}
+
+async fn handle(server: &Server, request: Request<Incoming>) -> Response<Body> {
+    let Some(token) = token_of(request.uri().path()) else {
+        return plain(StatusCode::NOT_FOUND, "no such file");
+    };
+    let slot = match server.storage.upload_slot(&token).await {
+        Ok(Some(slot)) => slot,
+        Ok(None) => return plain(StatusCode::NOT_FOUND, "no such file"),
+        Err(e) => {
+            tracing::error!("reading an upload slot failed: {e}");
+            return plain(StatusCode::INTERNAL_SERVER_ERROR, "storage failure");
+        }
+    };
+    match *request.method() {
+        Method::PUT if slot.completed => plain(StatusCode::CONFLICT, "already uploaded"),
+        Method::PUT => put(server, &token, slot.size, request).await,
+        Method::GET | Method::HEAD if !slot.completed => {
+            plain(StatusCode::NOT_FOUND, "not uploaded yet")
+        }
+        Method::GET => get(server, &token, slot.size).await,
+        Method::HEAD => sized(StatusCode::OK, slot.size, empty()),
+        _ => plain(StatusCode::METHOD_NOT_ALLOWED, "PUT or GET"),
+    }
+}
+
+/// Stores the body, which must be exactly `size` bytes.
+async fn put(
+    server: &Server,
+    token: &str,
+    size: u64,
+    request: Request<Incoming>,
+) -> Response<Body> {
+    let announced = request
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    match announced {
+        Some(length) if length == size => {}
+        Some(length) if length > size => {
+            return plain(StatusCode::PAYLOAD_TOO_LARGE, "larger than the slot")
+        }
+        _ => {
+            return plain(
+                StatusCode::BAD_REQUEST,
+                "Content-Length must be the slot's size",
+            )
+        }
+    }
+    let dir = server.config.uploads_dir();
+    let part = dir.join(format!("{token}.{:016x}.part", rand::random::<u64>()));
+    let written = receive(&dir, &part, request.into_body(), size).await;
+    if let Err(e) = written {
+        let _ = tokio::fs::remove_file(&part).await;
+        return match e {
+            Received::Mismatch => plain(StatusCode::BAD_REQUEST, "the body is not the slot's size"),
+            Received::Io(e) => {
+                tracing::error!("storing an upload failed: {e}");
+                plain(StatusCode::INSUFFICIENT_STORAGE, "cannot store the file")
+            }
+            Received::Body(e) => {
+                tracing::debug!("upload interrupted: {e}");
+                plain(StatusCode::BAD_REQUEST, "upload interrupted")
+            }
+        };
+    }
+    match server.storage.upload_complete(token).await {
+        Ok(true) => match tokio::fs::rename(&part, dir.join(token)).await {
+            Ok(()) => plain(StatusCode::CREATED, "stored"),
+            Err(e) => {
+                tracing::error!("storing an upload failed: {e}");
+                plain(StatusCode::INSUFFICIENT_STORAGE, "cannot store the file")
+            }
+        },
+        Ok(false) => {
+            let _ = tokio::fs::remove_file(&part).await;
+            plain(StatusCode::CONFLICT, "already uploaded")
+        }
+        Err(e) => {
+            let _ = tokio::fs::remove_file(&part).await;
+            tracing::error!("completing an upload failed: {e}");
+            plain(StatusCode::INTERNAL_SERVER_ERROR, "storage failure")
+        }
+    }
+}
+
+/// Why receiving a body failed.
+enum Received {
+    /// Its length is not the slot's size.
+    Mismatch,
+    /// Writing the file failed.
+    Io(std::io::Error),
+    /// The connection failed.
+    Body(hyper::Error),
+}
+
+async fn receive(
+    dir: &std::path::Path,
+    part: &PathBuf,
+    mut body: Incoming,
+    size: u64,
+) -> Result<(), Received> {
+    tokio::fs::create_dir_all(dir).await.map_err(Received::Io)?;
+    let mut file = tokio::fs::File::create(part).await.map_err(Received::Io)?;
+    let mut received = 0u64;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(Received::Body)?;
+        if let Ok(data) = frame.into_data() {
+            received += data.len() as u64;
+            if received > size {
+                return Err(Received::Mismatch);
+            }
+            file.write_all(&data).await.map_err(Received::Io)?;
+        }
+    }
+    if received != size {
+        return Err(Received::Mismatch);
+    }
+    file.sync_all().await.map_err(Received::Io)?;
+    Ok(())
+}
+
+/// Streams the stored file.
+async fn get(server: &Server, token: &str, size: u64) -> Response<Body> {
+    let path = server.config.uploads_dir().join(token);
+    match tokio::fs::File::open(&path).await {
+        Ok(file) => {
+            let stream = tokio_util::io::ReaderStream::new(file).map_ok(Frame::data);
+            sized(
+                StatusCode::OK,
+                size,
+                BodyExt::boxed(StreamBody::new(stream)),
+            )
+        }
+        // Completed a moment ago and not yet moved in place.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            plain(StatusCode::NOT_FOUND, "not uploaded yet")
+        }
+        Err(e) => {
+            tracing::error!("reading an upload failed: {e}");
+            plain(StatusCode::INTERNAL_SERVER_ERROR, "storage failure")
+        }
+    }
+}
+
+/// The token of `/upload/TOKEN/NAME`, if well-formed.
+fn token_of(path: &str) -> Option<String> {
+    let mut parts = path.strip_prefix("/upload/")?.splitn(2, '/');
+    let token = parts.next()?;
+    parts.next()?;
+    (token.len() == 32 && token.bytes().all(|b| b.is_ascii_hexdigit())).then(|| token.to_owned())
+}
+
+fn sized(status: StatusCode, size: u64, body: Body) -> Response<Body> {
+    let mut response = Response::new(body);
+    *response.status_mut() = status;
+    response.headers_mut().insert(CONTENT_LENGTH, size.into());
+    response.headers_mut().insert(
+        CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("application/octet-stream"),
+    );
+    response
+}
+
+fn plain(status: StatusCode, text: &'static str) -> Response<Body> {
+    let mut response = Response::new(BodyExt::boxed(
+        Full::new(Bytes::from_static(text.as_bytes())).map_err(|never| match never {}),
+    ));
+    *response.status_mut() = status;
+    response
+}
+
+fn empty() -> Body {
+    BodyExt::boxed(Full::new(Bytes::new()).map_err(|never| match never {}))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_well_formed_paths_name_a_slot() {
+        let token = "0123456789abcdef0123456789abcdef";
+        assert_eq!(
+            token_of(&format!("/upload/{token}/x.bin")).as_deref(),
+            Some(token)
+        );
+        assert_eq!(token_of(&format!("/upload/{token}")), None);
+        assert_eq!(token_of("/upload/../x/y"), None);
+        assert_eq!(token_of(&format!("/other/{token}/x")), None);
+    }
+}

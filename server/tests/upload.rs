@@ -1,0 +1,130 @@
+//! The file upload service (XEP-0363): discovery, slots, the limit, and
+//! the HTTPS side refusing what does not fit its slot.
+
+mod common;
+
+use std::sync::Arc;
+
+use common::mls::{condition, Member};
+use common::{ServerOptions, TestServer};
+use minidom::Element;
+use tern_e2ee::transfer::{self, TransferError};
+use xmpp_parsers::http_upload::SlotResult;
+
+const UPLOAD: &str = "upload.tern.test";
+const MAX: u64 = 4096;
+
+fn server() -> TestServer {
+    TestServer::start_with(ServerOptions {
+        sections: format!("[upload]\nurl_host = \"127.0.0.1\"\nmax_file_bytes = {MAX}\n"),
+        ..ServerOptions::default()
+    })
+}
+
+async fn slot(member: &mut Member, size: u64) -> Result<SlotResult, Element> {
+    // No content-type: it is optional.
+    let request: Element =
+        format!("<request xmlns='urn:xmpp:http:upload:0' filename='../x y.bin' size='{size}'/>")
+            .parse()
+            .expect("request");
+    member
+        .get(Some(UPLOAD), request)
+        .await
+        .map(|answer| SlotResult::try_from(answer).expect("a slot"))
+}
+
+fn no_progress() -> transfer::Progress {
+    Arc::new(|_| {})
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn slots_are_discovered_used_once_and_sized() {
+    let server = server();
+    let mut alice = Member::new(&server, "alice").await;
+
+    let items = alice
+        .get(
+            Some("tern.test"),
+            Element::bare("query", "http://jabber.org/protocol/disco#items"),
+        )
+        .await
+        .expect("items");
+    assert!(items.children().any(|i| i.attr("jid") == Some(UPLOAD)));
+    let info = alice
+        .get(
+            Some(UPLOAD),
+            Element::bare("query", "http://jabber.org/protocol/disco#info"),
+        )
+        .await
+        .expect("info");
+    assert!(info
+        .children()
+        .any(|f| f.attr("var") == Some("urn:xmpp:http:upload:0")));
+    assert!(
+        String::from(&info).contains(&MAX.to_string()),
+        "max-file-size is announced"
+    );
+
+    // Too large, and empty: refused with the limit.
+    for size in [MAX + 1, 0] {
+        let refused = slot(&mut alice, size).await.expect_err("refused");
+        assert_eq!(
+            condition(&refused).as_deref(),
+            Some("not-acceptable"),
+            "{size}: {}",
+            String::from(&refused)
+        );
+        let max = refused
+            .get_child("file-too-large", "urn:xmpp:http:upload:0")
+            .and_then(|f| f.get_child("max-file-size", "urn:xmpp:http:upload:0"))
+            .map(Element::text);
+        assert_eq!(max.as_deref(), Some("4096"));
+    }
+
+    let slot = slot(&mut alice, 100).await.expect("a slot");
+    assert!(
+        slot.put.url.starts_with("https://127.0.0.1:"),
+        "{}",
+        slot.put.url
+    );
+    assert!(slot.put.url.ends_with("/xy.bin"), "{}", slot.put.url);
+    // Not there before it is uploaded; a body of another size is refused.
+    let early = transfer::get(&slot.get.url, MAX, no_progress()).await;
+    assert!(
+        matches!(early, Err(TransferError::Status(404))),
+        "{early:?}"
+    );
+    let short = transfer::put(&slot.put.url, vec![1; 99], no_progress()).await;
+    assert!(
+        matches!(short, Err(TransferError::Status(400))),
+        "{short:?}"
+    );
+    let long = transfer::put(&slot.put.url, vec![1; 101], no_progress()).await;
+    assert!(matches!(long, Err(TransferError::Status(413))), "{long:?}");
+    // The right size is stored, once.
+    transfer::put(&slot.put.url, vec![7; 100], no_progress())
+        .await
+        .expect("upload");
+    let again = transfer::put(&slot.put.url, vec![8; 100], no_progress()).await;
+    assert!(
+        matches!(again, Err(TransferError::Status(409))),
+        "{again:?}"
+    );
+    let got = transfer::get(&slot.get.url, MAX, no_progress())
+        .await
+        .expect("download");
+    assert_eq!(got, vec![7; 100]);
+    // A download larger than the caller allows is cut off.
+    let capped = transfer::get(&slot.get.url, 50, no_progress()).await;
+    assert!(matches!(capped, Err(TransferError::TooLarge)), "{capped:?}");
+    // Unknown tokens are not found.
+    let (base, path) = slot.get.url.split_once("/upload/").expect("an upload URL");
+    let name = path.split_once('/').expect("token/name").1;
+    let forged = format!("{base}/upload/{}/{name}", "0".repeat(32));
+    let unknown = transfer::get(&forged, MAX, no_progress()).await;
+    assert!(
+        matches!(unknown, Err(TransferError::Status(404))),
+        "{unknown:?}"
+    );
+    alice.go_offline().await;
+}
