@@ -10,9 +10,10 @@ cd "$(dirname "$0")/.."
 
 say() { printf '\n== %s\n' "$*"; }
 
-# Debian packages the tests run, installed when missing. (The peers of
-# later test suites, dnsmasq, Prosody and ejabberd, join this list.)
-DEBIAN_PACKAGES=()
+# Debian packages the tests run, installed when missing: dnsmasq answers
+# the SRV records of the test domains. (Prosody and ejabberd, the peers of
+# the federation tests, join this list.)
+DEBIAN_PACKAGES=(dnsmasq-base)
 
 apt_install() {
     say "installing Debian packages: $*"

@@ -32,8 +32,9 @@ struct Cli {
     /// Profile directory (default: $TERN_HOME, else $XDG_DATA_HOME/tern).
     #[arg(long, global = true)]
     profile: Option<PathBuf>,
-    /// The server's direct-TLS address HOST:PORT (default: your JID's
-    /// domain, port 5223).
+    /// The server's direct-TLS address HOST:PORT (default: found through
+    /// DNS SRV records of your JID's domain; TERN_DNS=IP:PORT names the DNS
+    /// server).
     #[arg(long, global = true)]
     server: Option<String>,
     /// A PEM file of CA certificates to trust (for private servers).

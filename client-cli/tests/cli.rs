@@ -65,6 +65,7 @@ struct Server {
     child: Child,
     ca: PathBuf,
     direct_tls: String,
+    starttls: String,
     _dir: tempfile::TempDir,
 }
 
@@ -105,6 +106,7 @@ impl Server {
         });
         let deadline = Instant::now() + Duration::from_secs(30);
         let mut direct_tls = None;
+        let mut starttls = None;
         // The whole report, up to its last line.
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -112,15 +114,20 @@ impl Server {
             if let Some(addr) = line.trim().strip_prefix("c2s TLS") {
                 direct_tls = Some(addr.trim().to_owned());
             }
+            if let Some(addr) = line.trim().strip_prefix("c2s STARTTLS") {
+                starttls = Some(addr.trim().to_owned());
+            }
             if line.trim().starts_with("plaintext") {
                 break;
             }
         }
         let direct_tls = direct_tls.expect("the report names the direct-TLS port");
+        let starttls = starttls.expect("the report names the STARTTLS port");
         Server {
             child,
             ca,
             direct_tls,
+            starttls,
             _dir: dir,
         }
     }
@@ -185,11 +192,17 @@ impl<'a> Tern<'a> {
     }
 
     fn command(&self, args: &[&str]) -> Command {
+        let mut command = self.command_without_address(args);
+        command.args(["--server", &self.server.direct_tls]);
+        command
+    }
+
+    /// A command that finds the server through DNS.
+    fn command_without_address(&self, args: &[&str]) -> Command {
         let mut command = Command::new(binary("tern"));
         command
             .arg("--profile")
             .arg(self.profile.path())
-            .args(["--server", &self.server.direct_tls])
             .arg("--ca-file")
             .arg(&self.server.ca)
             .args(args)
@@ -592,6 +605,124 @@ fn a_file_arrives_intact_and_the_server_keeps_only_ciphertext() {
         let hits = bytes.windows(MARKER.len()).filter(|w| *w == MARKER).count();
         assert_eq!(hits, 0, "{} holds the marker", file.display());
     }
+}
+
+/// dnsmasq serving the test domain's records on a free loopback port,
+/// stopped on drop.
+struct Dns {
+    child: Child,
+    address: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Dns {
+    /// `None` when dnsmasq is not installed (allowed outside CI).
+    fn start(records: &str) -> Option<Dns> {
+        let dnsmasq = ["/usr/sbin/dnsmasq", "/usr/bin/dnsmasq"]
+            .into_iter()
+            .find(|p| Path::new(p).exists());
+        let Some(dnsmasq) = dnsmasq else {
+            let required = std::env::var_os("CI").is_some()
+                || std::env::var_os("TERN_REQUIRE_PEERS").is_some();
+            assert!(
+                !required,
+                "no dnsmasq: run the README's test command (scripts/test.sh)"
+            );
+            eprintln!("SKIPPED: no dnsmasq; run scripts/test.sh");
+            return None;
+        };
+        let dir = tempfile::tempdir().expect("dir");
+        let port = std::net::UdpSocket::bind("127.0.0.1:0")
+            .and_then(|s| s.local_addr())
+            .expect("a free port")
+            .port();
+        let conf = dir.path().join("dns.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "port={port}\nlisten-address=127.0.0.1\nbind-interfaces\nno-resolv\nno-hosts\n\
+                 no-poll\nlocal=/test/\n{records}"
+            ),
+        )
+        .expect("dns.conf");
+        let child = Command::new(dnsmasq)
+            .arg("--no-daemon")
+            .arg(format!("--conf-file={}", conf.display()))
+            .arg("--pid-file=")
+            .arg("--user=root")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start dnsmasq");
+        // Ready when it answers on TCP.
+        let address = format!("127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(&address).is_err() {
+            assert!(Instant::now() < deadline, "dnsmasq did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Some(Dns {
+            child,
+            address,
+            _dir: dir,
+        })
+    }
+}
+
+impl Drop for Dns {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn the_server_is_found_through_dns_srv() {
+    let server = Server::start();
+    let port = |address: &str| address.rsplit(':').next().expect("port").to_owned();
+    // A dead direct-TLS record first, then the STARTTLS one that works.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a port")
+        .port();
+    let Some(dns) = Dns::start(&format!(
+        "host-record=xmpp.{DOMAIN},127.0.0.1\n\
+         srv-host=_xmpps-client._tcp.{DOMAIN},xmpp.{DOMAIN},{dead},0,0\n\
+         srv-host=_xmpp-client._tcp.{DOMAIN},xmpp.{DOMAIN},{},10,0\n",
+        port(&server.starttls)
+    )) else {
+        return;
+    };
+    let bob = Tern::new(&server, "bob");
+    let alice = Tern::profile(&server);
+    let run = |args: &[&str]| {
+        let output = alice
+            .command_without_address(args)
+            .env("TERN_DNS", &dns.address)
+            .stdin(Stdio::null())
+            .output()
+            .expect("tern");
+        assert!(
+            output.status.success(),
+            "tern {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    };
+    run(&["account", "register", &jid("alice")]);
+    run(&["send", &jid("bob"), "found you"]);
+    assert_eq!(bob.received(), ["found you"]);
+
+    // Without DNS records the error says so.
+    let empty = Dns::start("").expect("dnsmasq");
+    let output = alice
+        .command_without_address(&["recv"])
+        .env("TERN_DNS", &empty.address)
+        .stdin(Stdio::null())
+        .output()
+        .expect("tern");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("no server for tern.test"), "{stderr}");
 }
 
 #[test]

@@ -1,5 +1,6 @@
-//! One client XML stream, owned by one task: direct TLS (XEP-0368),
-//! SCRAM-SHA-256, resource binding; then stanzas in and out.
+//! One client XML stream, owned by one task: found through DNS SRV (or
+//! given), direct TLS (XEP-0368) or STARTTLS, SCRAM-SHA-256, resource
+//! binding; then stanzas in and out.
 //!
 //! Built on tokio-xmpp's `xmlstream` layer (the server uses it too)
 //! rather than its `Client`: the `Client`'s receiver gives up its poll
@@ -25,16 +26,31 @@ use tokio_rustls::client::TlsStream;
 use tokio_xmpp::parsers::stream_features::StreamFeatures;
 use tokio_xmpp::xmlstream::{initiate_stream, ReadError, StreamHeader, Timeouts, XmlStream};
 
+use crate::discovery::{self, Endpoint, TlsMode};
 use crate::session::{stanza_error, SessionError};
 
 const NS_SASL: &str = "urn:ietf:params:xml:ns:xmpp-sasl";
 const NS_BIND: &str = "urn:ietf:params:xml:ns:xmpp-bind";
 const NS_CLIENT: &str = "jabber:client";
 const NS_REGISTER: &str = "jabber:iq:register";
+const NS_TLS: &str = "urn:ietf:params:xml:ns:xmpp-tls";
 /// How long closing waits for the server's end of the stream.
 const CLOSE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 type Io = BufStream<TlsStream<TcpStream>>;
+
+/// Where to connect.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// `host:port` of a direct-TLS port (`--server`).
+    Address(String),
+    /// The domain's SRV records (`_xmpps-client`, `_xmpp-client`), from
+    /// this nameserver or the system's.
+    Dns {
+        /// Replaces the system's resolvers.
+        nameserver: Option<std::net::SocketAddr>,
+    },
+}
 
 /// A logged-in client stream.
 pub struct Connection {
@@ -43,16 +59,15 @@ pub struct Connection {
 }
 
 impl Connection {
-    /// Connects to `server` (`host:port` of the direct-TLS port; the
-    /// JID's domain on port 5223 when `None`), verifies the certificate
-    /// for the JID's domain, authenticates and binds a resource.
+    /// Connects to `target`, verifies the certificate for the JID's
+    /// domain, authenticates and binds a resource.
     pub async fn open(
         jid: &BareJid,
         password: &str,
-        server: Option<&str>,
+        target: &Target,
     ) -> Result<Self, SessionError> {
         let domain = jid.domain().as_str();
-        let (features, stream) = establish(domain, server).await?;
+        let (features, stream) = establish(domain, target).await?;
         let stream = authenticate(features.sasl_mechanisms, stream, jid, password).await?;
         let mut stream = restart(stream, domain).await?;
         let jid = bind(&mut stream).await?;
@@ -65,10 +80,10 @@ impl Connection {
     pub async fn register(
         jid: &BareJid,
         password: &str,
-        server: Option<&str>,
+        target: &Target,
     ) -> Result<(), SessionError> {
         let domain = jid.domain().as_str();
-        let (features, mut stream) = establish(domain, server).await?;
+        let (features, mut stream) = establish(domain, target).await?;
         if !features.in_band_registration {
             return Err(SessionError::Refused {
                 condition: "not-allowed".into(),
@@ -138,19 +153,62 @@ impl Connection {
 }
 
 /// TCP, TLS and the first stream header: the stream's features and the
-/// stream, ready for SASL (or in-band registration).
+/// stream, ready for SASL (or in-band registration). Every endpoint the
+/// target names is tried in turn.
 async fn establish(
     domain: &str,
-    server: Option<&str>,
+    target: &Target,
 ) -> Result<(StreamFeatures, XmlStream<Io, Element>), SessionError> {
-    let address = server
-        .map(str::to_owned)
-        .unwrap_or_else(|| format!("{domain}:5223"));
-    let tcp = TcpStream::connect(&address)
+    let endpoints = match target {
+        Target::Address(address) => vec![direct_endpoint(address)?],
+        Target::Dns { nameserver } => discovery::client_endpoints(domain, *nameserver).await,
+    };
+    if endpoints.is_empty() {
+        return Err(SessionError::Connect(format!(
+            "no server for {domain} in DNS (no SRV records, no address); give one with --server HOST:PORT"
+        )));
+    }
+    let mut failures = Vec::new();
+    for endpoint in &endpoints {
+        match establish_at(domain, endpoint).await {
+            Ok(stream) => return Ok(stream),
+            Err(e) => {
+                tracing::debug!(%endpoint, "cannot connect: {e}");
+                failures.push(format!("{endpoint}: {e}"));
+            }
+        }
+    }
+    Err(SessionError::Connect(format!(
+        "cannot reach {domain}: {}",
+        failures.join("; ")
+    )))
+}
+
+/// `host:port` given by the user: direct TLS there.
+fn direct_endpoint(address: &str) -> Result<Endpoint, SessionError> {
+    let (host, port) = address
+        .rsplit_once(':')
+        .and_then(|(host, port)| Some((host, port.parse().ok()?)))
+        .ok_or_else(|| SessionError::Connect(format!("{address:?} is not HOST:PORT")))?;
+    Ok(Endpoint {
+        host: host.trim_matches(['[', ']']).to_owned(),
+        port,
+        tls: TlsMode::Direct,
+    })
+}
+
+async fn establish_at(
+    domain: &str,
+    endpoint: &Endpoint,
+) -> Result<(StreamFeatures, XmlStream<Io, Element>), String> {
+    let tcp = TcpStream::connect((endpoint.host.as_str(), endpoint.port))
         .await
-        .map_err(|e| SessionError::Connect(format!("cannot reach {address}: {e}")))?;
+        .map_err(|e| e.to_string())?;
     let _ = tcp.set_nodelay(true);
-    let tls = tls_connect(tcp, domain).await?;
+    let tls = match endpoint.tls {
+        TlsMode::Direct => tls_client(tcp, domain, b"xmpp-client").await?,
+        TlsMode::StartTls => starttls(tcp, domain).await?,
+    };
     let pending = initiate_stream(
         BufStream::new(tls),
         NS_CLIENT,
@@ -158,17 +216,40 @@ async fn establish(
         Timeouts::default(),
     )
     .await
-    .map_err(connect_error)?;
+    .map_err(|e| e.to_string())?;
     pending
         .recv_features::<Element>()
         .await
-        .map_err(connect_error)
+        .map_err(|e| e.to_string())
 }
 
-async fn tls_connect(tcp: TcpStream, domain: &str) -> Result<TlsStream<TcpStream>, SessionError> {
-    tls_client(tcp, domain, b"xmpp-client")
+/// A plain stream upgraded with `<starttls/>` (RFC 6120 §5).
+async fn starttls(tcp: TcpStream, domain: &str) -> Result<TlsStream<TcpStream>, String> {
+    let pending = initiate_stream(
+        BufStream::new(tcp),
+        NS_CLIENT,
+        header(domain),
+        Timeouts::default(),
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    let (features, mut stream) = pending
+        .recv_features::<Element>()
         .await
-        .map_err(SessionError::Connect)
+        .map_err(|e| e.to_string())?;
+    if !features.can_starttls() {
+        return Err("the server does not offer STARTTLS".into());
+    }
+    stream
+        .send(&Element::bare("starttls", NS_TLS))
+        .await
+        .map_err(|e| e.to_string())?;
+    match stream.next().await {
+        Some(Ok(answer)) if answer.is("proceed", NS_TLS) => {}
+        _ => return Err("the server refused STARTTLS".into()),
+    }
+    let tcp = stream.into_inner().into_inner();
+    tls_client(tcp, domain, b"xmpp-client").await
 }
 
 /// TLS to `host` (a DNS name or an IP address) over `tcp`, with the

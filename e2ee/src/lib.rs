@@ -28,6 +28,7 @@
 pub mod connection;
 pub mod conversation;
 pub mod device;
+pub mod discovery;
 pub mod envelope;
 pub mod error;
 pub mod files;

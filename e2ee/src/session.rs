@@ -13,7 +13,7 @@ use minidom::Element;
 use tokio_xmpp::parsers::http_upload::{SlotRequest, SlotResult};
 use tokio_xmpp::IqRequest;
 
-use crate::connection::{attr, Connection};
+use crate::connection::{attr, Connection, Target};
 
 use crate::conversation::{CommitOut, ConversationId, Incoming};
 use crate::device::Device;
@@ -39,16 +39,29 @@ const COMMIT_ATTEMPTS: usize = 5;
 /// Log entries fetched per request.
 const LOG_PAGE: u32 = 200;
 
-/// Where and how to log in (direct TLS, XEP-0368; see [`Connection`]).
+/// Where and how to log in (see [`Connection`]).
 #[derive(Debug, Clone)]
 pub struct SessionOptions {
     /// The account.
     pub jid: BareJid,
     /// Its password.
     pub password: String,
-    /// `host:port` of the server's direct-TLS port; `None`: the JID's
-    /// domain, port 5223.
+    /// `host:port` of the server's direct-TLS port; `None`: found through
+    /// the domain's DNS SRV records.
     pub server: Option<String>,
+    /// The DNS server for that (`None`: the system's).
+    pub nameserver: Option<std::net::SocketAddr>,
+}
+
+impl SessionOptions {
+    fn target(&self) -> Target {
+        match &self.server {
+            Some(address) => Target::Address(address.clone()),
+            None => Target::Dns {
+                nameserver: self.nameserver,
+            },
+        }
+    }
 }
 
 /// Something that happened in a conversation.
@@ -182,8 +195,7 @@ impl std::fmt::Debug for Session {
 impl Session {
     /// Logs in (direct TLS, SCRAM) and sends initial presence.
     pub async fn connect(device: Device, options: SessionOptions) -> Result<Self, SessionError> {
-        let client =
-            Connection::open(&options.jid, &options.password, options.server.as_deref()).await?;
+        let client = Connection::open(&options.jid, &options.password, &options.target()).await?;
         let mut session = Self {
             client,
             groups_domain: format!("groups.{}", options.jid.domain()),
@@ -202,7 +214,7 @@ impl Session {
     /// Creates the account of `options` by in-band registration
     /// (XEP-0077); log in with [`Self::connect`] afterwards.
     pub async fn register(options: &SessionOptions) -> Result<(), SessionError> {
-        Connection::register(&options.jid, &options.password, options.server.as_deref()).await
+        Connection::register(&options.jid, &options.password, &options.target()).await
     }
 
     /// The device.

@@ -30,6 +30,7 @@ async fn user(server: &TestServer, name: &str) -> User {
         jid,
         password: "secret".into(),
         server: Some(server.c2s_tls.to_string()),
+        nameserver: None,
     };
     let mut session = Session::connect(device, options.clone())
         .await

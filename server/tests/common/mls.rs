@@ -3,7 +3,7 @@
 
 use jid::BareJid;
 use minidom::Element;
-use tern_e2ee::connection::Connection;
+use tern_e2ee::connection::{Connection, Target};
 use tern_e2ee::envelope::Content;
 use tern_e2ee::wire::hub::{Accepted, Create, Created, GroupInfoData};
 use tern_e2ee::wire::keys::{Claim, Count, KeyPackages, Upload};
@@ -29,7 +29,8 @@ impl Member {
         server.add_user(user, "secret");
         super::TestCa::get();
         let jid = BareJid::new(&server.jid(user)).expect("jid");
-        let connection = Connection::open(&jid, "secret", Some(&server.c2s_tls.to_string()))
+        let target = Target::Address(server.c2s_tls.to_string());
+        let connection = Connection::open(&jid, "secret", &target)
             .await
             .expect("login");
         let mut client = MlsClient {
