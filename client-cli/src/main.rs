@@ -289,7 +289,7 @@ async fn run(cli: Cli) -> Result<()> {
             let profile = Profile::open(&dir)?;
             let peer = parse_jid(&peer)?;
             let mut session = connect(&profile, cli.server).await?;
-            session.catch_up().await?;
+            catch_up(&mut session, &out).await?;
             let id = conversation_with(&mut session, &peer).await?;
             let envelope = session.send(&id, vec![Content::Body(text)]).await?;
             session.close().await;
@@ -309,7 +309,7 @@ async fn run(cli: Cli) -> Result<()> {
             let profile = Profile::open(&dir)?;
             let peer = parse_jid(&peer)?;
             let mut session = connect(&profile, cli.server).await?;
-            session.catch_up().await?;
+            catch_up(&mut session, &out).await?;
             let id = conversation_with(&mut session, &peer).await?;
             let sent = files::send(&mut session, &id, &path).await;
             session.close().await;
@@ -416,7 +416,7 @@ async fn group(
         return Ok(());
     }
     let mut session = connect(&profile, server).await?;
-    session.catch_up().await?;
+    catch_up(&mut session, &out).await?;
     match command {
         GroupCommand::Create { name, members } => {
             let members = members
@@ -513,6 +513,16 @@ fn known_group(session: &Session, group: &str) -> Result<ConversationId> {
     session
         .conversation_at(&address)?
         .with_context(|| format!("you are not in a group at {address}"))
+}
+
+/// Catches up on every conversation and prints what arrived: every
+/// command shows the messages it was the first to read.
+async fn catch_up(session: &mut Session, out: &Output) -> Result<()> {
+    session.catch_up().await?;
+    while let Some(event) = session.next_event(Duration::ZERO).await? {
+        out.event(session.device(), &event).await;
+    }
+    Ok(())
 }
 
 /// Logs the profile's device in, publishes it and stocks its key packages.

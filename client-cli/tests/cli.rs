@@ -1,339 +1,13 @@
 //! `tern` end to end: the real `tern` and `tern-server` binaries on
 //! loopback, a private CA given with `--ca-file`.
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+mod support;
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
 
 use serde_json::Value;
-
-const DOMAIN: &str = "tern.test";
-const PASSWORD: &str = "correct horse";
-/// The test server's upload limit.
-const MAX_FILE: u64 = 6 * 1024 * 1024;
-
-/// The binaries of the workspace, next to this test's.
-fn binary(name: &str) -> PathBuf {
-    let deps = std::env::current_exe().expect("test executable");
-    let dir = deps
-        .parent()
-        .and_then(Path::parent)
-        .expect("target directory");
-    let path = dir.join(name);
-    if !path.exists() {
-        // `cargo test -p tern-cli` alone does not build the server.
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
-            .args(["build", "-p", "tern-server", "--bin", "tern-server"])
-            .status()
-            .expect("cargo build");
-        assert!(status.success(), "building tern-server failed");
-    }
-    path
-}
-
-/// A CA and a certificate for the domain and its subdomains.
-fn certificates(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
-    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
-    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    let ca_key = rcgen::KeyPair::generate().expect("key");
-    let ca = params.self_signed(&ca_key).expect("CA");
-    // The upload service's URLs name 127.0.0.1 (nothing resolves
-    // tern.test here).
-    let params = rcgen::CertificateParams::new(vec![
-        DOMAIN.to_owned(),
-        format!("*.{DOMAIN}"),
-        "127.0.0.1".to_owned(),
-    ])
-    .expect("params");
-    let key = rcgen::KeyPair::generate().expect("key");
-    let cert = params.signed_by(&key, &ca, &ca_key).expect("certificate");
-    let paths = (
-        dir.join("ca.pem"),
-        dir.join("cert.pem"),
-        dir.join("key.pem"),
-    );
-    std::fs::write(&paths.0, ca.pem()).expect("write");
-    std::fs::write(&paths.1, cert.pem()).expect("write");
-    std::fs::write(&paths.2, key.serialize_pem()).expect("write");
-    paths
-}
-
-/// A running tern-server, stopped on drop.
-struct Server {
-    child: Child,
-    ca: PathBuf,
-    direct_tls: String,
-    starttls: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Server {
-    fn start() -> Server {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let (ca, cert, key) = certificates(dir.path());
-        let config = dir.path().join("tern.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "domain = \"{DOMAIN}\"\ndata_dir = \"{}\"\nregistration = \"open\"\n[listen]\nc2s = \"127.0.0.1:0\"\n\
-                 c2s_tls = \"127.0.0.1:0\"\nupload = \"127.0.0.1:0\"\n\
-                 [upload]\nurl_host = \"127.0.0.1\"\nmax_file_bytes = {MAX_FILE}\n\
-                 [tls]\ncert = \"{}\"\nkey = \"{}\"\n",
-                dir.path().join("data").display(),
-                cert.display(),
-                key.display()
-            ),
-        )
-        .expect("config");
-        let log = std::fs::File::create(dir.path().join("server.log")).expect("log");
-        let mut child = Command::new(binary("tern-server"))
-            .arg("--config")
-            .arg(&config)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(log))
-            .spawn()
-            .expect("start tern-server");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let mut direct_tls = None;
-        let mut starttls = None;
-        // The whole report, up to its last line.
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let line = rx.recv_timeout(left).expect("start-up report");
-            if let Some(addr) = line.trim().strip_prefix("c2s TLS") {
-                direct_tls = Some(addr.trim().to_owned());
-            }
-            if let Some(addr) = line.trim().strip_prefix("c2s STARTTLS") {
-                starttls = Some(addr.trim().to_owned());
-            }
-            if line.trim().starts_with("plaintext") {
-                break;
-            }
-        }
-        let direct_tls = direct_tls.expect("the report names the direct-TLS port");
-        let starttls = starttls.expect("the report names the STARTTLS port");
-        Server {
-            child,
-            ca,
-            direct_tls,
-            starttls,
-            _dir: dir,
-        }
-    }
-
-    /// Every file the server wrote.
-    fn files(&self) -> Vec<PathBuf> {
-        let mut files = Vec::new();
-        let mut dirs = vec![self._dir.path().join("data")];
-        while let Some(dir) = dirs.pop() {
-            for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
-                let path = entry.path();
-                if path.is_dir() {
-                    dirs.push(path);
-                } else {
-                    files.push(path);
-                }
-            }
-        }
-        files.push(self._dir.path().join("server.log"));
-        files
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            let log =
-                std::fs::read_to_string(self._dir.path().join("server.log")).unwrap_or_default();
-            eprintln!("----- server log -----\n{log}----- end of server log -----");
-        }
-    }
-}
-
-/// One user's `tern` profile.
-struct Tern<'a> {
-    server: &'a Server,
-    profile: tempfile::TempDir,
-}
-
-impl<'a> Tern<'a> {
-    /// Registers `user` and sets a profile up for them.
-    fn new(server: &'a Server, user: &str) -> Tern<'a> {
-        let tern = Tern::profile(server);
-        tern.ok(&["account", "register", &jid(user)]);
-        tern
-    }
-
-    /// Another device of an existing `user`.
-    fn second_device(server: &'a Server, user: &str) -> Tern<'a> {
-        let tern = Tern::profile(server);
-        tern.ok(&["account", "login", &jid(user)]);
-        tern
-    }
-
-    fn profile(server: &'a Server) -> Tern<'a> {
-        Tern {
-            server,
-            profile: tempfile::tempdir().expect("profile"),
-        }
-    }
-
-    fn command(&self, args: &[&str]) -> Command {
-        let mut command = self.command_without_address(args);
-        command.args(["--server", &self.server.direct_tls]);
-        command
-    }
-
-    /// A command that finds the server through DNS.
-    fn command_without_address(&self, args: &[&str]) -> Command {
-        let mut command = Command::new(binary("tern"));
-        command
-            .arg("--profile")
-            .arg(self.profile.path())
-            .arg("--ca-file")
-            .arg(&self.server.ca)
-            .args(args)
-            .env("TERN_PASSWORD", PASSWORD);
-        command
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        self.command(args)
-            .stdin(Stdio::null())
-            .output()
-            .expect("run tern")
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let output = self.run(args);
-        assert!(
-            output.status.success(),
-            "tern {args:?} failed: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        String::from_utf8(output.stdout).expect("UTF-8")
-    }
-
-    /// The bodies of the messages `tern recv --json` prints.
-    fn received(&self) -> Vec<String> {
-        bodies(&self.json(&["recv", "--json", "--wait", "2"]))
-    }
-
-    /// Starts `tern chat PEER --json`, ready for input.
-    fn chat(&self, peer: &str) -> Chat {
-        let mut child = self
-            .command(&["--json", "chat", peer])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start tern chat");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, lines) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let stdin = child.stdin.take();
-        let mut chat = Chat {
-            child,
-            stdin,
-            lines,
-        };
-        chat.expect(|line| line["type"] == "ready");
-        chat
-    }
-
-    fn json(&self, args: &[&str]) -> Vec<Value> {
-        self.ok(args)
-            .lines()
-            .map(|line| serde_json::from_str(line).expect("a JSON line"))
-            .collect()
-    }
-}
-
-fn jid(user: &str) -> String {
-    format!("{user}@{DOMAIN}")
-}
-
-/// The bodies of the messages among JSON lines.
-fn bodies(lines: &[Value]) -> Vec<String> {
-    lines
-        .iter()
-        .filter(|line| line["type"] == "message")
-        .filter_map(|line| line["body"].as_str().map(str::to_owned))
-        .collect()
-}
-
-/// A running `tern chat --json`, stopped on drop.
-struct Chat {
-    child: Child,
-    stdin: Option<std::process::ChildStdin>,
-    lines: std::sync::mpsc::Receiver<String>,
-}
-
-impl Chat {
-    fn say(&mut self, line: &str) {
-        use std::io::Write;
-        let stdin = self.stdin.as_mut().expect("stdin");
-        writeln!(stdin, "{line}").expect("write to tern chat");
-        stdin.flush().expect("flush");
-    }
-
-    /// The first line (within 20 s) that `wanted` accepts.
-    fn expect(&mut self, wanted: impl Fn(&Value) -> bool) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let line = self
-                .lines
-                .recv_timeout(left)
-                .expect("tern chat printed the line in time");
-            let value: Value = serde_json::from_str(&line).expect("a JSON line");
-            if wanted(&value) {
-                return value;
-            }
-        }
-    }
-
-    /// Ends the chat with /quit and waits for it to exit.
-    fn quit(mut self) {
-        self.say("/quit");
-        drop(self.stdin.take());
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                assert!(status.success(), "tern chat failed");
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("tern chat did not quit");
-    }
-}
-
-impl Drop for Chat {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use support::*;
 
 #[test]
 fn two_users_talk_reply_edit_react_and_verify() {
@@ -343,9 +17,12 @@ fn two_users_talk_reply_edit_react_and_verify() {
 
     let sent = alice.json(&["--json", "send", &jid("bob"), "hello bob"]);
     assert_eq!(sent[0]["type"], "sent");
-    assert_eq!(bob.received(), ["hello bob"]);
-    bob.ok(&["send", &jid("alice"), "hello alice"]);
+    // bob answers without having read anything: his `send` reads alice's
+    // message first (and shows it), and answers in the same conversation.
+    let answered = bob.json(&["--json", "send", &jid("alice"), "hello alice"]);
+    assert_eq!(bodies(&answered), ["hello bob"]);
     assert_eq!(alice.received(), ["hello alice"]);
+    assert!(bob.received().is_empty());
 
     let history = bodies(&alice.json(&["--json", "history", &jid("bob")]));
     assert_eq!(history, ["hello bob", "hello alice"]);
@@ -354,7 +31,7 @@ fn two_users_talk_reply_edit_react_and_verify() {
     // her reply and reacts to the question.
     let mut chat = alice.chat(&jid("bob"));
     let sent = bob.json(&["--json", "send", &jid("alice"), "how are you?"]);
-    let question_id = sent[0]["id"].as_str().expect("id").to_owned();
+    let question_id = field_of(&sent, "sent", "id");
     let question = chat.expect(|line| line["body"] == "how are you?");
     assert_eq!(question["id"], question_id.as_str());
     let n = question["n"].as_u64().expect("numbered");
@@ -446,7 +123,7 @@ fn a_group_changes_and_each_member_reads_exactly_their_part() {
         "--member",
         &jid("carol"),
     ]);
-    let group = created[0]["address"].as_str().expect("address").to_owned();
+    let group = field_of(&created, "group", "address");
     assert!(group.ends_with(&format!("@groups.{DOMAIN}")), "{group}");
     let listed = alice.json(&["--json", "group", "list"]);
     assert_eq!(listed[0]["name"], "friends");
@@ -498,7 +175,7 @@ fn an_offline_member_gets_everything_in_order() {
     let bob = Tern::new(&server, "bob");
     let carol = Tern::new(&server, "carol");
     let created = alice.json(&["--json", "group", "create", "team", "--member", &jid("bob")]);
-    let group = created[0]["address"].as_str().expect("address").to_owned();
+    let group = field_of(&created, "group", "address");
     assert!(bob.received().is_empty());
 
     // bob is offline (no tern runs for him) while alice writes and
@@ -565,7 +242,7 @@ fn a_file_arrives_intact_and_the_server_keeps_only_ciphertext() {
         &jid("bob"),
         path.to_str().expect("path"),
     ]);
-    let id = sent[0]["id"].as_str().expect("id").to_owned();
+    let id = field_of(&sent, "sent", "id");
 
     let arrived = bob.json(&["recv", "--json", "--wait", "2"]);
     let message = arrived
@@ -604,75 +281,6 @@ fn a_file_arrives_intact_and_the_server_keeps_only_ciphertext() {
         let bytes = std::fs::read(&file).unwrap_or_default();
         let hits = bytes.windows(MARKER.len()).filter(|w| *w == MARKER).count();
         assert_eq!(hits, 0, "{} holds the marker", file.display());
-    }
-}
-
-/// dnsmasq serving the test domain's records on a free loopback port,
-/// stopped on drop.
-struct Dns {
-    child: Child,
-    address: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Dns {
-    /// `None` when dnsmasq is not installed (allowed outside CI).
-    fn start(records: &str) -> Option<Dns> {
-        let dnsmasq = ["/usr/sbin/dnsmasq", "/usr/bin/dnsmasq"]
-            .into_iter()
-            .find(|p| Path::new(p).exists());
-        let Some(dnsmasq) = dnsmasq else {
-            let required = std::env::var_os("CI").is_some()
-                || std::env::var_os("TERN_REQUIRE_PEERS").is_some();
-            assert!(
-                !required,
-                "no dnsmasq: run the README's test command (scripts/test.sh)"
-            );
-            eprintln!("SKIPPED: no dnsmasq; run scripts/test.sh");
-            return None;
-        };
-        let dir = tempfile::tempdir().expect("dir");
-        let port = std::net::UdpSocket::bind("127.0.0.1:0")
-            .and_then(|s| s.local_addr())
-            .expect("a free port")
-            .port();
-        let conf = dir.path().join("dns.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "port={port}\nlisten-address=127.0.0.1\nbind-interfaces\nno-resolv\nno-hosts\n\
-                 no-poll\nlocal=/test/\n{records}"
-            ),
-        )
-        .expect("dns.conf");
-        let child = Command::new(dnsmasq)
-            .arg("--no-daemon")
-            .arg(format!("--conf-file={}", conf.display()))
-            .arg("--pid-file=")
-            .arg("--user=root")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start dnsmasq");
-        // Ready when it answers on TCP.
-        let address = format!("127.0.0.1:{port}");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(&address).is_err() {
-            assert!(Instant::now() < deadline, "dnsmasq did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Some(Dns {
-            child,
-            address,
-            _dir: dir,
-        })
-    }
-}
-
-impl Drop for Dns {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -758,7 +366,7 @@ fn concurrent_commits_from_two_clients_both_land() {
     let carol = Tern::new(&server, "carol");
     let dave = Tern::new(&server, "dave");
     let created = alice.json(&["--json", "group", "create", "g", "--member", &jid("bob")]);
-    let group = created[0]["address"].as_str().expect("address").to_owned();
+    let group = field_of(&created, "group", "address");
     bob.received();
 
     // Both add someone at the same moment.

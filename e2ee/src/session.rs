@@ -208,6 +208,12 @@ impl Session {
         session
             .send_stanza(Element::builder("presence", "jabber:client").build())
             .await?;
+        // The server writes what was stored for us (Welcomes among it)
+        // right after our presence: an answer to a ping comes after all of
+        // it, so it is in the inbox for `catch_up`.
+        session
+            .get(None, Element::bare("ping", "urn:xmpp:ping"))
+            .await?;
         Ok(session)
     }
 
@@ -622,6 +628,10 @@ impl Session {
     /// Fetches what every conversation's log holds beyond
     /// this device's cursor; the events are returned by [`Self::next_event`].
     pub async fn catch_up(&mut self) -> Result<(), SessionError> {
+        // First what arrived while we were away (Welcomes).
+        while let Some(stanza) = self.inbox.pop_front() {
+            self.handle_stanza(stanza).await?;
+        }
         for (id, address) in self.device.conversations()? {
             let Some(address) = address else { continue };
             if !self.device.is_member(&id).await.unwrap_or(false) {

@@ -1,0 +1,427 @@
+//! What the `tern` end-to-end tests and benchmarks share: the real
+//! `tern-server` and `tern` binaries, a private CA, profiles, a running
+//! chat, and dnsmasq for SRV records.
+
+// Each user of this module takes what it needs.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub const DOMAIN: &str = "tern.test";
+pub const PASSWORD: &str = "correct horse";
+/// The test server's upload limit.
+pub const MAX_FILE: u64 = 6 * 1024 * 1024;
+
+/// The binaries of the workspace, next to this test's.
+pub fn binary(name: &str) -> PathBuf {
+    let deps = std::env::current_exe().expect("test executable");
+    let dir = deps
+        .parent()
+        .and_then(Path::parent)
+        .expect("target directory");
+    let path = dir.join(name);
+    // `cargo test -p tern-cli` alone does not build the server; a
+    // benchmark builds it (once) so as not to measure an old one.
+    static BUILT: std::sync::Once = std::sync::Once::new();
+    if name == "tern-server" && (!path.exists() || dir.ends_with("release")) {
+        BUILT.call_once(|| {
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            let mut build = Command::new(cargo);
+            build.args(["build", "-p", "tern-server", "--bin", "tern-server"]);
+            if dir.ends_with("release") {
+                build.arg("--release");
+            }
+            let status = build.status().expect("cargo build");
+            assert!(status.success(), "building tern-server failed");
+        });
+    }
+    path
+}
+
+/// A CA and a certificate for the domain and its subdomains.
+pub fn certificates(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca_key = rcgen::KeyPair::generate().expect("key");
+    let ca = params.self_signed(&ca_key).expect("CA");
+    // The upload service's URLs name 127.0.0.1 (nothing resolves
+    // tern.test here).
+    let params = rcgen::CertificateParams::new(vec![
+        DOMAIN.to_owned(),
+        format!("*.{DOMAIN}"),
+        "127.0.0.1".to_owned(),
+    ])
+    .expect("params");
+    let key = rcgen::KeyPair::generate().expect("key");
+    let cert = params.signed_by(&key, &ca, &ca_key).expect("certificate");
+    let paths = (
+        dir.join("ca.pem"),
+        dir.join("cert.pem"),
+        dir.join("key.pem"),
+    );
+    std::fs::write(&paths.0, ca.pem()).expect("write");
+    std::fs::write(&paths.1, cert.pem()).expect("write");
+    std::fs::write(&paths.2, key.serialize_pem()).expect("write");
+    paths
+}
+
+/// A running tern-server, stopped on drop.
+pub struct Server {
+    pub child: Child,
+    pub ca: PathBuf,
+    pub direct_tls: String,
+    pub starttls: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Server {
+    pub fn start() -> Server {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (ca, cert, key) = certificates(dir.path());
+        let config = dir.path().join("tern.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "domain = \"{DOMAIN}\"\ndata_dir = \"{}\"\nregistration = \"open\"\n[listen]\nc2s = \"127.0.0.1:0\"\n\
+                 c2s_tls = \"127.0.0.1:0\"\nupload = \"127.0.0.1:0\"\n\
+                 [upload]\nurl_host = \"127.0.0.1\"\nmax_file_bytes = {MAX_FILE}\n\
+                 [tls]\ncert = \"{}\"\nkey = \"{}\"\n",
+                dir.path().join("data").display(),
+                cert.display(),
+                key.display()
+            ),
+        )
+        .expect("config");
+        let log = std::fs::File::create(dir.path().join("server.log")).expect("log");
+        let mut child = Command::new(binary("tern-server"))
+            .arg("--config")
+            .arg(&config)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("start tern-server");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut direct_tls = None;
+        let mut starttls = None;
+        // The whole report, up to its last line.
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = rx.recv_timeout(left).expect("start-up report");
+            if let Some(addr) = line.trim().strip_prefix("c2s TLS") {
+                direct_tls = Some(addr.trim().to_owned());
+            }
+            if let Some(addr) = line.trim().strip_prefix("c2s STARTTLS") {
+                starttls = Some(addr.trim().to_owned());
+            }
+            if line.trim().starts_with("plaintext") {
+                break;
+            }
+        }
+        let direct_tls = direct_tls.expect("the report names the direct-TLS port");
+        let starttls = starttls.expect("the report names the STARTTLS port");
+        Server {
+            child,
+            ca,
+            direct_tls,
+            starttls,
+            _dir: dir,
+        }
+    }
+
+    /// Every file the server wrote.
+    pub fn files(&self) -> Vec<PathBuf> {
+        let mut files = Vec::new();
+        let mut dirs = vec![self._dir.path().join("data")];
+        while let Some(dir) = dirs.pop() {
+            for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+                let path = entry.path();
+                if path.is_dir() {
+                    dirs.push(path);
+                } else {
+                    files.push(path);
+                }
+            }
+        }
+        files.push(self._dir.path().join("server.log"));
+        files
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            let log =
+                std::fs::read_to_string(self._dir.path().join("server.log")).unwrap_or_default();
+            eprintln!("----- server log -----\n{log}----- end of server log -----");
+        }
+    }
+}
+
+/// One user's `tern` profile.
+pub struct Tern<'a> {
+    pub server: &'a Server,
+    pub profile: tempfile::TempDir,
+}
+
+impl<'a> Tern<'a> {
+    /// Registers `user` and sets a profile up for them.
+    pub fn new(server: &'a Server, user: &str) -> Tern<'a> {
+        let tern = Tern::profile(server);
+        tern.ok(&["account", "register", &jid(user)]);
+        tern
+    }
+
+    /// Another device of an existing `user`.
+    pub fn second_device(server: &'a Server, user: &str) -> Tern<'a> {
+        let tern = Tern::profile(server);
+        tern.ok(&["account", "login", &jid(user)]);
+        tern
+    }
+
+    pub fn profile(server: &'a Server) -> Tern<'a> {
+        Tern {
+            server,
+            profile: tempfile::tempdir().expect("profile"),
+        }
+    }
+
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut command = self.command_without_address(args);
+        command.args(["--server", &self.server.direct_tls]);
+        command
+    }
+
+    /// A command that finds the server through DNS.
+    pub fn command_without_address(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(binary("tern"));
+        command
+            .arg("--profile")
+            .arg(self.profile.path())
+            .arg("--ca-file")
+            .arg(&self.server.ca)
+            .args(args)
+            .env("TERN_PASSWORD", PASSWORD);
+        command
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.command(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run tern")
+    }
+
+    pub fn ok(&self, args: &[&str]) -> String {
+        let output = self.run(args);
+        assert!(
+            output.status.success(),
+            "tern {args:?} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).expect("UTF-8")
+    }
+
+    /// The bodies of the messages `tern recv --json` prints.
+    pub fn received(&self) -> Vec<String> {
+        bodies(&self.json(&["recv", "--json", "--wait", "2"]))
+    }
+
+    /// Starts `tern chat PEER --json`, ready for input.
+    pub fn chat(&self, peer: &str) -> Chat {
+        let mut child = self
+            .command(&["--json", "chat", peer])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start tern chat");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let stdin = child.stdin.take();
+        let mut chat = Chat {
+            child,
+            stdin,
+            lines,
+        };
+        chat.expect(|line| line["type"] == "ready");
+        chat
+    }
+
+    pub fn json(&self, args: &[&str]) -> Vec<Value> {
+        self.ok(args)
+            .lines()
+            .map(|line| serde_json::from_str(line).expect("a JSON line"))
+            .collect()
+    }
+}
+
+pub fn jid(user: &str) -> String {
+    format!("{user}@{DOMAIN}")
+}
+
+/// The string `field` of the first line of `kind` among JSON lines.
+pub fn field_of(lines: &[Value], kind: &str, field: &str) -> String {
+    lines
+        .iter()
+        .find(|line| line["type"] == kind)
+        .and_then(|line| line[field].as_str())
+        .unwrap_or_else(|| panic!("no {kind} line with {field} in {lines:?}"))
+        .to_owned()
+}
+
+/// The bodies of the messages among JSON lines.
+pub fn bodies(lines: &[Value]) -> Vec<String> {
+    lines
+        .iter()
+        .filter(|line| line["type"] == "message")
+        .filter_map(|line| line["body"].as_str().map(str::to_owned))
+        .collect()
+}
+
+/// A running `tern chat --json`, stopped on drop.
+pub struct Chat {
+    pub child: Child,
+    pub stdin: Option<std::process::ChildStdin>,
+    pub lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl Chat {
+    pub fn say(&mut self, line: &str) {
+        use std::io::Write;
+        let stdin = self.stdin.as_mut().expect("stdin");
+        writeln!(stdin, "{line}").expect("write to tern chat");
+        stdin.flush().expect("flush");
+    }
+
+    /// The first line (within 20 s) that `wanted` accepts.
+    pub fn expect(&mut self, wanted: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = self
+                .lines
+                .recv_timeout(left)
+                .expect("tern chat printed the line in time");
+            let value: Value = serde_json::from_str(&line).expect("a JSON line");
+            if wanted(&value) {
+                return value;
+            }
+        }
+    }
+
+    /// Ends the chat with /quit and waits for it to exit.
+    pub fn quit(mut self) {
+        self.say("/quit");
+        drop(self.stdin.take());
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                assert!(status.success(), "tern chat failed");
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("tern chat did not quit");
+    }
+}
+
+impl Drop for Chat {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+
+/// dnsmasq serving the test domain's records on a free loopback port,
+/// stopped on drop.
+pub struct Dns {
+    pub child: Child,
+    pub address: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Dns {
+    /// `None` when dnsmasq is not installed (allowed outside CI).
+    pub fn start(records: &str) -> Option<Dns> {
+        let dnsmasq = ["/usr/sbin/dnsmasq", "/usr/bin/dnsmasq"]
+            .into_iter()
+            .find(|p| Path::new(p).exists());
+        let Some(dnsmasq) = dnsmasq else {
+            let required = std::env::var_os("CI").is_some()
+                || std::env::var_os("TERN_REQUIRE_PEERS").is_some();
+            assert!(
+                !required,
+                "no dnsmasq: run the README's test command (scripts/test.sh)"
+            );
+            eprintln!("SKIPPED: no dnsmasq; run scripts/test.sh");
+            return None;
+        };
+        let dir = tempfile::tempdir().expect("dir");
+        let port = std::net::UdpSocket::bind("127.0.0.1:0")
+            .and_then(|s| s.local_addr())
+            .expect("a free port")
+            .port();
+        let conf = dir.path().join("dns.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "port={port}\nlisten-address=127.0.0.1\nbind-interfaces\nno-resolv\nno-hosts\n\
+                 no-poll\nlocal=/test/\n{records}"
+            ),
+        )
+        .expect("dns.conf");
+        let child = Command::new(dnsmasq)
+            .arg("--no-daemon")
+            .arg(format!("--conf-file={}", conf.display()))
+            .arg("--pid-file=")
+            .arg("--user=root")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start dnsmasq");
+        // Ready when it answers on TCP.
+        let address = format!("127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(&address).is_err() {
+            assert!(Instant::now() < deadline, "dnsmasq did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Some(Dns {
+            child,
+            address,
+            _dir: dir,
+        })
+    }
+}
+
+impl Drop for Dns {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
