@@ -38,7 +38,11 @@ fn main() {
         send_to_print.push(started.elapsed());
         assert!(sending.wait().expect("wait").success());
         if std::env::var_os("TERN_BENCH_VERBOSE").is_some() {
-            eprintln!("round {round}: printed after {:?}, send exited after {:?}", send_to_print[round], started.elapsed());
+            eprintln!(
+                "round {round}: printed after {:?}, send exited after {:?}",
+                send_to_print[round],
+                started.elapsed()
+            );
         }
     }
 
@@ -55,8 +59,14 @@ fn main() {
     listening.quit();
 
     println!("tern chat latency, {rounds} messages each, release binaries, one server on loopback");
-    report("`tern send` started -> line printed by `tern chat`", &mut send_to_print);
-    report("line typed into `tern chat` -> line printed by the peer's", &mut chat_to_chat);
+    report(
+        "`tern send` started -> line printed by `tern chat`",
+        &mut send_to_print,
+    );
+    report(
+        "line typed into `tern chat` -> line printed by the peer's",
+        &mut chat_to_chat,
+    );
 }
 
 fn report(what: &str, samples: &mut [Duration]) {

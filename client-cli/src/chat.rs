@@ -261,6 +261,13 @@ fn show_event(out: &Output, shown: &mut Shown, id: &ConversationId, event: &Even
                 out.notice("left", &format!("{device} left"));
             }
         }
+        Event::VerificationReset { device, .. } => out.notice(
+            "verification_reset",
+            &format!(
+                "device {} of {} has a new key and is no longer verified",
+                device.device, device.jid
+            ),
+        ),
         Event::Removed { conversation } if conversation == id => {
             out.notice("removed", "you were removed from this conversation")
         }

@@ -416,7 +416,7 @@ async fn group(
         return Ok(());
     }
     let mut session = connect(&profile, server).await?;
-    catch_up(&mut session, &out).await?;
+    catch_up(&mut session, out).await?;
     match command {
         GroupCommand::Create { name, members } => {
             let members = members
@@ -550,7 +550,21 @@ async fn connect_with(profile: &Profile, options: SessionOptions) -> Result<Sess
     let jid = options.jid.clone();
     Session::connect(device, options)
         .await
+        .map_err(|e| anyhow::anyhow!("{e}{}", hint(&e)))
         .with_context(|| format!("logging in as {jid}"))
+}
+
+/// What to try when logging in failed.
+fn hint(error: &SessionError) -> &'static str {
+    match error {
+        SessionError::Connect(why) if why.contains("certificate") => {
+            "\n(the server's certificate is not trusted: for a private CA, pass it with --ca-file PEM)"
+        }
+        SessionError::Connect(why) if why.contains("cannot reach") => {
+            "\n(is the server running? name its address with --server HOST:PORT)"
+        }
+        _ => "",
+    }
 }
 
 fn parse_jid(text: &str) -> Result<BareJid> {

@@ -259,6 +259,15 @@ impl Output {
                     }
                 },
             ),
+            Event::VerificationReset { device, .. } => self.print(
+                json!({"type": "verification_reset", "jid": device.jid.as_str(), "device": device.device.as_str()}),
+                || {
+                    format!(
+                        "warning: device {} of {} has a new key and is no longer verified; check it with `tern verify {}`",
+                        device.device, device.jid, device.jid
+                    )
+                },
+            ),
             Event::Removed { .. } => self.print(json!({"type": "removed"}), || {
                 "you were removed from a conversation".to_owned()
             }),

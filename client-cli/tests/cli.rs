@@ -71,38 +71,47 @@ fn two_users_talk_reply_edit_react_and_verify() {
 fn errors_say_what_to_do() {
     let server = Server::start();
     let alice = Tern::new(&server, "alice");
-    let output = alice.run(&["send", &jid("nobody"), "hello?"]);
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("nobody@tern.test"), "{stderr}");
-
+    fails_saying(
+        &mut alice.command(&["send", &jid("nobody"), "hello?"]),
+        "nobody@tern.test",
+    );
     let taken = Tern::profile(&server);
-    let output = taken.run(&["account", "register", &jid("alice")]);
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("exists already"), "{stderr}");
-
-    let output = taken
-        .command(&["account", "login", &jid("alice")])
-        .env("TERN_PASSWORD", "wrong")
-        .stdin(Stdio::null())
-        .output()
-        .expect("run tern");
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("wrong password"), "{stderr}");
-
+    fails_saying(
+        &mut taken.command(&["account", "register", &jid("alice")]),
+        "exists already",
+    );
+    fails_saying(
+        taken
+            .command(&["account", "login", &jid("alice")])
+            .env("TERN_PASSWORD", "wrong"),
+        "wrong password",
+    );
+    // A certificate from an unknown CA: the error says how to trust it.
+    fails_saying(
+        Command::new(binary("tern"))
+            .arg("--profile")
+            .arg(alice.profile.path())
+            .args(["--server", &server.direct_tls, "recv"])
+            .env("TERN_PASSWORD", PASSWORD)
+            .env("SSL_CERT_FILE", "/nonexistent"),
+        "--ca-file",
+    );
     let empty = tempfile::tempdir().expect("dir");
-    let output = Command::new(binary("tern"))
-        .arg("--profile")
-        .arg(empty.path())
-        .args(["recv"])
-        .stdin(Stdio::null())
-        .output()
-        .expect("run tern");
+    fails_saying(
+        Command::new(binary("tern"))
+            .arg("--profile")
+            .arg(empty.path())
+            .arg("recv"),
+        "tern account register",
+    );
+}
+
+/// Runs `command`, which must fail with `what` in its error output.
+fn fails_saying(command: &mut Command, what: &str) {
+    let output = command.stdin(Stdio::null()).output().expect("run tern");
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("tern account register"), "{stderr}");
+    assert!(stderr.contains(what), "{stderr}");
 }
 
 #[test]

@@ -93,6 +93,9 @@ pub enum Incoming {
         epoch: u64,
         /// This device was removed.
         evicted: bool,
+        /// Devices added again with another key than the one known: their
+        /// verification was reset.
+        key_changed: Vec<DeviceName>,
     },
     /// A proposal was queued for the next commit.
     Proposal,
@@ -886,8 +889,12 @@ impl Device {
                 epoch,
                 evicted,
             } => {
+                let mut key_changed = Vec::new();
                 for (name, key) in &added {
-                    records::observe_device(&self.store, batch, name, key)?;
+                    let sighting = records::observe_device(&self.store, batch, name, key)?;
+                    if sighting == records::DeviceSighting::KeyChanged {
+                        key_changed.push(name.clone());
+                    }
                 }
                 let added = added.into_iter().map(|(name, _)| name).collect();
                 Ok(Incoming::Commit {
@@ -895,6 +902,7 @@ impl Device {
                     removed,
                     epoch,
                     evicted,
+                    key_changed,
                 })
             }
             Processed::Application(sender, plaintext) => {

@@ -96,6 +96,14 @@ pub enum Event {
         /// The new epoch.
         epoch: u64,
     },
+    /// A device came back with another key than the one seen before: it
+    /// is no longer verified (verify it again, e.g. `tern verify`).
+    VerificationReset {
+        /// The conversation.
+        conversation: ConversationId,
+        /// The device.
+        device: DeviceName,
+    },
     /// This device was removed from the conversation.
     Removed {
         /// The conversation.
@@ -808,13 +816,22 @@ impl Session {
                 added,
                 removed,
                 epoch,
+                key_changed,
                 ..
-            }) => Some(Event::MembersChanged {
-                conversation: id.clone(),
-                added,
-                removed,
-                epoch,
-            }),
+            }) => {
+                self.events.extend(key_changed.into_iter().map(|device| {
+                    Event::VerificationReset {
+                        conversation: id.clone(),
+                        device,
+                    }
+                }));
+                Some(Event::MembersChanged {
+                    conversation: id.clone(),
+                    added,
+                    removed,
+                    epoch,
+                })
+            }
             Ok(Incoming::Proposal) => {
                 self.proposed.insert(id.clone());
                 None

@@ -19,7 +19,9 @@ use tern_e2ee::{ClientStore, ConversationId, Device, Event, Session, SessionOpti
 const WAIT: Duration = Duration::from_secs(120);
 
 fn main() {
-    let mut args = std::env::args().skip(1).filter_map(|a| a.parse::<usize>().ok());
+    let mut args = std::env::args()
+        .skip(1)
+        .filter_map(|a| a.parse::<usize>().ok());
     let members = args.next().unwrap_or(50);
     let each = args.next().unwrap_or(10);
     rlimit::increase_nofile_limit(u64::MAX).expect("raise open file limit");
@@ -49,11 +51,11 @@ async fn member(server: &TestServer, name: &str) -> Member {
     let device = Device::create(store, jid).await.expect("device");
     let mut session = Session::connect(device, options).await.expect("login");
     session.publish_device(None).await.expect("publish");
-    session.replenish_key_packages(3).await.expect("key packages");
-    Member {
-        session,
-        _dir: dir,
-    }
+    session
+        .replenish_key_packages(3)
+        .await
+        .expect("key packages");
+    Member { session, _dir: dir }
 }
 
 async fn run(count: usize, each: usize) {

@@ -355,7 +355,6 @@ impl Drop for Chat {
     }
 }
 
-
 /// dnsmasq serving the test domain's records on a free loopback port,
 /// stopped on drop.
 pub struct Dns {
@@ -424,4 +423,3 @@ impl Drop for Dns {
         let _ = self.child.wait();
     }
 }
-
