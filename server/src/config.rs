@@ -205,6 +205,9 @@ pub struct Upload {
     pub url_host: Option<String>,
     /// Largest file in bytes. Default 104857600 (100 MiB).
     pub max_file_bytes: u64,
+    /// Bytes one user may keep uploaded (slots handed out in the last
+    /// hour count too). Default 1073741824 (1 GiB).
+    pub quota_bytes_per_user: u64,
 }
 
 impl Default for Upload {
@@ -213,6 +216,7 @@ impl Default for Upload {
             domain: None,
             url_host: None,
             max_file_bytes: 100 * 1024 * 1024,
+            quota_bytes_per_user: 1024 * 1024 * 1024,
         }
     }
 }
@@ -470,6 +474,8 @@ low_watermark = {low_keys}
 {url_host}
 # Largest file in bytes (default 104857600, 100 MiB).
 max_file_bytes = {max_file}
+# Bytes one user may keep uploaded (default 1073741824, 1 GiB).
+quota_bytes_per_user = {quota}
 "#,
             domain = quote(&self.domain),
             data_dir = path(&self.data_dir),
@@ -500,6 +506,7 @@ max_file_bytes = {max_file}
                 None => format!("# url_host = {}", quote(&self.domain)),
             },
             max_file = self.upload.max_file_bytes,
+            quota = self.upload.quota_bytes_per_user,
         )
     }
 }
@@ -533,6 +540,7 @@ mod tests {
         config.upload.domain = Some("files.a.example".into());
         config.upload.url_host = Some("files.a.example".into());
         config.upload.max_file_bytes = 5;
+        config.upload.quota_bytes_per_user = 7;
         assert_eq!(Config::parse(&config.example_toml()).unwrap(), config);
 
         config.tls.cert = Some("/c.pem".into());

@@ -188,6 +188,7 @@ impl RunningServer {
                 upload_addr.port()
             ),
             max_file_bytes: config.upload.max_file_bytes,
+            quota_bytes_per_user: config.upload.quota_bytes_per_user,
         };
         let mut https = (*tls.config).clone();
         https.alpn_protocols = vec![b"http/1.1".to_vec()];

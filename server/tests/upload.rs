@@ -13,15 +13,20 @@ use xmpp_parsers::http_upload::SlotResult;
 
 const UPLOAD: &str = "upload.tern.test";
 const MAX: u64 = 4096;
+/// Room for two 100-byte files, not three.
+const QUOTA: u64 = 250;
 
 fn server() -> TestServer {
     TestServer::start_with(ServerOptions {
-        sections: format!("[upload]\nurl_host = \"127.0.0.1\"\nmax_file_bytes = {MAX}\n"),
+        sections: format!(
+            "[upload]\nurl_host = \"127.0.0.1\"\nmax_file_bytes = {MAX}\n\
+             quota_bytes_per_user = {QUOTA}\n"
+        ),
         ..ServerOptions::default()
     })
 }
 
-async fn slot(member: &mut Member, size: u64) -> Result<SlotResult, Element> {
+async fn request_slot(member: &mut Member, size: u64) -> Result<SlotResult, Element> {
     // No content-type: it is optional.
     let request: Element =
         format!("<request xmlns='urn:xmpp:http:upload:0' filename='../x y.bin' size='{size}'/>")
@@ -67,7 +72,7 @@ async fn slots_are_discovered_used_once_and_sized() {
 
     // Too large, and empty: refused with the limit.
     for size in [MAX + 1, 0] {
-        let refused = slot(&mut alice, size).await.expect_err("refused");
+        let refused = request_slot(&mut alice, size).await.expect_err("refused");
         assert_eq!(
             condition(&refused).as_deref(),
             Some("not-acceptable"),
@@ -81,7 +86,7 @@ async fn slots_are_discovered_used_once_and_sized() {
         assert_eq!(max.as_deref(), Some("4096"));
     }
 
-    let slot = slot(&mut alice, 100).await.expect("a slot");
+    let slot = request_slot(&mut alice, 100).await.expect("a slot");
     assert!(
         slot.put.url.starts_with("https://127.0.0.1:"),
         "{}",
@@ -126,5 +131,12 @@ async fn slots_are_discovered_used_once_and_sized() {
         matches!(unknown, Err(TransferError::Status(404))),
         "{unknown:?}"
     );
+
+    // The quota counts stored files and fresh slots.
+    request_slot(&mut alice, 100)
+        .await
+        .expect("a second slot fits");
+    let over = request_slot(&mut alice, 100).await.expect_err("over quota");
+    assert_eq!(condition(&over).as_deref(), Some("resource-constraint"));
     alice.go_offline().await;
 }

@@ -28,6 +28,20 @@ impl Storage {
         Ok(())
     }
 
+    /// The bytes `username` holds: completed uploads, and slots handed
+    /// out since `since` (RFC 3339) that may still be used.
+    pub async fn upload_bytes_of(&self, username: &str, since: &str) -> Result<u64> {
+        let total: i64 = sqlx::query_scalar(
+            "SELECT COALESCE(SUM(size), 0) FROM uploads
+             WHERE username = ? AND (completed_at IS NOT NULL OR created_at >= ?)",
+        )
+        .bind(username)
+        .bind(since)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(total as u64)
+    }
+
     /// The slot `token`, if it exists.
     pub async fn upload_slot(&self, token: &str) -> Result<Option<UploadSlot>> {
         let row = sqlx::query("SELECT size, completed_at IS NOT NULL FROM uploads WHERE token = ?")

@@ -32,6 +32,8 @@ pub struct UploadService {
     pub base_url: String,
     /// Largest file accepted.
     pub max_file_bytes: u64,
+    /// Bytes one user may keep.
+    pub quota_bytes_per_user: u64,
 }
 
 impl UploadService {
@@ -81,6 +83,25 @@ async fn slot(server: &Server, session: &SessionCtx, iq: &Element, request: Requ
     if request.size == 0 || request.size > service.max_file_bytes {
         return file_too_large(iq, service.max_file_bytes);
     }
+    match within_quota(server, &session.username, request.size).await {
+        Ok(true) => {}
+        Ok(false) => {
+            return stanza::error_reply(
+                iq,
+                ErrorType::Wait,
+                DefinedCondition::ResourceConstraint,
+                &format!(
+                    "your uploads would exceed your quota of {} bytes",
+                    service.quota_bytes_per_user
+                ),
+            )
+            .unwrap_or_else(|| iq.clone())
+        }
+        Err(e) => {
+            tracing::error!("reading upload totals failed: {e}");
+            return errors::internal(iq).unwrap_or_else(|| iq.clone());
+        }
+    }
     let token = new_token();
     if let Err(e) = server
         .storage
@@ -99,6 +120,19 @@ async fn slot(server: &Server, session: &SessionCtx, iq: &Element, request: Requ
         get: Get { url },
     };
     stanza::iq_result(iq, Some(slot.into()))
+}
+
+/// Whether `size` more bytes fit in the user's quota (slots handed out
+/// in the last hour and not used count as taken).
+async fn within_quota(
+    server: &Server,
+    username: &str,
+    size: u64,
+) -> Result<bool, crate::storage::StorageError> {
+    let since = (chrono::Utc::now() - chrono::Duration::hours(1))
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let held = server.storage.upload_bytes_of(username, &since).await?;
+    Ok(held.saturating_add(size) <= server.upload.quota_bytes_per_user)
 }
 
 /// `not-acceptable` with XEP-0363's `<file-too-large/>`.
