@@ -400,15 +400,10 @@ async fn group(
         let names: std::collections::HashMap<String, Option<String>> =
             store.contacts()?.into_iter().collect();
         for (id, address) in device.conversations()? {
-            if !device.is_member(&id).await.unwrap_or(false) {
+            let Some(users) = member_users(&device, &id).await? else {
                 continue;
-            }
-            let members: BTreeSet<String> = device
-                .members(&id)
-                .await?
-                .into_iter()
-                .map(|m| m.jid.to_string())
-                .collect();
+            };
+            let members: BTreeSet<String> = users.iter().map(BareJid::to_string).collect();
             let address = address.map(|a| a.to_string()).unwrap_or_default();
             let name = names.get(&address).cloned().flatten();
             out.group(&address, name.as_deref(), &members);
@@ -593,18 +588,19 @@ async fn conversation_with(session: &mut Session, peer: &BareJid) -> Result<Conv
 async fn direct_conversation(device: &Device, peer: &BareJid) -> Result<Option<ConversationId>> {
     let wanted: BTreeSet<BareJid> = [device.name().jid.clone(), peer.clone()].into();
     for (id, _) in device.conversations()? {
-        if !device.is_member(&id).await.unwrap_or(false) {
-            continue;
-        }
-        let users: BTreeSet<BareJid> = device
-            .members(&id)
-            .await?
-            .into_iter()
-            .map(|member| member.jid)
-            .collect();
-        if users == wanted {
+        if member_users(device, &id).await?.as_ref() == Some(&wanted) {
             return Ok(Some(id));
         }
     }
     Ok(None)
+}
+
+/// The users with a device in the conversation; `None` when this device
+/// is no longer in it.
+async fn member_users(device: &Device, id: &ConversationId) -> Result<Option<BTreeSet<BareJid>>> {
+    if !device.is_member(id).await.unwrap_or(false) {
+        return Ok(None);
+    }
+    let members = device.members(id).await?;
+    Ok(Some(members.into_iter().map(|member| member.jid).collect()))
 }

@@ -20,7 +20,7 @@ use sasl::client::mechanisms::Scram;
 use sasl::client::Mechanism;
 use sasl::common::scram::Sha256;
 use sasl::common::Credentials;
-use tokio::io::BufStream;
+use tokio::io::{AsyncBufRead, AsyncWrite, BufStream};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use tokio_xmpp::parsers::stream_features::StreamFeatures;
@@ -209,14 +209,17 @@ async fn establish_at(
         TlsMode::Direct => tls_client(tcp, domain, b"xmpp-client").await?,
         TlsMode::StartTls => starttls(tcp, domain).await?,
     };
-    let pending = initiate_stream(
-        BufStream::new(tls),
-        NS_CLIENT,
-        header(domain),
-        Timeouts::default(),
-    )
-    .await
-    .map_err(|e| e.to_string())?;
+    open_stream(BufStream::new(tls), domain).await
+}
+
+/// Sends the stream header on `io` and reads the server's features.
+async fn open_stream<S: AsyncBufRead + AsyncWrite + Unpin>(
+    io: S,
+    domain: &str,
+) -> Result<(StreamFeatures, XmlStream<S, Element>), String> {
+    let pending = initiate_stream(io, NS_CLIENT, header(domain), Timeouts::default())
+        .await
+        .map_err(|e| e.to_string())?;
     pending
         .recv_features::<Element>()
         .await
@@ -225,18 +228,7 @@ async fn establish_at(
 
 /// A plain stream upgraded with `<starttls/>` (RFC 6120 §5).
 async fn starttls(tcp: TcpStream, domain: &str) -> Result<TlsStream<TcpStream>, String> {
-    let pending = initiate_stream(
-        BufStream::new(tcp),
-        NS_CLIENT,
-        header(domain),
-        Timeouts::default(),
-    )
-    .await
-    .map_err(|e| e.to_string())?;
-    let (features, mut stream) = pending
-        .recv_features::<Element>()
-        .await
-        .map_err(|e| e.to_string())?;
+    let (features, mut stream) = open_stream(BufStream::new(tcp), domain).await?;
     if !features.can_starttls() {
         return Err("the server does not offer STARTTLS".into());
     }

@@ -56,6 +56,23 @@ pub struct CommitOut {
 }
 
 impl CommitOut {
+    /// Serialises what openmls built for a commit made in `epoch`.
+    fn from_bundle(bundle: CommitMessageBundle, epoch: u64) -> Result<Self, Error> {
+        let (commit, welcome, group_info) = bundle.into_messages();
+        Ok(Self {
+            commit: commit.tls_serialize_detached().map_err(mls)?,
+            welcome: welcome
+                .map(|w| w.tls_serialize_detached())
+                .transpose()
+                .map_err(mls)?,
+            group_info: group_info
+                .ok_or(Error::Malformed("commit without group info"))?
+                .tls_serialize_detached()
+                .map_err(mls)?,
+            epoch,
+        })
+    }
+
     /// The hub request that submits this commit (spec/mls.md §2.4).
     pub fn to_wire(&self) -> crate::wire::hub::Commit {
         use crate::wire::hub::{Commit, GroupInfoData, WelcomeData};
@@ -409,17 +426,7 @@ impl Device {
                     .map_err(mls)?
                     .finalize(&provider)
                     .map_err(mls)?;
-                let (commit, _, group_info) = bundle.into_messages();
-                let out = CommitOut {
-                    commit: commit.tls_serialize_detached().map_err(mls)?,
-                    welcome: None,
-                    group_info: group_info
-                        .ok_or(Error::Malformed("commit without group info"))?
-                        .tls_serialize_detached()
-                        .map_err(mls)?,
-                    epoch,
-                };
-                Ok((group, out))
+                Ok((group, CommitOut::from_bundle(bundle, epoch)?))
             })?
         };
         Ok(ExternalJoin { group, batch, out })
@@ -762,19 +769,7 @@ impl Device {
                     .map_err(mls)?
                     .stage_commit(&provider)
                     .map_err(mls)?;
-                let (commit, welcome, group_info) = bundle.into_messages();
-                Ok(CommitOut {
-                    commit: commit.tls_serialize_detached().map_err(mls)?,
-                    welcome: welcome
-                        .map(|w| w.tls_serialize_detached())
-                        .transpose()
-                        .map_err(mls)?,
-                    group_info: group_info
-                        .ok_or(Error::Malformed("commit without group info"))?
-                        .tls_serialize_detached()
-                        .map_err(mls)?,
-                    epoch,
-                })
+                CommitOut::from_bundle(bundle, epoch)
             })?
         };
         remember_sent(&mut batch, id, &out.commit, "commit");

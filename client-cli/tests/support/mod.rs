@@ -8,6 +8,7 @@
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -106,14 +107,7 @@ impl Server {
             .spawn()
             .expect("start tern-server");
         let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        let rx = lines_of(stdout);
         let deadline = Instant::now() + Duration::from_secs(30);
         let mut direct_tls = None;
         let mut starttls = None;
@@ -252,14 +246,7 @@ impl<'a> Tern<'a> {
             .spawn()
             .expect("start tern chat");
         let stdout = child.stdout.take().expect("stdout");
-        let (tx, lines) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        let lines = lines_of(stdout);
         let stdin = child.stdin.take();
         let mut chat = Chat {
             child,
@@ -280,6 +267,19 @@ impl<'a> Tern<'a> {
 
 pub fn jid(user: &str) -> String {
     format!("{user}@{DOMAIN}")
+}
+
+/// The lines a child process prints, read on a thread of their own.
+pub fn lines_of(stdout: impl std::io::Read + Send + 'static) -> Receiver<String> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
 }
 
 /// The string `field` of the first line of `kind` among JSON lines.
@@ -305,7 +305,7 @@ pub fn bodies(lines: &[Value]) -> Vec<String> {
 pub struct Chat {
     pub child: Child,
     pub stdin: Option<std::process::ChildStdin>,
-    pub lines: std::sync::mpsc::Receiver<String>,
+    pub lines: Receiver<String>,
 }
 
 impl Chat {
