@@ -1,8 +1,10 @@
-//! Where a client connects for a domain (RFC 6120 §3.2, XEP-0368): the
-//! `_xmpps-client._tcp` SRV records (direct TLS) first, then
-//! `_xmpp-client._tcp` (STARTTLS), each in priority order with weighted
-//! random choice among equal priorities (RFC 2782); without records, the
-//! domain itself on port 5222 with STARTTLS.
+//! Where to connect for a domain's XMPP service (RFC 6120 §3.2, XEP-0368):
+//! the `_xmpps-client._tcp` / `_xmpps-server._tcp` SRV records (direct TLS)
+//! first, then `_xmpp-client._tcp` / `_xmpp-server._tcp` (STARTTLS), each
+//! in priority order with weighted random choice among equal priorities
+//! (RFC 2782); without records, the domain itself on port 5222 (clients)
+//! or 5269 (servers) with STARTTLS. Clients use it to find their server,
+//! `tern-federation` to find peer servers.
 
 use std::net::SocketAddr;
 
@@ -52,53 +54,108 @@ struct Srv {
     port: u16,
 }
 
-/// The endpoints of `domain`, best first. `nameserver` replaces the
-/// system's resolvers (tests, private networks).
-pub async fn client_endpoints(domain: &str, nameserver: Option<SocketAddr>) -> Vec<Endpoint> {
-    let resolver = match resolver(nameserver) {
-        Ok(resolver) => resolver,
-        Err(e) => {
-            tracing::warn!("no DNS resolver ({e}); trying {domain} directly");
-            return vec![fallback(domain)];
-        }
-    };
-    let mut targets = Vec::new();
-    for (service, tls) in [
-        ("_xmpps-client._tcp", TlsMode::Direct),
-        ("_xmpp-client._tcp", TlsMode::StartTls),
-    ] {
-        let records = lookup_srv(&resolver, &format!("{service}.{domain}.")).await;
-        targets.extend(
-            order(records)
-                .into_iter()
-                .map(|srv| (srv.target, srv.port, tls)),
-        );
-    }
-    if targets.is_empty() {
-        let fallback = fallback(domain);
-        targets.push((fallback.host, fallback.port, fallback.tls));
-    }
-    // Targets resolve through the same DNS (a private nameserver's names
-    // are unknown to the system's resolver).
-    let mut endpoints = Vec::new();
-    for (host, port, tls) in targets {
-        for ip in lookup_ips(&resolver, &host).await {
-            endpoints.push(Endpoint {
-                host: ip.to_string(),
-                port,
-                tls,
-            });
-        }
-    }
-    endpoints
+/// Which XMPP service to look up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Service {
+    /// Client-to-server: `_xmpps-client`, `_xmpp-client`, port 5222.
+    Client,
+    /// Server-to-server: `_xmpps-server`, `_xmpp-server`, port 5269.
+    Server,
 }
 
-/// The domain itself, port 5222, STARTTLS (RFC 6120 §3.2.2).
-fn fallback(domain: &str) -> Endpoint {
-    Endpoint {
-        host: domain.to_owned(),
-        port: 5222,
-        tls: TlsMode::StartTls,
+impl Service {
+    /// The SRV services to ask, in order, with how TLS starts at each.
+    fn records(self) -> [(&'static str, TlsMode); 2] {
+        match self {
+            Self::Client => [
+                ("_xmpps-client._tcp", TlsMode::Direct),
+                ("_xmpp-client._tcp", TlsMode::StartTls),
+            ],
+            Self::Server => [
+                ("_xmpps-server._tcp", TlsMode::Direct),
+                ("_xmpp-server._tcp", TlsMode::StartTls),
+            ],
+        }
+    }
+
+    /// The port used without SRV records (RFC 6120 §3.2.2).
+    pub fn default_port(self) -> u16 {
+        match self {
+            Self::Client => 5222,
+            Self::Server => 5269,
+        }
+    }
+}
+
+/// A DNS resolver kept for the life of its owner, so that answers are
+/// cached for their TTL.
+#[derive(Clone)]
+pub struct Resolver {
+    inner: TokioResolver,
+}
+
+impl std::fmt::Debug for Resolver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Resolver").finish_non_exhaustive()
+    }
+}
+
+impl Resolver {
+    /// A resolver asking `nameserver`, or the system's resolvers.
+    pub fn new(nameserver: Option<SocketAddr>) -> Result<Self, String> {
+        Ok(Self {
+            inner: resolver(nameserver)?,
+        })
+    }
+
+    /// The endpoints of `service` at `domain`, best first: SRV targets
+    /// (direct TLS before STARTTLS, each in RFC 2782 order) resolved to
+    /// addresses through the same DNS; without records, the domain's own
+    /// addresses on the service's default port. Empty when the domain has
+    /// no address at all.
+    pub async fn endpoints(&self, domain: &str, service: Service) -> Vec<Endpoint> {
+        let mut targets = Vec::new();
+        for (name, tls) in service.records() {
+            let records = lookup_srv(&self.inner, &format!("{name}.{domain}.")).await;
+            targets.extend(
+                order(records)
+                    .into_iter()
+                    .map(|srv| (srv.target, srv.port, tls)),
+            );
+        }
+        if targets.is_empty() {
+            targets.push((domain.to_owned(), service.default_port(), TlsMode::StartTls));
+        }
+        // Targets resolve through the same DNS (a private nameserver's
+        // names are unknown to the system's resolver).
+        let mut endpoints = Vec::new();
+        for (host, port, tls) in targets {
+            for ip in lookup_ips(&self.inner, &host).await {
+                endpoints.push(Endpoint {
+                    host: ip.to_string(),
+                    port,
+                    tls,
+                });
+            }
+        }
+        endpoints
+    }
+}
+
+/// The client endpoints of `domain`, best first. `nameserver` replaces the
+/// system's resolvers (tests, private networks). Without a resolver, the
+/// domain itself on port 5222.
+pub async fn client_endpoints(domain: &str, nameserver: Option<SocketAddr>) -> Vec<Endpoint> {
+    match Resolver::new(nameserver) {
+        Ok(resolver) => resolver.endpoints(domain, Service::Client).await,
+        Err(e) => {
+            tracing::warn!("no DNS resolver ({e}); trying {domain} directly");
+            vec![Endpoint {
+                host: domain.to_owned(),
+                port: Service::Client.default_port(),
+                tls: TlsMode::StartTls,
+            }]
+        }
     }
 }
 
