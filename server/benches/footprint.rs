@@ -72,7 +72,7 @@ fn time_one_start(dir: &std::path::Path, data: &str) -> f64 {
     std::fs::write(
         &config,
         format!(
-            "domain = \"tern.test\"\ndata_dir = \"{}\"\n[listen]\nc2s = \"127.0.0.1:0\"\nc2s_tls = \"127.0.0.1:0\"\nupload = \"127.0.0.1:0\"\n",
+            "domain = \"tern.test\"\ndata_dir = \"{}\"\n[listen]\nc2s = \"127.0.0.1:0\"\nc2s_tls = \"127.0.0.1:0\"\nupload = \"127.0.0.1:0\"\ns2s = \"127.0.0.1:0\"\ns2s_tls = \"127.0.0.1:0\"\n",
             dir.join(data).display()
         ),
     )

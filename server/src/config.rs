@@ -96,6 +96,11 @@ pub struct Listen {
     /// HTTPS of the file upload service (XEP-0363). Default
     /// `127.0.0.1:5281`.
     pub upload: SocketAddr,
+    /// Server-to-server with STARTTLS. Default `127.0.0.1:5269`.
+    pub s2s: SocketAddr,
+    /// Server-to-server with direct TLS (XEP-0368). Default
+    /// `127.0.0.1:5270`.
+    pub s2s_tls: SocketAddr,
 }
 
 impl Default for Listen {
@@ -104,6 +109,8 @@ impl Default for Listen {
             c2s: SocketAddr::from(([127, 0, 0, 1], 5222)),
             c2s_tls: SocketAddr::from(([127, 0, 0, 1], 5223)),
             upload: SocketAddr::from(([127, 0, 0, 1], 5281)),
+            s2s: SocketAddr::from(([127, 0, 0, 1], 5269)),
+            s2s_tls: SocketAddr::from(([127, 0, 0, 1], 5270)),
         }
     }
 }
@@ -221,6 +228,57 @@ impl Default for Upload {
     }
 }
 
+/// Federation with other servers over XMPP server-to-server streams.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Federation {
+    /// Whether to exchange stanzas with other domains at all. Default
+    /// true.
+    pub enabled: bool,
+    /// The DNS server that finds peers (`"IP:PORT"`). Default unset: the
+    /// system's resolvers.
+    pub nameserver: Option<SocketAddr>,
+    /// PEM file of the CAs trusted for peers' certificates. Default
+    /// unset: the system's trust store.
+    pub ca_file: Option<PathBuf>,
+    /// Authenticate with certificates (SASL EXTERNAL, XEP-0178) where
+    /// both sides can; dialback (XEP-0220) otherwise. Default true.
+    pub certificate_auth: bool,
+    /// When not empty, federate only with these domains and their
+    /// subdomains. Default empty.
+    pub allow: Vec<String>,
+    /// Never federate with these domains or their subdomains. Default
+    /// empty.
+    pub deny: Vec<String>,
+    /// Seconds a stanza may wait for an unreachable peer before it is
+    /// bounced with `remote-server-timeout`. Default 86400 (one day).
+    pub bounce_after_secs: u64,
+    /// Seconds without traffic before a stream is closed. Default 600.
+    pub idle_timeout_secs: u64,
+    /// Longest wait between two connection attempts, in seconds (the
+    /// backoff doubles from one second). Default 300.
+    pub retry_max_secs: u64,
+    /// Seconds to connect, start TLS and authenticate. Default 30.
+    pub connect_timeout_secs: u64,
+}
+
+impl Default for Federation {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            nameserver: None,
+            ca_file: None,
+            certificate_auth: true,
+            allow: Vec::new(),
+            deny: Vec::new(),
+            bounce_after_secs: 86400,
+            idle_timeout_secs: 600,
+            retry_max_secs: 300,
+            connect_timeout_secs: 30,
+        }
+    }
+}
+
 /// The whole configuration of `tern-server`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -248,6 +306,8 @@ pub struct Config {
     pub keys: Keys,
     /// The file upload service.
     pub upload: Upload,
+    /// Server-to-server federation.
+    pub federation: Federation,
 }
 
 impl Default for Config {
@@ -263,6 +323,7 @@ impl Default for Config {
             groups: Groups::default(),
             keys: Keys::default(),
             upload: Upload::default(),
+            federation: Federation::default(),
         }
     }
 }
@@ -363,6 +424,31 @@ impl Config {
         if self.upload.max_file_bytes == 0 {
             return Err(invalid("upload.max_file_bytes", "must be at least 1"));
         }
+        if self.listen.s2s == self.listen.s2s_tls && self.listen.s2s.port() != 0 {
+            return Err(invalid("listen.s2s_tls", "must differ from listen.s2s"));
+        }
+        let federation = &self.federation;
+        for (key, value) in [
+            ("federation.bounce_after_secs", federation.bounce_after_secs),
+            ("federation.idle_timeout_secs", federation.idle_timeout_secs),
+            ("federation.retry_max_secs", federation.retry_max_secs),
+            (
+                "federation.connect_timeout_secs",
+                federation.connect_timeout_secs,
+            ),
+        ] {
+            if value == 0 {
+                return Err(invalid(key, "must be at least 1"));
+            }
+        }
+        for (key, list) in [
+            ("federation.allow", &federation.allow),
+            ("federation.deny", &federation.deny),
+        ] {
+            for domain in list {
+                check_subdomain(domain, key)?;
+            }
+        }
         if self.keys.max_per_device == 0 {
             return Err(invalid("keys.max_per_device", "must be at least 1"));
         }
@@ -433,6 +519,11 @@ c2s = {c2s}
 c2s_tls = {c2s_tls}
 # HTTPS port of the file upload service (default "127.0.0.1:5281").
 upload = {upload_listen}
+# Server-to-server ports, STARTTLS (default "127.0.0.1:5269") and
+# direct TLS (default "127.0.0.1:5270"). Use "0.0.0.0:5269" to federate
+# with servers on the network.
+s2s = {s2s}
+s2s_tls = {s2s_tls}
 
 [tls]
 # PEM certificate chain and key for the domain. When unset, a
@@ -476,6 +567,31 @@ low_watermark = {low_keys}
 max_file_bytes = {max_file}
 # Bytes one user may keep uploaded (default 1073741824, 1 GiB).
 quota_bytes_per_user = {quota}
+
+[federation]
+# Exchange stanzas with other domains over XMPP s2s (default true).
+# Peers find this server through SRV records _xmpp-server._tcp (and
+# _xmpps-server._tcp for direct TLS) of the domain and groups domain.
+enabled = {fed_enabled}
+# DNS server used to find peers, "IP:PORT" (default: the system's).
+{nameserver}
+# PEM file of the CAs trusted for peer certificates (default: the
+# system's trust store).
+{ca_file}
+# Authenticate with certificates (SASL EXTERNAL) where both sides can,
+# dialback otherwise (default true). false: dialback only.
+certificate_auth = {cert_auth}
+# Domains to federate with only (default [] = all) and never.
+allow = {allow}
+deny = {deny}
+# Seconds before undeliverable stanzas bounce (default 86400).
+bounce_after_secs = {bounce_after}
+# Seconds before an idle stream closes (default 600).
+idle_timeout_secs = {idle_timeout}
+# Longest wait between connection attempts in seconds (default 300).
+retry_max_secs = {retry_max}
+# Seconds to connect, start TLS and authenticate (default 30).
+connect_timeout_secs = {connect_timeout}
 "#,
             domain = quote(&self.domain),
             data_dir = path(&self.data_dir),
@@ -507,8 +623,31 @@ quota_bytes_per_user = {quota}
             },
             max_file = self.upload.max_file_bytes,
             quota = self.upload.quota_bytes_per_user,
+            s2s = quote(&self.listen.s2s.to_string()),
+            s2s_tls = quote(&self.listen.s2s_tls.to_string()),
+            fed_enabled = self.federation.enabled,
+            nameserver = match &self.federation.nameserver {
+                Some(address) => format!("nameserver = {}", quote(&address.to_string())),
+                None => "# nameserver = \"127.0.0.1:53\"".to_owned(),
+            },
+            ca_file = match &self.federation.ca_file {
+                Some(file) => format!("ca_file = {}", path(file)),
+                None => "# ca_file = \"/etc/ssl/certs/ca-certificates.crt\"".to_owned(),
+            },
+            cert_auth = self.federation.certificate_auth,
+            allow = toml_list(&self.federation.allow),
+            deny = toml_list(&self.federation.deny),
+            bounce_after = self.federation.bounce_after_secs,
+            idle_timeout = self.federation.idle_timeout_secs,
+            retry_max = self.federation.retry_max_secs,
+            connect_timeout = self.federation.connect_timeout_secs,
         )
     }
+}
+
+/// A TOML array of strings.
+fn toml_list(items: &[String]) -> String {
+    toml::Value::Array(items.iter().cloned().map(toml::Value::String).collect()).to_string()
 }
 
 /// A configured subdomain must be a valid, normalised XMPP domain.
@@ -541,6 +680,15 @@ mod tests {
         config.upload.url_host = Some("files.a.example".into());
         config.upload.max_file_bytes = 5;
         config.upload.quota_bytes_per_user = 7;
+        assert_eq!(Config::parse(&config.example_toml()).unwrap(), config);
+
+        config.federation.nameserver = Some("127.0.0.1:5353".parse().unwrap());
+        config.federation.ca_file = Some("/ca.pem".into());
+        config.federation.certificate_auth = false;
+        config.federation.allow = vec!["b.example".into()];
+        config.federation.deny = vec!["c.example".into(), "d.example".into()];
+        config.federation.bounce_after_secs = 60;
+        config.listen.s2s = "127.0.0.2:5269".parse().unwrap();
         assert_eq!(Config::parse(&config.example_toml()).unwrap(), config);
 
         config.tls.cert = Some("/c.pem".into());

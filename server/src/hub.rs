@@ -28,7 +28,6 @@ use tern_e2ee::wire::payload::{MlsPayload, WelcomePayload};
 use xmpp_parsers::stanza_error::{DefinedCondition, ErrorType};
 
 use crate::modules::message;
-use crate::router::SessionCtx;
 use crate::server::Server;
 use crate::stanza::{self, errors};
 use crate::storage::{Appended, CommitUpdate, HubGroup, LogAppend, StateChange};
@@ -135,9 +134,9 @@ impl Hub {
 
 /// Handles an IQ request to the groups domain (`group` = `None`) or to a
 /// group's address.
-pub async fn iq_from_client(
+pub async fn iq(
     server: &Server,
-    session: &SessionCtx,
+    sender: &BareJid,
     iq: &Element,
     group: Option<&str>,
 ) -> Option<Element> {
@@ -146,11 +145,11 @@ pub async fn iq_from_client(
         return None;
     }
     let result = match (group, iq.attr("type"), payload.name()) {
-        (None, Some("set"), "create") => create(server, session, payload).await,
-        (None, Some("get"), "groups") => groups_of_user(server, session).await,
-        (Some(group), Some("set"), "commit") => commit(server, session, group, payload).await,
-        (Some(group), Some("get"), "log") => log(server, session, group, payload).await,
-        (Some(group), Some("get"), "group-info") => group_info(server, session, group).await,
+        (None, Some("set"), "create") => create(server, sender, payload).await,
+        (None, Some("get"), "groups") => groups_of_user(server, sender).await,
+        (Some(group), Some("set"), "commit") => commit(server, sender, group, payload).await,
+        (Some(group), Some("get"), "log") => log(server, sender, group, payload).await,
+        (Some(group), Some("get"), "group-info") => group_info(server, sender, group).await,
         _ => return None,
     };
     match result {
@@ -161,26 +160,28 @@ pub async fn iq_from_client(
 
 /// Handles a `<message>` to a group's address: an MLS application message
 /// or proposal, appended to the log and fanned out.
-pub async fn message_from_client(
+pub async fn message(
     server: &Server,
-    session: &SessionCtx,
+    sender: &BareJid,
     message: Element,
     group: &str,
-) {
-    if let Err(refusal) = accept_message(server, session, &message, group).await {
-        session.reply(refusal.reply(&message));
+) -> Option<Element> {
+    match accept_message(server, sender, &message, group).await {
+        Ok(()) => None,
+        Err(refusal) => refusal.reply(&message),
     }
 }
 
-async fn create(
-    server: &Server,
-    session: &SessionCtx,
-    payload: Element,
-) -> Result<Element, Refusal> {
+async fn create(server: &Server, sender: &BareJid, payload: Element) -> Result<Element, Refusal> {
     let hub = &server.hub;
     let request = Create::try_from(payload)
         .map_err(|e| Refusal::BadRequest(format!("malformed create: {e}")))?;
-    let creator = session.bare();
+    if sender.domain().as_str() != server.config.domain {
+        return Err(Refusal::Forbidden(
+            "only this server's users create groups here",
+        ));
+    }
+    let creator = sender.clone();
     let created = server
         .storage
         .hub_groups_created_by(creator.as_str())
@@ -243,7 +244,7 @@ async fn create(
 
 async fn commit(
     server: &Server,
-    session: &SessionCtx,
+    sender: &BareJid,
     group: &str,
     payload: Element,
 ) -> Result<Element, Refusal> {
@@ -253,8 +254,7 @@ async fn commit(
     let group_id = group_id_of(group)?;
     let _lock = hub.lock(&group_id).await;
     let stored = load_group(server, &group_id).await?;
-    let sender = session.bare();
-    require_membership(server, &group_id, &sender, "only members commit to a group").await?;
+    require_membership(server, &group_id, sender, "only members commit to a group").await?;
     let message = protocol_message(&request.message.data, &group_id)?;
     let ProtocolMessage::PublicMessage(_) = &message else {
         return Err(Refusal::NotAcceptable(
@@ -264,7 +264,7 @@ async fn commit(
     if message.content_type() != ContentType::Commit {
         return Err(Refusal::NotAcceptable("not a commit".into()));
     }
-    let processed = process_handshake(hub, &stored, message, &sender, "commit")?;
+    let processed = process_handshake(hub, &stored, message, sender, "commit")?;
     // An external commit: a new device of a member user joins by itself
     // (the membership check above makes sure the user is one).
     let external = matches!(processed.sender(), Sender::NewMemberCommit);
@@ -273,7 +273,7 @@ async fn commit(
         return Err(Refusal::NotAcceptable("not a commit".into()));
     };
     if external {
-        check_external_removals(&public, &staged, &sender)?;
+        check_external_removals(&public, &staged, sender)?;
     }
     let devices_before = member_devices(&public);
     let users_before = member_jids(&public);
@@ -325,7 +325,7 @@ async fn commit(
 
 async fn accept_message(
     server: &Server,
-    session: &SessionCtx,
+    sender: &BareJid,
     stanza: &Element,
     group: &str,
 ) -> Result<(), Refusal> {
@@ -340,14 +340,13 @@ async fn accept_message(
     let group_id = group_id_of(group)?;
     let hub = &server.hub;
     let _lock = hub.lock(&group_id).await;
-    let sender = session.bare();
-    require_membership(server, &group_id, &sender, "only members send to a group").await?;
+    require_membership(server, &group_id, sender, "only members send to a group").await?;
     let message = protocol_message(&data, &group_id)?;
     let epoch = message.epoch().as_u64();
     let state = match (&message, message.content_type()) {
         (ProtocolMessage::PrivateMessage(_), ContentType::Application) => Vec::new(),
         (ProtocolMessage::PublicMessage(_), ContentType::Proposal) => {
-            queue_proposal(server, &group_id, message, &sender).await?
+            queue_proposal(server, &group_id, message, sender).await?
         }
         (_, ContentType::Commit) => {
             return Err(Refusal::NotAcceptable(
@@ -411,7 +410,7 @@ async fn queue_proposal(
 
 async fn log(
     server: &Server,
-    session: &SessionCtx,
+    sender: &BareJid,
     group: &str,
     payload: Element,
 ) -> Result<Element, Refusal> {
@@ -419,11 +418,11 @@ async fn log(
         .map_err(|e| Refusal::BadRequest(format!("malformed log request: {e}")))?;
     let group_id = group_id_of(group)?;
     // Members read all of it; a removed member up to its removal.
-    let until = match require_member(server, &group_id, session).await {
+    let until = match require_member(server, &group_id, sender).await {
         Ok(_) => u64::MAX,
         Err(Refusal::Forbidden(_)) => server
             .storage
-            .hub_former_member_until(&group_id, session.bare().as_str())
+            .hub_former_member_until(&group_id, sender.as_str())
             .await?
             .ok_or(Refusal::Forbidden("only members read a group"))?,
         Err(refusal) => return Err(refusal),
@@ -449,11 +448,11 @@ async fn log(
     .into())
 }
 
-/// The groups the session's user is a member of.
-async fn groups_of_user(server: &Server, session: &SessionCtx) -> Result<Element, Refusal> {
+/// The groups `sender` is a member of.
+async fn groups_of_user(server: &Server, sender: &BareJid) -> Result<Element, Refusal> {
     let groups = server
         .storage
-        .hub_groups_of(session.bare().as_str())
+        .hub_groups_of(sender.as_str())
         .await?
         .iter()
         .filter_map(|id| server.hub.address(id))
@@ -462,13 +461,9 @@ async fn groups_of_user(server: &Server, session: &SessionCtx) -> Result<Element
     Ok(Groups { groups }.into())
 }
 
-async fn group_info(
-    server: &Server,
-    session: &SessionCtx,
-    group: &str,
-) -> Result<Element, Refusal> {
+async fn group_info(server: &Server, sender: &BareJid, group: &str) -> Result<Element, Refusal> {
     let group_id = group_id_of(group)?;
-    let row = require_member(server, &group_id, session).await?;
+    let row = require_member(server, &group_id, sender).await?;
     Ok(GroupInfoData {
         epoch: Some(row.epoch),
         data: row.group_info,
@@ -476,24 +471,18 @@ async fn group_info(
     .into())
 }
 
-/// The group, if the session's user is one of its members.
+/// The group, if `sender` is one of its members.
 async fn require_member(
     server: &Server,
     group_id: &[u8],
-    session: &SessionCtx,
+    sender: &BareJid,
 ) -> Result<HubGroup, Refusal> {
     let row = server
         .storage
         .hub_group(group_id)
         .await?
         .ok_or(Refusal::NotFound("no such group"))?;
-    require_membership(
-        server,
-        group_id,
-        &session.bare(),
-        "only members read a group",
-    )
-    .await?;
+    require_membership(server, group_id, sender, "only members read a group").await?;
     Ok(row)
 }
 
@@ -615,8 +604,8 @@ async fn deliver_welcome(server: &Server, group: &BareJid, seq: u64, data: &[u8]
 async fn deliver(server: &Server, message: Element, user: &str, storable: bool) {
     let Ok(jid) = BareJid::new(user) else { return };
     if jid.domain().as_str() != server.config.domain {
-        // Members on other servers are reached once federation exists.
-        tracing::debug!(%jid, "not delivering a hub message to a remote user");
+        // A member on another server: its server delivers (or stores).
+        server.send_remote(message).await;
         return;
     }
     let Some(node) = jid.node() else { return };

@@ -9,11 +9,13 @@
 
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod c2s;
 pub mod config;
 pub mod hub;
 pub mod modules;
 pub mod router;
+pub mod s2s;
 pub mod sasl;
 pub mod server;
 pub mod sessions;

@@ -46,6 +46,22 @@ enum Command {
         #[command(subcommand)]
         action: UserAction,
     },
+    /// Inspect federation on the running server.
+    Federation {
+        #[command(subcommand)]
+        action: FederationAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum FederationAction {
+    /// Each remote domain's stream state, authentication, queue length
+    /// and last error, and the inbound streams.
+    Status {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -83,6 +99,9 @@ fn main() -> Result<()> {
             force,
         }) => init(domain, data_dir, &output, force),
         Some(Command::User { action }) => runtime.block_on(user(cli.config.as_deref(), action)),
+        Some(Command::Federation {
+            action: FederationAction::Status { json },
+        }) => runtime.block_on(federation_status(cli.config.as_deref(), json)),
     }
 }
 
@@ -115,6 +134,25 @@ async fn run(config_path: Option<&Path>) -> Result<()> {
     tracing::info!("shutting down");
     running.shutdown().await;
     tracing::info!("stopped");
+    Ok(())
+}
+
+async fn federation_status(config_path: Option<&Path>, json: bool) -> Result<()> {
+    let (config, _) = load_config(config_path)?;
+    let command = if json {
+        "federation status json"
+    } else {
+        "federation status"
+    };
+    let answer = tern_server::admin::ask(&config, command)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot reach the running server at {} (is it running with this config?)",
+                tern_server::admin::socket_path(&config).display()
+            )
+        })?;
+    print!("{answer}");
     Ok(())
 }
 
@@ -157,6 +195,19 @@ fn print_report(running: &RunningServer, development: bool, started: Instant) {
         server.tls.fingerprint,
         config.plaintext.as_str()
     ));
+    match running.s2s_addrs {
+        Some((plain, direct)) => report.push_str(&format!(
+            "  s2s STARTTLS  {plain}
+  s2s TLS       {direct}
+  federation    {}
+",
+            federation_summary(config)
+        )),
+        None => report.push_str(
+            "  federation    disabled
+",
+        ),
+    }
     // One write, and no panic if nobody reads standard output any more: a
     // running server must not die of a closed pipe.
     let mut stdout = std::io::stdout().lock();
@@ -166,6 +217,25 @@ fn print_report(running: &RunningServer, development: bool, started: Instant) {
     {
         tracing::warn!("cannot print the start-up report: {e}");
     }
+}
+
+fn federation_summary(config: &Config) -> String {
+    let federation = &config.federation;
+    let auth = if federation.certificate_auth {
+        "certificates, then dialback"
+    } else {
+        "dialback only"
+    };
+    let dns = match federation.nameserver {
+        Some(address) => format!("DNS {address}"),
+        None => "system DNS".to_owned(),
+    };
+    let policy = match (federation.allow.is_empty(), federation.deny.is_empty()) {
+        (true, true) => "all domains".to_owned(),
+        (false, _) => format!("only {}", federation.allow.join(", ")),
+        (true, false) => format!("all but {}", federation.deny.join(", ")),
+    };
+    format!("{auth}; {dns}; {policy}")
 }
 
 /// Every client holds a socket: lift the soft open-file limit to the hard

@@ -157,7 +157,7 @@ async fn iq_from_client(
         }
         Destination::Hub(group) => {
             if is_request {
-                let reply = hub::iq_from_client(server, session, &iq, group.as_deref())
+                let reply = hub::iq(server, &session.bare(), &iq, group.as_deref())
                     .await
                     .or_else(|| errors::service_unavailable(&iq, ""));
                 session.reply(reply);
@@ -171,16 +171,7 @@ async fn iq_from_client(
                 session.reply(reply);
             }
         }
-        Destination::Remote(_) => {
-            if is_request {
-                session.reply(stanza::error_reply(
-                    &iq,
-                    ErrorType::Cancel,
-                    DefinedCondition::RemoteServerNotFound,
-                    "federation is not enabled on this server",
-                ));
-            }
-        }
+        Destination::Remote(_) => server.send_remote(iq).await,
         destination => {
             if !is_request {
                 // Results and errors for the server (e.g. our pings).
@@ -193,6 +184,58 @@ async fn iq_from_client(
             session.reply(reply);
         }
     }
+}
+
+/// Handles a stanza that did not come from a local session: from another
+/// server's user (through federation, `from` already checked against the
+/// authenticated domain), or a bounce of one of ours. Replies and errors
+/// go back through federation.
+pub async fn route_inbound(server: &Server, stanza: Element) {
+    let Some(from) = stanza.attr("from").and_then(|f| Jid::new(f).ok()) else {
+        return;
+    };
+    let to = stanza.attr("to").and_then(|t| Jid::new(t).ok());
+    tracing::trace!(name = stanza.name(), %from, "stanza from another server");
+    let destination = server.destination(to.as_ref());
+    let sender = from.to_bare();
+    match stanza.name() {
+        "message" => message::from_remote(server, stanza, &sender, destination).await,
+        "presence" => presence::from_remote(server, stanza, &sender, destination).await,
+        "iq" => iq_from_remote(server, stanza, &sender, destination).await,
+        other => tracing::debug!(name = other, "ignoring unknown stanza kind"),
+    }
+}
+
+async fn iq_from_remote(server: &Server, iq: Element, sender: &BareJid, destination: Destination) {
+    let is_request = matches!(iq.attr("type"), Some("get" | "set"));
+    let malformed = is_request && (iq.attr("id").is_none() || iq.children().count() != 1);
+    let reply = match destination {
+        _ if malformed => {
+            errors::bad_request(&iq, "IQ requests need an id and exactly one payload")
+        }
+        Destination::Resource(user, resource) => match server.sessions.resource(&user, &resource) {
+            Some(target) => {
+                target.handle.send(iq);
+                None
+            }
+            None if is_request => errors::service_unavailable(&iq, ""),
+            None => None,
+        },
+        _ if !is_request => None,
+        Destination::Hub(group) => hub::iq(server, sender, &iq, group.as_deref())
+            .await
+            .or_else(|| errors::service_unavailable(&iq, "")),
+        Destination::Server | Destination::Account(_) => {
+            modules::handle_remote_iq(server, sender, &iq, &destination)
+                .await
+                .or_else(|| errors::service_unavailable(&iq, ""))
+        }
+        Destination::Upload => {
+            errors::service_unavailable(&iq, "the upload service is for this server's users")
+        }
+        Destination::Remote(_) => None,
+    };
+    server.send_remote_reply(reply).await;
 }
 
 async fn deliver_to_resource(

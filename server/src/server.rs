@@ -7,11 +7,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use jid::BareJid;
+use minidom::Element;
+use tern_federation::{Federation, SendError};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tokio_xmpp::xmlstream::Timeouts;
+use xmpp_parsers::stanza_error::{DefinedCondition, ErrorType};
 use xmpp_parsers::stream_error::DefinedCondition as StreamCondition;
 
 use crate::c2s::limits::{AuthLimiter, ConnectionLimiter};
@@ -24,6 +27,7 @@ use crate::sessions::{Outbound, SessionHandle, Sessions};
 use crate::storage::{Storage, StorageError};
 use crate::tls::{ServerTls, TlsError};
 use crate::upload::UploadService;
+use crate::{s2s, stanza};
 
 /// Errors that stop the server from starting.
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +39,9 @@ pub enum StartError {
     /// The certificate could not be loaded or created.
     #[error(transparent)]
     Tls(#[from] TlsError),
+    /// Federation could not be set up (TLS roots, DNS resolver).
+    #[error("federation: {0}")]
+    Federation(String),
     /// A listening socket could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Listen {
@@ -66,6 +73,8 @@ pub struct Server {
     pub hub: Hub,
     /// The file upload service.
     pub upload: UploadService,
+    /// Server-to-server federation (`None` when disabled).
+    pub federation: Option<Federation>,
 }
 
 impl Server {
@@ -82,6 +91,58 @@ impl Server {
             self.hub.domain(),
             &self.upload.domain,
         )
+    }
+
+    /// Sends a stanza (from a local address) to another server. When
+    /// federation cannot take it, the sender gets the error.
+    pub async fn send_remote(&self, stanza: Element) {
+        let refusal = match &self.federation {
+            None => Some((
+                DefinedCondition::RemoteServerNotFound,
+                "federation is disabled on this server".to_owned(),
+            )),
+            Some(federation) => match federation.send(&stanza).await {
+                Ok(()) => None,
+                Err(SendError::Denied(domain)) => Some((
+                    DefinedCondition::PolicyViolation,
+                    format!("this server does not federate with {domain}"),
+                )),
+                Err(SendError::Queue(e)) => {
+                    tracing::error!("{e}");
+                    Some((
+                        DefinedCondition::InternalServerError,
+                        "the federation queue failed".to_owned(),
+                    ))
+                }
+                Err(e) => {
+                    tracing::debug!("not sent to another server: {e}");
+                    None
+                }
+            },
+        };
+        if let Some((condition, text)) = refusal {
+            self.bounce(&stanza, condition, &text).await;
+        }
+    }
+
+    /// Sends a reply to another server's user, if there is one.
+    pub async fn send_remote_reply(&self, reply: Option<Element>) {
+        if let Some(reply) = reply {
+            self.send_remote(reply).await;
+        }
+    }
+
+    /// Tells the local sender of `stanza` that it was not delivered.
+    pub async fn bounce(&self, stanza: &Element, condition: DefinedCondition, text: &str) {
+        let type_ = match condition {
+            DefinedCondition::RemoteServerTimeout | DefinedCondition::InternalServerError => {
+                ErrorType::Wait
+            }
+            _ => ErrorType::Cancel,
+        };
+        if let Some(error) = stanza::error_reply(stanza, type_, condition, text) {
+            Box::pin(crate::router::route_inbound(self, error)).await;
+        }
     }
 }
 
@@ -135,6 +196,8 @@ pub struct RunningServer {
     pub c2s_tls_addr: SocketAddr,
     /// The bound HTTPS address of the upload service.
     pub upload_addr: SocketAddr,
+    /// The bound s2s addresses (STARTTLS, direct TLS), when federating.
+    pub s2s_addrs: Option<(SocketAddr, SocketAddr)>,
     tracker: TaskTracker,
 }
 
@@ -192,17 +255,50 @@ impl RunningServer {
         };
         let mut https = (*tls.config).clone();
         https.alpn_protocols = vec![b"http/1.1".to_vec()];
-        let server = Arc::new(Server {
-            connections: ConnectionLimiter::new(config.limits.max_connections_per_ip),
-            hub: Hub::new(config.groups_domain()),
-            upload,
-            config,
-            storage,
-            sessions: Sessions::default(),
-            tls,
-            shutdown: CancellationToken::new(),
-            c2s,
+        let s2s_listeners = if config.federation.enabled {
+            let plain = bind(config.listen.s2s).await?;
+            let direct = bind(config.listen.s2s_tls).await?;
+            Some((plain, direct))
+        } else {
+            None
+        };
+        let shutdown = CancellationToken::new();
+        let federation_tls = match config.federation.enabled {
+            true => Some(s2s::tls_configs(&config, &tls)?),
+            false => None,
+        };
+        let mut federation_error = None;
+        let server = Arc::new_cyclic(|weak| {
+            let federation = federation_tls.and_then(|federation_tls| {
+                s2s::federation(&config, federation_tls, weak.clone(), shutdown.clone())
+                    .map_err(|e| federation_error = Some(e))
+                    .ok()
+            });
+            Server {
+                connections: ConnectionLimiter::new(config.limits.max_connections_per_ip),
+                hub: Hub::new(config.groups_domain()),
+                upload,
+                config,
+                storage,
+                sessions: Sessions::default(),
+                tls,
+                shutdown,
+                c2s,
+                federation,
+            }
         });
+        if let Some(e) = federation_error {
+            return Err(StartError::Federation(e));
+        }
+        let mut s2s_addrs = None;
+        if let (Some(federation), Some((plain, direct))) = (&server.federation, s2s_listeners) {
+            s2s_addrs = Some((local_addr(&plain)?, local_addr(&direct)?));
+            federation.serve(plain, tern_federation::TlsMode::StartTls);
+            federation.serve(direct, tern_federation::TlsMode::Direct);
+            if let Err(e) = federation.resume().await {
+                tracing::error!("cannot resume federation queues: {e}");
+            }
+        }
         let tracker = TaskTracker::new();
         tokio::spawn(accept_loop(
             server.clone(),
@@ -216,6 +312,9 @@ impl RunningServer {
             TlsMode::Direct,
             tracker.clone(),
         ));
+        if let Err(e) = crate::admin::serve(server.clone()) {
+            tracing::warn!("no admin socket ({e}); `tern-server federation status` will not work");
+        }
         tokio::spawn(crate::upload::http::serve(
             server.clone(),
             upload_listener,
@@ -227,6 +326,7 @@ impl RunningServer {
             c2s_addr,
             c2s_tls_addr,
             upload_addr,
+            s2s_addrs,
             tracker,
         })
     }
@@ -242,8 +342,18 @@ impl RunningServer {
         {
             tracing::warn!("some sessions did not close within ten seconds");
         }
+        if let Some(federation) = &self.server.federation {
+            federation.wait(Duration::from_secs(10)).await;
+        }
         self.server.storage.close().await;
     }
+}
+
+fn local_addr(listener: &TcpListener) -> Result<SocketAddr, StartError> {
+    listener.local_addr().map_err(|source| StartError::Listen {
+        addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+        source,
+    })
 }
 
 async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {

@@ -55,6 +55,10 @@ pub struct ServerTls {
     pub fingerprint: String,
     /// Where the certificate came from.
     pub source: CertificateSource,
+    /// The certificate chain, leaf first (federation presents it too).
+    pub chain: Vec<CertificateDer<'static>>,
+    /// The private key.
+    pub key: Arc<PrivateKeyDer<'static>>,
 }
 
 impl ServerTls {
@@ -89,12 +93,14 @@ impl ServerTls {
         ))
         .with_safe_default_protocol_versions()?
         .with_no_client_auth()
-        .with_single_cert(chain, key)?;
+        .with_single_cert(chain.clone(), key.clone_key())?;
         config.alpn_protocols = vec![b"xmpp-client".to_vec()];
         Ok(Self {
             config: Arc::new(config),
             fingerprint,
             source,
+            chain,
+            key: Arc::new(key),
         })
     }
 }

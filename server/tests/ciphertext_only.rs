@@ -30,10 +30,11 @@ fn files_containing(dir: &std::path::Path, needle: &[u8]) -> Vec<String> {
             let path = entry.expect("entry").path();
             if path.is_dir() {
                 stack.push(path);
-            } else if std::fs::read(&path)
-                .expect("read")
-                .windows(needle.len())
-                .any(|w| w == needle)
+            } else if path.is_file()
+                && std::fs::read(&path)
+                    .expect("read")
+                    .windows(needle.len())
+                    .any(|w| w == needle)
             {
                 hits.push(path.display().to_string());
             }

@@ -180,7 +180,7 @@ fn no_arguments_runs_a_development_server() {
         .map_while(Result::ok)
     {
         report.push(line);
-        if report.last().unwrap().contains("plaintext") {
+        if report.last().unwrap().contains("federation") {
             break;
         }
     }
@@ -195,6 +195,9 @@ fn no_arguments_runs_a_development_server() {
         "groups        groups.localhost",
         "c2s STARTTLS  127.0.0.1:5222",
         "c2s TLS       127.0.0.1:5223",
+        "s2s STARTTLS  127.0.0.1:5269",
+        "s2s TLS       127.0.0.1:5270",
+        "federation    certificates, then dialback; system DNS; all domains",
         "tern-data",
         "self-signed",
         "fingerprint   SHA-256",

@@ -89,7 +89,7 @@ impl Server {
             &config,
             format!(
                 "domain = \"{DOMAIN}\"\ndata_dir = \"{}\"\nregistration = \"open\"\n[listen]\nc2s = \"127.0.0.1:0\"\n\
-                 c2s_tls = \"127.0.0.1:0\"\nupload = \"127.0.0.1:0\"\n\
+                 c2s_tls = \"127.0.0.1:0\"\nupload = \"127.0.0.1:0\"\ns2s = \"127.0.0.1:0\"\ns2s_tls = \"127.0.0.1:0\"\n\
                  [upload]\nurl_host = \"127.0.0.1\"\nmax_file_bytes = {MAX_FILE}\n\
                  [tls]\ncert = \"{}\"\nkey = \"{}\"\n",
                 dir.path().join("data").display(),

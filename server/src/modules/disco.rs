@@ -2,12 +2,12 @@
 
 use std::collections::BTreeSet;
 
-use jid::Jid;
+use jid::{BareJid, Jid};
 use minidom::Element;
 use xmpp_parsers::disco::{DiscoInfoResult, DiscoItemsResult, Identity, Item};
 
 use super::pep;
-use crate::router::{Destination, SessionCtx};
+use crate::router::Destination;
 use crate::server::Server;
 use crate::stanza::{self, errors};
 
@@ -22,7 +22,7 @@ pub const FEATURES: &[&str] = &[NS_INFO, NS_ITEMS];
 /// Answers disco#info and disco#items for the server and accounts.
 pub async fn handle_iq(
     server: &Server,
-    session: &mut SessionCtx,
+    requester: &BareJid,
     iq: &Element,
     destination: &Destination,
 ) -> Option<Element> {
@@ -50,7 +50,7 @@ pub async fn handle_iq(
             if info {
                 Some(stanza::iq_result(iq, Some(account_info(node).into())))
             } else {
-                let items = pep::visible_nodes(server, session, user).await;
+                let items = pep::visible_nodes(server, requester, user).await;
                 let owner = iq.attr("to").and_then(|t| Jid::new(t).ok())?;
                 let result = DiscoItemsResult {
                     node: None,

@@ -36,12 +36,32 @@ pub async fn handle_iq(
     match (iq.attr("type"), payload.name()) {
         (Some("set"), "upload") if own => upload(server, session, iq, payload.clone()).await,
         (Some("get"), "count") if own => count(server, session, iq, payload.clone()).await,
-        (Some("set"), "claim") => match destination {
-            Destination::Account(user) => claim(server, iq, payload.clone(), user).await,
-            _ => errors::bad_request(iq, "claim key packages at a user's bare JID"),
-        },
+        (Some("set"), "claim") => claim_at(server, iq, destination).await,
         (_, "upload" | "count") => errors::forbidden(iq, "only for your own devices"),
         _ => None,
+    }
+}
+
+/// Serves a request of another server's user: claims only.
+pub async fn handle_remote_iq(
+    server: &Server,
+    iq: &Element,
+    destination: &Destination,
+) -> Option<Element> {
+    let payload = stanza::iq_payload(iq)?;
+    match (iq.attr("type"), payload.name()) {
+        (Some("set"), "claim") => claim_at(server, iq, destination).await,
+        (_, "upload" | "count") => errors::forbidden(iq, "only for your own devices"),
+        _ => None,
+    }
+}
+
+/// A claim must be addressed to a user's bare JID.
+async fn claim_at(server: &Server, iq: &Element, destination: &Destination) -> Option<Element> {
+    let payload = stanza::iq_payload(iq)?.clone();
+    match destination {
+        Destination::Account(user) => claim(server, iq, payload, user).await,
+        _ => errors::bad_request(iq, "claim key packages at a user's bare JID"),
     }
 }
 

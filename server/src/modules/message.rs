@@ -1,6 +1,7 @@
 //! Message routing (RFC 6121 §8.5): to a full JID, to a bare JID by
 //! priority, to offline storage, or back to the sender as an error.
 
+use jid::BareJid;
 use minidom::Element;
 use xmpp_parsers::stanza_error::{DefinedCondition, ErrorType};
 
@@ -68,8 +69,7 @@ pub async fn from_client(
     let bounce = match destination {
         Destination::Server => None,
         Destination::Hub(Some(group)) => {
-            crate::hub::message_from_client(server, session, message, &group).await;
-            None
+            crate::hub::message(server, &session.bare(), message, &group).await
         }
         Destination::Hub(None) => {
             errors::service_unavailable(&message, "send to a group's address")
@@ -77,12 +77,10 @@ pub async fn from_client(
         Destination::Upload => {
             errors::service_unavailable(&message, "the upload service takes IQs")
         }
-        Destination::Remote(_) => stanza::error_reply(
-            &message,
-            ErrorType::Cancel,
-            DefinedCondition::RemoteServerNotFound,
-            "federation is not enabled on this server",
-        ),
+        Destination::Remote(_) => {
+            server.send_remote(message).await;
+            None
+        }
         Destination::Account(user) => deliver(server, message, &user, None, !plaintext)
             .await
             .err()
@@ -95,6 +93,47 @@ pub async fn from_client(
         }
     };
     session.reply(bounce);
+}
+
+/// Handles a message from another server's user (or a bounce of ours):
+/// the ciphertext rule, then delivery to a local user or a group. Errors
+/// go back through federation.
+pub async fn from_remote(
+    server: &Server,
+    message: Element,
+    from: &BareJid,
+    destination: Destination,
+) {
+    let plaintext = ciphertext::is_plaintext(&message);
+    if plaintext && server.config.plaintext == PlaintextPolicy::Refuse {
+        tracing::debug!(%from, "refused a plaintext message from another server");
+        let refusal = stanza::error_reply(
+            &message,
+            ErrorType::Modify,
+            DefinedCondition::PolicyViolation,
+            ciphertext::REFUSAL_TEXT,
+        );
+        server.send_remote_reply(refusal).await;
+        return;
+    }
+    let bounce = match destination {
+        Destination::Account(user) => deliver(server, message, &user, None, !plaintext)
+            .await
+            .err()
+            .flatten(),
+        Destination::Resource(user, resource) => {
+            deliver(server, message, &user, Some(&resource), !plaintext)
+                .await
+                .err()
+                .flatten()
+        }
+        Destination::Hub(Some(group)) => crate::hub::message(server, from, message, &group).await,
+        Destination::Hub(None) | Destination::Upload | Destination::Server => {
+            errors::service_unavailable(&message, "")
+        }
+        Destination::Remote(_) => None,
+    };
+    server.send_remote_reply(bounce).await;
 }
 
 /// Delivers a message to a local user, by RFC 6121 rules. `storable`: may

@@ -15,6 +15,7 @@ pub mod roster;
 pub mod session;
 pub mod version;
 
+use jid::BareJid;
 use minidom::Element;
 
 use crate::router::{Destination, SessionCtx};
@@ -33,7 +34,7 @@ pub async fn handle_iq(
     match payload.ns().as_str() {
         roster::NS => roster::handle_iq(server, session, iq, destination).await,
         disco::NS_INFO | disco::NS_ITEMS => {
-            disco::handle_iq(server, session, iq, destination).await
+            disco::handle_iq(server, &session.bare(), iq, destination).await
         }
         pep::NS | pep::NS_OWNER => pep::handle_iq(server, session, iq, destination).await,
         ping::NS => ping::handle_iq(iq, destination),
@@ -41,6 +42,28 @@ pub async fn handle_iq(
         register::NS => register::handle_iq(server, session, iq, destination).await,
         session::NS => session::handle_iq(iq, destination),
         keys::NS => keys::handle_iq(server, session, iq, destination).await,
+        _ => None,
+    }
+}
+
+/// Dispatches an IQ request from another server's user, addressed to the
+/// server or a local bare JID: discovery, ping, version, PEP reads and key
+/// package claims. `None`: nobody serves it.
+pub async fn handle_remote_iq(
+    server: &Server,
+    requester: &BareJid,
+    iq: &Element,
+    destination: &Destination,
+) -> Option<Element> {
+    let payload = stanza::iq_payload(iq)?;
+    match payload.ns().as_str() {
+        disco::NS_INFO | disco::NS_ITEMS => {
+            disco::handle_iq(server, requester, iq, destination).await
+        }
+        pep::NS | pep::NS_OWNER => pep::handle_remote_iq(server, requester, iq, destination).await,
+        ping::NS => ping::handle_iq(iq, destination),
+        version::NS => version::handle_iq(iq, destination),
+        keys::NS => keys::handle_remote_iq(server, iq, destination).await,
         _ => None,
     }
 }

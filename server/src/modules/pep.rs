@@ -69,7 +69,7 @@ pub async fn handle_iq(
     let action = payload.children().next()?;
     let is_owner = owner == session.username;
     let result = match (iq.attr("type"), payload.ns().as_str(), action.name()) {
-        (Some("get"), NS, "items") => items(server, session, iq, &owner, action).await,
+        (Some("get"), NS, "items") => items(server, &session.bare(), iq, &owner, action).await,
         (Some("set"), NS, "publish") if is_owner => {
             publish(server, session, iq, payload, action).await
         }
@@ -99,9 +99,37 @@ pub async fn handle_iq(
 
 type Reply = Result<Option<Element>, crate::storage::StorageError>;
 
+/// Serves a request of another server's user: reading items only.
+pub async fn handle_remote_iq(
+    server: &Server,
+    requester: &BareJid,
+    iq: &Element,
+    destination: &Destination,
+) -> Option<Element> {
+    let Destination::Account(owner) = destination else {
+        return None;
+    };
+    let payload = stanza::iq_payload(iq)?;
+    let action = payload.children().next()?;
+    let result = match (iq.attr("type"), payload.ns().as_str(), action.name()) {
+        (Some("get"), NS, "items") => items(server, requester, iq, owner, action).await,
+        (Some("set"), _, _) => Ok(errors::forbidden(iq, "only the owner may change PEP nodes")),
+        _ => Ok(stanza::error_reply(
+            iq,
+            ErrorType::Cancel,
+            DefinedCondition::FeatureNotImplemented,
+            "unsupported",
+        )),
+    };
+    result.unwrap_or_else(|e| {
+        tracing::error!("PEP operation failed: {e}");
+        errors::internal(iq)
+    })
+}
+
 async fn items(
     server: &Server,
-    session: &SessionCtx,
+    requester: &BareJid,
     iq: &Element,
     owner: &str,
     request: &Element,
@@ -112,7 +140,7 @@ async fn items(
     let Some(config) = server.storage.pep_node(owner, node).await? else {
         return Ok(errors::item_not_found(iq, "no such node"));
     };
-    if !may_read(server, session, owner, config.access_model).await? {
+    if !may_read(server, requester, owner, config.access_model).await? {
         return Ok(errors::forbidden(iq, "not allowed to read this node"));
     }
     let max = request.attr("max_items").and_then(|m| m.parse().ok());
@@ -296,14 +324,14 @@ async fn delete(server: &Server, iq: &Element, owner: &str, request: &Element) -
     Ok(Some(stanza::iq_result(iq, None)))
 }
 
-/// The nodes of `owner` that the session may see.
-pub async fn visible_nodes(server: &Server, session: &SessionCtx, owner: &str) -> Vec<String> {
+/// The nodes of `owner` that `requester` may see.
+pub async fn visible_nodes(server: &Server, requester: &BareJid, owner: &str) -> Vec<String> {
     let Ok(nodes) = server.storage.pep_nodes(owner).await else {
         return Vec::new();
     };
     let mut visible = Vec::new();
     for (node, config) in nodes {
-        if may_read(server, session, owner, config.access_model)
+        if may_read(server, requester, owner, config.access_model)
             .await
             .unwrap_or(false)
         {
@@ -316,11 +344,13 @@ pub async fn visible_nodes(server: &Server, session: &SessionCtx, owner: &str) -
 /// Access control of XEP-0060 §4.5 for the models PEP uses.
 async fn may_read(
     server: &Server,
-    session: &SessionCtx,
+    requester: &BareJid,
     owner: &str,
     model: AccessModel,
 ) -> Result<bool, crate::storage::StorageError> {
-    if owner == session.username {
+    let is_owner = requester.domain().as_str() == server.config.domain
+        && requester.node().is_some_and(|n| n.as_str() == owner);
+    if is_owner {
         return Ok(true);
     }
     Ok(match model {
@@ -328,7 +358,7 @@ async fn may_read(
         AccessModel::Whitelist => false,
         AccessModel::Presence => server
             .storage
-            .roster_item(owner, session.bare().as_str())
+            .roster_item(owner, requester.as_str())
             .await?
             .is_some_and(|item| item.subscription.has_from()),
     })

@@ -4,7 +4,6 @@
 
 use jid::{BareJid, Jid};
 use minidom::Element;
-use xmpp_parsers::stanza_error::{DefinedCondition, ErrorType};
 
 use super::roster::save_and_push;
 use crate::c2s::negotiation::account_jid;
@@ -61,7 +60,7 @@ pub async fn from_client(
             }
             Destination::Server => Ok(()),
             destination => {
-                directed(server, session, presence, destination);
+                directed(server, session, presence, destination).await;
                 Ok(())
             }
         },
@@ -70,7 +69,7 @@ pub async fn from_client(
             // Probes come from servers, not clients.
             None if kind == "probe" => Ok(()),
             None if kind == "error" => {
-                deliver_to(server, presence, &destination);
+                deliver_to(server, presence, &destination).await;
                 Ok(())
             }
             None => {
@@ -98,15 +97,6 @@ async fn subscription_from_client(
         return Ok(());
     };
     if contact == session.bare() {
-        return Ok(());
-    }
-    if contact.domain().as_str() != server.config.domain {
-        session.reply(stanza::error_reply(
-            presence,
-            ErrorType::Cancel,
-            DefinedCondition::RemoteServerNotFound,
-            "federation is not enabled on this server",
-        ));
         return Ok(());
     }
     outbound_subscription(server, &session.bare(), &contact, kind).await
@@ -171,22 +161,33 @@ pub async fn outbound_subscription(
     if route {
         route_subscription(server, user, contact, kind).await?;
         match kind {
-            SubscriptionKind::Subscribed => send_presence_of(server, &username, contact, false),
-            SubscriptionKind::Unsubscribed => send_presence_of(server, &username, contact, true),
+            SubscriptionKind::Subscribed => {
+                send_presence_of(server, &username, contact, false).await
+            }
+            SubscriptionKind::Unsubscribed => {
+                send_presence_of(server, &username, contact, true).await
+            }
             _ => {}
         }
     }
     Ok(())
 }
 
-/// Delivers a subscription stanza to a local contact, and the automatic
-/// answer (if the contact's server gives one) back to the user.
+/// Delivers a subscription stanza to the contact: on this server, with
+/// the automatic answer (if the contact's server gives one) back to the
+/// user; on another, through federation.
 async fn route_subscription(
     server: &Server,
     from: &BareJid,
     to: &BareJid,
     kind: SubscriptionKind,
 ) -> Result<(), StorageError> {
+    if to.domain().as_str() != server.config.domain {
+        server
+            .send_remote(subscription_between(from, to, kind))
+            .await;
+        return Ok(());
+    }
     let Some(to_user) = to.node().map(|n| n.as_str().to_owned()) else {
         return Ok(());
     };
@@ -269,10 +270,10 @@ pub async fn inbound_subscription(
         }
     }
     if answer == Some(SubscriptionKind::Subscribed) {
-        send_presence_of(server, username, from, false);
+        send_presence_of(server, username, from, false).await;
     }
     if kind == SubscriptionKind::Unsubscribe && deliver {
-        send_presence_of(server, username, from, true);
+        send_presence_of(server, username, from, true).await;
     }
     Ok(answer)
 }
@@ -283,18 +284,84 @@ fn subscription_stanza(
     domain: &str,
     kind: SubscriptionKind,
 ) -> Element {
+    match account_jid(to_user, domain) {
+        Some(to) => subscription_between(from, &to, kind),
+        None => subscription_between(from, from, kind),
+    }
+}
+
+/// `<presence type='subscribe|…' from to/>`.
+fn subscription_between(from: &BareJid, to: &BareJid, kind: SubscriptionKind) -> Element {
     let mut presence = stanza::new_stanza("presence");
     stanza::set_attr(&mut presence, "type", kind.as_str());
     stanza::set_attr(&mut presence, "from", from.to_string());
-    if let Some(to) = account_jid(to_user, domain) {
-        stanza::set_attr(&mut presence, "to", to.to_string());
-    }
+    stanza::set_attr(&mut presence, "to", to.to_string());
     presence
+}
+
+/// Handles a presence stanza from another server's user: subscription
+/// requests and answers, probes, and availability for local users.
+pub async fn from_remote(
+    server: &Server,
+    presence: Element,
+    from: &BareJid,
+    destination: Destination,
+) {
+    let user = match &destination {
+        Destination::Account(user) | Destination::Resource(user, _) => user.clone(),
+        _ => return,
+    };
+    let result = match presence.attr("type") {
+        None | Some("unavailable") | Some("error") => {
+            deliver_to(server, presence, &destination).await;
+            Ok(())
+        }
+        Some("probe") => answer_probe(server, &user, from).await,
+        Some(kind) => match SubscriptionKind::parse(kind) {
+            Some(kind) => remote_subscription(server, from, &user, kind).await,
+            None => Ok(()),
+        },
+    };
+    if let Err(e) = result {
+        tracing::error!("presence from another server failed: {e}");
+    }
+}
+
+/// A subscription stanza from another server's user; the answer the
+/// server gives on the local user's behalf goes back.
+async fn remote_subscription(
+    server: &Server,
+    from: &BareJid,
+    user: &str,
+    kind: SubscriptionKind,
+) -> Result<(), StorageError> {
+    if let Some(answer) = inbound_subscription(server, from, user, kind).await? {
+        if let Some(local) = account_jid(user, &server.config.domain) {
+            server
+                .send_remote(subscription_between(&local, from, answer))
+                .await;
+        }
+    }
+    Ok(())
+}
+
+/// A probe (RFC 6121 §4.3): a contact allowed to see `user`'s presence
+/// gets the current presence of each available resource.
+async fn answer_probe(server: &Server, user: &str, from: &BareJid) -> Result<(), StorageError> {
+    let allowed = server
+        .storage
+        .roster_item(user, from.as_str())
+        .await?
+        .is_some_and(|item| item.subscription.has_from());
+    if allowed {
+        send_presence_of(server, user, from, false).await;
+    }
+    Ok(())
 }
 
 /// Sends the current presence of each available resource of `username`
 /// (or `unavailable` from each) to `to`.
-fn send_presence_of(server: &Server, username: &str, to: &BareJid, unavailable: bool) {
+async fn send_presence_of(server: &Server, username: &str, to: &BareJid, unavailable: bool) {
     for resource in server.sessions.resources(username) {
         let Some(mut presence) = resource.presence.as_deref().cloned() else {
             continue;
@@ -307,7 +374,8 @@ fn send_presence_of(server: &Server, username: &str, to: &BareJid, unavailable: 
             server,
             presence,
             &server.destination(Some(&Jid::from(to.clone()))),
-        );
+        )
+        .await;
     }
 }
 
@@ -341,12 +409,12 @@ async fn broadcast(
     );
     let items = server.storage.roster_items(&session.username).await?;
     for item in items.iter().filter(|i| i.subscription.has_from()) {
-        send_to_contact(server, &presence, &item.contact);
+        send_to_contact(server, &presence, &item.contact).await;
     }
     send_to_own_resources(server, session, &presence);
     if initial {
         for item in items.iter().filter(|i| i.subscription.has_to()) {
-            probe(server, session, &item.contact);
+            probe(server, session, &item.contact).await;
         }
         for item in items.iter().filter(|i| i.pending_in) {
             if let Ok(from) = BareJid::new(&item.contact) {
@@ -377,7 +445,7 @@ pub async fn go_unavailable(
     for to in std::mem::take(&mut session.directed_presence) {
         let mut copy = unavailable.clone();
         stanza::set_attr(&mut copy, "to", to.to_string());
-        deliver_to(server, copy, &server.destination(Some(&to)));
+        deliver_to(server, copy, &server.destination(Some(&to))).await;
     }
     if !session.available {
         return Ok(());
@@ -388,20 +456,25 @@ pub async fn go_unavailable(
         .set_presence(&session.username, session.handle.id, None, 0);
     for item in server.storage.roster_items(&session.username).await? {
         if item.subscription.has_from() {
-            send_to_contact(server, &unavailable, &item.contact);
+            send_to_contact(server, &unavailable, &item.contact).await;
         }
     }
     send_to_own_resources(server, session, &unavailable);
     Ok(())
 }
 
-/// Answers an initial presence's probe of a local contact with the
-/// contact's available resources' presence.
-fn probe(server: &Server, session: &SessionCtx, contact: &str) {
+/// Probes a contact at initial presence: a local contact's available
+/// resources answer at once; a remote contact's server gets a probe.
+async fn probe(server: &Server, session: &SessionCtx, contact: &str) {
     let Ok(contact) = BareJid::new(contact) else {
         return;
     };
     if contact.domain().as_str() != server.config.domain {
+        let mut probe = stanza::new_stanza("presence");
+        stanza::set_attr(&mut probe, "type", "probe");
+        stanza::set_attr(&mut probe, "from", session.bare().to_string());
+        stanza::set_attr(&mut probe, "to", contact.to_string());
+        server.send_remote(probe).await;
         return;
     }
     let Some(user) = contact.node() else { return };
@@ -413,11 +486,11 @@ fn probe(server: &Server, session: &SessionCtx, contact: &str) {
     }
 }
 
-fn send_to_contact(server: &Server, presence: &Element, contact: &str) {
+async fn send_to_contact(server: &Server, presence: &Element, contact: &str) {
     let Ok(to) = Jid::new(contact) else { return };
     let mut copy = presence.clone();
     stanza::set_attr(&mut copy, "to", to.to_string());
-    deliver_to(server, copy, &server.destination(Some(&to)));
+    deliver_to(server, copy, &server.destination(Some(&to))).await;
 }
 
 fn send_to_own_resources(server: &Server, session: &SessionCtx, presence: &Element) {
@@ -435,7 +508,7 @@ fn send_to_own_resources(server: &Server, session: &SessionCtx, presence: &Eleme
 
 /// Directed presence (RFC 6121 §4.6): delivered as addressed, and
 /// remembered so that the recipient learns when the session goes away.
-fn directed(
+async fn directed(
     server: &Server,
     session: &mut SessionCtx,
     presence: Element,
@@ -445,16 +518,17 @@ fn directed(
         return;
     };
     let available = presence.attr("type").is_none();
-    deliver_to(server, presence, &destination);
+    deliver_to(server, presence, &destination).await;
     session.directed_presence.retain(|j| *j != to);
     if available && session.available {
         session.directed_presence.push(to);
     }
 }
 
-/// Delivers a presence stanza to a local JID: to a bare JID, every
-/// available resource; to a full JID, that resource.
-fn deliver_to(server: &Server, presence: Element, destination: &Destination) {
+/// Delivers a presence stanza: to a local bare JID, every available
+/// resource; to a local full JID, that resource; to another server's
+/// user, through federation.
+async fn deliver_to(server: &Server, presence: Element, destination: &Destination) {
     match destination {
         Destination::Account(user) => {
             for resource in server
@@ -471,9 +545,7 @@ fn deliver_to(server: &Server, presence: Element, destination: &Destination) {
                 target.handle.send(presence);
             }
         }
-        Destination::Server
-        | Destination::Hub(_)
-        | Destination::Upload
-        | Destination::Remote(_) => {}
+        Destination::Remote(_) => server.send_remote(presence).await,
+        Destination::Server | Destination::Hub(_) | Destination::Upload => {}
     }
 }

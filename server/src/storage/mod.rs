@@ -17,6 +17,7 @@ use crate::sasl::{ScramHash, StoredCredentials};
 
 mod hub;
 mod keys;
+mod s2s_queue;
 mod uploads;
 pub use hub::{Appended, CommitUpdate, HubGroup, LogAppend, StateChange};
 pub use keys::{ClaimedKeyPackage, KeyUpload};

@@ -153,7 +153,7 @@ impl TestServer {
         let data = dir.path().join("data");
         let config = format!(
             "domain = \"{DOMAIN}\"\ndata_dir = \"{}\"\nregistration = \"{}\"\n{}\n\
-             [listen]\nc2s = \"127.0.0.1:0\"\nc2s_tls = \"127.0.0.1:0\"\nupload = \"127.0.0.1:0\"\n\
+             [listen]\nc2s = \"127.0.0.1:0\"\nc2s_tls = \"127.0.0.1:0\"\nupload = \"127.0.0.1:0\"\ns2s = \"127.0.0.1:0\"\ns2s_tls = \"127.0.0.1:0\"\n\
              [tls]\ncert = \"{}\"\nkey = \"{}\"\n[limits]\n{}\n{}\n",
             data.display(),
             options.registration,
