@@ -25,8 +25,14 @@ pub struct Member {
 }
 
 impl Member {
+    /// Creates the account (password "secret") and logs in.
     pub async fn new(server: &TestServer, user: &str) -> Member {
         server.add_user(user, "secret");
+        Self::login(server, user).await
+    }
+
+    /// Logs in to an existing account with a new device.
+    pub async fn login(server: &TestServer, user: &str) -> Member {
         super::TestCa::get();
         let jid = BareJid::new(&server.jid(user)).expect("jid");
         let target = Target::Address(server.c2s_tls.to_string());
@@ -109,7 +115,8 @@ impl Member {
                 data: group_info,
             },
         };
-        let created = Created::try_from(self.set(Some(GROUPS), create).await.expect("created"))
+        let hub = format!("groups.{}", self.device.name().jid.domain());
+        let created = Created::try_from(self.set(Some(&hub), create).await.expect("created"))
             .expect("created element");
         (id, created.address.to_string())
     }

@@ -24,6 +24,7 @@ use tokio_xmpp::parsers::stanza::Stanza;
 use tokio_xmpp::xmlstream::Timeouts;
 use tokio_xmpp::{Client, Event, IqRequest, IqResponse};
 
+pub mod dns;
 pub mod mls;
 
 /// How long any single expectation waits.
@@ -73,11 +74,16 @@ impl TestCa {
     /// Issues a certificate for `domain` (and `*.domain`) into `dir`;
     /// returns (cert, key) paths.
     pub fn issue(&self, domain: &str, dir: &Path) -> (PathBuf, PathBuf) {
-        // 127.0.0.1 too: the upload service's URLs name it in tests.
+        self.issue_for(domain, "127.0.0.1", dir)
+    }
+
+    /// Issues a certificate for `domain`, `*.domain` and the IP address
+    /// `ip` (the upload service's URLs name it in tests).
+    pub fn issue_for(&self, domain: &str, ip: &str, dir: &Path) -> (PathBuf, PathBuf) {
         let params = rcgen::CertificateParams::new(vec![
             domain.to_owned(),
             format!("*.{domain}"),
-            "127.0.0.1".to_owned(),
+            ip.to_owned(),
         ])
         .expect("params");
         let key = rcgen::KeyPair::generate().expect("key");
@@ -116,6 +122,12 @@ pub struct ServerOptions {
     pub registration: &'static str,
     /// Extra TOML after `[limits]` (whole sections, e.g. `[keys]`).
     pub sections: String,
+    /// The domain served.
+    pub domain: String,
+    /// The loopback address every listener binds (on free ports).
+    pub address: String,
+    /// Fixed s2s ports (STARTTLS, direct TLS), kept across restarts.
+    pub s2s_ports: Option<(u16, u16)>,
 }
 
 impl Default for ServerOptions {
@@ -125,6 +137,9 @@ impl Default for ServerOptions {
             limits: String::new(),
             registration: "open",
             sections: String::new(),
+            domain: DOMAIN.to_owned(),
+            address: "127.0.0.1".to_owned(),
+            s2s_ports: None,
         }
     }
 }
@@ -135,6 +150,9 @@ pub struct TestServer {
     pub config_path: PathBuf,
     pub c2s: SocketAddr,
     pub c2s_tls: SocketAddr,
+    /// The s2s STARTTLS listener.
+    pub s2s: SocketAddr,
+    pub domain: String,
     pub report: Vec<String>,
     child: Child,
 }
@@ -149,12 +167,15 @@ impl TestServer {
     pub fn start_with(options: ServerOptions) -> TestServer {
         let ca = TestCa::get();
         let dir = tempfile::tempdir().expect("temp dir");
-        let (cert, key) = ca.issue(DOMAIN, dir.path());
+        let (cert, key) = ca.issue_for(&options.domain, &options.address, dir.path());
         let data = dir.path().join("data");
+        let ip = &options.address;
+        let (s2s, s2s_tls) = options.s2s_ports.unwrap_or((0, 0));
         let config = format!(
-            "domain = \"{DOMAIN}\"\ndata_dir = \"{}\"\nregistration = \"{}\"\n{}\n\
-             [listen]\nc2s = \"127.0.0.1:0\"\nc2s_tls = \"127.0.0.1:0\"\nupload = \"127.0.0.1:0\"\ns2s = \"127.0.0.1:0\"\ns2s_tls = \"127.0.0.1:0\"\n\
+            "domain = \"{}\"\ndata_dir = \"{}\"\nregistration = \"{}\"\n{}\n\
+             [listen]\nc2s = \"{ip}:0\"\nc2s_tls = \"{ip}:0\"\nupload = \"{ip}:0\"\ns2s = \"{ip}:{s2s}\"\ns2s_tls = \"{ip}:{s2s_tls}\"\n\
              [tls]\ncert = \"{}\"\nkey = \"{}\"\n[limits]\n{}\n{}\n",
+            options.domain,
             data.display(),
             options.registration,
             options.top,
@@ -166,12 +187,14 @@ impl TestServer {
         let config_path = dir.path().join("tern.toml");
         std::fs::write(&config_path, config).expect("write config");
         let (child, report) = spawn_server(&config_path, dir.path());
-        let (c2s, c2s_tls) = addresses(&report);
+        let (c2s, c2s_tls, s2s) = addresses(&report);
         TestServer {
             dir,
             config_path,
             c2s,
             c2s_tls,
+            s2s,
+            domain: options.domain,
             report,
             child,
         }
@@ -196,12 +219,19 @@ impl TestServer {
     pub fn kill_and_restart(&mut self) {
         self.child.kill().expect("kill");
         self.child.wait().expect("wait");
+        self.restart();
+    }
+
+    /// Starts the server again (after [`TestServer::terminate`] or a
+    /// kill) on the same data and configuration.
+    pub fn restart(&mut self) {
         let (child, report) = spawn_server(&self.config_path, self.dir.path());
-        let (c2s, c2s_tls) = addresses(&report);
+        let (c2s, c2s_tls, s2s) = addresses(&report);
         self.child = child;
         self.report = report;
         self.c2s = c2s;
         self.c2s_tls = c2s_tls;
+        self.s2s = s2s;
     }
 
     /// Sends SIGTERM and waits (bounded) for a clean exit; returns whether
@@ -213,7 +243,7 @@ impl TestServer {
 
     /// The full JID string of a user.
     pub fn jid(&self, user: &str) -> String {
-        format!("{user}@{DOMAIN}")
+        format!("{user}@{}", self.domain)
     }
 
     /// Creates an account with the admin command.
@@ -298,7 +328,7 @@ fn spawn_server(config: &Path, dir: &Path) -> (Child, Vec<String>) {
     });
     let mut report = Vec::new();
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while !report.iter().any(|l: &String| l.contains("plaintext")) {
+    while !report.iter().any(|l: &String| l.contains("federation")) {
         let left = deadline.saturating_duration_since(std::time::Instant::now());
         match rx.recv_timeout(left) {
             Ok(line) => report.push(line),
@@ -314,7 +344,7 @@ fn spawn_server(config: &Path, dir: &Path) -> (Child, Vec<String>) {
     (child, report)
 }
 
-fn addresses(report: &[String]) -> (SocketAddr, SocketAddr) {
+fn addresses(report: &[String]) -> (SocketAddr, SocketAddr, SocketAddr) {
     let find = |label: &str| -> SocketAddr {
         report
             .iter()
@@ -324,7 +354,7 @@ fn addresses(report: &[String]) -> (SocketAddr, SocketAddr) {
             .parse()
             .expect("address")
     };
-    (find("c2s STARTTLS"), find("c2s TLS"))
+    (find("c2s STARTTLS"), find("c2s TLS"), find("s2s STARTTLS"))
 }
 
 /// How a client connects.

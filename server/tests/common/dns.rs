@@ -1,0 +1,91 @@
+//! dnsmasq as the test bed's DNS server, on loopback, touching nothing
+//! system-wide (shared by the server's and the CLI's tests).
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// dnsmasq serving the test domain's records on a free loopback port,
+/// stopped on drop.
+pub struct Dns {
+    pub child: Child,
+    pub address: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Dns {
+    /// `None` when dnsmasq is not installed (allowed outside CI).
+    pub fn start(records: &str) -> Option<Dns> {
+        Self::start_at(free_port(), records)
+    }
+
+    /// Starts dnsmasq on `port` (see [`free_port`]); `None` as for
+    /// [`Dns::start`].
+    pub fn start_at(port: u16, records: &str) -> Option<Dns> {
+        let dnsmasq = dnsmasq()?;
+        let dir = tempfile::tempdir().expect("dir");
+        let conf = dir.path().join("dns.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "port={port}\nlisten-address=127.0.0.1\nbind-interfaces\nno-resolv\nno-hosts\n\
+                 no-poll\nlocal=/test/\n{records}"
+            ),
+        )
+        .expect("dns.conf");
+        let child = Command::new(dnsmasq)
+            .arg("--no-daemon")
+            .arg(format!("--conf-file={}", conf.display()))
+            .arg("--pid-file=")
+            .arg("--user=root")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start dnsmasq");
+        // Ready when it answers on TCP.
+        let address = format!("127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(&address).is_err() {
+            assert!(Instant::now() < deadline, "dnsmasq did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Some(Dns {
+            child,
+            address,
+            _dir: dir,
+        })
+    }
+}
+
+impl Drop for Dns {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A free UDP (and, almost surely, TCP) port on 127.0.0.1.
+pub fn free_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// The dnsmasq binary; `None` when it is not installed (allowed outside
+/// CI).
+fn dnsmasq() -> Option<&'static str> {
+    let found = ["/usr/sbin/dnsmasq", "/usr/bin/dnsmasq"]
+        .into_iter()
+        .find(|p| Path::new(p).exists());
+    if found.is_none() {
+        let required =
+            std::env::var_os("CI").is_some() || std::env::var_os("TERN_REQUIRE_PEERS").is_some();
+        assert!(
+            !required,
+            "no dnsmasq: run the README's test command (scripts/test.sh)"
+        );
+        eprintln!("SKIPPED: no dnsmasq; run scripts/test.sh");
+    }
+    found
+}

@@ -1,0 +1,372 @@
+//! Federation between real Tern servers: each on its own loopback
+//! address and domain, found through dnsmasq SRV records (on ports only
+//! the SRV records tell), with certificates from the test CA; users chat
+//! across domains end-to-end encrypted with tern-e2ee devices.
+
+mod common;
+
+use common::dns::{free_port, Dns};
+use common::mls::{Member, NS};
+use common::{ServerOptions, TestCa, TestServer};
+use tern_e2ee::wire::payload::WelcomePayload;
+use tern_e2ee::{ConversationId, Incoming};
+
+/// Servers of one test, with their DNS.
+struct Bed {
+    servers: Vec<TestServer>,
+    _dns: Option<Dns>,
+}
+
+impl Bed {
+    /// Starts one server per `(domain, extra [federation] keys)` on
+    /// 127.`net`.0.2, .3, …, then dnsmasq with their SRV records. `None`
+    /// without dnsmasq (allowed outside CI).
+    fn start(net: u8, specs: &[(&str, &str)]) -> Option<Bed> {
+        let dns_port = free_port();
+        let ca = TestCa::get().ca_path();
+        let servers = specs
+            .iter()
+            .enumerate()
+            .map(|(i, (domain, extra))| {
+                TestServer::start_with(ServerOptions {
+                    domain: (*domain).to_owned(),
+                    address: format!("127.{net}.0.{}", i + 2),
+                    s2s_ports: Some((free_port(), free_port())),
+                    sections: format!(
+                        "[federation]\nnameserver = \"127.0.0.1:{dns_port}\"\nca_file = \"{}\"\n\
+                         retry_max_secs = 1\n{extra}\n",
+                        ca.display()
+                    ),
+                    ..Default::default()
+                })
+            })
+            .collect();
+        let mut bed = Bed {
+            servers,
+            _dns: None,
+        };
+        bed._dns = Some(Dns::start_at(dns_port, &bed.records())?);
+        Some(bed)
+    }
+
+    /// Address and SRV records of every server: its domain and its
+    /// groups and upload domains all point at its s2s port.
+    fn records(&self) -> String {
+        let mut records = String::new();
+        for server in &self.servers {
+            let (domain, s2s) = (&server.domain, server.s2s);
+            records.push_str(&format!("host-record={domain},{}\n", s2s.ip()));
+            for name in [
+                domain.clone(),
+                format!("groups.{domain}"),
+                format!("upload.{domain}"),
+            ] {
+                records.push_str(&format!(
+                    "srv-host=_xmpp-server._tcp.{name},{domain},{},0,0\n",
+                    s2s.port()
+                ));
+            }
+        }
+        records
+    }
+
+    fn server(&self, domain: &str) -> &TestServer {
+        self.servers
+            .iter()
+            .find(|s| s.domain == domain)
+            .expect("server of the bed")
+    }
+}
+
+fn text_of(incoming: &Incoming) -> Option<&str> {
+    match incoming {
+        Incoming::Message { envelope, .. } => envelope.body(),
+        _ => None,
+    }
+}
+
+/// Waits for a Welcome from `group` and joins with it.
+async fn join_from_welcome(member: &mut Member, group: &str) -> ConversationId {
+    let from = group.to_owned();
+    let welcome = member
+        .client
+        .expect("a welcome", move |e| {
+            e.attr("from") == Some(&from) && e.get_child("welcome", NS).is_some()
+        })
+        .await;
+    let welcome =
+        WelcomePayload::try_from(welcome.get_child("welcome", NS).expect("welcome").clone())
+            .expect("welcome payload");
+    member
+        .device
+        .join(&welcome.data, welcome.seq.expect("seq"))
+        .await
+        .expect("join")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn users_on_three_servers_subscribe_claim_keys_and_share_a_group() {
+    let Some(bed) = Bed::start(1, &[("a.test", ""), ("b.test", ""), ("c.test", "")]) else {
+        return;
+    };
+    let mut alice = Member::new(bed.server("a.test"), "alice").await;
+    let mut bob = Member::new(bed.server("b.test"), "bob").await;
+    let mut carol = Member::new(bed.server("c.test"), "carol").await;
+
+    // Presence subscription both ways across domains.
+    alice
+        .client
+        .send_xml("<presence xmlns='jabber:client' to='bob@b.test' type='subscribe'/>")
+        .await;
+    bob.client
+        .expect("alice's request", |e| {
+            e.name() == "presence"
+                && e.attr("type") == Some("subscribe")
+                && e.attr("from") == Some("alice@a.test")
+        })
+        .await;
+    bob.client
+        .send_xml("<presence xmlns='jabber:client' to='alice@a.test' type='subscribed'/>")
+        .await;
+    alice
+        .client
+        .expect("bob's approval", |e| {
+            e.name() == "presence"
+                && e.attr("type") == Some("subscribed")
+                && e.attr("from") == Some("bob@b.test")
+        })
+        .await;
+    alice
+        .client
+        .expect("bob's presence", |e| {
+            e.name() == "presence"
+                && e.attr("type").is_none()
+                && e.attr("from").is_some_and(|f| f.starts_with("bob@b.test/"))
+        })
+        .await;
+
+    // Key packages claimed across domains; a group hosted on a.test.
+    bob.upload(2).await;
+    carol.upload(2).await;
+    let (id, group) = alice.create_group().await;
+    assert!(group.ends_with("@groups.a.test"), "{group}");
+    let mut packages = Vec::new();
+    for user in ["bob@b.test", "carol@c.test"] {
+        let claimed = alice.claim(user).await.expect("remote key packages");
+        packages.extend(claimed.key_packages.into_iter().map(|p| p.data));
+    }
+    let out = alice.device.add_members(&id, &packages).await.expect("add");
+    let accepted = alice.submit(&group, &out).await.expect("commit accepted");
+    alice
+        .device
+        .commit_accepted(&id, accepted.seq)
+        .await
+        .expect("merge");
+    let bob_id = join_from_welcome(&mut bob, &group).await;
+    let carol_id = join_from_welcome(&mut carol, &group).await;
+    assert_eq!((bob_id.clone(), carol_id.clone()), (id.clone(), id.clone()));
+    assert_eq!(bob.next_entry(&group).await.seq, Some(1));
+    assert_eq!(carol.next_entry(&group).await.seq, Some(1));
+    assert!(matches!(
+        alice.receive(&group, &id).await,
+        Incoming::Duplicate
+    ));
+
+    // Messages from each domain reach the others through the hub.
+    bob.send_text(&group, &id, "hello from b").await;
+    assert_eq!(
+        text_of(&alice.receive(&group, &id).await),
+        Some("hello from b")
+    );
+    assert_eq!(
+        text_of(&carol.receive(&group, &id).await),
+        Some("hello from b")
+    );
+    assert!(matches!(bob.receive(&group, &id).await, Incoming::OwnEcho));
+    carol.send_text(&group, &id, "hello from c").await;
+    for member in [&mut alice, &mut bob] {
+        assert_eq!(
+            text_of(&member.receive(&group, &id).await),
+            Some("hello from c")
+        );
+    }
+    assert!(matches!(
+        carol.receive(&group, &id).await,
+        Incoming::OwnEcho
+    ));
+
+    // Concurrent commits from two domains: one wins, the other catches up
+    // and commits again.
+    let from_alice = alice.device.self_update(&id).await.expect("update");
+    let from_bob = bob.device.self_update(&id).await.expect("update");
+    let won = alice
+        .submit(&group, &from_alice)
+        .await
+        .expect("first commit wins");
+    alice
+        .device
+        .commit_accepted(&id, won.seq)
+        .await
+        .expect("merge");
+    let lost = bob
+        .submit(&group, &from_bob)
+        .await
+        .expect_err("second commit is stale");
+    assert_eq!(common::mls::condition(&lost).as_deref(), Some("conflict"));
+    bob.device.commit_refused(&id).await.expect("discard");
+    assert!(matches!(
+        bob.receive(&group, &id).await,
+        Incoming::Commit { .. }
+    ));
+    assert!(matches!(
+        carol.receive(&group, &id).await,
+        Incoming::Commit { .. }
+    ));
+    assert!(matches!(
+        alice.receive(&group, &id).await,
+        Incoming::Duplicate
+    ));
+    let retry = bob.device.self_update(&id).await.expect("update again");
+    let accepted = bob.submit(&group, &retry).await.expect("retry accepted");
+    bob.device
+        .commit_accepted(&id, accepted.seq)
+        .await
+        .expect("merge");
+    for member in [&mut alice, &mut carol] {
+        assert!(matches!(
+            member.receive(&group, &id).await,
+            Incoming::Commit { .. }
+        ));
+    }
+    assert!(matches!(
+        bob.receive(&group, &id).await,
+        Incoming::Duplicate
+    ));
+
+    // A remove across domains: carol leaves the group's epochs.
+    let out = alice
+        .device
+        .remove_user(&id, &carol.device.name().jid)
+        .await
+        .expect("remove");
+    let accepted = alice.submit(&group, &out).await.expect("remove accepted");
+    alice
+        .device
+        .commit_accepted(&id, accepted.seq)
+        .await
+        .expect("merge");
+    assert!(matches!(
+        bob.receive(&group, &id).await,
+        Incoming::Commit { .. }
+    ));
+    assert!(matches!(
+        carol.receive(&group, &id).await,
+        Incoming::Commit { evicted: true, .. }
+    ));
+    alice.send_text(&group, &id, "without carol").await;
+    assert_eq!(
+        text_of(&bob.receive(&group, &id).await),
+        Some("without carol")
+    );
+
+    let status = federation_status(bed.server("a.test"));
+    assert!(
+        status.contains("out groups.a.test -> b.test: connected, certificate"),
+        "{status}"
+    );
+    assert!(
+        status.contains("out a.test -> b.test: connected, certificate"),
+        "{status}"
+    );
+}
+
+/// `tern-server federation status` of a running server.
+fn federation_status(server: &TestServer) -> String {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_tern-server"))
+        .arg("--config")
+        .arg(&server.config_path)
+        .args(["federation", "status"])
+        .output()
+        .expect("run tern-server federation status");
+    assert!(output.status.success(), "{output:?}");
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// An OMEMO-style encrypted chat message (the server carries it, never
+/// reads it).
+fn encrypted_chat(to: &str, id: &str) -> String {
+    format!(
+        "<message xmlns='jabber:client' to='{to}' type='chat' id='{id}'>\
+         <encrypted xmlns='eu.siacs.conversations.axolotl'><payload>{id}</payload></encrypted></message>"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dialback_authenticates_when_certificates_are_not_used() {
+    let dialback_only = "certificate_auth = false";
+    let Some(bed) = Bed::start(2, &[("a.test", dialback_only), ("b.test", dialback_only)]) else {
+        return;
+    };
+    let alice = Member::new(bed.server("a.test"), "alice").await;
+    let mut bob = Member::new(bed.server("b.test"), "bob").await;
+    let mut alice = alice;
+    alice
+        .client
+        .send_xml(&encrypted_chat("bob@b.test", "m1"))
+        .await;
+    bob.client
+        .expect("alice's message", |e| e.attr("id") == Some("m1"))
+        .await;
+    bob.client
+        .send_xml(&encrypted_chat("alice@a.test", "m2"))
+        .await;
+    alice
+        .client
+        .expect("bob's answer", |e| e.attr("id") == Some("m2"))
+        .await;
+    let status = federation_status(bed.server("a.test"));
+    assert!(
+        status.contains("out a.test -> b.test: connected, dialback"),
+        "{status}"
+    );
+    assert!(status.contains("a.test <- b.test (dialback)"), "{status}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn stanzas_for_a_stopped_server_wait_and_arrive_in_order() {
+    let Some(mut bed) = Bed::start(3, &[("a.test", ""), ("b.test", "")]) else {
+        return;
+    };
+    bed.server("b.test").add_user("bob", "secret");
+    let mut alice = Member::new(bed.server("a.test"), "alice").await;
+    alice
+        .client
+        .send_xml(&encrypted_chat("bob@b.test", "first"))
+        .await;
+    // b.test goes away; alice goes on sending.
+    assert!(bed.servers[1].terminate(), "b.test stops cleanly");
+    for n in 0..5 {
+        alice
+            .client
+            .send_xml(&encrypted_chat("bob@b.test", &format!("while-down-{n}")))
+            .await;
+    }
+    // a.test restarts meanwhile: its queue survives.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    alice.go_offline().await;
+    assert!(bed.servers[0].terminate(), "a.test stops cleanly");
+    bed.servers[0].restart();
+    bed.servers[1].restart();
+    let mut bob = Member::login(bed.server("b.test"), "bob").await;
+    let mut ids = Vec::new();
+    while ids.len() < 6 {
+        let message = bob
+            .client
+            .expect("alice's messages", |e| e.name() == "message")
+            .await;
+        ids.push(message.attr("id").unwrap_or_default().to_owned());
+    }
+    let mut expected = vec!["first".to_owned()];
+    expected.extend((0..5).map(|n| format!("while-down-{n}")));
+    assert_eq!(ids, expected);
+}
