@@ -6,10 +6,9 @@
 mod common;
 
 use common::dns::{free_port, Dns};
-use common::mls::{Member, NS};
+use common::mls::Member;
 use common::{ServerOptions, TestCa, TestServer};
-use tern_e2ee::wire::payload::WelcomePayload;
-use tern_e2ee::{ConversationId, Incoming};
+use tern_e2ee::Incoming;
 
 /// Servers of one test, with their DNS.
 struct Bed {
@@ -85,25 +84,6 @@ fn text_of(incoming: &Incoming) -> Option<&str> {
     }
 }
 
-/// Waits for a Welcome from `group` and joins with it.
-async fn join_from_welcome(member: &mut Member, group: &str) -> ConversationId {
-    let from = group.to_owned();
-    let welcome = member
-        .client
-        .expect("a welcome", move |e| {
-            e.attr("from") == Some(&from) && e.get_child("welcome", NS).is_some()
-        })
-        .await;
-    let welcome =
-        WelcomePayload::try_from(welcome.get_child("welcome", NS).expect("welcome").clone())
-            .expect("welcome payload");
-    member
-        .device
-        .join(&welcome.data, welcome.seq.expect("seq"))
-        .await
-        .expect("join")
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn users_on_three_servers_subscribe_claim_keys_and_share_a_group() {
     let Some(bed) = Bed::start(1, &[("a.test", ""), ("b.test", ""), ("c.test", "")]) else {
@@ -162,8 +142,8 @@ async fn users_on_three_servers_subscribe_claim_keys_and_share_a_group() {
         .commit_accepted(&id, accepted.seq)
         .await
         .expect("merge");
-    let bob_id = join_from_welcome(&mut bob, &group).await;
-    let carol_id = join_from_welcome(&mut carol, &group).await;
+    let (bob_id, _) = bob.join_from_welcome(&group).await;
+    let (carol_id, _) = carol.join_from_welcome(&group).await;
     assert_eq!((bob_id.clone(), carol_id.clone()), (id.clone(), id.clone()));
     assert_eq!(bob.next_entry(&group).await.seq, Some(1));
     assert_eq!(carol.next_entry(&group).await.seq, Some(1));

@@ -6,7 +6,6 @@ mod common;
 use common::mls::{condition, Member, GROUPS, NS};
 use common::TestServer;
 use tern_e2ee::wire::hub::{GroupInfoData, Log, StaleEpoch};
-use tern_e2ee::wire::payload::WelcomePayload;
 use tern_e2ee::Incoming;
 
 fn text_of(incoming: &Incoming) -> Option<&str> {
@@ -38,18 +37,8 @@ async fn the_hub_orders_a_group_and_only_members_take_part() {
         .expect("merge");
 
     // Bob gets the Welcome and the commit; he joins after it.
-    let group_for_welcome = group.clone();
-    let welcome = bob
-        .client
-        .expect("a welcome", move |e| {
-            e.attr("from") == Some(&group_for_welcome) && e.get_child("welcome", NS).is_some()
-        })
-        .await;
-    let welcome =
-        WelcomePayload::try_from(welcome.get_child("welcome", NS).expect("welcome").clone())
-            .expect("welcome payload");
-    assert_eq!(welcome.seq, Some(1));
-    let bob_id = bob.device.join(&welcome.data, 1).await.expect("join");
+    let (bob_id, welcome_seq) = bob.join_from_welcome(&group).await;
+    assert_eq!(welcome_seq, 1);
     assert_eq!(bob_id, id);
     assert_eq!(bob.next_entry(&group).await.seq, Some(1));
     assert!(matches!(

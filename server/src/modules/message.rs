@@ -48,17 +48,6 @@ pub async fn from_client(
     message: Element,
     destination: Destination,
 ) {
-    let plaintext = ciphertext::is_plaintext(&message);
-    if plaintext && server.config.plaintext == PlaintextPolicy::Refuse {
-        tracing::debug!(from = %session.jid, "refused a plaintext message");
-        session.reply(stanza::error_reply(
-            &message,
-            ErrorType::Modify,
-            DefinedCondition::PolicyViolation,
-            ciphertext::REFUSAL_TEXT,
-        ));
-        return;
-    }
     // RFC 6121 §8.1.1: a message without 'to' is for the sender's own bare JID.
     let destination = match destination {
         Destination::Server if message.attr("to").is_none() => {
@@ -66,11 +55,47 @@ pub async fn from_client(
         }
         other => other,
     };
-    let bounce = match destination {
+    let bounce = route(server, message, &session.bare(), destination).await;
+    session.reply(bounce);
+}
+
+/// Handles a message from another server's user (or a bounce of ours).
+/// Errors go back through federation.
+pub async fn from_remote(
+    server: &Server,
+    message: Element,
+    from: &BareJid,
+    destination: Destination,
+) {
+    let bounce = route(server, message, from, destination).await;
+    server.send_remote_reply(bounce).await;
+}
+
+/// Applies the ciphertext rule, then routes the message to a local user,
+/// a group or another server. Returns the error for its sender, if any.
+async fn route(
+    server: &Server,
+    message: Element,
+    sender: &BareJid,
+    destination: Destination,
+) -> Option<Element> {
+    let plaintext = ciphertext::is_plaintext(&message);
+    if plaintext && server.config.plaintext == PlaintextPolicy::Refuse {
+        tracing::debug!(%sender, "refused a plaintext message");
+        return stanza::error_reply(
+            &message,
+            ErrorType::Modify,
+            DefinedCondition::PolicyViolation,
+            ciphertext::REFUSAL_TEXT,
+        );
+    }
+    let resource = match &destination {
+        Destination::Resource(_, resource) => Some(resource.as_str()),
+        _ => None,
+    };
+    match &destination {
         Destination::Server => None,
-        Destination::Hub(Some(group)) => {
-            crate::hub::message(server, &session.bare(), message, &group).await
-        }
+        Destination::Hub(Some(group)) => crate::hub::message(server, sender, message, group).await,
         Destination::Hub(None) => {
             errors::service_unavailable(&message, "send to a group's address")
         }
@@ -81,59 +106,13 @@ pub async fn from_client(
             server.send_remote(message).await;
             None
         }
-        Destination::Account(user) => deliver(server, message, &user, None, !plaintext)
-            .await
-            .err()
-            .flatten(),
-        Destination::Resource(user, resource) => {
-            deliver(server, message, &user, Some(&resource), !plaintext)
+        Destination::Account(user) | Destination::Resource(user, _) => {
+            deliver(server, message, user, resource, !plaintext)
                 .await
                 .err()
                 .flatten()
         }
-    };
-    session.reply(bounce);
-}
-
-/// Handles a message from another server's user (or a bounce of ours):
-/// the ciphertext rule, then delivery to a local user or a group. Errors
-/// go back through federation.
-pub async fn from_remote(
-    server: &Server,
-    message: Element,
-    from: &BareJid,
-    destination: Destination,
-) {
-    let plaintext = ciphertext::is_plaintext(&message);
-    if plaintext && server.config.plaintext == PlaintextPolicy::Refuse {
-        tracing::debug!(%from, "refused a plaintext message from another server");
-        let refusal = stanza::error_reply(
-            &message,
-            ErrorType::Modify,
-            DefinedCondition::PolicyViolation,
-            ciphertext::REFUSAL_TEXT,
-        );
-        server.send_remote_reply(refusal).await;
-        return;
     }
-    let bounce = match destination {
-        Destination::Account(user) => deliver(server, message, &user, None, !plaintext)
-            .await
-            .err()
-            .flatten(),
-        Destination::Resource(user, resource) => {
-            deliver(server, message, &user, Some(&resource), !plaintext)
-                .await
-                .err()
-                .flatten()
-        }
-        Destination::Hub(Some(group)) => crate::hub::message(server, from, message, &group).await,
-        Destination::Hub(None) | Destination::Upload | Destination::Server => {
-            errors::service_unavailable(&message, "")
-        }
-        Destination::Remote(_) => None,
-    };
-    server.send_remote_reply(bounce).await;
 }
 
 /// Delivers a message to a local user, by RFC 6121 rules. `storable`: may

@@ -7,7 +7,7 @@ use tern_e2ee::connection::{Connection, Target};
 use tern_e2ee::envelope::Content;
 use tern_e2ee::wire::hub::{Accepted, Create, Created, GroupInfoData};
 use tern_e2ee::wire::keys::{Claim, Count, KeyPackages, Upload};
-use tern_e2ee::wire::payload::MlsPayload;
+use tern_e2ee::wire::payload::{MlsPayload, WelcomePayload};
 use tern_e2ee::{ClientStore, CommitOut, ConversationId, Device, Incoming};
 
 use super::{TestServer, WAIT};
@@ -157,6 +157,24 @@ impl Member {
             })
             .await;
         MlsPayload::try_from(message.get_child("mls", NS).expect("mls").clone()).expect("payload")
+    }
+
+    /// Waits for a Welcome from `group` and joins with it; returns the
+    /// conversation and the Welcome's log position.
+    pub async fn join_from_welcome(&mut self, group: &str) -> (ConversationId, u64) {
+        let from = group.to_owned();
+        let welcome = self
+            .client
+            .expect("a welcome", move |e| {
+                e.attr("from") == Some(&from) && e.get_child("welcome", NS).is_some()
+            })
+            .await;
+        let welcome =
+            WelcomePayload::try_from(welcome.get_child("welcome", NS).expect("welcome").clone())
+                .expect("welcome payload");
+        let seq = welcome.seq.expect("seq");
+        let id = self.device.join(&welcome.data, seq).await.expect("join");
+        (id, seq)
     }
 
     /// Processes the next pushed entry; returns what it was.
