@@ -66,26 +66,18 @@ impl Context {
     }
 
     pub(crate) fn inbound_authenticated(&self, number: u64, pair: Pair, method: AuthMethod) {
-        if let Some(status) = self
-            .inbound
-            .lock()
-            .ok()
-            .as_mut()
-            .and_then(|s| s.get_mut(&number))
-        {
-            status.authenticated.push((pair, method));
-        }
+        self.update_inbound(number, |status| status.authenticated.push((pair, method)));
     }
 
     pub(crate) fn inbound_received(&self, number: u64) {
-        if let Some(status) = self
-            .inbound
-            .lock()
-            .ok()
-            .as_mut()
-            .and_then(|s| s.get_mut(&number))
-        {
-            status.received += 1;
+        self.update_inbound(number, |status| status.received += 1);
+    }
+
+    fn update_inbound(&self, number: u64, change: impl FnOnce(&mut InboundStatus)) {
+        if let Ok(mut streams) = self.inbound.lock() {
+            if let Some(status) = streams.get_mut(&number) {
+                change(status);
+            }
         }
     }
 }

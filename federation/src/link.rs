@@ -293,12 +293,12 @@ async fn bounce_while(
                 return;
             }
         };
-        let done = batch.len() < BATCH as usize;
         let expired: Vec<_> = batch.into_iter().take_while(|q| expired(q)).collect();
         if expired.is_empty() {
             return;
         }
-        let all_expired = !done && expired.len() == BATCH as usize;
+        // Only a whole batch of expired stanzas may have more behind it.
+        let more = expired.len() == BATCH as usize;
         let ids: Vec<i64> = expired.iter().map(|q| q.id).collect();
         if let Err(e) = ctx.queue.remove(ids).await {
             tracing::error!(%pair, "{e}");
@@ -312,7 +312,7 @@ async fn bounce_while(
                     .await;
             }
         }
-        if !all_expired {
+        if !more {
             return;
         }
     }

@@ -270,31 +270,25 @@ impl Dialer {
         })
     }
 
-    async fn authenticate(
-        &self,
-        mut opened: Opened,
-        pair: &Pair,
-    ) -> Result<Outbound, OutboundError> {
-        let mut auth = None;
-        if self.certificate_auth && opened.features.sasl_mechanisms.contains("EXTERNAL") {
+    async fn authenticate(&self, opened: Opened, pair: &Pair) -> Result<Outbound, OutboundError> {
+        let offers_external = opened.features.sasl_mechanisms.contains("EXTERNAL");
+        let (mut opened, auth) = if self.certificate_auth && offers_external {
             match self.sasl_external(opened, pair).await? {
-                Ok(restarted) => {
-                    opened = restarted;
-                    auth = Some(AuthMethod::Certificate);
-                }
-                Err(unrestarted) => opened = unrestarted,
+                Ok(restarted) => (restarted, AuthMethod::Certificate),
+                Err(unrestarted) => (unrestarted, AuthMethod::Dialback),
             }
-        }
-        if auth.is_none() {
+        } else {
+            (opened, AuthMethod::Dialback)
+        };
+        if auth == AuthMethod::Dialback {
             self.dialback(&mut opened, pair).await?;
-            auth = Some(AuthMethod::Dialback);
         }
         let acknowledged = opened.features.stream_management.is_some()
             && enable_acknowledgements(&mut opened).await?;
         Ok(Outbound {
             stream: opened.stream,
             budget: opened.budget,
-            auth: auth.unwrap_or(AuthMethod::Dialback),
+            auth,
             acknowledged,
             endpoint: opened.endpoint,
         })

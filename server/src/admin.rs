@@ -54,21 +54,25 @@ async fn answer(server: Arc<Server>, stream: UnixStream) {
         return;
     }
     let reply = match line.trim() {
-        "federation status" | "federation status json" => match &server.federation {
-            None => "federation is disabled on this server\n".to_owned(),
-            Some(federation) => {
-                let status = federation.status().await;
-                if line.trim().ends_with("json") {
-                    serde_json::to_string_pretty(&status).unwrap_or_default() + "\n"
-                } else {
-                    status.to_string()
-                }
-            }
-        },
+        "federation status" => federation_status(&server, false).await,
+        "federation status json" => federation_status(&server, true).await,
         other => format!("unknown command: {other}\n"),
     };
     let _ = write.write_all(reply.as_bytes()).await;
     let _ = write.shutdown().await;
+}
+
+/// The federation status, as text or JSON.
+async fn federation_status(server: &Server, json: bool) -> String {
+    let Some(federation) = &server.federation else {
+        return "federation is disabled on this server\n".to_owned();
+    };
+    let status = federation.status().await;
+    if json {
+        serde_json::to_string_pretty(&status).unwrap_or_default() + "\n"
+    } else {
+        status.to_string()
+    }
 }
 
 /// Sends `command` to the running server and returns its answer.

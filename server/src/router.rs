@@ -226,7 +226,7 @@ async fn iq_from_remote(server: &Server, iq: Element, sender: &BareJid, destinat
             .await
             .or_else(|| errors::service_unavailable(&iq, "")),
         Destination::Server | Destination::Account(_) => {
-            modules::handle_remote_iq(server, sender, &iq, &destination)
+            modules::handle_open_iq(server, sender, &iq, &destination)
                 .await
                 .or_else(|| errors::service_unavailable(&iq, ""))
         }

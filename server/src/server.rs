@@ -83,6 +83,13 @@ impl Server {
         BareJid::new(&self.config.domain).expect("domain validated at start-up")
     }
 
+    /// The account name of `jid` when it is one of this server's users.
+    pub fn local_user<'a>(&self, jid: &'a BareJid) -> Option<&'a str> {
+        (jid.domain().as_str() == self.config.domain)
+            .then(|| jid.node().map(|n| n.as_str()))
+            .flatten()
+    }
+
     /// Where a stanza addressed to `to` goes.
     pub fn destination(&self, to: Option<&jid::Jid>) -> Destination {
         Destination::of(
@@ -222,27 +229,9 @@ impl RunningServer {
             },
             auth_limiter: AuthLimiter::new(config.limits.auth_failures_per_minute),
         };
-        let c2s_listener = bind(config.listen.c2s).await?;
-        let tls_listener = bind(config.listen.c2s_tls).await?;
-        let c2s_addr = c2s_listener
-            .local_addr()
-            .map_err(|source| StartError::Listen {
-                addr: config.listen.c2s,
-                source,
-            })?;
-        let c2s_tls_addr = tls_listener
-            .local_addr()
-            .map_err(|source| StartError::Listen {
-                addr: config.listen.c2s_tls,
-                source,
-            })?;
-        let upload_listener = bind(config.listen.upload).await?;
-        let upload_addr = upload_listener
-            .local_addr()
-            .map_err(|source| StartError::Listen {
-                addr: config.listen.upload,
-                source,
-            })?;
+        let (c2s_listener, c2s_addr) = bind(config.listen.c2s).await?;
+        let (tls_listener, c2s_tls_addr) = bind(config.listen.c2s_tls).await?;
+        let (upload_listener, upload_addr) = bind(config.listen.upload).await?;
         let upload = UploadService {
             domain: config.upload_domain(),
             base_url: format!(
@@ -255,12 +244,12 @@ impl RunningServer {
         };
         let mut https = (*tls.config).clone();
         https.alpn_protocols = vec![b"http/1.1".to_vec()];
-        let s2s_listeners = if config.federation.enabled {
-            let plain = bind(config.listen.s2s).await?;
-            let direct = bind(config.listen.s2s_tls).await?;
-            Some((plain, direct))
-        } else {
-            None
+        let s2s_listeners = match config.federation.enabled {
+            true => Some((
+                bind(config.listen.s2s).await?,
+                bind(config.listen.s2s_tls).await?,
+            )),
+            false => None,
         };
         let shutdown = CancellationToken::new();
         let federation_tls = match config.federation.enabled {
@@ -290,15 +279,17 @@ impl RunningServer {
         if let Some(e) = federation_error {
             return Err(StartError::Federation(e));
         }
-        let mut s2s_addrs = None;
-        if let (Some(federation), Some((plain, direct))) = (&server.federation, s2s_listeners) {
-            s2s_addrs = Some((local_addr(&plain)?, local_addr(&direct)?));
-            federation.serve(plain, tern_federation::TlsMode::StartTls);
-            federation.serve(direct, tern_federation::TlsMode::Direct);
-            if let Err(e) = federation.resume().await {
-                tracing::error!("cannot resume federation queues: {e}");
+        let s2s_addrs = match (&server.federation, s2s_listeners) {
+            (Some(federation), Some(((plain, plain_addr), (direct, direct_addr)))) => {
+                federation.serve(plain, tern_federation::TlsMode::StartTls);
+                federation.serve(direct, tern_federation::TlsMode::Direct);
+                if let Err(e) = federation.resume().await {
+                    tracing::error!("cannot resume federation queues: {e}");
+                }
+                Some((plain_addr, direct_addr))
             }
-        }
+            _ => None,
+        };
         let tracker = TaskTracker::new();
         tokio::spawn(accept_loop(
             server.clone(),
@@ -349,17 +340,13 @@ impl RunningServer {
     }
 }
 
-fn local_addr(listener: &TcpListener) -> Result<SocketAddr, StartError> {
-    listener.local_addr().map_err(|source| StartError::Listen {
-        addr: SocketAddr::from(([0, 0, 0, 0], 0)),
-        source,
-    })
-}
-
-async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|source| StartError::Listen { addr, source })
+/// Listens on `addr`; returns the listener and the address it got (the
+/// port chosen when `addr` asks for port 0).
+async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), StartError> {
+    let listen = |source| StartError::Listen { addr, source };
+    let listener = TcpListener::bind(addr).await.map_err(listen)?;
+    let bound = listener.local_addr().map_err(listen)?;
+    Ok((listener, bound))
 }
 
 async fn accept_loop(

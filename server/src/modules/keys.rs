@@ -2,12 +2,13 @@
 //! to their own server; anyone may claim one package per device of a
 //! user, which the server hands out once.
 
+use jid::BareJid;
 use minidom::Element;
 use tern_e2ee::verify::verify_key_package;
 use tern_e2ee::wire::keys::{Claim, Count, KeyPackageData, KeyPackages, NoKeyPackages, Upload};
 use xmpp_parsers::stanza_error::{DefinedCondition, ErrorType};
 
-use crate::router::{Destination, SessionCtx};
+use crate::router::Destination;
 use crate::server::Server;
 use crate::stanza::{self, errors};
 use crate::storage::KeyUpload;
@@ -18,40 +19,30 @@ pub const NS: &str = tern_e2ee::wire::NS;
 /// Disco features of this module (on accounts).
 pub const FEATURES: &[&str] = &[NS];
 
-/// Serves upload and count (to one's own server or bare JID) and claim
-/// (to any local user's bare JID).
+/// Serves upload and count (a local user, to their own server or bare
+/// JID) and claim (anyone, to a local user's bare JID).
 pub async fn handle_iq(
     server: &Server,
-    session: &mut SessionCtx,
+    requester: &BareJid,
     iq: &Element,
     destination: &Destination,
 ) -> Option<Element> {
     let payload = stanza::iq_payload(iq)?;
     tracing::debug!(name = payload.name(), "key directory request");
-    let own = match destination {
-        Destination::Server => true,
-        Destination::Account(user) => *user == session.username,
-        _ => false,
-    };
-    match (iq.attr("type"), payload.name()) {
-        (Some("set"), "upload") if own => upload(server, session, iq, payload.clone()).await,
-        (Some("get"), "count") if own => count(server, session, iq, payload.clone()).await,
-        (Some("set"), "claim") => claim_at(server, iq, destination).await,
-        (_, "upload" | "count") => errors::forbidden(iq, "only for your own devices"),
-        _ => None,
-    }
-}
-
-/// Serves a request of another server's user: claims only.
-pub async fn handle_remote_iq(
-    server: &Server,
-    iq: &Element,
-    destination: &Destination,
-) -> Option<Element> {
-    let payload = stanza::iq_payload(iq)?;
-    match (iq.attr("type"), payload.name()) {
-        (Some("set"), "claim") => claim_at(server, iq, destination).await,
-        (_, "upload" | "count") => errors::forbidden(iq, "only for your own devices"),
+    let own = server
+        .local_user(requester)
+        .filter(|user| match destination {
+            Destination::Server => true,
+            Destination::Account(owner) => owner == user,
+            _ => false,
+        });
+    match (iq.attr("type"), payload.name(), own) {
+        (Some("set"), "upload", Some(user)) => {
+            upload(server, requester, user, iq, payload.clone()).await
+        }
+        (Some("get"), "count", Some(user)) => count(server, user, iq, payload.clone()).await,
+        (Some("set"), "claim", _) => claim_at(server, iq, destination).await,
+        (_, "upload" | "count", _) => errors::forbidden(iq, "only for your own devices"),
         _ => None,
     }
 }
@@ -67,7 +58,8 @@ async fn claim_at(server: &Server, iq: &Element, destination: &Destination) -> O
 
 async fn upload(
     server: &Server,
-    session: &SessionCtx,
+    requester: &BareJid,
+    user: &str,
     iq: &Element,
     payload: Element,
 ) -> Option<Element> {
@@ -82,7 +74,7 @@ async fn upload(
         .map(|d| (*d, false))
         .chain(last_resort.map(|d| (d, true)))
     {
-        if let Err(text) = check_package(session, &upload.device, data, wanted_last_resort) {
+        if let Err(text) = check_package(requester, &upload.device, data, wanted_last_resort) {
             return stanza::error_reply(
                 iq,
                 ErrorType::Modify,
@@ -95,7 +87,7 @@ async fn upload(
     let stored = server
         .storage
         .store_key_packages(
-            &session.username,
+            user,
             &upload.device,
             &packages,
             last_resort,
@@ -124,17 +116,16 @@ async fn upload(
 
 /// A package must verify and belong to the uploading user's named device.
 fn check_package(
-    session: &SessionCtx,
+    requester: &BareJid,
     device: &str,
     data: &[u8],
     last_resort: bool,
 ) -> Result<(), String> {
     let verified = verify_key_package(data).map_err(|e| e.to_string())?;
-    if verified.device.jid != session.bare() || verified.device.device.as_str() != device {
+    if verified.device.jid != *requester || verified.device.device.as_str() != device {
         return Err(format!(
-            "the key package belongs to {}, not to {}#{device}",
+            "the key package belongs to {}, not to {requester}#{device}",
             verified.device,
-            session.bare()
         ));
     }
     if verified.last_resort() != last_resort {
@@ -147,19 +138,14 @@ fn check_package(
     Ok(())
 }
 
-async fn count(
-    server: &Server,
-    session: &SessionCtx,
-    iq: &Element,
-    payload: Element,
-) -> Option<Element> {
+async fn count(server: &Server, user: &str, iq: &Element, payload: Element) -> Option<Element> {
     let request = match Count::try_from(payload) {
         Ok(count) => count,
         Err(e) => return errors::bad_request(iq, &format!("malformed count: {e}")),
     };
     match server
         .storage
-        .count_key_packages(&session.username, &request.device)
+        .count_key_packages(user, &request.device)
         .await
     {
         Ok(remaining) => Some(count_reply(server, iq, request.device, remaining)),

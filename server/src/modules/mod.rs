@@ -22,8 +22,9 @@ use crate::router::{Destination, SessionCtx};
 use crate::server::Server;
 use crate::stanza;
 
-/// Dispatches an IQ request addressed to the server or to a local bare
-/// JID by its payload's namespace. `None`: nobody serves it.
+/// Dispatches an IQ request of a client session addressed to the server
+/// or to a local bare JID by its payload's namespace. `None`: nobody
+/// serves it.
 pub async fn handle_iq(
     server: &Server,
     session: &mut SessionCtx,
@@ -33,23 +34,16 @@ pub async fn handle_iq(
     let payload = stanza::iq_payload(iq)?;
     match payload.ns().as_str() {
         roster::NS => roster::handle_iq(server, session, iq, destination).await,
-        disco::NS_INFO | disco::NS_ITEMS => {
-            disco::handle_iq(server, &session.bare(), iq, destination).await
-        }
-        pep::NS | pep::NS_OWNER => pep::handle_iq(server, session, iq, destination).await,
-        ping::NS => ping::handle_iq(iq, destination),
-        version::NS => version::handle_iq(iq, destination),
         register::NS => register::handle_iq(server, session, iq, destination).await,
         session::NS => session::handle_iq(iq, destination),
-        keys::NS => keys::handle_iq(server, session, iq, destination).await,
-        _ => None,
+        _ => handle_open_iq(server, &session.bare(), iq, destination).await,
     }
 }
 
-/// Dispatches an IQ request from another server's user, addressed to the
-/// server or a local bare JID: discovery, ping, version, PEP reads and key
-/// package claims. `None`: nobody serves it.
-pub async fn handle_remote_iq(
+/// Dispatches the IQ requests open to any requester, a local user or
+/// another server's: discovery, ping, version, PEP and the key
+/// directory (each module decides what only a local owner may do).
+pub async fn handle_open_iq(
     server: &Server,
     requester: &BareJid,
     iq: &Element,
@@ -60,10 +54,10 @@ pub async fn handle_remote_iq(
         disco::NS_INFO | disco::NS_ITEMS => {
             disco::handle_iq(server, requester, iq, destination).await
         }
-        pep::NS | pep::NS_OWNER => pep::handle_remote_iq(server, requester, iq, destination).await,
+        pep::NS | pep::NS_OWNER => pep::handle_iq(server, requester, iq, destination).await,
         ping::NS => ping::handle_iq(iq, destination),
         version::NS => version::handle_iq(iq, destination),
-        keys::NS => keys::handle_remote_iq(server, iq, destination).await,
+        keys::NS => keys::handle_iq(server, requester, iq, destination).await,
         _ => None,
     }
 }

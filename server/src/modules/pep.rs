@@ -10,7 +10,7 @@ use rand::Rng;
 use xmpp_parsers::stanza_error::{DefinedCondition, ErrorType};
 
 use crate::c2s::negotiation::account_jid;
-use crate::router::{Destination, SessionCtx};
+use crate::router::Destination;
 use crate::server::Server;
 use crate::stanza::{self, errors};
 use crate::storage::{AccessModel, PepNodeConfig};
@@ -53,27 +53,29 @@ const DEFAULT_CONFIG: PepNodeConfig = PepNodeConfig {
 };
 
 /// Serves pubsub requests addressed to a user's bare JID (or, without
-/// `to`, to the requester's own).
+/// `to`, to the requester's own). Only a local owner changes nodes;
+/// anyone may read what the access model lets them.
 pub async fn handle_iq(
     server: &Server,
-    session: &mut SessionCtx,
+    requester: &BareJid,
     iq: &Element,
     destination: &Destination,
 ) -> Option<Element> {
+    let requesting_user = server.local_user(requester);
     let owner = match destination {
-        Destination::Server if iq.attr("to").is_none() => session.username.clone(),
+        Destination::Server if iq.attr("to").is_none() => requesting_user?.to_owned(),
         Destination::Account(user) => user.clone(),
         _ => return None,
     };
     let payload = stanza::iq_payload(iq)?;
     let action = payload.children().next()?;
-    let is_owner = owner == session.username;
+    let is_owner = requesting_user == Some(owner.as_str());
     let result = match (iq.attr("type"), payload.ns().as_str(), action.name()) {
-        (Some("get"), NS, "items") => items(server, &session.bare(), iq, &owner, action).await,
+        (Some("get"), NS, "items") => items(server, requester, iq, &owner, action).await,
         (Some("set"), NS, "publish") if is_owner => {
-            publish(server, session, iq, payload, action).await
+            publish(server, &owner, iq, payload, action).await
         }
-        (Some("set"), NS, "retract") if is_owner => retract(server, session, iq, action).await,
+        (Some("set"), NS, "retract") if is_owner => retract(server, &owner, iq, action).await,
         (Some("get"), NS_OWNER, "configure") if is_owner => {
             get_config(server, iq, &owner, action).await
         }
@@ -98,34 +100,6 @@ pub async fn handle_iq(
 }
 
 type Reply = Result<Option<Element>, crate::storage::StorageError>;
-
-/// Serves a request of another server's user: reading items only.
-pub async fn handle_remote_iq(
-    server: &Server,
-    requester: &BareJid,
-    iq: &Element,
-    destination: &Destination,
-) -> Option<Element> {
-    let Destination::Account(owner) = destination else {
-        return None;
-    };
-    let payload = stanza::iq_payload(iq)?;
-    let action = payload.children().next()?;
-    let result = match (iq.attr("type"), payload.ns().as_str(), action.name()) {
-        (Some("get"), NS, "items") => items(server, requester, iq, owner, action).await,
-        (Some("set"), _, _) => Ok(errors::forbidden(iq, "only the owner may change PEP nodes")),
-        _ => Ok(stanza::error_reply(
-            iq,
-            ErrorType::Cancel,
-            DefinedCondition::FeatureNotImplemented,
-            "unsupported",
-        )),
-    };
-    result.unwrap_or_else(|e| {
-        tracing::error!("PEP operation failed: {e}");
-        errors::internal(iq)
-    })
-}
 
 async fn items(
     server: &Server,
@@ -168,7 +142,7 @@ async fn items(
 
 async fn publish(
     server: &Server,
-    session: &SessionCtx,
+    owner: &str,
     iq: &Element,
     pubsub: &Element,
     publish: &Element,
@@ -190,7 +164,7 @@ async fn publish(
     let options = pubsub
         .get_child("publish-options", NS)
         .and_then(|o| o.get_child("x", NS_DATA));
-    let existing = server.storage.pep_node(&session.username, node).await?;
+    let existing = server.storage.pep_node(owner, node).await?;
     let requested =
         match options.map(|form| config_from_form(form, existing.unwrap_or(DEFAULT_CONFIG))) {
             None => None,
@@ -215,13 +189,13 @@ async fn publish(
     let payload_xml = String::from(payload);
     server
         .storage
-        .pep_publish(&session.username, node, config, &id, &payload_xml)
+        .pep_publish(owner, node, config, &id, &payload_xml)
         .await?;
     let event_items = Element::builder("items", NS_EVENT)
         .attr(stanza::attr_name("node"), node)
         .append(item_element(NS_EVENT, &id, &payload_xml))
         .build();
-    notify(server, &session.username, config.access_model, event_items).await?;
+    notify(server, owner, config.access_model, event_items).await?;
     let answer = Element::builder("pubsub", NS)
         .append(
             Element::builder("publish", NS)
@@ -237,21 +211,17 @@ async fn publish(
     Ok(Some(stanza::iq_result(iq, Some(answer))))
 }
 
-async fn retract(server: &Server, session: &SessionCtx, iq: &Element, retract: &Element) -> Reply {
+async fn retract(server: &Server, owner: &str, iq: &Element, retract: &Element) -> Reply {
     let (Some(node), Some(id)) = (
         retract.attr("node"),
         retract.get_child("item", NS).and_then(|i| i.attr("id")),
     ) else {
         return Ok(errors::bad_request(iq, "node and item id required"));
     };
-    let Some(config) = server.storage.pep_node(&session.username, node).await? else {
+    let Some(config) = server.storage.pep_node(owner, node).await? else {
         return Ok(errors::item_not_found(iq, "no such node"));
     };
-    if !server
-        .storage
-        .pep_retract(&session.username, node, id)
-        .await?
-    {
+    if !server.storage.pep_retract(owner, node, id).await? {
         return Ok(errors::item_not_found(iq, "no such item"));
     }
     if matches!(retract.attr("notify"), Some("true" | "1")) {
@@ -263,7 +233,7 @@ async fn retract(server: &Server, session: &SessionCtx, iq: &Element, retract: &
                     .build(),
             )
             .build();
-        notify(server, &session.username, config.access_model, event_items).await?;
+        notify(server, owner, config.access_model, event_items).await?;
     }
     Ok(Some(stanza::iq_result(iq, None)))
 }
@@ -348,9 +318,7 @@ async fn may_read(
     owner: &str,
     model: AccessModel,
 ) -> Result<bool, crate::storage::StorageError> {
-    let is_owner = requester.domain().as_str() == server.config.domain
-        && requester.node().is_some_and(|n| n.as_str() == owner);
-    if is_owner {
+    if server.local_user(requester) == Some(owner) {
         return Ok(true);
     }
     Ok(match model {

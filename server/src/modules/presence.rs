@@ -184,7 +184,7 @@ async fn route_subscription(
 ) -> Result<(), StorageError> {
     if to.domain().as_str() != server.config.domain {
         server
-            .send_remote(subscription_between(from, to, kind))
+            .send_remote(subscription_between(from, Some(to), kind))
             .await;
         return Ok(());
     }
@@ -284,18 +284,17 @@ fn subscription_stanza(
     domain: &str,
     kind: SubscriptionKind,
 ) -> Element {
-    match account_jid(to_user, domain) {
-        Some(to) => subscription_between(from, &to, kind),
-        None => subscription_between(from, from, kind),
-    }
+    subscription_between(from, account_jid(to_user, domain).as_ref(), kind)
 }
 
 /// `<presence type='subscribe|…' from to/>`.
-fn subscription_between(from: &BareJid, to: &BareJid, kind: SubscriptionKind) -> Element {
+fn subscription_between(from: &BareJid, to: Option<&BareJid>, kind: SubscriptionKind) -> Element {
     let mut presence = stanza::new_stanza("presence");
     stanza::set_attr(&mut presence, "type", kind.as_str());
     stanza::set_attr(&mut presence, "from", from.to_string());
-    stanza::set_attr(&mut presence, "to", to.to_string());
+    if let Some(to) = to {
+        stanza::set_attr(&mut presence, "to", to.to_string());
+    }
     presence
 }
 
@@ -338,7 +337,7 @@ async fn remote_subscription(
     if let Some(answer) = inbound_subscription(server, from, user, kind).await? {
         if let Some(local) = account_jid(user, &server.config.domain) {
             server
-                .send_remote(subscription_between(&local, from, answer))
+                .send_remote(subscription_between(&local, Some(from), answer))
                 .await;
         }
     }
