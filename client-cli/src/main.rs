@@ -7,7 +7,7 @@ mod files;
 mod output;
 mod profile;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -186,15 +186,20 @@ enum FileCommand {
 
 #[derive(Debug, Subcommand)]
 enum ContactCommand {
-    /// Adds (or renames) a contact.
+    /// Adds (or renames) a contact, asks to see their presence and lets
+    /// them see yours (on any server: federation carries it).
     Add {
         /// Their JID.
         jid: String,
         /// What to call them.
         #[arg(long)]
         name: Option<String>,
+        /// Only keep the name on this device; send no subscription.
+        #[arg(long)]
+        local: bool,
     },
-    /// Lists your contacts.
+    /// Lists your contacts with their presence subscription (`both` once
+    /// each sees the other's presence).
     List,
 }
 
@@ -271,17 +276,39 @@ async fn run(cli: Cli) -> Result<()> {
                 );
             }
         }
-        Command::Contact(ContactCommand::Add { jid, name }) => {
+        Command::Contact(ContactCommand::Add { jid, name, local }) => {
             let profile = Profile::open(&dir)?;
             let jid = parse_jid(&jid)?;
             profile
                 .store()?
                 .add_contact(jid.as_str(), name.as_deref())?;
+            if !local {
+                let mut session = connect(&profile, cli.server).await?;
+                let subscribed = session.subscribe(&jid).await;
+                session.close().await;
+                subscribed.with_context(|| format!("asking {jid} for their presence"))?;
+            }
         }
         Command::Contact(ContactCommand::List) => {
             let profile = Profile::open(&dir)?;
-            for (jid, name) in profile.store()?.contacts()? {
-                out.contact(&jid, name.as_deref());
+            let names: BTreeMap<String, Option<String>> =
+                profile.store()?.contacts()?.into_iter().collect();
+            let mut session = connect(&profile, cli.server).await?;
+            let roster = session.roster().await;
+            session.close().await;
+            let mut subscriptions: BTreeMap<String, (String, bool)> = roster
+                .context("reading your roster")?
+                .into_iter()
+                .map(|item| (item.jid.to_string(), (item.subscription, item.asked)))
+                .collect();
+            for jid in names.keys() {
+                subscriptions
+                    .entry(jid.clone())
+                    .or_insert_with(|| ("none".to_owned(), false));
+            }
+            for (jid, (subscription, asked)) in &subscriptions {
+                let name = names.get(jid).cloned().flatten();
+                out.contact(jid, name.as_deref(), subscription, *asked);
             }
         }
         Command::Group(command) => group(command, &dir, cli.server, &out).await?,

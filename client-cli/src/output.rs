@@ -143,13 +143,15 @@ impl Output {
         );
     }
 
-    /// A contact.
-    pub fn contact(&self, jid: &str, name: Option<&str>) {
+    /// A contact, with their presence subscription and whether our
+    /// request waits for their answer.
+    pub fn contact(&self, jid: &str, name: Option<&str>, subscription: &str, asked: bool) {
         self.print(
-            json!({"type": "contact", "jid": jid, "name": name}),
-            || match name {
-                Some(name) => format!("{jid}  {name}"),
-                None => jid.to_owned(),
+            json!({"type": "contact", "jid": jid, "name": name,
+                   "subscription": subscription, "asked": asked}),
+            || {
+                let waiting = if asked { " (asked)" } else { "" };
+                format!("{jid}  {}  {subscription}{waiting}", name.unwrap_or("-"))
             },
         );
     }

@@ -20,12 +20,14 @@
 //! - [`error`]: typed errors of operations and of incoming messages.
 //!
 //! - [`connection`]: one client XML stream (direct TLS, SCRAM, bind).
+//! - [`contacts`]: presence subscriptions and the server's roster.
 //! - [`session`]: the networked client (tokio-xmpp): key directory, hub,
 //!   catching up, events.
 
 #![forbid(unsafe_code)]
 
 pub mod connection;
+pub mod contacts;
 pub mod conversation;
 pub mod device;
 pub mod discovery;

@@ -914,7 +914,7 @@ impl Session {
             .map_err(Into::into)
     }
 
-    async fn get(
+    pub(crate) async fn get(
         &mut self,
         to: Option<&str>,
         payload: impl Into<Element>,
@@ -969,7 +969,7 @@ impl Session {
             .unwrap_or_else(|| Element::bare("empty", NS)))
     }
 
-    async fn send_stanza(&mut self, stanza: Element) -> Result<(), SessionError> {
+    pub(crate) async fn send_stanza(&mut self, stanza: Element) -> Result<(), SessionError> {
         self.client.send(&stanza).await
     }
 }

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::dns::{free_port, Dns};
+use common::dns::{federation_records, free_port, Dns};
 use common::mls::Member;
 use common::{ServerOptions, TestCa, TestServer};
 use tern_e2ee::Incoming;
@@ -48,25 +48,9 @@ impl Bed {
         Some(bed)
     }
 
-    /// Address and SRV records of every server: its domain and its
-    /// groups and upload domains all point at its s2s port.
+    /// Address and SRV records of every server.
     fn records(&self) -> String {
-        let mut records = String::new();
-        for server in &self.servers {
-            let (domain, s2s) = (&server.domain, server.s2s);
-            records.push_str(&format!("host-record={domain},{}\n", s2s.ip()));
-            for name in [
-                domain.clone(),
-                format!("groups.{domain}"),
-                format!("upload.{domain}"),
-            ] {
-                records.push_str(&format!(
-                    "srv-host=_xmpp-server._tcp.{name},{domain},{},0,0\n",
-                    s2s.port()
-                ));
-            }
-        }
-        records
+        federation_records(self.servers.iter().map(|s| (s.domain.as_str(), s.s2s)))
     }
 
     fn server(&self, domain: &str) -> &TestServer {

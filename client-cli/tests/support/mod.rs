@@ -16,7 +16,7 @@ use serde_json::Value;
 #[path = "../../../server/tests/common/dns.rs"]
 mod dns;
 #[allow(unused_imports)]
-pub use dns::Dns;
+pub use dns::{federation_records, free_port, Dns};
 
 pub const DOMAIN: &str = "tern.test";
 pub const PASSWORD: &str = "correct horse";
@@ -49,57 +49,118 @@ pub fn binary(name: &str) -> PathBuf {
     path
 }
 
-/// A CA and a certificate for the domain and its subdomains.
-pub fn certificates(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
-    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
-    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    let ca_key = rcgen::KeyPair::generate().expect("key");
-    let ca = params.self_signed(&ca_key).expect("CA");
-    // The upload service's URLs name 127.0.0.1 (nothing resolves
-    // tern.test here).
-    let params = rcgen::CertificateParams::new(vec![
-        DOMAIN.to_owned(),
-        format!("*.{DOMAIN}"),
-        "127.0.0.1".to_owned(),
-    ])
-    .expect("params");
-    let key = rcgen::KeyPair::generate().expect("key");
-    let cert = params.signed_by(&key, &ca, &ca_key).expect("certificate");
-    let paths = (
-        dir.join("ca.pem"),
-        dir.join("cert.pem"),
-        dir.join("key.pem"),
-    );
-    std::fs::write(&paths.0, ca.pem()).expect("write");
-    std::fs::write(&paths.1, cert.pem()).expect("write");
-    std::fs::write(&paths.2, key.serialize_pem()).expect("write");
-    paths
+/// A private CA that issues the test servers' certificates (and that the
+/// clients and servers are told to trust).
+pub struct Ca {
+    /// Its certificate (PEM), for `--ca-file` and `federation.ca_file`.
+    pub path: PathBuf,
+    cert: rcgen::Certificate,
+    key: rcgen::KeyPair,
+    _dir: tempfile::TempDir,
+}
+
+impl Ca {
+    pub fn new() -> Ca {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let key = rcgen::KeyPair::generate().expect("key");
+        let cert = params.self_signed(&key).expect("CA");
+        let path = dir.path().join("ca.pem");
+        std::fs::write(&path, cert.pem()).expect("write");
+        Ca {
+            path,
+            cert,
+            key,
+            _dir: dir,
+        }
+    }
+
+    /// A certificate (and key) for `domain`, its subdomains and `ip` (the
+    /// upload service's URLs name the IP: nothing resolves test domains
+    /// for HTTP here), written into `dir`.
+    pub fn issue(&self, domain: &str, ip: &str, dir: &Path) -> (PathBuf, PathBuf) {
+        let params = rcgen::CertificateParams::new(vec![
+            domain.to_owned(),
+            format!("*.{domain}"),
+            ip.to_owned(),
+        ])
+        .expect("params");
+        let key = rcgen::KeyPair::generate().expect("key");
+        let cert = params
+            .signed_by(&key, &self.cert, &self.key)
+            .expect("certificate");
+        let paths = (dir.join("cert.pem"), dir.join("key.pem"));
+        std::fs::write(&paths.0, cert.pem()).expect("write");
+        std::fs::write(&paths.1, key.serialize_pem()).expect("write");
+        paths
+    }
+}
+
+/// Where a test server runs, and whether it federates.
+pub struct ServerSpec<'a> {
+    pub domain: &'a str,
+    /// Its loopback address.
+    pub address: &'a str,
+    /// Its s2s STARTTLS port (for SRV records) and its `[federation]`
+    /// section; federation is off without it.
+    pub federation: Option<(u16, String)>,
+}
+
+impl Default for ServerSpec<'_> {
+    fn default() -> Self {
+        ServerSpec {
+            domain: DOMAIN,
+            address: "127.0.0.1",
+            federation: None,
+        }
+    }
 }
 
 /// A running tern-server, stopped on drop.
 pub struct Server {
     pub child: Child,
+    pub domain: String,
+    /// The CA its certificate comes from, for `--ca-file`.
     pub ca: PathBuf,
     pub direct_tls: String,
     pub starttls: String,
+    _own_ca: Option<Ca>,
     _dir: tempfile::TempDir,
 }
 
 impl Server {
+    /// A server of [`DOMAIN`] on 127.0.0.1, with a CA of its own and no
+    /// federation.
     pub fn start() -> Server {
+        let ca = Ca::new();
+        let mut server = Server::start_with(&ca, ServerSpec::default());
+        server._own_ca = Some(ca);
+        server
+    }
+
+    /// A server as `spec` says, with a certificate from `ca`.
+    pub fn start_with(ca: &Ca, spec: ServerSpec) -> Server {
         let dir = tempfile::tempdir().expect("temp dir");
-        let (ca, cert, key) = certificates(dir.path());
+        let (cert, key) = ca.issue(spec.domain, spec.address, dir.path());
         let config = dir.path().join("tern.toml");
+        let address = spec.address;
+        let (s2s, federation) = match &spec.federation {
+            Some((port, section)) => (port.to_string(), format!("[federation]\n{section}\n")),
+            None => ("0".to_owned(), "[federation]\nenabled = false\n".to_owned()),
+        };
         std::fs::write(
             &config,
             format!(
-                "domain = \"{DOMAIN}\"\ndata_dir = \"{}\"\nregistration = \"open\"\n[listen]\nc2s = \"127.0.0.1:0\"\n\
-                 c2s_tls = \"127.0.0.1:0\"\nupload = \"127.0.0.1:0\"\ns2s = \"127.0.0.1:0\"\ns2s_tls = \"127.0.0.1:0\"\n\
-                 [upload]\nurl_host = \"127.0.0.1\"\nmax_file_bytes = {MAX_FILE}\n\
-                 [tls]\ncert = \"{}\"\nkey = \"{}\"\n",
-                dir.path().join("data").display(),
-                cert.display(),
-                key.display()
+                "domain = \"{domain}\"\ndata_dir = \"{data}\"\nregistration = \"open\"\n[listen]\n\
+                 c2s = \"{address}:0\"\nc2s_tls = \"{address}:0\"\nupload = \"{address}:0\"\n\
+                 s2s = \"{address}:{s2s}\"\ns2s_tls = \"{address}:0\"\n\
+                 [upload]\nurl_host = \"{address}\"\nmax_file_bytes = {MAX_FILE}\n\
+                 [tls]\ncert = \"{cert}\"\nkey = \"{key}\"\n{federation}",
+                domain = spec.domain,
+                data = dir.path().join("data").display(),
+                cert = cert.display(),
+                key = key.display()
             ),
         )
         .expect("config");
@@ -126,7 +187,7 @@ impl Server {
             if let Some(addr) = line.trim().strip_prefix("c2s STARTTLS") {
                 starttls = Some(addr.trim().to_owned());
             }
-            if line.trim().starts_with("plaintext") {
+            if line.trim().starts_with("federation") {
                 break;
             }
         }
@@ -134,11 +195,18 @@ impl Server {
         let starttls = starttls.expect("the report names the STARTTLS port");
         Server {
             child,
-            ca,
+            domain: spec.domain.to_owned(),
+            ca: ca.path.clone(),
             direct_tls,
             starttls,
+            _own_ca: None,
             _dir: dir,
         }
+    }
+
+    /// A user's JID on this server.
+    pub fn jid(&self, user: &str) -> String {
+        format!("{user}@{}", self.domain)
     }
 
     /// Every file the server wrote.
@@ -182,14 +250,14 @@ impl<'a> Tern<'a> {
     /// Registers `user` and sets a profile up for them.
     pub fn new(server: &'a Server, user: &str) -> Tern<'a> {
         let tern = Tern::profile(server);
-        tern.ok(&["account", "register", &jid(user)]);
+        tern.ok(&["account", "register", &server.jid(user)]);
         tern
     }
 
     /// Another device of an existing `user`.
     pub fn second_device(server: &'a Server, user: &str) -> Tern<'a> {
         let tern = Tern::profile(server);
-        tern.ok(&["account", "login", &jid(user)]);
+        tern.ok(&["account", "login", &server.jid(user)]);
         tern
     }
 

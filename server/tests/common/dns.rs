@@ -89,3 +89,27 @@ fn dnsmasq() -> Option<&'static str> {
     }
     found
 }
+
+/// dnsmasq records of federating servers, each `(domain, s2s address)`:
+/// an address record for the domain, and `_xmpp-server` SRV records
+/// pointing at the s2s port for the domain and its `groups.` and
+/// `upload.` services.
+pub fn federation_records<'a>(
+    servers: impl IntoIterator<Item = (&'a str, std::net::SocketAddr)>,
+) -> String {
+    let mut records = String::new();
+    for (domain, s2s) in servers {
+        records.push_str(&format!("host-record={domain},{}\n", s2s.ip()));
+        for name in [
+            domain.to_owned(),
+            format!("groups.{domain}"),
+            format!("upload.{domain}"),
+        ] {
+            records.push_str(&format!(
+                "srv-host=_xmpp-server._tcp.{name},{domain},{},0,0\n",
+                s2s.port()
+            ));
+        }
+    }
+    records
+}
