@@ -9,7 +9,7 @@ mod common;
 
 use base64::Engine;
 use common::mls::Member;
-use common::{message_with, ServerOptions, TestClient, TestServer, DOMAIN};
+use common::{files_containing, message_with, ServerOptions, TestClient, TestServer, DOMAIN};
 use rand::RngCore;
 use tokio_xmpp::{IqRequest, IqResponse};
 
@@ -20,27 +20,6 @@ fn seal(plaintext: &str) -> String {
     rand::thread_rng().fill_bytes(&mut key);
     let sealed: Vec<u8> = plaintext.bytes().zip(key).map(|(p, k)| p ^ k).collect();
     base64::engine::general_purpose::STANDARD.encode(sealed)
-}
-
-fn files_containing(dir: &std::path::Path, needle: &[u8]) -> Vec<String> {
-    let mut hits = Vec::new();
-    let mut stack = vec![dir.to_owned()];
-    while let Some(path) = stack.pop() {
-        for entry in std::fs::read_dir(&path).expect("read dir") {
-            let path = entry.expect("entry").path();
-            if path.is_dir() {
-                stack.push(path);
-            } else if path.is_file()
-                && std::fs::read(&path)
-                    .expect("read")
-                    .windows(needle.len())
-                    .any(|w| w == needle)
-            {
-                hits.push(path.display().to_string());
-            }
-        }
-    }
-    hits
 }
 
 #[tokio::test(flavor = "multi_thread")]

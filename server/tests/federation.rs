@@ -7,7 +7,7 @@ mod common;
 
 use common::dns::{federation_records, free_port, Dns};
 use common::mls::Member;
-use common::{ServerOptions, TestCa, TestServer};
+use common::{RawClient, ServerOptions, TestCa, TestServer};
 use tern_e2ee::Incoming;
 
 /// Servers of one test, with their DNS.
@@ -21,6 +21,13 @@ impl Bed {
     /// 127.`net`.0.2, .3, …, then dnsmasq with their SRV records. `None`
     /// without dnsmasq (allowed outside CI).
     fn start(net: u8, specs: &[(&str, &str)]) -> Option<Bed> {
+        Self::start_with(net, specs, &[])
+    }
+
+    /// As [`Bed::start`], but the servers of `impostors` (`(domain, name
+    /// on its certificate)`) hold a certificate for another name than
+    /// their domain.
+    fn start_with(net: u8, specs: &[(&str, &str)], impostors: &[(&str, &str)]) -> Option<Bed> {
         let dns_port = free_port();
         let ca = TestCa::get().ca_path();
         let servers = specs
@@ -36,6 +43,10 @@ impl Bed {
                          retry_max_secs = 1\n{extra}\n",
                         ca.display()
                     ),
+                    certificate_for: impostors
+                        .iter()
+                        .find(|(impostor, _)| impostor == domain)
+                        .map(|(_, name)| (*name).to_owned()),
                     ..Default::default()
                 })
             })
@@ -73,6 +84,8 @@ async fn users_on_three_servers_subscribe_claim_keys_and_share_a_group() {
     let Some(bed) = Bed::start(1, &[("a.test", ""), ("b.test", ""), ("c.test", "")]) else {
         return;
     };
+    let marker = format!("FEDERATED-{:016x}", rand::random::<u64>());
+    let said = |what: &str| format!("{what} {marker}");
     let mut alice = Member::new(bed.server("a.test"), "alice").await;
     let mut bob = Member::new(bed.server("b.test"), "bob").await;
     let mut carol = Member::new(bed.server("c.test"), "carol").await;
@@ -137,21 +150,21 @@ async fn users_on_three_servers_subscribe_claim_keys_and_share_a_group() {
     ));
 
     // Messages from each domain reach the others through the hub.
-    bob.send_text(&group, &id, "hello from b").await;
+    bob.send_text(&group, &id, &said("hello from b")).await;
     assert_eq!(
         text_of(&alice.receive(&group, &id).await),
-        Some("hello from b")
+        Some(said("hello from b").as_str())
     );
     assert_eq!(
         text_of(&carol.receive(&group, &id).await),
-        Some("hello from b")
+        Some(said("hello from b").as_str())
     );
     assert!(matches!(bob.receive(&group, &id).await, Incoming::OwnEcho));
-    carol.send_text(&group, &id, "hello from c").await;
+    carol.send_text(&group, &id, &said("hello from c")).await;
     for member in [&mut alice, &mut bob] {
         assert_eq!(
             text_of(&member.receive(&group, &id).await),
-            Some("hello from c")
+            Some(said("hello from c").as_str())
         );
     }
     assert!(matches!(
@@ -227,11 +240,21 @@ async fn users_on_three_servers_subscribe_claim_keys_and_share_a_group() {
         carol.receive(&group, &id).await,
         Incoming::Commit { evicted: true, .. }
     ));
-    alice.send_text(&group, &id, "without carol").await;
+    alice.send_text(&group, &id, &said("without carol")).await;
     assert_eq!(
         text_of(&bob.receive(&group, &id).await),
-        Some("without carol")
+        Some(said("without carol").as_str())
     );
+
+    // No server wrote any of it in clear, anywhere.
+    for server in &bed.servers {
+        let hits = common::files_containing(server.dir.path(), marker.as_bytes());
+        assert!(
+            hits.is_empty(),
+            "text in clear on {}: {hits:?}",
+            server.domain
+        );
+    }
 
     let status = federation_status(bed.server("a.test"));
     assert!(
@@ -333,4 +356,173 @@ async fn stanzas_for_a_stopped_server_wait_and_arrive_in_order() {
     let mut expected = vec!["first".to_owned()];
     expected.extend((0..5).map(|n| format!("while-down-{n}")));
     assert_eq!(ids, expected);
+}
+
+/// Waits (up to 20 s) until `server`'s federation status satisfies
+/// `wanted`; returns it.
+async fn wait_for_status(server: &TestServer, wanted: impl Fn(&str) -> bool) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let status = federation_status(server);
+        if wanted(&status) {
+            return status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "federation status never got there: {status}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_server_with_a_certificate_for_another_domain_is_refused_both_ways() {
+    // The server DNS gives for b.test holds a certificate for evil.test.
+    let Some(bed) = Bed::start_with(
+        4,
+        &[("a.test", ""), ("b.test", "")],
+        &[("b.test", "evil.test")],
+    ) else {
+        return;
+    };
+    let a = bed.server("a.test");
+    let mut alice = Member::new(a, "alice").await;
+
+    // a.test to b.test: the TLS handshake fails on b.test's certificate;
+    // the message waits (and bounces in time), it never reaches b.test.
+    alice
+        .client
+        .send_xml(&encrypted_chat("bob@b.test", "to-impostor"))
+        .await;
+    let status = wait_for_status(a, |s| {
+        s.contains("out a.test -> b.test: retrying") && s.contains("last error")
+    })
+    .await;
+    assert!(status.contains("not valid for name \"b.test\""), "{status}");
+    assert!(status.contains("queued 1"), "{status}");
+
+    // b.test to a.test with a certificate for evil.test: no EXTERNAL...
+    let (mut b, features) = s2s_stream(a, "b.test", "evil.test").await;
+    assert!(!features.contains("EXTERNAL"), "{features}");
+    b.send("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='EXTERNAL'>Yi50ZXN0</auth>")
+        .await;
+    b.read_until("<not-authorized").await;
+    // ...and dialback, verified against the server DNS names for b.test,
+    // reaches the impostor, whose certificate a.test refuses again.
+    b.send(
+        "<db:result xmlns:db='jabber:server:dialback' from='b.test' to='a.test'>\
+         c2a4a1b8e0f1d2c3</db:result>",
+    )
+    .await;
+    let closed = b
+        .read_to_close(std::time::Duration::from_secs(20))
+        .await
+        .expect("a.test closes the stream");
+    assert!(
+        closed.contains("type='invalid'") || closed.contains("type=\"invalid\""),
+        "{closed}"
+    );
+    assert!(closed.contains("<not-authorized"), "{closed}");
+    let status = federation_status(a);
+    assert!(!status.contains("<- b.test"), "{status}");
+    alice
+        .client
+        .expect_none(
+            "a message from b.test",
+            std::time::Duration::from_millis(500),
+            |e| e.name() == "message",
+        )
+        .await;
+}
+
+/// An s2s stream to `server` claiming to come from `from`, upgraded with
+/// STARTTLS and a test-CA client certificate for `certificate_for`; the
+/// stream and the features offered after TLS.
+async fn s2s_stream(server: &TestServer, from: &str, certificate_for: &str) -> (RawClient, String) {
+    let tcp = tokio::net::TcpStream::connect(server.s2s)
+        .await
+        .expect("connect");
+    let mut raw = RawClient::over(tcp);
+    raw.send(&s2s_header(from, &server.domain)).await;
+    raw.read_until("</stream:features>").await;
+    raw.send("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
+        .await;
+    raw.read_until("<proceed").await;
+    raw.upgrade(
+        TestCa::get().client_config_as(certificate_for),
+        &server.domain,
+    )
+    .await;
+    raw.send(&s2s_header(from, &server.domain)).await;
+    let features = raw.read_until("</stream:features>").await;
+    raw.received.clear();
+    (raw, features)
+}
+
+fn s2s_header(from: &str, to: &str) -> String {
+    format!(
+        "<?xml version='1.0'?><stream:stream from='{from}' to='{to}' version='1.0' \
+         xmlns='jabber:server' xmlns:db='jabber:server:dialback' \
+         xmlns:stream='http://etherx.jabber.org/streams'>"
+    )
+}
+
+/// An s2s stream from `from` to `server`, authenticated with SASL
+/// EXTERNAL and a test-CA certificate for `from`, up to the features of
+/// the authenticated stream.
+async fn s2s_stream_as(from: &str, server: &TestServer) -> RawClient {
+    let (mut raw, features) = s2s_stream(server, from, from).await;
+    assert!(features.contains("EXTERNAL"), "{features}");
+    let authzid = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, from);
+    raw.send(&format!(
+        "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='EXTERNAL'>{authzid}</auth>"
+    ))
+    .await;
+    raw.read_until("<success").await;
+    raw.received.clear();
+    raw.send(&s2s_header(from, &server.domain)).await;
+    raw.read_until("</stream:features>").await;
+    raw.received.clear();
+    raw
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stanza_from_a_domain_the_stream_did_not_authenticate_ends_it() {
+    let Some(bed) = Bed::start(5, &[("a.test", "")]) else {
+        return;
+    };
+    let a = bed.server("a.test");
+    let mut alice = Member::new(a, "alice").await;
+    let mut b = s2s_stream_as("b.test", a).await;
+
+    // What b.test may say arrives...
+    b.send(
+        "<message xmlns='jabber:server' from='bob@b.test' to='alice@a.test' type='chat' id='real'>\
+         <encrypted xmlns='eu.siacs.conversations.axolotl'><payload>real</payload></encrypted></message>",
+    )
+    .await;
+    alice
+        .client
+        .expect("b.test's message", |e| e.attr("id") == Some("real"))
+        .await;
+
+    // ...a stanza claiming to come from c.test ends the stream.
+    b.send(
+        "<message xmlns='jabber:server' from='mallory@c.test' to='alice@a.test' type='chat' id='forged'>\
+         <encrypted xmlns='eu.siacs.conversations.axolotl'><payload>forged</payload></encrypted></message>",
+    )
+    .await;
+    let closed = b
+        .read_to_close(std::time::Duration::from_secs(10))
+        .await
+        .expect("a.test closes the stream");
+    assert!(closed.contains("<invalid-from"), "{closed}");
+    alice
+        .client
+        .expect_none(
+            "the forged message",
+            std::time::Duration::from_secs(1),
+            |e| e.attr("id") == Some("forged"),
+        )
+        .await;
 }

@@ -261,6 +261,32 @@ impl MlsClient {
         .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
     }
 
+    /// Asserts that no stanza matching `matches` arrives `within` (others
+    /// are kept).
+    pub async fn expect_none(
+        &mut self,
+        what: &str,
+        within: std::time::Duration,
+        matches: impl Fn(&Element) -> bool,
+    ) {
+        assert!(!self.pending.iter().any(&matches), "unexpected {what}");
+        let connection = &mut self.connection;
+        let pending = &mut self.pending;
+        let arrived = tokio::time::timeout(within, async {
+            loop {
+                let stanza = connection.next().await.expect("stream open");
+                if matches(&stanza) {
+                    return stanza;
+                }
+                pending.push_back(stanza);
+            }
+        })
+        .await;
+        if let Ok(stanza) = arrived {
+            panic!("unexpected {what}: {stanza:?}");
+        }
+    }
+
     /// Ends the stream.
     pub async fn close(self) {
         self.connection.close().await;

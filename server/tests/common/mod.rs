@@ -96,6 +96,28 @@ impl TestCa {
         (cert_path, key_path)
     }
 
+    /// A rustls client configuration trusting this CA and presenting a
+    /// certificate for `domain` (a server's, on an s2s stream).
+    pub fn client_config_as(&self, domain: &str) -> Arc<rustls::ClientConfig> {
+        let params = rcgen::CertificateParams::new(vec![domain.to_owned()]).expect("params");
+        let key = rcgen::KeyPair::generate().expect("key");
+        let cert = params
+            .signed_by(&key, &self.ca_cert, &self.ca_key)
+            .expect("sign");
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(self.ca_cert.der().clone()).expect("add CA");
+        let key = rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der()).expect("key");
+        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_client_auth_cert(vec![cert.der().clone()], key)
+        .expect("client certificate");
+        Arc::new(config)
+    }
+
     /// A rustls client configuration trusting this CA.
     pub fn client_config(&self) -> Arc<rustls::ClientConfig> {
         let mut roots = rustls::RootCertStore::empty();
@@ -128,6 +150,9 @@ pub struct ServerOptions {
     pub address: String,
     /// Fixed s2s ports (STARTTLS, direct TLS), kept across restarts.
     pub s2s_ports: Option<(u16, u16)>,
+    /// The name on the server's certificate when it is not the domain
+    /// (an impostor's).
+    pub certificate_for: Option<String>,
 }
 
 impl Default for ServerOptions {
@@ -140,6 +165,7 @@ impl Default for ServerOptions {
             domain: DOMAIN.to_owned(),
             address: "127.0.0.1".to_owned(),
             s2s_ports: None,
+            certificate_for: None,
         }
     }
 }
@@ -167,7 +193,11 @@ impl TestServer {
     pub fn start_with(options: ServerOptions) -> TestServer {
         let ca = TestCa::get();
         let dir = tempfile::tempdir().expect("temp dir");
-        let (cert, key) = ca.issue_for(&options.domain, &options.address, dir.path());
+        let name = options
+            .certificate_for
+            .as_deref()
+            .unwrap_or(&options.domain);
+        let (cert, key) = ca.issue_for(name, &options.address, dir.path());
         let data = dir.path().join("data");
         let ip = &options.address;
         let (s2s, s2s_tls) = options.s2s_ports.unwrap_or((0, 0));
@@ -557,13 +587,29 @@ pub fn stream_header(domain: &str) -> String {
 }
 
 impl RawClient {
+    /// A raw client over an established connection.
+    pub fn over(io: impl RawIo + 'static) -> RawClient {
+        RawClient {
+            io: Box::new(io),
+            received: String::new(),
+        }
+    }
+
     /// Connects to the STARTTLS port without doing anything yet.
     pub async fn connect(server: &TestServer) -> RawClient {
         let tcp = TcpStream::connect(server.c2s).await.expect("connect");
-        RawClient {
-            io: Box::new(tcp),
-            received: String::new(),
-        }
+        RawClient::over(tcp)
+    }
+
+    /// After `<proceed/>`: the TLS handshake with `server_name`, then
+    /// nothing received yet.
+    pub async fn upgrade(&mut self, config: Arc<rustls::ClientConfig>, server_name: &str) {
+        let connector = tokio_rustls::TlsConnector::from(config);
+        let name = rustls::pki_types::ServerName::try_from(server_name.to_owned()).expect("name");
+        let io = std::mem::replace(&mut self.io, Box::new(tokio::io::duplex(1).0));
+        let tls = connector.connect(name, io).await.expect("TLS handshake");
+        self.io = Box::new(tls);
+        self.received.clear();
     }
 
     /// Connects and upgrades with STARTTLS, up to the SASL features.
@@ -574,12 +620,7 @@ impl RawClient {
         raw.send("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
             .await;
         raw.read_until("<proceed").await;
-        let connector = tokio_rustls::TlsConnector::from(TestCa::get().client_config());
-        let name = rustls::pki_types::ServerName::try_from(DOMAIN).expect("name");
-        let io = std::mem::replace(&mut raw.io, Box::new(tokio::io::duplex(1).0));
-        let tls = connector.connect(name, io).await.expect("TLS handshake");
-        raw.io = Box::new(tls);
-        raw.received.clear();
+        raw.upgrade(TestCa::get().client_config(), DOMAIN).await;
         raw.send(&stream_header(DOMAIN)).await;
         raw.read_until("</stream:features>").await;
         raw
@@ -665,4 +706,26 @@ impl RawClient {
         .await;
         closed.ok().map(|_| self.received.clone())
     }
+}
+
+/// The regular files under `dir` (recursively) that contain `needle`.
+pub fn files_containing(dir: &std::path::Path, needle: &[u8]) -> Vec<String> {
+    let mut hits = Vec::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(path) = stack.pop() {
+        for entry in std::fs::read_dir(&path).expect("read dir") {
+            let path = entry.expect("entry").path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.is_file()
+                && std::fs::read(&path)
+                    .expect("read")
+                    .windows(needle.len())
+                    .any(|w| w == needle)
+            {
+                hits.push(path.display().to_string());
+            }
+        }
+    }
+    hits
 }
