@@ -11,9 +11,10 @@ cd "$(dirname "$0")/.."
 say() { printf '\n== %s\n' "$*"; }
 
 # Debian packages the tests run, installed when missing: dnsmasq answers
-# the SRV records of the test domains. (Prosody and ejabberd, the peers of
-# the federation tests, join this list.)
-DEBIAN_PACKAGES=(dnsmasq-base)
+# the SRV records of the test domains; Prosody (with lua-unbound, to ask
+# that dnsmasq) is a federation peer. The tests start each peer in the
+# foreground with a configuration of their own, on loopback.
+DEBIAN_PACKAGES=(dnsmasq-base prosody lua-unbound)
 
 apt_install() {
     say "installing Debian packages: $*"

@@ -419,8 +419,11 @@ impl Inbound {
         if !ctx.settings.is_local(&pair.local) || !ctx.settings.policy.allows(&pair.remote) {
             return Some(dialback::result_answer(&pair.local, &pair.remote, false));
         }
-        if ctx.tls.check_peer(&self.certificates, &pair.remote).is_ok() {
-            // XEP-0344: a certificate valid for the domain proves it.
+        if ctx.settings.certificate_auth
+            && ctx.tls.check_peer(&self.certificates, &pair.remote).is_ok()
+        {
+            // XEP-0344: a certificate valid for the domain proves it
+            // (unless certificates are not to be used at all).
             let _ = verdicts.try_send(Verdict { pair, valid: true });
             return None;
         }

@@ -256,7 +256,7 @@ async fn users_on_three_servers_subscribe_claim_keys_and_share_a_group() {
         );
     }
 
-    let status = federation_status(bed.server("a.test"));
+    let status = bed.server("a.test").federation_status();
     assert!(
         status.contains("out groups.a.test -> b.test: connected, certificate"),
         "{status}"
@@ -265,18 +265,6 @@ async fn users_on_three_servers_subscribe_claim_keys_and_share_a_group() {
         status.contains("out a.test -> b.test: connected, certificate"),
         "{status}"
     );
-}
-
-/// `tern-server federation status` of a running server.
-fn federation_status(server: &TestServer) -> String {
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_tern-server"))
-        .arg("--config")
-        .arg(&server.config_path)
-        .args(["federation", "status"])
-        .output()
-        .expect("run tern-server federation status");
-    assert!(output.status.success(), "{output:?}");
-    String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
 /// An OMEMO-style encrypted chat message (the server carries it, never
@@ -311,7 +299,7 @@ async fn dialback_authenticates_when_certificates_are_not_used() {
         .client
         .expect("bob's answer", |e| e.attr("id") == Some("m2"))
         .await;
-    let status = federation_status(bed.server("a.test"));
+    let status = bed.server("a.test").federation_status();
     assert!(
         status.contains("out a.test -> b.test: connected, dialback"),
         "{status}"
@@ -363,7 +351,7 @@ async fn stanzas_for_a_stopped_server_wait_and_arrive_in_order() {
 async fn wait_for_status(server: &TestServer, wanted: impl Fn(&str) -> bool) -> String {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     loop {
-        let status = federation_status(server);
+        let status = server.federation_status();
         if wanted(&status) {
             return status;
         }
@@ -423,7 +411,7 @@ async fn a_server_with_a_certificate_for_another_domain_is_refused_both_ways() {
         "{closed}"
     );
     assert!(closed.contains("<not-authorized"), "{closed}");
-    let status = federation_status(a);
+    let status = a.federation_status();
     assert!(!status.contains("<- b.test"), "{status}");
     alice
         .client

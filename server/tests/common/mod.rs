@@ -26,6 +26,7 @@ use tokio_xmpp::{Client, Event, IqRequest, IqResponse};
 
 pub mod dns;
 pub mod mls;
+pub mod peers;
 
 /// How long any single expectation waits.
 pub const WAIT: Duration = Duration::from_secs(10);
@@ -287,6 +288,18 @@ impl TestServer {
             .status()
             .expect("run tern-server user add");
         assert!(status.success(), "user add {user} failed");
+    }
+
+    /// What `tern-server federation status` prints for this server.
+    pub fn federation_status(&self) -> String {
+        let output = Command::new(env!("CARGO_BIN_EXE_tern-server"))
+            .arg("--config")
+            .arg(&self.config_path)
+            .args(["federation", "status"])
+            .output()
+            .expect("run tern-server federation status");
+        assert!(output.status.success(), "{output:?}");
+        String::from_utf8_lossy(&output.stdout).into_owned()
     }
 }
 

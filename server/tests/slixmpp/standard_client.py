@@ -15,82 +15,15 @@ import secrets
 import sys
 import xml.etree.ElementTree as ET
 
-import slixmpp
 from slixmpp.exceptions import IqError
 
+from clients import OMEMO_NS, STANZAS_NS, STEP_TIMEOUT, Client as BaseClient, step, wait_for
+
 HOST, PORT, DOMAIN, CA_FILE = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
-OMEMO_NS = "eu.siacs.conversations.axolotl"
-STANZAS_NS = "urn:ietf:params:xml:ns:xmpp-stanzas"
-STEP_TIMEOUT = 15
 
 
-def step(text):
-    print(f"ok - {text}", flush=True)
-
-
-def omemo_payload(ciphertext):
-    return ET.fromstring(
-        f"<encrypted xmlns='{OMEMO_NS}'><header sid='1'><key rid='2'>AAAA</key>"
-        f"<iv>AAAAAAAAAAAAAAAA</iv></header><payload>{ciphertext}</payload></encrypted>"
-    )
-
-
-class Client(slixmpp.ClientXMPP):
-    """A client that records what it receives in queues."""
-
-    def __init__(self, jid, password, register=False):
-        super().__init__(jid, password)
-        self.ca_certs = CA_FILE
-        for plugin in ("xep_0030", "xep_0004", "xep_0060", "xep_0077", "xep_0199"):
-            self.register_plugin(plugin)
-        self.registered = asyncio.get_running_loop().create_future()
-        self.online = asyncio.get_running_loop().create_future()
-        self.messages = asyncio.Queue()
-        self.errors = asyncio.Queue()
-        if register:
-            self["xep_0077"].force_registration = True
-            self.add_event_handler("register", self.on_register)
-        self.add_event_handler("session_start", self.on_start)
-        self.add_event_handler("message", self.on_message)
-        self.add_event_handler("message_error", self.on_message_error)
-
-    async def on_register(self, _form):
-        iq = self.Iq()
-        iq["type"] = "set"
-        iq["register"]["username"] = self.boundjid.user
-        iq["register"]["password"] = self.password
-        try:
-            await iq.send()
-            self.registered.set_result(True)
-        except IqError as e:
-            self.registered.set_exception(RuntimeError(f"registration refused: {e.iq['error']['condition']}"))
-
-    async def on_start(self, _event):
-        await self.get_roster()
-        self.send_presence()
-        self.online.set_result(True)
-
-    def on_message(self, msg):
-        if msg["type"] in ("chat", "normal"):
-            self.messages.put_nowait(msg)
-
-    def on_message_error(self, msg):
-        self.errors.put_nowait(msg)
-
-    async def start(self):
-        self.connect(host=HOST, port=PORT)
-        await asyncio.wait_for(self.online, STEP_TIMEOUT)
-
-
-async def wait_for(predicate, what):
-    async def poll():
-        while not predicate():
-            await asyncio.sleep(0.05)
-
-    try:
-        await asyncio.wait_for(poll(), STEP_TIMEOUT)
-    except asyncio.TimeoutError:
-        raise AssertionError(f"timed out waiting for {what}")
+def Client(jid, password, register=False):
+    return BaseClient(jid, password, HOST, PORT, CA_FILE, register=register)
 
 
 async def main():
@@ -100,7 +33,7 @@ async def main():
     # In-band registration of both accounts.
     for jid in (alice_jid, bob_jid):
         client = Client(jid, "secret-" + suffix, register=True)
-        client.connect(host=HOST, port=PORT)
+        client.open()
         await asyncio.wait_for(client.registered, STEP_TIMEOUT)
         await asyncio.wait_for(client.online, STEP_TIMEOUT)
         client.disconnect()
@@ -124,15 +57,11 @@ async def main():
 
     # Encrypted messages both ways.
     ciphertext = secrets.token_urlsafe(24)
-    msg = alice.make_message(mto=bob_jid, mbody="I sent you an OMEMO encrypted message.", mtype="chat")
-    msg.append(omemo_payload(ciphertext))
-    msg.send()
+    alice.send_encrypted(bob_jid, ciphertext)
     got = await asyncio.wait_for(bob.messages.get(), STEP_TIMEOUT)
     assert got["from"].bare == alice_jid, got["from"]
     assert ciphertext in str(got), "payload delivered intact"
-    reply = bob.make_message(mto=alice_jid, mbody="fallback", mtype="chat")
-    reply.append(omemo_payload("cmVwbHk="))
-    reply.send()
+    bob.send_encrypted(alice_jid, "cmVwbHk=")
     got = await asyncio.wait_for(alice.messages.get(), STEP_TIMEOUT)
     assert got["from"].bare == bob_jid
     step("encrypted messages exchanged both ways")
@@ -169,7 +98,7 @@ async def main():
     await alice["xep_0060"].publish(None, "urn:example:private", id="p",
                                     payload=ET.fromstring("<p xmlns='urn:example:private'/>"))
     stranger = Client(f"carol{suffix}@{DOMAIN}", "secret-" + suffix, register=True)
-    stranger.connect(host=HOST, port=PORT)
+    stranger.open()
     await asyncio.wait_for(stranger.online, STEP_TIMEOUT)
     await stranger["xep_0060"].get_items(alice_jid, f"{OMEMO_NS}.devicelist")
     try:
@@ -180,8 +109,7 @@ async def main():
     step("access models enforced (open readable, presence-only forbidden to strangers)")
 
     for client in (alice, bob, stranger):
-        client.disconnect()
-        await client.disconnected
+        await client.stop()
 
 
 if __name__ == "__main__":
