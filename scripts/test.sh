@@ -12,13 +12,22 @@ say() { printf '\n== %s\n' "$*"; }
 
 # Debian packages the tests run, installed when missing: dnsmasq answers
 # the SRV records of the test domains; Prosody (with lua-unbound, to ask
-# that dnsmasq) is a federation peer. The tests start each peer in the
-# foreground with a configuration of their own, on loopback.
-DEBIAN_PACKAGES=(dnsmasq-base prosody lua-unbound)
+# that dnsmasq) and ejabberd are federation peers. The tests start each
+# peer in the foreground with a configuration of their own, on loopback;
+# nothing is started or changed system-wide.
+DEBIAN_PACKAGES=(dnsmasq-base prosody lua-unbound ejabberd)
 
 apt_install() {
     say "installing Debian packages: $*"
     export DEBIAN_FRONTEND=noninteractive
+    # Server packages (prosody, ejabberd) would start system-wide daemons
+    # on every interface; the tests run their own. Deny service starts
+    # for the install, as container images do, unless a policy is there.
+    if [[ ! -e /usr/sbin/policy-rc.d ]]; then
+        printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
+        chmod +x /usr/sbin/policy-rc.d
+        trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+    fi
     apt-get update -q
     apt-get install -y -q --no-install-recommends "$@"
 }

@@ -28,7 +28,8 @@ use xmpp_parsers::stream_features::StreamFeatures;
 use crate::dialback;
 use crate::federation::Context;
 use crate::host::Pair;
-use crate::io::{is_stanza_too_large, stream_io, BoxedTransport, StanzaBudget, StreamIo};
+use crate::io::{is_stanza_too_large, BoxedTransport, StanzaBudget};
+use crate::s2s_io::{into_transport, s2s_io, S2sIo};
 use crate::status::{AuthMethod, InboundStatus};
 use crate::xml::{
     self, attr_name, S2sStream, NS_DIALBACK, NS_DIALBACK_FEATURE, NS_SASL, NS_SM, NS_TLS,
@@ -85,7 +86,7 @@ async fn negotiate(
         certificates = Some(certs);
     }
     loop {
-        let (io, budget) = stream_io(transport, ctx.settings.max_stanza_bytes);
+        let (io, budget) = s2s_io(transport, ctx.settings.max_stanza_bytes);
         let mut accepted =
             accept_stream(io, xml::NS_SERVER, xml::timeouts(ctx.settings.idle_after)).await?;
         let header = accepted.take_header();
@@ -125,8 +126,7 @@ async fn negotiate(
                 return Err(std::io::Error::other("the peer did not start TLS"));
             }
             stream.send(&Element::bare("proceed", NS_TLS)).await?;
-            let (tls, certs) =
-                tls_accept(ctx, stream.into_inner().into_inner().into_inner()).await?;
+            let (tls, certs) = tls_accept(ctx, into_transport(stream.into_inner())).await?;
             transport = tls;
             certificates = Some(certs);
             continue;
@@ -188,7 +188,7 @@ impl Inbound {
 
     async fn send_features(
         &self,
-        accepted: AcceptedStream<StreamIo>,
+        accepted: AcceptedStream<S2sIo>,
         features: StreamFeatures,
     ) -> Result<S2sStream, std::io::Error> {
         let pending = accepted.send_header(self.our_header()).await?;

@@ -26,13 +26,16 @@ pub type BoxedTransport = Box<dyn Transport>;
 /// The I/O type of every XML stream. Reads are buffered; writes are not,
 /// because the XML stream already serialises whole stanzas into its own
 /// buffer before writing.
-pub type StreamIo = LimitedIo<BufReader<BoxedTransport>>;
+pub type StreamIo<T = BoxedTransport> = LimitedIo<BufReader<T>>;
 
 /// Read buffer per connection.
 pub const READ_BUFFER: usize = 4096;
 
 /// Wraps a transport for a new (or restarted after TLS) XML stream.
-pub fn stream_io(transport: BoxedTransport, max_stanza_bytes: usize) -> (StreamIo, StanzaBudget) {
+pub fn stream_io<T: AsyncRead>(
+    transport: T,
+    max_stanza_bytes: usize,
+) -> (StreamIo<T>, StanzaBudget) {
     LimitedIo::new(
         BufReader::with_capacity(READ_BUFFER, transport),
         max_stanza_bytes,

@@ -27,6 +27,7 @@ pub mod inbound;
 pub mod io;
 pub mod link;
 pub mod outbound;
+pub mod s2s_io;
 pub mod settings;
 pub mod status;
 pub mod tls;

@@ -18,7 +18,8 @@ use xmpp_parsers::stream_features::StreamFeatures;
 
 use crate::dialback::{self, Secret};
 use crate::host::Pair;
-use crate::io::{stream_io, BoxedTransport, StanzaBudget};
+use crate::io::{BoxedTransport, StanzaBudget};
+use crate::s2s_io::{into_transport, s2s_io};
 use crate::settings::Settings;
 use crate::status::AuthMethod;
 use crate::tls::TlsConfigs;
@@ -208,7 +209,7 @@ impl Dialer {
             if !answer.is("proceed", NS_TLS) {
                 return Err(OutboundError::NoTls(pair.remote.clone()));
             }
-            let transport = opened.stream.into_inner().into_inner().into_inner();
+            let transport = into_transport(opened.stream.into_inner());
             let transport = self.tls_connect(transport, pair, endpoint).await?;
             opened = self.start_stream(transport, pair, endpoint).await?;
         }
@@ -248,7 +249,7 @@ impl Dialer {
         pair: &Pair,
         endpoint: &Endpoint,
     ) -> Result<Opened, OutboundError> {
-        let (io, budget) = stream_io(transport, self.max_stanza_bytes);
+        let (io, budget) = s2s_io(transport, self.max_stanza_bytes);
         let header = StreamHeader {
             from: Some(pair.local.as_str().into()),
             to: Some(pair.remote.as_str().into()),

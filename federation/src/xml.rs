@@ -8,7 +8,7 @@ use minidom::Element;
 use tokio_xmpp::xmlstream::{Timeouts, XmlStream};
 use xmpp_parsers::stream_error::{DefinedCondition, SentStreamError, StreamError};
 
-use crate::io::StreamIo;
+use crate::s2s_io::S2sIo;
 
 /// Stanzas between servers.
 pub const NS_SERVER: &str = "jabber:server";
@@ -31,7 +31,7 @@ pub fn attr_name(name: &'static str) -> minidom::rxml::NcName {
 }
 
 /// An s2s XML stream of elements.
-pub type S2sStream = XmlStream<StreamIo, Element>;
+pub type S2sStream = XmlStream<S2sIo, Element>;
 
 /// Read timeouts of s2s streams: a soft timeout after `idle`, then a
 /// short grace period.

@@ -1,28 +1,34 @@
 //! Federation with the XMPP servers already out there: Prosody (`p.test`,
-//! on 127.0.0.5, Debian's package with lua-unbound) and a Tern server
-//! (`a.test`) find each other through dnsmasq SRV records and federate
-//! both ways; a slixmpp user on each side subscribes to the other and
-//! they exchange OMEMO-style encrypted messages — once with certificate
-//! authentication, once with dialback only.
+//! on 127.0.0.5) and ejabberd (`e.test`, on 127.0.0.6), Debian's packages,
+//! and a Tern server (`a.test`) find each other through dnsmasq SRV
+//! records and federate both ways; a slixmpp user on each side subscribes
+//! to the other and they exchange OMEMO-style encrypted messages — once
+//! with certificate authentication, once with dialback only.
 
 mod common;
 
+use std::net::SocketAddr;
+
 use common::dns::{federation_records, free_port, Dns};
-use common::peers::{missing, python, run_slixmpp, Prosody, ProsodyAuth};
+use common::peers::{missing, python, run_slixmpp, Ejabberd, PeerAuth, PeerServer, Prosody};
 use common::{ServerOptions, TestCa, TestServer};
 
 const PASSWORD: &str = "interop secret";
 
-/// Tern `a.test` on 127.`net`.0.2 and Prosody `p.test` on 127.0.0.5
-/// federate with `auth`; the two slixmpp users talk; the link is checked
-/// to have authenticated as `auth` says on Tern's side, both ways.
-fn tern_and_prosody_federate(net: u8, auth: ProsodyAuth) {
+/// Tern `a.test` on 127.`net`.0.2 and the peer `start` makes federate
+/// with `auth`; a slixmpp user on each talks to the other; Tern's status
+/// shows both directions authenticated as `auth` says.
+fn tern_federates_with<P: PeerServer>(
+    net: u8,
+    auth: PeerAuth,
+    start: impl FnOnce(SocketAddr, &TestServer) -> Option<P>,
+) {
     let Some(python) = python() else {
         return missing("Python venv with slixmpp");
     };
     let dns_port = free_port();
     let nameserver = format!("127.0.0.1:{dns_port}").parse().expect("address");
-    let certificate_auth = auth == ProsodyAuth::Certificates;
+    let certificate_auth = auth == PeerAuth::Certificates;
     let tern = TestServer::start_with(ServerOptions {
         domain: "a.test".to_owned(),
         address: format!("127.{net}.0.2"),
@@ -34,17 +40,17 @@ fn tern_and_prosody_federate(net: u8, auth: ProsodyAuth) {
         ),
         ..Default::default()
     });
-    let Some(prosody) = Prosody::start("p.test", "127.0.0.5", nameserver, auth) else {
+    let Some(peer) = start(nameserver, &tern) else {
         return;
     };
     let Some(_dns) = Dns::start_at(
         dns_port,
-        &federation_records([("a.test", tern.s2s), ("p.test", prosody.s2s)]),
+        &federation_records([("a.test", tern.s2s), (peer.domain(), peer.s2s())]),
     ) else {
         return;
     };
     tern.add_user("alice", PASSWORD);
-    prosody.register("bob", PASSWORD);
+    peer.register("bob", PASSWORD);
 
     let args = [
         TestCa::get().ca_path().display().to_string(),
@@ -52,40 +58,63 @@ fn tern_and_prosody_federate(net: u8, auth: ProsodyAuth) {
         "alice@a.test".to_owned(),
         tern.c2s.ip().to_string(),
         tern.c2s.port().to_string(),
-        "bob@p.test".to_owned(),
-        prosody.c2s.ip().to_string(),
-        prosody.c2s.port().to_string(),
+        format!("bob@{}", peer.domain()),
+        peer.c2s().ip().to_string(),
+        peer.c2s().port().to_string(),
     ];
     run_slixmpp(&python, "federated_clients.py", &args, || {
         format!(
-            "tern status:\n{}\ntern log:\n{}\nprosody log:\n{}",
+            "tern status:\n{}\ntern log:\n{}\npeer log:\n{}",
             tern.federation_status(),
             tern.log(),
-            prosody.log()
+            peer.log()
         )
     });
 
     let method = match auth {
-        ProsodyAuth::Certificates => "certificate",
-        ProsodyAuth::Dialback => "dialback",
+        PeerAuth::Certificates => "certificate",
+        PeerAuth::Dialback => "dialback",
     };
     let status = tern.federation_status();
+    println!("{status}");
+    let domain = peer.domain();
     assert!(
-        status.contains(&format!("out a.test -> p.test: connected, {method}")),
+        status.contains(&format!("out a.test -> {domain}: connected, {method}")),
         "{status}"
     );
     assert!(
-        status.contains(&format!("a.test <- p.test ({method})")),
+        status.contains(&format!("a.test <- {domain} ({method})")),
         "{status}"
     );
+}
+
+fn prosody(auth: PeerAuth) -> impl FnOnce(SocketAddr, &TestServer) -> Option<Prosody> {
+    move |nameserver, _| Prosody::start("p.test", "127.0.0.5", nameserver, auth)
+}
+
+fn ejabberd(auth: PeerAuth) -> impl FnOnce(SocketAddr, &TestServer) -> Option<Ejabberd> {
+    move |nameserver, tern| {
+        let hosts = [("a.test", tern.s2s.ip())];
+        Ejabberd::start("e.test", "127.0.0.6", nameserver, &hosts, auth)
+    }
 }
 
 #[test]
 fn tern_and_prosody_federate_with_certificates() {
-    tern_and_prosody_federate(6, ProsodyAuth::Certificates);
+    tern_federates_with(6, PeerAuth::Certificates, prosody(PeerAuth::Certificates));
 }
 
 #[test]
 fn tern_and_prosody_federate_with_dialback() {
-    tern_and_prosody_federate(7, ProsodyAuth::Dialback);
+    tern_federates_with(7, PeerAuth::Dialback, prosody(PeerAuth::Dialback));
+}
+
+#[test]
+fn tern_and_ejabberd_federate_with_certificates() {
+    tern_federates_with(8, PeerAuth::Certificates, ejabberd(PeerAuth::Certificates));
+}
+
+#[test]
+fn tern_and_ejabberd_federate_with_dialback() {
+    tern_federates_with(9, PeerAuth::Dialback, ejabberd(PeerAuth::Dialback));
 }

@@ -42,14 +42,30 @@ pub struct TestCa {
     ca_key: rcgen::KeyPair,
 }
 
+/// Parameters of a certificate for `names`, valid from 2025 to 2049 (not
+/// rcgen's default of year 4096, which Erlang's date functions, hence
+/// ejabberd, cannot handle).
+pub fn certificate_params(names: Vec<String>) -> rcgen::CertificateParams {
+    let mut params = rcgen::CertificateParams::new(names).expect("params");
+    params.not_before = rcgen::date_time_ymd(2025, 1, 1);
+    params.not_after = rcgen::date_time_ymd(2049, 12, 31);
+    params
+}
+
+/// Parameters of a CA certificate (validity as [`certificate_params`]).
+pub fn ca_params() -> rcgen::CertificateParams {
+    let mut params = certificate_params(Vec::new());
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params
+}
+
 impl TestCa {
     /// The process-wide CA.
     pub fn get() -> &'static TestCa {
         static CA: OnceLock<TestCa> = OnceLock::new();
         CA.get_or_init(|| {
             let dir = tempfile::tempdir().expect("temp dir");
-            let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
-            params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+            let mut params = ca_params();
             params
                 .distinguished_name
                 .push(rcgen::DnType::CommonName, "Tern test CA");
@@ -81,12 +97,11 @@ impl TestCa {
     /// Issues a certificate for `domain`, `*.domain` and the IP address
     /// `ip` (the upload service's URLs name it in tests).
     pub fn issue_for(&self, domain: &str, ip: &str, dir: &Path) -> (PathBuf, PathBuf) {
-        let params = rcgen::CertificateParams::new(vec![
+        let params = certificate_params(vec![
             domain.to_owned(),
             format!("*.{domain}"),
             ip.to_owned(),
-        ])
-        .expect("params");
+        ]);
         let key = rcgen::KeyPair::generate().expect("key");
         let cert = params
             .signed_by(&key, &self.ca_cert, &self.ca_key)
@@ -100,7 +115,7 @@ impl TestCa {
     /// A rustls client configuration trusting this CA and presenting a
     /// certificate for `domain` (a server's, on an s2s stream).
     pub fn client_config_as(&self, domain: &str) -> Arc<rustls::ClientConfig> {
-        let params = rcgen::CertificateParams::new(vec![domain.to_owned()]).expect("params");
+        let params = certificate_params(vec![domain.to_owned()]);
         let key = rcgen::KeyPair::generate().expect("key");
         let cert = params
             .signed_by(&key, &self.ca_cert, &self.ca_key)

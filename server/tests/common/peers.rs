@@ -1,6 +1,7 @@
-//! The real XMPP peers of the interoperability tests — slixmpp clients and
-//! a Prosody server — run from the test's own temporary directory, on
-//! loopback only, stopped when dropped (../shared/TESTBED.md).
+//! The real XMPP peers of the interoperability tests — slixmpp clients,
+//! Prosody and ejabberd servers — run from the test's own temporary
+//! directory, on loopback only, stopped when dropped
+//! (../shared/TESTBED.md).
 //!
 //! A missing peer fails the test under CI (or `TERN_REQUIRE_PEERS=1`) and
 //! skips it, loudly, elsewhere: the README's test command installs them.
@@ -63,14 +64,29 @@ pub fn run_slixmpp(python: &Path, script: &str, args: &[String], context: impl F
     );
 }
 
-/// How a Prosody server authenticates other servers.
+/// How a peer server authenticates other servers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ProsodyAuth {
-    /// Trusts the test CA and requires valid certificates
-    /// (`s2s_secure_auth`): SASL EXTERNAL or certificate-backed dialback.
+pub enum PeerAuth {
+    /// Trusts the test CA and requires valid certificates: SASL EXTERNAL
+    /// or certificate-backed dialback.
     Certificates,
     /// Trusts no test certificate: dialback only.
     Dialback,
+}
+
+/// A server of another implementation, as the interoperability tests use
+/// it.
+pub trait PeerServer {
+    /// Its domain.
+    fn domain(&self) -> &str;
+    /// Its c2s (STARTTLS) listener.
+    fn c2s(&self) -> SocketAddr;
+    /// Its s2s (STARTTLS) listener.
+    fn s2s(&self) -> SocketAddr;
+    /// Creates an account.
+    fn register(&self, user: &str, password: &str);
+    /// Its log so far.
+    fn log(&self) -> String;
 }
 
 /// A Prosody server (Debian's `prosody`, with `lua-unbound` for DNS on a
@@ -93,7 +109,7 @@ impl Prosody {
         domain: &str,
         address: &str,
         nameserver: SocketAddr,
-        auth: ProsodyAuth,
+        auth: PeerAuth,
     ) -> Option<Prosody> {
         if !Path::new("/usr/bin/prosody").exists() || !lua_unbound_installed() {
             missing("Prosody with lua-unbound");
@@ -111,11 +127,11 @@ impl Prosody {
         let c2s: SocketAddr = format!("{address}:{}", port()).parse().expect("address");
         let s2s: SocketAddr = format!("{address}:{}", port()).parse().expect("address");
         let trust = match auth {
-            ProsodyAuth::Certificates => format!(
+            PeerAuth::Certificates => format!(
                 "s2s_secure_auth = true\nssl = {{ cafile = \"{}\" }}",
                 TestCa::get().ca_path().display()
             ),
-            ProsodyAuth::Dialback => "s2s_secure_auth = false".to_owned(),
+            PeerAuth::Dialback => "s2s_secure_auth = false".to_owned(),
         };
         let config = base.join("prosody.cfg.lua");
         std::fs::write(
@@ -193,9 +209,22 @@ VirtualHost "{domain}"
             std::thread::sleep(Duration::from_millis(50));
         }
     }
+}
 
-    /// Creates an account.
-    pub fn register(&self, user: &str, password: &str) {
+impl PeerServer for Prosody {
+    fn domain(&self) -> &str {
+        &self.domain
+    }
+
+    fn c2s(&self) -> SocketAddr {
+        self.c2s
+    }
+
+    fn s2s(&self) -> SocketAddr {
+        self.s2s
+    }
+
+    fn register(&self, user: &str, password: &str) {
         let output = Command::new("/usr/bin/prosodyctl")
             .arg("--config")
             .arg(&self.config)
@@ -206,8 +235,7 @@ VirtualHost "{domain}"
         assert!(output.status.success(), "prosodyctl register: {output:?}");
     }
 
-    /// Prosody's debug log so far.
-    pub fn log(&self) -> String {
+    fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("debug.log")).unwrap_or_default()
     }
 }
@@ -228,4 +256,240 @@ fn lua_unbound_installed() -> bool {
             .args(["-W", "-f=${Status}", "lua-unbound"])
             .output()
             .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
+}
+
+/// An ejabberd server (Debian's `ejabberd`), run in the foreground by
+/// `ejabberdctl` as the `ejabberd` user, Erlang distribution on loopback
+/// at a fixed port (no epmd daemon left behind), stopped on drop.
+pub struct Ejabberd {
+    domain: String,
+    c2s: SocketAddr,
+    s2s: SocketAddr,
+    dir: tempfile::TempDir,
+    child: Child,
+}
+
+const EJABBERDCTL: &str = "/usr/sbin/ejabberdctl";
+
+impl Ejabberd {
+    /// Starts ejabberd for `domain` on `address` (free ports), asking the
+    /// DNS server at `nameserver`, with a certificate from the test CA.
+    /// Erlang's resolver finds SRV records there but takes the targets'
+    /// addresses from `hosts` (`(name, IP)`). `None` when ejabberd is not
+    /// installed (allowed outside CI).
+    pub fn start(
+        domain: &str,
+        address: &str,
+        nameserver: SocketAddr,
+        hosts: &[(&str, std::net::IpAddr)],
+        auth: PeerAuth,
+    ) -> Option<Ejabberd> {
+        if !Path::new(EJABBERDCTL).exists() {
+            missing("ejabberd");
+            return None;
+        }
+        let dir = tempfile::tempdir().expect("dir");
+        let base = dir.path();
+        for sub in ["conf", "logs", "spool"] {
+            std::fs::create_dir_all(base.join(sub)).expect("dir");
+        }
+        let (cert, key) = TestCa::get().issue_for(domain, address, base);
+        let pem = std::fs::read_to_string(&cert).expect("cert")
+            + &std::fs::read_to_string(&key).expect("key");
+        std::fs::write(base.join("conf/server.pem"), pem).expect("pem");
+        // A CA that issued nothing of ours: every peer certificate is
+        // untrusted, dialback is all that is left.
+        let ca = match auth {
+            PeerAuth::Certificates => TestCa::get().ca_path(),
+            PeerAuth::Dialback => {
+                let other = base.join("other-ca.pem");
+                let key = rcgen::KeyPair::generate().expect("key");
+                let ca = super::ca_params().self_signed(&key).expect("CA");
+                std::fs::write(&other, ca.pem()).expect("CA");
+                other
+            }
+        };
+        std::fs::copy(&ca, base.join("conf/ca.pem")).expect("CA");
+        let port = || super::dns::free_port();
+        let c2s: SocketAddr = format!("{address}:{}", port()).parse().expect("address");
+        let s2s: SocketAddr = format!("{address}:{}", port()).parse().expect("address");
+        let dist_port = port();
+        std::fs::write(
+            base.join("conf/ejabberdctl.cfg"),
+            format!(
+                "ERLANG_NODE=tern-test-{dist_port}@localhost\nINET_DIST_INTERFACE=127.0.0.1\n\
+                 ERL_EPMD_ADDRESS=127.0.0.1\nERL_DIST_PORT={dist_port}\n\
+                 EJABBERD_PID_PATH={}\n",
+                base.join("spool/ejabberd.pid").display()
+            ),
+        )
+        .expect("ejabberdctl.cfg");
+        let erlang_ip = |ip: std::net::IpAddr| ip.to_string().replace('.', ",");
+        let inetrc = format!(
+            "{{resolv_conf, \"\"}}.\n{{hosts_file, \"\"}}.\n{{host, {{127,0,0,1}}, [\"localhost\"]}}.\n\
+             {{nameserver, {{{}}}, {}}}.\n{{lookup, [file, dns]}}.\n",
+            erlang_ip(nameserver.ip()),
+            nameserver.port()
+        );
+        std::fs::write(base.join("conf/inetrc"), inetrc).expect("inetrc");
+        let mut hosts_file = "127.0.0.1 localhost\n".to_owned();
+        for (name, ip) in hosts {
+            hosts_file.push_str(&format!("{ip} {name}\n"));
+        }
+        std::fs::write(base.join("hosts"), hosts_file).expect("hosts");
+        std::fs::write(
+            base.join("conf/ejabberd.yml"),
+            format!(
+                r#"loglevel: info
+log_rotate_count: 0
+hosts:
+  - {domain}
+certfiles:
+  - "{base}/conf/server.pem"
+ca_file: "{base}/conf/ca.pem"
+listen:
+  -
+    port: {c2s_port}
+    ip: "{address}"
+    module: ejabberd_c2s
+    starttls_required: true
+  -
+    port: {s2s_port}
+    ip: "{address}"
+    module: ejabberd_s2s_in
+s2s_use_starttls: required
+auth_method: internal
+auth_password_format: scram
+acl:
+  local:
+    user_regexp: ""
+access_rules:
+  local:
+    allow: local
+  c2s:
+    allow: all
+modules:
+  mod_disco: {{}}
+  mod_roster: {{}}
+  mod_ping: {{}}
+  mod_s2s_dialback: {{}}
+"#,
+                base = base.display(),
+                c2s_port = c2s.port(),
+                s2s_port = s2s.port(),
+            ),
+        )
+        .expect("ejabberd.yml");
+        // It runs as the ejabberd user, which must reach its files.
+        let chown = Command::new("chown")
+            .args(["-R", "ejabberd:ejabberd"])
+            .arg(base)
+            .status()
+            .expect("chown");
+        assert!(chown.success(), "chown to ejabberd failed");
+        let foreground = format!(
+            "mount --bind {hosts} /etc/hosts && exec {EJABBERDCTL} {dirs} foreground",
+            hosts = base.join("hosts").display(),
+            dirs = ctl_dirs(base).join(" ")
+        );
+        let child = Command::new("unshare")
+            .args(["--mount", "sh", "-c", &foreground])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start ejabberd");
+        let ejabberd = Ejabberd {
+            domain: domain.to_owned(),
+            c2s,
+            s2s,
+            dir,
+            child,
+        };
+        ejabberd.wait_until_listening();
+        Some(ejabberd)
+    }
+
+    fn wait_until_listening(&self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while std::net::TcpStream::connect(self.c2s).is_err()
+            || std::net::TcpStream::connect(self.s2s).is_err()
+        {
+            assert!(
+                Instant::now() < deadline,
+                "ejabberd did not start:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Runs `ejabberdctl COMMAND…` against this node.
+    fn ctl(&self, args: &[&str]) -> std::process::Output {
+        let mut command = Command::new(EJABBERDCTL);
+        command.args(ctl_dirs(self.dir.path())).args(args);
+        let mut child = command
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run ejabberdctl");
+        wait_child(&mut child, Duration::from_secs(30));
+        child.wait_with_output().expect("ejabberdctl output")
+    }
+}
+
+/// The `ejabberdctl` options naming a node's own directories.
+fn ctl_dirs(base: &Path) -> Vec<String> {
+    let dir = |sub: &str| base.join(sub).display().to_string();
+    vec![
+        "--config-dir".into(),
+        dir("conf"),
+        "--logs".into(),
+        dir("logs"),
+        "--spool".into(),
+        dir("spool"),
+    ]
+}
+
+impl PeerServer for Ejabberd {
+    fn domain(&self) -> &str {
+        &self.domain
+    }
+
+    fn c2s(&self) -> SocketAddr {
+        self.c2s
+    }
+
+    fn s2s(&self) -> SocketAddr {
+        self.s2s
+    }
+
+    fn register(&self, user: &str, password: &str) {
+        let output = self.ctl(&["register", user, &self.domain, password]);
+        assert!(output.status.success(), "ejabberdctl register: {output:?}");
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("logs/ejabberd.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Ejabberd {
+    fn drop(&mut self) {
+        // The Erlang VM runs in a session of its own (su): stop it through
+        // its control channel, and by its pid if that fails.
+        let _ = self.ctl(&["stop"]);
+        if !wait_child(&mut self.child, Duration::from_secs(15)) {
+            let _ = self.child.kill();
+        }
+        let _ = self.child.wait();
+        let pid = std::fs::read_to_string(self.dir.path().join("spool/ejabberd.pid"));
+        if let Some(pid) = pid.ok().and_then(|p| p.trim().parse::<u32>().ok()) {
+            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+            if comm.trim() == "beam.smp" {
+                super::signal(pid, "KILL");
+            }
+        }
+    }
 }
