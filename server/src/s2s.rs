@@ -17,6 +17,7 @@ use xmpp_parsers::stanza_error::DefinedCondition;
 use crate::config::Config;
 use crate::router;
 use crate::server::{Server, StartError};
+use crate::storage::{QueueWriter, Storage};
 use crate::tls::ServerTls;
 
 /// Federation's settings from the server's configuration.
@@ -53,20 +54,26 @@ pub fn tls_configs(config: &Config, tls: &ServerTls) -> Result<TlsConfigs, Start
     .map_err(|e| StartError::Federation(e.to_string()))
 }
 
-/// Federation for the server that `server` will point to.
+/// Federation for the server that `server` will point to, queueing in
+/// `storage`.
 pub fn federation(
     config: &Config,
     tls: TlsConfigs,
+    storage: Storage,
     server: Weak<Server>,
     shutdown: CancellationToken,
 ) -> Result<Federation, String> {
-    let host = Arc::new(ServerHost { server });
+    let host = Arc::new(ServerHost {
+        server,
+        queue: QueueWriter::spawn(storage),
+    });
     Federation::new(settings(config), tls, host.clone(), host, shutdown)
 }
 
 /// The server as federation sees it.
 struct ServerHost {
     server: Weak<Server>,
+    queue: QueueWriter,
 }
 
 impl ServerHost {
@@ -108,11 +115,7 @@ impl QueueStore for ServerHost {
     fn push(&self, pair: Pair, stanza: String) -> BoxFuture<'_, Result<i64, QueueError>> {
         Box::pin(async move {
             let now = chrono::Utc::now().timestamp();
-            self.server()?
-                .storage
-                .s2s_queue_push(&pair, &stanza, now)
-                .await
-                .map_err(queue_error)
+            self.queue.push(pair, stanza, now).await.map_err(QueueError)
         })
     }
 
@@ -132,13 +135,7 @@ impl QueueStore for ServerHost {
     }
 
     fn remove(&self, ids: Vec<i64>) -> BoxFuture<'_, Result<(), QueueError>> {
-        Box::pin(async move {
-            self.server()?
-                .storage
-                .s2s_queue_remove(&ids)
-                .await
-                .map_err(queue_error)
-        })
+        Box::pin(async move { self.queue.remove(ids).await.map_err(QueueError) })
     }
 
     fn count(&self, pair: Pair) -> BoxFuture<'_, Result<u64, QueueError>> {

@@ -259,9 +259,15 @@ impl RunningServer {
         let mut federation_error = None;
         let server = Arc::new_cyclic(|weak| {
             let federation = federation_tls.and_then(|federation_tls| {
-                s2s::federation(&config, federation_tls, weak.clone(), shutdown.clone())
-                    .map_err(|e| federation_error = Some(e))
-                    .ok()
+                s2s::federation(
+                    &config,
+                    federation_tls,
+                    storage.clone(),
+                    weak.clone(),
+                    shutdown.clone(),
+                )
+                .map_err(|e| federation_error = Some(e))
+                .ok()
             });
             Server {
                 connections: ConnectionLimiter::new(config.limits.max_connections_per_ip),

@@ -9,6 +9,7 @@ mod common;
 
 use std::net::SocketAddr;
 
+use common::bed::federation_section;
 use common::dns::{federation_records, free_port, Dns};
 use common::peers::{missing, python, run_slixmpp, Ejabberd, PeerAuth, PeerServer, Prosody};
 use common::{ServerOptions, TestCa, TestServer};
@@ -33,11 +34,7 @@ fn tern_federates_with<P: PeerServer>(
         domain: "a.test".to_owned(),
         address: format!("127.{net}.0.2"),
         s2s_ports: Some((free_port(), free_port())),
-        sections: format!(
-            "[federation]\nnameserver = \"{nameserver}\"\nca_file = \"{}\"\nretry_max_secs = 1\n\
-             certificate_auth = {certificate_auth}\n",
-            TestCa::get().ca_path().display()
-        ),
+        sections: federation_section(dns_port, &format!("certificate_auth = {certificate_auth}")),
         ..Default::default()
     });
     let Some(peer) = start(nameserver, &tern) else {

@@ -18,6 +18,8 @@ use crate::sasl::{ScramHash, StoredCredentials};
 mod hub;
 mod keys;
 mod s2s_queue;
+
+pub use s2s_queue::QueueWriter;
 mod uploads;
 pub use hub::{Appended, CommitUpdate, HubGroup, LogAppend, StateChange};
 pub use keys::{ClaimedKeyPackage, KeyUpload};

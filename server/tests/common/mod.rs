@@ -24,6 +24,7 @@ use tokio_xmpp::parsers::stanza::Stanza;
 use tokio_xmpp::xmlstream::Timeouts;
 use tokio_xmpp::{Client, Event, IqRequest, IqResponse};
 
+pub mod bed;
 pub mod dns;
 pub mod mls;
 pub mod peers;
