@@ -42,7 +42,10 @@ fn tern_federates_with<P: PeerServer>(
     };
     let Some(_dns) = Dns::start_at(
         dns_port,
-        &federation_records([("a.test", tern.s2s), (peer.domain(), peer.s2s())]),
+        &federation_records([
+            ("a.test", tern.s2s),
+            (peer.addresses().domain.as_str(), peer.addresses().s2s),
+        ]),
     ) else {
         return;
     };
@@ -55,9 +58,9 @@ fn tern_federates_with<P: PeerServer>(
         "alice@a.test".to_owned(),
         tern.c2s.ip().to_string(),
         tern.c2s.port().to_string(),
-        format!("bob@{}", peer.domain()),
-        peer.c2s().ip().to_string(),
-        peer.c2s().port().to_string(),
+        format!("bob@{}", peer.addresses().domain),
+        peer.addresses().c2s.ip().to_string(),
+        peer.addresses().c2s.port().to_string(),
     ];
     run_slixmpp(&python, "federated_clients.py", &args, || {
         format!(
@@ -74,7 +77,7 @@ fn tern_federates_with<P: PeerServer>(
     };
     let status = tern.federation_status();
     println!("{status}");
-    let domain = peer.domain();
+    let domain = &peer.addresses().domain;
     assert!(
         status.contains(&format!("out a.test -> {domain}: connected, {method}")),
         "{status}"

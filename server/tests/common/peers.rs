@@ -74,15 +74,59 @@ pub enum PeerAuth {
     Dialback,
 }
 
+/// Where a server of another implementation serves.
+#[derive(Debug, Clone)]
+pub struct PeerAddresses {
+    pub domain: String,
+    /// Its c2s (STARTTLS) listener.
+    pub c2s: SocketAddr,
+    /// Its s2s (STARTTLS) listener.
+    pub s2s: SocketAddr,
+}
+
+impl PeerAddresses {
+    /// `domain` on free ports of `address`.
+    fn new(domain: &str, address: &str) -> Self {
+        let port = || super::dns::free_port();
+        PeerAddresses {
+            domain: domain.to_owned(),
+            c2s: format!("{address}:{}", port()).parse().expect("address"),
+            s2s: format!("{address}:{}", port()).parse().expect("address"),
+        }
+    }
+
+    /// Waits (up to `limit`) until both listeners accept connections;
+    /// panics with `log()` when `exited()` says the server is gone or
+    /// time is up.
+    fn wait_until_listening(
+        &self,
+        limit: Duration,
+        mut exited: impl FnMut() -> Option<std::process::ExitStatus>,
+        log: impl Fn() -> String,
+    ) {
+        let deadline = Instant::now() + limit;
+        while std::net::TcpStream::connect(self.c2s).is_err()
+            || std::net::TcpStream::connect(self.s2s).is_err()
+        {
+            if let Some(status) = exited() {
+                panic!("{} exited ({status}):\n{}", self.domain, log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} did not start:\n{}",
+                self.domain,
+                log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
 /// A server of another implementation, as the interoperability tests use
 /// it.
 pub trait PeerServer {
-    /// Its domain.
-    fn domain(&self) -> &str;
-    /// Its c2s (STARTTLS) listener.
-    fn c2s(&self) -> SocketAddr;
-    /// Its s2s (STARTTLS) listener.
-    fn s2s(&self) -> SocketAddr;
+    /// Its domain and listeners.
+    fn addresses(&self) -> &PeerAddresses;
     /// Creates an account.
     fn register(&self, user: &str, password: &str);
     /// Its log so far.
@@ -92,10 +136,8 @@ pub trait PeerServer {
 /// A Prosody server (Debian's `prosody`, with `lua-unbound` for DNS on a
 /// port of our own), stopped on drop.
 pub struct Prosody {
-    pub domain: String,
-    pub c2s: SocketAddr,
-    pub s2s: SocketAddr,
-    pub config: PathBuf,
+    addresses: PeerAddresses,
+    config: PathBuf,
     dir: tempfile::TempDir,
     child: Child,
 }
@@ -123,9 +165,7 @@ impl Prosody {
         let (cert, key) = TestCa::get().issue_for(domain, address, &certs);
         std::fs::rename(cert, certs.join(format!("{domain}.crt"))).expect("cert");
         std::fs::rename(key, certs.join(format!("{domain}.key"))).expect("key");
-        let port = || super::dns::free_port();
-        let c2s: SocketAddr = format!("{address}:{}", port()).parse().expect("address");
-        let s2s: SocketAddr = format!("{address}:{}", port()).parse().expect("address");
+        let addresses = PeerAddresses::new(domain, address);
         let trust = match auth {
             PeerAuth::Certificates => format!(
                 "s2s_secure_auth = true\nssl = {{ cafile = \"{}\" }}",
@@ -165,8 +205,8 @@ modules_enabled = {{ "disco"; "roster"; "saslauth"; "tls"; "dialback"; "ping"; "
 VirtualHost "{domain}"
 "#,
                 base = base.display(),
-                c2s_port = c2s.port(),
-                s2s_port = s2s.port(),
+                c2s_port = addresses.c2s.port(),
+                s2s_port = addresses.s2s.port(),
                 ns_ip = nameserver.ip(),
                 ns_port = nameserver.port(),
             ),
@@ -182,53 +222,32 @@ VirtualHost "{domain}"
             .spawn()
             .expect("start prosody");
         let mut prosody = Prosody {
-            domain: domain.to_owned(),
-            c2s,
-            s2s,
+            addresses,
             config,
             dir,
             child,
         };
-        prosody.wait_until_listening();
+        let child = &mut prosody.child;
+        let exited = || child.try_wait().ok().flatten();
+        prosody
+            .addresses
+            .wait_until_listening(Duration::from_secs(30), exited, || {
+                read_log(&prosody.dir, "debug.log")
+            });
         Some(prosody)
-    }
-
-    fn wait_until_listening(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while std::net::TcpStream::connect(self.c2s).is_err()
-            || std::net::TcpStream::connect(self.s2s).is_err()
-        {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("prosody exited ({status}):\n{}", self.log());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "prosody did not start:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
     }
 }
 
 impl PeerServer for Prosody {
-    fn domain(&self) -> &str {
-        &self.domain
-    }
-
-    fn c2s(&self) -> SocketAddr {
-        self.c2s
-    }
-
-    fn s2s(&self) -> SocketAddr {
-        self.s2s
+    fn addresses(&self) -> &PeerAddresses {
+        &self.addresses
     }
 
     fn register(&self, user: &str, password: &str) {
         let output = Command::new("/usr/bin/prosodyctl")
             .arg("--config")
             .arg(&self.config)
-            .args(["register", user, &self.domain, password])
+            .args(["register", user, &self.addresses.domain, password])
             .stdin(Stdio::null())
             .output()
             .expect("run prosodyctl");
@@ -236,7 +255,7 @@ impl PeerServer for Prosody {
     }
 
     fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("debug.log")).unwrap_or_default()
+        read_log(&self.dir, "debug.log")
     }
 }
 
@@ -262,9 +281,7 @@ fn lua_unbound_installed() -> bool {
 /// `ejabberdctl` as the `ejabberd` user, Erlang distribution on loopback
 /// at a fixed port (no epmd daemon left behind), stopped on drop.
 pub struct Ejabberd {
-    domain: String,
-    c2s: SocketAddr,
-    s2s: SocketAddr,
+    addresses: PeerAddresses,
     dir: tempfile::TempDir,
     child: Child,
 }
@@ -310,10 +327,8 @@ impl Ejabberd {
             }
         };
         std::fs::copy(&ca, base.join("conf/ca.pem")).expect("CA");
-        let port = || super::dns::free_port();
-        let c2s: SocketAddr = format!("{address}:{}", port()).parse().expect("address");
-        let s2s: SocketAddr = format!("{address}:{}", port()).parse().expect("address");
-        let dist_port = port();
+        let addresses = PeerAddresses::new(domain, address);
+        let dist_port = super::dns::free_port();
         std::fs::write(
             base.join("conf/ejabberdctl.cfg"),
             format!(
@@ -375,8 +390,8 @@ modules:
   mod_s2s_dialback: {{}}
 "#,
                 base = base.display(),
-                c2s_port = c2s.port(),
-                s2s_port = s2s.port(),
+                c2s_port = addresses.c2s.port(),
+                s2s_port = addresses.s2s.port(),
             ),
         )
         .expect("ejabberd.yml");
@@ -400,28 +415,17 @@ modules:
             .spawn()
             .expect("start ejabberd");
         let ejabberd = Ejabberd {
-            domain: domain.to_owned(),
-            c2s,
-            s2s,
+            addresses,
             dir,
             child,
         };
-        ejabberd.wait_until_listening();
+        // Its supervisor (ejabberdctl, su) outlives a failed start: wait.
+        ejabberd.addresses.wait_until_listening(
+            Duration::from_secs(60),
+            || None,
+            || ejabberd.log(),
+        );
         Some(ejabberd)
-    }
-
-    fn wait_until_listening(&self) {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while std::net::TcpStream::connect(self.c2s).is_err()
-            || std::net::TcpStream::connect(self.s2s).is_err()
-        {
-            assert!(
-                Instant::now() < deadline,
-                "ejabberd did not start:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
     }
 
     /// Runs `ejabberdctl COMMAND…` against this node.
@@ -453,25 +457,17 @@ fn ctl_dirs(base: &Path) -> Vec<String> {
 }
 
 impl PeerServer for Ejabberd {
-    fn domain(&self) -> &str {
-        &self.domain
-    }
-
-    fn c2s(&self) -> SocketAddr {
-        self.c2s
-    }
-
-    fn s2s(&self) -> SocketAddr {
-        self.s2s
+    fn addresses(&self) -> &PeerAddresses {
+        &self.addresses
     }
 
     fn register(&self, user: &str, password: &str) {
-        let output = self.ctl(&["register", user, &self.domain, password]);
+        let output = self.ctl(&["register", user, &self.addresses.domain, password]);
         assert!(output.status.success(), "ejabberdctl register: {output:?}");
     }
 
     fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("logs/ejabberd.log")).unwrap_or_default()
+        read_log(&self.dir, "logs/ejabberd.log")
     }
 }
 
@@ -492,4 +488,9 @@ impl Drop for Ejabberd {
             }
         }
     }
+}
+
+/// A peer's log file under its directory, as far as it was written.
+fn read_log(dir: &tempfile::TempDir, file: &str) -> String {
+    std::fs::read_to_string(dir.path().join(file)).unwrap_or_default()
 }
