@@ -169,6 +169,7 @@ pub async fn run(session: &mut Session, id: ConversationId, json: bool) -> Resul
                 ready.context("the connection to the server ended")?;
                 while let Some(event) = session.next_event(Duration::ZERO).await? {
                     show_event(&out, &mut shown, &id, &event);
+                    session.acknowledge(&event).await?;
                 }
             }
         }

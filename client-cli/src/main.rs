@@ -17,7 +17,7 @@ use jid::BareJid;
 use tern_e2ee::envelope::Content;
 use tern_e2ee::identity::{fingerprint, safety_number};
 use tern_e2ee::wire::devices::DeviceList;
-use tern_e2ee::{ConversationId, Device, Session, SessionError, SessionOptions};
+use tern_e2ee::{ConversationId, Session, SessionError, SessionOptions};
 
 use output::Output;
 use profile::Profile;
@@ -317,7 +317,7 @@ async fn run(cli: Cli) -> Result<()> {
             let peer = parse_jid(&peer)?;
             let mut session = connect(&profile, cli.server).await?;
             catch_up(&mut session, &out).await?;
-            let id = conversation_with(&mut session, &peer).await?;
+            let id = session.conversation_with(&peer).await?;
             let envelope = session.send(&id, vec![Content::Body(text)]).await?;
             session.close().await;
             out.sent(&peer, &envelope.id);
@@ -327,7 +327,7 @@ async fn run(cli: Cli) -> Result<()> {
             let peer = parse_jid(&peer)?;
             let mut session = connect(&profile, cli.server).await?;
             session.catch_up().await?;
-            let id = conversation_with(&mut session, &peer).await?;
+            let id = session.conversation_with(&peer).await?;
             let result = chat::run(&mut session, id, cli.json).await;
             session.close().await;
             result?;
@@ -337,7 +337,7 @@ async fn run(cli: Cli) -> Result<()> {
             let peer = parse_jid(&peer)?;
             let mut session = connect(&profile, cli.server).await?;
             catch_up(&mut session, &out).await?;
-            let id = conversation_with(&mut session, &peer).await?;
+            let id = session.conversation_with(&peer).await?;
             let sent = files::send(&mut session, &id, &path).await;
             session.close().await;
             out.sent(&peer, &sent?.id);
@@ -377,6 +377,7 @@ async fn run(cli: Cli) -> Result<()> {
             session.catch_up().await?;
             while let Some(event) = session.next_event(Duration::from_secs(wait)).await? {
                 out.event(session.device(), &event).await;
+                session.acknowledge(&event).await?;
             }
             session.replenish_key_packages(KEY_PACKAGE_STOCK).await?;
             session.close().await;
@@ -393,7 +394,8 @@ async fn run(cli: Cli) -> Result<()> {
                 (_, Some(words)) => store.search(words, limit)?,
                 (Some(peer), None) => {
                     let peer = parse_jid(peer)?;
-                    let id = direct_conversation(&device, &peer)
+                    let id = device
+                        .direct_conversation(&peer)
                         .await?
                         .with_context(|| format!("no conversation with {peer} yet"))?;
                     store.history(&id.0, limit)?
@@ -427,7 +429,7 @@ async fn group(
         let names: std::collections::HashMap<String, Option<String>> =
             store.contacts()?.into_iter().collect();
         for (id, address) in device.conversations()? {
-            let Some(users) = member_users(&device, &id).await? else {
+            let Some(users) = device.member_users(&id).await? else {
                 continue;
             };
             let members: BTreeSet<String> = users.iter().map(BareJid::to_string).collect();
@@ -543,6 +545,7 @@ async fn catch_up(session: &mut Session, out: &Output) -> Result<()> {
     session.catch_up().await?;
     while let Some(event) = session.next_event(Duration::ZERO).await? {
         out.event(session.device(), &event).await;
+        session.acknowledge(&event).await?;
     }
     Ok(())
 }
@@ -594,40 +597,4 @@ fn parse_jid(text: &str) -> Result<BareJid> {
         Ok(jid) if jid.node().is_some() => Ok(jid),
         _ => bail!("{text:?} is not a JID like alice@example.org"),
     }
-}
-
-/// The conversation with `peer`: the group at that address, or the
-/// one-to-one conversation with that user (created when there is none).
-async fn conversation_with(session: &mut Session, peer: &BareJid) -> Result<ConversationId> {
-    if let Some(group) = session.conversation_at(peer)? {
-        return Ok(group);
-    }
-    if let Some(id) = direct_conversation(session.device(), peer).await? {
-        return Ok(id);
-    }
-    Ok(session
-        .create_conversation(std::slice::from_ref(peer))
-        .await?
-        .0)
-}
-
-/// The conversation of exactly this user and the peer, if there is one.
-async fn direct_conversation(device: &Device, peer: &BareJid) -> Result<Option<ConversationId>> {
-    let wanted: BTreeSet<BareJid> = [device.name().jid.clone(), peer.clone()].into();
-    for (id, _) in device.conversations()? {
-        if member_users(device, &id).await?.as_ref() == Some(&wanted) {
-            return Ok(Some(id));
-        }
-    }
-    Ok(None)
-}
-
-/// The users with a device in the conversation; `None` when this device
-/// is no longer in it.
-async fn member_users(device: &Device, id: &ConversationId) -> Result<Option<BTreeSet<BareJid>>> {
-    if !device.is_member(id).await.unwrap_or(false) {
-        return Ok(None);
-    }
-    let members = device.members(id).await?;
-    Ok(Some(members.into_iter().map(|member| member.jid).collect()))
 }

@@ -270,6 +270,7 @@ impl Output {
                     )
                 },
             ),
+            Event::Stanza(_) => {}
             Event::Removed { .. } => self.print(json!({"type": "removed"}), || {
                 "you were removed from a conversation".to_owned()
             }),

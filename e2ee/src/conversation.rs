@@ -633,6 +633,35 @@ impl Device {
             .collect())
     }
 
+    /// The users with a device in the conversation; `None` when this
+    /// device is no longer in it.
+    pub async fn member_users(
+        &self,
+        id: &ConversationId,
+    ) -> Result<Option<std::collections::BTreeSet<BareJid>>, Error> {
+        if !self.is_member(id).await.unwrap_or(false) {
+            return Ok(None);
+        }
+        let members = self.members(id).await?;
+        Ok(Some(members.into_iter().map(|member| member.jid).collect()))
+    }
+
+    /// The one-to-one conversation of this user and `peer` (exactly the
+    /// two of them), if there is one.
+    pub async fn direct_conversation(
+        &self,
+        peer: &BareJid,
+    ) -> Result<Option<ConversationId>, Error> {
+        let wanted: std::collections::BTreeSet<BareJid> =
+            [self.name().jid.clone(), peer.clone()].into();
+        for (id, _) in self.conversations()? {
+            if self.member_users(&id).await?.as_ref() == Some(&wanted) {
+                return Ok(Some(id));
+            }
+        }
+        Ok(None)
+    }
+
     /// Records the address of the conversation's hub.
     pub async fn set_address(&self, id: &ConversationId, address: &BareJid) -> Result<(), Error> {
         let mut batch = Batch::default();

@@ -109,6 +109,10 @@ pub enum Event {
         /// The conversation.
         conversation: ConversationId,
     },
+    /// A stanza that is not part of end-to-end encryption (presence,
+    /// roster pushes, other messages, requests), handed on as it came
+    /// when [`Session::pass_through`] is on (a gateway forwards them).
+    Stanza(Element),
     /// An entry of the log that could not be read (tampered, from a
     /// non-member, …); the conversation goes on.
     Rejected {
@@ -190,6 +194,8 @@ pub struct Session {
     proposed: std::collections::BTreeSet<ConversationId>,
     /// The upload service, once discovered.
     upload_service: Option<BareJid>,
+    /// Other stanzas become [`Event::Stanza`] instead of being dropped.
+    pass_through: bool,
 }
 
 impl std::fmt::Debug for Session {
@@ -212,6 +218,7 @@ impl Session {
             events: VecDeque::new(),
             proposed: Default::default(),
             upload_service: None,
+            pass_through: false,
         };
         session
             .send_stanza(Element::builder("presence", "jabber:client").build())
@@ -701,7 +708,12 @@ impl Session {
     }
 
     async fn handle_stanza(&mut self, stanza: Element) -> Result<(), SessionError> {
-        if stanza.name() != "message" {
+        let encrypted = stanza.name() == "message"
+            && (stanza.get_child("welcome", NS).is_some() || stanza.get_child("mls", NS).is_some());
+        if !encrypted {
+            if self.pass_through {
+                self.events.push_back(Event::Stanza(stanza));
+            }
             return Ok(());
         }
         let Some(from) = stanza.attr("from").and_then(|f| BareJid::new(f).ok()) else {
@@ -736,6 +748,50 @@ impl Session {
             address: welcome.group.clone(),
         });
         self.catch_up_one(&id, &welcome.group).await
+    }
+
+    /// The conversation with `peer`: the group at that address, or the
+    /// one-to-one conversation with that user (created when there is
+    /// none).
+    pub async fn conversation_with(
+        &mut self,
+        peer: &BareJid,
+    ) -> Result<ConversationId, SessionError> {
+        if let Some(group) = self.conversation_at(peer)? {
+            return Ok(group);
+        }
+        if let Some(id) = self.device.direct_conversation(peer).await? {
+            return Ok(id);
+        }
+        Ok(self
+            .create_conversation(std::slice::from_ref(peer))
+            .await?
+            .0)
+    }
+
+    /// Answers a message that asks for a delivery receipt (XEP-0184)
+    /// with one, unless it is this account's own.
+    pub async fn acknowledge(&mut self, event: &Event) -> Result<(), SessionError> {
+        let Event::Message {
+            conversation,
+            sender,
+            envelope,
+            ..
+        } = event
+        else {
+            return Ok(());
+        };
+        let asked = envelope
+            .contents
+            .iter()
+            .any(|c| matches!(c, Content::ReceiptRequest));
+        if asked && sender.jid != self.device.name().jid {
+            let receipt = Content::Receipt {
+                id: envelope.id.clone(),
+            };
+            self.send(conversation, vec![receipt]).await?;
+        }
+        Ok(())
     }
 
     /// The conversation whose hub is at `address`.
@@ -969,7 +1025,14 @@ impl Session {
             .unwrap_or_else(|| Element::bare("empty", NS)))
     }
 
-    pub(crate) async fn send_stanza(&mut self, stanza: Element) -> Result<(), SessionError> {
+    /// Hands stanzas that are not end-to-end encryption's on as
+    /// [`Event::Stanza`] (on) or drops them (off, the default).
+    pub fn pass_through(&mut self, on: bool) {
+        self.pass_through = on;
+    }
+
+    /// Sends a stanza as it is (a gateway forwarding its client's).
+    pub async fn send_stanza(&mut self, stanza: Element) -> Result<(), SessionError> {
         self.client.send(&stanza).await
     }
 }

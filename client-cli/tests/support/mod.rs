@@ -31,20 +31,26 @@ pub fn binary(name: &str) -> PathBuf {
         .and_then(Path::parent)
         .expect("target directory");
     let path = dir.join(name);
-    // `cargo test -p tern-cli` alone does not build the server; a
-    // benchmark builds it (once) so as not to measure an old one.
-    static BUILT: std::sync::Once = std::sync::Once::new();
-    if name == "tern-server" && (!path.exists() || dir.ends_with("release")) {
-        BUILT.call_once(|| {
-            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-            let mut build = Command::new(cargo);
-            build.args(["build", "-p", "tern-server", "--bin", "tern-server"]);
-            if dir.ends_with("release") {
-                build.arg("--release");
-            }
-            let status = build.status().expect("cargo build");
-            assert!(status.success(), "building tern-server failed");
-        });
+    // `cargo test -p X` alone does not build the other packages' binaries;
+    // a benchmark builds the server (once) so as not to measure an old one.
+    static BUILT: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+    let release = dir.ends_with("release");
+    let stale = !path.exists() || (release && name == "tern-server");
+    if stale && !built.iter().any(|b| b == name) {
+        let package = match name {
+            "tern" => "tern-cli",
+            other => other,
+        };
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut build = Command::new(cargo);
+        build.args(["build", "-p", package, "--bin", name]);
+        if release {
+            build.arg("--release");
+        }
+        let status = build.status().expect("cargo build");
+        assert!(status.success(), "building {name} failed");
+        built.push(name.to_owned());
     }
     path
 }
@@ -325,8 +331,14 @@ impl<'a> Tern<'a> {
             child,
             stdin,
             lines,
+            history: Vec::new(),
         };
-        chat.expect(|line| line["type"] == "ready");
+        let mut shown = Vec::new();
+        chat.expect(|line| {
+            shown.push(line.clone());
+            line["type"] == "ready"
+        });
+        chat.history = shown;
         chat
     }
 
@@ -379,6 +391,8 @@ pub struct Chat {
     pub child: Child,
     pub stdin: Option<std::process::ChildStdin>,
     pub lines: Receiver<String>,
+    /// What it printed before it was ready (the conversation's history).
+    pub history: Vec<Value>,
 }
 
 impl Chat {
@@ -390,7 +404,7 @@ impl Chat {
     }
 
     /// The first line (within 20 s) that `wanted` accepts.
-    pub fn expect(&mut self, wanted: impl Fn(&Value) -> bool) -> Value {
+    pub fn expect(&mut self, mut wanted: impl FnMut(&Value) -> bool) -> Value {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             let left = deadline.saturating_duration_since(Instant::now());

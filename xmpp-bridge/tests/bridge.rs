@@ -1,0 +1,236 @@
+//! tern-bridge end to end: the real `tern-server`, `tern` and
+//! `tern-bridge` binaries on loopback; a slixmpp client logged into the
+//! bridge as alice chats with bob's `tern` (receipts, corrections and
+//! reactions both ways), and the server keeps only ciphertext.
+
+#[path = "../../client-cli/tests/support/mod.rs"]
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use support::*;
+
+const BRIDGE_PASSWORD: &str = "bridge secret";
+
+/// A running tern-bridge, stopped on drop.
+struct Bridge {
+    child: Child,
+    /// Where clients connect.
+    address: String,
+    /// Its certificate (self-signed), for clients to trust.
+    certificate: PathBuf,
+    _profile: tempfile::TempDir,
+}
+
+impl Bridge {
+    fn start(server: &Server, user: &str) -> Bridge {
+        let profile = tempfile::tempdir().expect("profile");
+        let mut child = bridge_command(server, user, profile.path())
+            .args(["--listen", "127.0.0.1:0"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start tern-bridge");
+        let lines = lines_of(child.stdout.take().expect("stdout"));
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut address = None;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = lines
+                .recv_timeout(left)
+                .expect("the bridge's start-up report");
+            if let Some(rest) = line.trim().strip_prefix("clients") {
+                address = rest.split_whitespace().next().map(str::to_owned);
+            }
+            if line.trim().starts_with("password") {
+                break;
+            }
+        }
+        Bridge {
+            child,
+            address: address.expect("the report names the clients' address"),
+            certificate: profile.path().join("tls/cert.pem"),
+            _profile: profile,
+        }
+    }
+}
+
+impl Drop for Bridge {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn bridge_command(server: &Server, user: &str, profile: &Path) -> Command {
+    let mut command = Command::new(binary("tern-bridge"));
+    command
+        .args(["--account", &jid(user), "--server", &server.direct_tls])
+        .arg("--profile")
+        .arg(profile)
+        .arg("--ca-file")
+        .arg(&server.ca)
+        .env("TERN_PASSWORD", PASSWORD)
+        .env("TERN_BRIDGE_PASSWORD", BRIDGE_PASSWORD)
+        .stdin(Stdio::null());
+    command
+}
+
+fn python() -> Option<PathBuf> {
+    if let Ok(p) = std::env::var("TERN_TEST_PYTHON") {
+        return Some(PathBuf::from(p));
+    }
+    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python");
+    venv.exists().then_some(venv)
+}
+
+/// bob's messages from `tern recv --json`, until one satisfies `wanted`
+/// (within 60 s).
+fn receive_until(bob: &Tern, wanted: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let lines = bob.json(&["recv", "--json", "--wait", "1"]);
+        if let Some(line) = lines.into_iter().find(|l| wanted(l)) {
+            return line;
+        }
+        assert!(Instant::now() < deadline, "bob never got the message");
+    }
+}
+
+#[test]
+fn a_standard_client_chats_through_the_bridge_with_a_tern_user() {
+    let Some(python) = python() else {
+        let required =
+            std::env::var_os("CI").is_some() || std::env::var_os("TERN_REQUIRE_PEERS").is_some();
+        assert!(!required, "no Python with slixmpp: run scripts/test.sh");
+        eprintln!("SKIPPED: no Python venv with slixmpp; run scripts/test.sh");
+        return;
+    };
+    let server = Server::start();
+    let bob = Tern::new(&server, "bob");
+    let _alice_phone = Tern::new(&server, "alice");
+    let bridge = Bridge::start(&server, "alice");
+    let marker = format!("BRIDGED-{:016x}", rand_u64());
+
+    let (host, port) = bridge.address.rsplit_once(':').expect("HOST:PORT");
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/slixmpp/bridge_client.py");
+    let mut client = Command::new(python)
+        .arg(script)
+        .args([host, port, &jid("alice"), BRIDGE_PASSWORD])
+        .arg(&bridge.certificate)
+        .args([&jid("bob"), &marker])
+        .stdout(Stdio::inherit())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("run the slixmpp client");
+
+    // bob reads alice's message (his `tern` sends the receipt she asked
+    // for), answers in a live chat, and sees her correction and reaction.
+    let first = receive_until(&bob, |l| {
+        l["body"] == format!("hello bob {marker}").as_str()
+    });
+    assert_eq!(first["type"], "message");
+    let mut chat = bob.chat(&jid("alice"));
+    let shown = chat
+        .history
+        .iter()
+        .find(|l| l["body"] == format!("hello bob {marker}").as_str())
+        .expect("the chat shows alice's message");
+    let n = shown["n"].as_u64().expect("numbered");
+    chat.say("hello alice");
+    chat.expect(|l| l["body"] == "hello alice");
+    let corrected = chat.expect(|l| l["body"] == format!("hello bob! {marker}").as_str());
+    assert_eq!(corrected["replaces"], first["id"]);
+    let reaction = chat.expect(|l| l["reaction"].is_object());
+    assert_eq!(reaction["reaction"]["emojis"][0], "🎉");
+    chat.say("/edit hello alice!");
+    chat.say(&format!("/react {n} 👍"));
+
+    // Its steps print as they pass; it exits non-zero on a failed one.
+    assert!(
+        wait_for(&mut client, Duration::from_secs(120)),
+        "the slixmpp client failed (its output is above)"
+    );
+    chat.quit();
+
+    // The home server never had the text.
+    for file in server.files() {
+        let bytes = std::fs::read(&file).unwrap_or_default();
+        let hit = bytes.windows(marker.len()).any(|w| w == marker.as_bytes());
+        assert!(!hit, "{} holds the text in clear", file.display());
+    }
+}
+
+#[test]
+fn the_bridge_refuses_a_wrong_password_and_a_remote_address() {
+    let server = Server::start();
+    let _alice = Tern::new(&server, "alice");
+    let profile = tempfile::tempdir().expect("profile");
+    let output = bridge_command(&server, "alice", profile.path())
+        .args(["--listen", "0.0.0.0:0"])
+        .output()
+        .expect("run tern-bridge");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("--allow-remote"), "{stderr}");
+
+    let bridge = Bridge::start(&server, "alice");
+    let refused = sasl_plain(&bridge, "alice", "not the bridge password");
+    assert!(refused.contains("not-authorized"), "{refused}");
+    let accepted = sasl_plain(&bridge, "alice", BRIDGE_PASSWORD);
+    assert!(accepted.contains("<success"), "{accepted}");
+}
+
+/// What the bridge answers to SASL PLAIN after STARTTLS.
+fn sasl_plain(bridge: &Bridge, user: &str, password: &str) -> String {
+    let script = format!(
+        "import base64, socket, ssl, sys\n\
+         s = socket.create_connection(('{host}', {port}))\n\
+         hdr = b\"<?xml version='1.0'?><stream:stream to='{domain}' version='1.0' xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>\"\n\
+         def until(sock, end):\n\
+         \x20   data = b''\n\
+         \x20   while end not in data:\n\
+         \x20       chunk = sock.recv(4096)\n\
+         \x20       if not chunk: break\n\
+         \x20       data += chunk\n\
+         \x20   return data\n\
+         s.sendall(hdr); until(s, b'</stream:features>')\n\
+         s.sendall(b\"<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>\"); until(s, b'<proceed')\n\
+         ctx = ssl.create_default_context(cafile='{cert}')\n\
+         t = ctx.wrap_socket(s, server_hostname='{domain}')\n\
+         t.sendall(hdr); until(t, b'</stream:features>')\n\
+         creds = base64.b64encode(b'\\0{user}\\0{password}').decode()\n\
+         t.sendall((\"<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>%s</auth>\" % creds).encode())\n\
+         sys.stdout.write(until(t, b'</').decode())\n",
+        host = bridge.address.rsplit_once(':').expect("address").0,
+        port = bridge.address.rsplit_once(':').expect("address").1,
+        domain = DOMAIN,
+        cert = bridge.certificate.display(),
+    );
+    let output = Command::new("python3")
+        .args(["-c", &script])
+        .output()
+        .expect("run python3");
+    String::from_utf8_lossy(&output.stdout).into_owned() + &String::from_utf8_lossy(&output.stderr)
+}
+
+/// Waits for a child (bounded); whether it exited successfully.
+fn wait_for(child: &mut Child, limit: Duration) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return status.success();
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn rand_u64() -> u64 {
+    rand::random()
+}

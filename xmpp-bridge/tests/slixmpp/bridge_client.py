@@ -1,0 +1,114 @@
+"""A standard XMPP client (slixmpp) logged into tern-bridge, chatting with
+a `tern` user: a message asking for a receipt, the receipt, a correction
+and a reaction, both ways, as the XEPs define them (no client-side
+encryption: the bridge does that).
+
+Usage: bridge_client.py HOST PORT JID PASSWORD CERT PEER MARKER
+Exits 0 when every step passed; prints one line per step.
+"""
+
+import asyncio
+import logging
+import sys
+import xml.etree.ElementTree as ET
+
+import slixmpp
+from slixmpp.xmlstream.handler import Callback
+from slixmpp.xmlstream.matcher import MatchXPath
+
+HOST, PORT, JID, PASSWORD, CERT, PEER, MARKER = sys.argv[1:8]
+TIMEOUT = 60
+RECEIPTS = "urn:xmpp:receipts"
+CORRECTION = "urn:xmpp:message-correct:0"
+REACTIONS = "urn:xmpp:reactions:0"
+
+
+def step(text):
+    print(f"ok - {text}", flush=True)
+
+
+class Client(slixmpp.ClientXMPP):
+    """Records every message stanza, with or without a body."""
+
+    def __init__(self):
+        super().__init__(JID, PASSWORD)
+        self.ca_certs = CERT
+        self.online = asyncio.get_running_loop().create_future()
+        self.messages = []
+        self.arrived = asyncio.Event()
+        self.add_event_handler("session_start", self.on_start)
+        self.register_handler(Callback("every message", MatchXPath("{jabber:client}message"), self.on_message))
+
+    async def on_start(self, _event):
+        await self.get_roster()
+        self.send_presence()
+        self.online.set_result(True)
+
+    def on_message(self, msg):
+        self.messages.append(msg)
+        self.arrived.set()
+
+    async def wait_for(self, what, predicate):
+        """The first message `predicate` accepts (within TIMEOUT)."""
+        async def look():
+            while True:
+                for msg in self.messages:
+                    if predicate(msg):
+                        return msg
+                self.arrived.clear()
+                await self.arrived.wait()
+        try:
+            return await asyncio.wait_for(look(), TIMEOUT)
+        except asyncio.TimeoutError:
+            raise AssertionError(f"timed out waiting for {what}; got {[str(m) for m in self.messages]}")
+
+    def send_chat(self, msg_id, body=None, *extensions):
+        msg = self.make_message(mto=PEER, mbody=body, mtype="chat")
+        msg["id"] = msg_id
+        for extension in extensions:
+            msg.append(ET.fromstring(extension))
+        msg.send()
+
+
+def child(msg, name, ns):
+    return msg.xml.find(f"{{{ns}}}{name}")
+
+
+async def main():
+    alice = Client()
+    alice.connect(host=HOST, port=int(PORT))
+    await asyncio.wait_for(alice.online, TIMEOUT)
+    step("logged into the bridge over STARTTLS with the bridge password")
+
+    alice.send_chat("m1", f"hello bob {MARKER}", f"<request xmlns='{RECEIPTS}'/>")
+    step("sent a message asking for a receipt")
+
+    answer = await alice.wait_for("bob's answer", lambda m: m["body"].startswith("hello alice") and child(m, "replace", CORRECTION) is None)
+    assert answer["from"].bare == PEER, answer["from"]
+    step("bob's answer arrived as a chat message from his JID")
+
+    receipt = await alice.wait_for("the receipt", lambda m: child(m, "received", RECEIPTS) is not None)
+    assert child(receipt, "received", RECEIPTS).get("id") == "m1", str(receipt)
+    step("bob's receipt names our message m1")
+
+    alice.send_chat("m2", f"hello bob! {MARKER}", f"<replace xmlns='{CORRECTION}' id='m1'/>")
+    alice.send_chat("m3", None, f"<reactions xmlns='{REACTIONS}' id='{answer['id']}'><reaction>🎉</reaction></reactions>")
+    step("sent a correction of m1 and a reaction to bob's answer")
+
+    corrected = await alice.wait_for("bob's correction", lambda m: child(m, "replace", CORRECTION) is not None)
+    assert child(corrected, "replace", CORRECTION).get("id") == answer["id"], str(corrected)
+    assert corrected["body"] == "hello alice!", str(corrected)
+    reaction = await alice.wait_for("bob's reaction", lambda m: child(m, "reactions", REACTIONS) is not None)
+    reactions = child(reaction, "reactions", REACTIONS)
+    assert reactions.get("id") == "m1", str(reaction)
+    assert [r.text for r in reactions] == ["👍"], str(reaction)
+    step("bob's correction and reaction arrived as such, naming our ids")
+
+    alice.disconnect()
+    await alice.disconnected
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.ERROR)
+    asyncio.run(asyncio.wait_for(main(), 150))
+    print("all steps passed")
