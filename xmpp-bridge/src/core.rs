@@ -24,6 +24,7 @@ use xmpp_parsers::stanza_error::{DefinedCondition, ErrorType};
 
 use crate::local::{ClientId, Clients, FromClient};
 use crate::mapping::{self, attr, contents_of, message_of, Ids, Outgoing, NS_CLIENT};
+use crate::muc::{self, Room, Rooms, NS_MUC};
 
 /// Messages kept for clients while none is connected.
 const BACKLOG: usize = 1000;
@@ -47,6 +48,8 @@ pub struct Core {
     seen: HashSet<ClientId>,
     /// Messages that arrived while no client was connected.
     backlog: VecDeque<Element>,
+    /// The group rooms the clients joined.
+    rooms: Rooms,
 }
 
 impl Core {
@@ -63,6 +66,7 @@ impl Core {
             peers: HashMap::new(),
             seen: HashSet::new(),
             backlog: VecDeque::new(),
+            rooms: Rooms::default(),
         }
     }
 
@@ -108,7 +112,7 @@ impl Core {
         match stanza.name() {
             "message" => self.client_message(request.client, stanza).await,
             "iq" => self.client_iq(request.client, stanza).await,
-            "presence" => self.forward(stanza).await,
+            "presence" => self.client_presence(request.client, stanza).await,
             _ => Ok(()),
         }
     }
@@ -118,15 +122,6 @@ impl Core {
         client: ClientId,
         message: Element,
     ) -> Result<(), SessionError> {
-        if message.attr("type") == Some("groupchat") {
-            return self.refuse(
-                client,
-                errors::service_unavailable(
-                    &message,
-                    "group chats through the bridge come later; use `tern` for groups",
-                ),
-            );
-        }
         let Some(peer) = message
             .attr("to")
             .and_then(|to| to.parse::<jid::Jid>().ok())
@@ -137,6 +132,21 @@ impl Core {
                 errors::bad_request(&message, "a message needs a 'to'"),
             );
         };
+        let room = self.rooms.get(&peer).cloned();
+        if message.attr("type") == Some("groupchat") || !muc::invitees(&message).is_empty() {
+            let Some(room) = room else {
+                return self.refuse(
+                    client,
+                    stanza::error_reply(
+                        &message,
+                        ErrorType::Cancel,
+                        DefinedCondition::NotAcceptable,
+                        "join the room first",
+                    ),
+                );
+            };
+            return self.room_message(client, &peer, room, message).await;
+        }
         if peer.node().is_none() {
             return self.refuse(
                 client,
@@ -182,6 +192,130 @@ impl Core {
                 )
             }
         }
+    }
+
+    /// A client's message to a joined room: invitations add users to
+    /// the group; anything else goes to the group, encrypted, and comes
+    /// back to the clients as the room's echo.
+    async fn room_message(
+        &mut self,
+        client: ClientId,
+        address: &BareJid,
+        room: Room,
+        message: Element,
+    ) -> Result<(), SessionError> {
+        let invitees = muc::invitees(&message);
+        if !invitees.is_empty() {
+            if let Err(e) = self.session.add_users(&room.conversation, &invitees).await {
+                return self.refuse(
+                    client,
+                    errors::service_unavailable(&message, &format!("cannot add them: {e}")),
+                );
+            }
+            return Ok(());
+        }
+        let contents = match contents_of(&message, &self.ids) {
+            Outgoing::Send(contents) => contents,
+            Outgoing::Ignore => return Ok(()),
+            Outgoing::Unsupported => {
+                return self.refuse(
+                    client,
+                    errors::bad_request(&message, "nothing the bridge can carry to the group"),
+                )
+            }
+        };
+        match self.session.send(&room.conversation, contents).await {
+            Ok(envelope) => {
+                if let Some(id) = message.attr("id") {
+                    self.ids.record(id, &envelope.id);
+                }
+                let from = format!("{address}/{}", room.nick);
+                let echo = message_of(&envelope, &from, "", "groupchat", &self.ids);
+                self.deliver(echo);
+                Ok(())
+            }
+            Err(SessionError::Disconnected) => Err(SessionError::Disconnected),
+            Err(e) => self.refuse(
+                client,
+                errors::service_unavailable(&message, &format!("cannot send to the group: {e}")),
+            ),
+        }
+    }
+
+    /// A client's presence: joining or leaving a group's room, else on to
+    /// the home server.
+    async fn client_presence(
+        &mut self,
+        client: ClientId,
+        presence: Element,
+    ) -> Result<(), SessionError> {
+        let to = presence
+            .attr("to")
+            .and_then(|to| to.parse::<jid::Jid>().ok());
+        let Some(to) = to else {
+            return self.forward(presence).await;
+        };
+        let (address, nick) = (to.to_bare(), to.resource().map(|r| r.to_string()));
+        let conversation = self.session.conversation_at(&address)?;
+        let joining =
+            presence.get_child("x", NS_MUC).is_some() || self.rooms.get(&address).is_some();
+        let (Some(conversation), Some(nick), true) = (conversation, nick, joining) else {
+            if presence.get_child("x", NS_MUC).is_some() {
+                return self.refuse(
+                    client,
+                    errors::item_not_found(
+                        &presence,
+                        "no such group: rooms are the groups this account is in (create them with `tern group create`)",
+                    ),
+                );
+            }
+            return self.forward(presence).await;
+        };
+        if presence.attr("type") == Some("unavailable") {
+            if let Some(room) = self.rooms.leave(&address) {
+                let me = self.account.clone();
+                self.deliver(muc::occupant(&address, &room.nick, &me, true, true));
+            }
+            return Ok(());
+        }
+        let occupants = self.occupants(&conversation).await;
+        for user in &occupants {
+            self.deliver(muc::occupant(
+                &address,
+                &muc::nick_of(user),
+                user,
+                false,
+                false,
+            ));
+        }
+        let me = self.account.clone();
+        self.deliver(muc::occupant(&address, &nick, &me, true, false));
+        self.deliver(muc::subject(&address));
+        self.rooms.join(
+            address,
+            Room {
+                conversation,
+                nick,
+                occupants,
+            },
+        );
+        Ok(())
+    }
+
+    /// The member users of a group other than the account.
+    async fn occupants(
+        &self,
+        conversation: &ConversationId,
+    ) -> std::collections::BTreeSet<BareJid> {
+        let users = self
+            .session
+            .device()
+            .member_users(conversation)
+            .await
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        users.into_iter().filter(|u| *u != self.account).collect()
     }
 
     async fn client_iq(&mut self, client: ClientId, iq: Element) -> Result<(), SessionError> {
@@ -231,9 +365,15 @@ impl Core {
                     .build(),
             )
             .build();
-        let features = [NS_DISCO_INFO, NS_DISCO_ITEMS, NS_PING, "jabber:iq:roster"]
-            .into_iter()
-            .chain(mapping::FEATURES);
+        let features = [
+            NS_DISCO_INFO,
+            NS_DISCO_ITEMS,
+            NS_PING,
+            "jabber:iq:roster",
+            NS_MUC,
+        ]
+        .into_iter()
+        .chain(mapping::FEATURES);
         for feature in features {
             query.append_child(
                 Element::builder("feature", NS_DISCO_INFO)
@@ -272,15 +412,53 @@ impl Core {
                 if sender.jid == self.account {
                     return Ok(());
                 }
-                let kind = match self.peer_of(&conversation).await {
-                    Some(_) => "chat",
-                    None => {
-                        tracing::info!("a group message waits for group support in the bridge");
-                        return Ok(());
-                    }
+                if let Some((address, _)) = self.rooms.of(&conversation) {
+                    let from = format!("{address}/{}", muc::nick_of(&sender.jid));
+                    let message = message_of(&envelope, &from, "", "groupchat", &self.ids);
+                    self.deliver(message);
+                } else if self.peer_of(&conversation).await.is_some() {
+                    let message = message_of(&envelope, sender.jid.as_str(), "", "chat", &self.ids);
+                    self.deliver(message);
+                } else {
+                    tracing::debug!("a message of a group no client joined");
+                }
+            }
+            Event::Joined { address, .. } => self.deliver(muc::invitation(&address)),
+            Event::MembersChanged { conversation, .. } => {
+                self.peers.remove(&conversation);
+                let Some((address, _)) = self.rooms.of(&conversation) else {
+                    return Ok(());
                 };
-                let message = message_of(&envelope, sender.jid.as_str(), "", kind, &self.ids);
-                self.deliver(message);
+                let address = address.clone();
+                let occupants = self.occupants(&conversation).await;
+                let (came, went) = self.rooms.update(&address, occupants);
+                for user in came {
+                    self.deliver(muc::occupant(
+                        &address,
+                        &muc::nick_of(&user),
+                        &user,
+                        false,
+                        false,
+                    ));
+                }
+                for user in went {
+                    self.deliver(muc::occupant(
+                        &address,
+                        &muc::nick_of(&user),
+                        &user,
+                        false,
+                        true,
+                    ));
+                }
+            }
+            Event::Removed { conversation } => {
+                if let Some((address, _)) = self.rooms.of(&conversation) {
+                    let address = address.clone();
+                    if let Some(room) = self.rooms.leave(&address) {
+                        let me = self.account.clone();
+                        self.deliver(muc::occupant(&address, &room.nick, &me, true, true));
+                    }
+                }
             }
             Event::Stanza(stanza) => self.server_stanza(stanza).await?,
             Event::VerificationReset { device, .. } => {

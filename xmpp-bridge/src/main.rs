@@ -13,6 +13,7 @@
 mod core;
 mod local;
 mod mapping;
+mod muc;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

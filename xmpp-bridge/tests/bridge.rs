@@ -102,11 +102,7 @@ fn receive_until(bob: &Tern, wanted: impl Fn(&serde_json::Value) -> bool) -> ser
 #[test]
 fn a_standard_client_chats_through_the_bridge_with_a_tern_user() {
     let Some(python) = python() else {
-        let required =
-            std::env::var_os("CI").is_some() || std::env::var_os("TERN_REQUIRE_PEERS").is_some();
-        assert!(!required, "no Python with slixmpp: run scripts/test.sh");
-        eprintln!("SKIPPED: no Python venv with slixmpp; run scripts/test.sh");
-        return;
+        return missing_python();
     };
     let server = Server::start();
     let bob = Tern::new(&server, "bob");
@@ -161,6 +157,66 @@ fn a_standard_client_chats_through_the_bridge_with_a_tern_user() {
         let hit = bytes.windows(marker.len()).any(|w| w == marker.as_bytes());
         assert!(!hit, "{} holds the text in clear", file.display());
     }
+}
+
+#[test]
+fn a_standard_client_takes_part_in_a_group_as_a_room() {
+    let Some(python) = python() else {
+        return missing_python();
+    };
+    let server = Server::start();
+    let bob = Tern::new(&server, "bob");
+    let carol = Tern::new(&server, "carol");
+    let _alice_phone = Tern::new(&server, "alice");
+    let bridge = Bridge::start(&server, "alice");
+    let created = bob.json(&[
+        "--json",
+        "group",
+        "create",
+        "friends",
+        "--member",
+        &jid("alice"),
+        "--member",
+        &jid("carol"),
+    ]);
+    let room = field_of(&created, "group", "address");
+    let marker = format!("ROOM-{:016x}", rand_u64());
+
+    let (host, port) = bridge.address.rsplit_once(':').expect("HOST:PORT");
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/slixmpp/muc_client.py");
+    let mut client = Command::new(python)
+        .arg(script)
+        .args([host, port, &jid("alice"), BRIDGE_PASSWORD])
+        .arg(&bridge.certificate)
+        .args([&room, &marker, &jid("bob"), &jid("carol")])
+        .stdout(Stdio::inherit())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("run the slixmpp client");
+
+    // Both tern users hear the client; bob answers; then removes carol.
+    let said = format!("hi all {marker}");
+    receive_until(&bob, |l| l["body"] == said.as_str());
+    receive_until(&carol, |l| l["body"] == said.as_str());
+    bob.ok(&["send", &room, "hello room"]);
+    bob.ok(&["group", "remove", &room, &jid("carol")]);
+
+    assert!(
+        wait_for(&mut client, Duration::from_secs(150)),
+        "the slixmpp client failed (its output is above)"
+    );
+    for file in server.files() {
+        let bytes = std::fs::read(&file).unwrap_or_default();
+        let hit = bytes.windows(marker.len()).any(|w| w == marker.as_bytes());
+        assert!(!hit, "{} holds the text in clear", file.display());
+    }
+}
+
+fn missing_python() {
+    let required =
+        std::env::var_os("CI").is_some() || std::env::var_os("TERN_REQUIRE_PEERS").is_some();
+    assert!(!required, "no Python with slixmpp: run scripts/test.sh");
+    eprintln!("SKIPPED: no Python venv with slixmpp; run scripts/test.sh");
 }
 
 #[test]

@@ -1,0 +1,92 @@
+"""A standard XMPP client (slixmpp) in a bridge-backed MUC room: the room
+is a Tern group of `tern` users; the client joins, sees the members as
+occupants, talks to them, hears them, and sees a removed member leave.
+
+Usage: muc_client.py HOST PORT JID PASSWORD CERT ROOM MARKER BOB CAROL
+Exits 0 when every step passed; prints one line per step.
+"""
+
+import asyncio
+import logging
+import sys
+
+import slixmpp
+from slixmpp.xmlstream.handler import Callback
+from slixmpp.xmlstream.matcher import MatchXPath
+
+HOST, PORT, JID, PASSWORD, CERT, ROOM, MARKER, BOB, CAROL = sys.argv[1:10]
+TIMEOUT = 60
+MUC_USER = "http://jabber.org/protocol/muc#user"
+
+
+def step(text):
+    print(f"ok - {text}", flush=True)
+
+
+class Client(slixmpp.ClientXMPP):
+    def __init__(self):
+        super().__init__(JID, PASSWORD)
+        self.ca_certs = CERT
+        self.register_plugin("xep_0030")
+        self.register_plugin("xep_0045")
+        self.online = asyncio.get_running_loop().create_future()
+        self.stanzas = []
+        self.arrived = asyncio.Event()
+        self.add_event_handler("session_start", self.on_start)
+        for name in ("message", "presence"):
+            self.register_handler(Callback(f"every {name}", MatchXPath(f"{{jabber:client}}{name}"), self.record))
+
+    async def on_start(self, _event):
+        await self.get_roster()
+        self.send_presence()
+        self.online.set_result(True)
+
+    def record(self, stanza):
+        self.stanzas.append(stanza)
+        self.arrived.set()
+
+    async def wait_for(self, what, predicate):
+        async def look():
+            while True:
+                for stanza in self.stanzas:
+                    if predicate(stanza):
+                        return stanza
+                self.arrived.clear()
+                await self.arrived.wait()
+        try:
+            return await asyncio.wait_for(look(), TIMEOUT)
+        except asyncio.TimeoutError:
+            raise AssertionError(f"timed out waiting for {what}; got {[str(s) for s in self.stanzas]}")
+
+
+async def main():
+    alice = Client()
+    alice.connect(host=HOST, port=int(PORT))
+    await asyncio.wait_for(alice.online, TIMEOUT)
+    await alice.wait_for("the invitation", lambda s: s.name == "message" and s.xml.find(f"{{{MUC_USER}}}x/{{{MUC_USER}}}invite") is not None and s["from"].bare == ROOM)
+    step("invited to the group's room")
+
+    await alice["xep_0045"].join_muc_wait(ROOM, "alice", maxstanzas=0, timeout=TIMEOUT)
+    occupants = set(alice["xep_0045"].get_roster(ROOM))
+    assert {BOB, CAROL, "alice"} <= occupants, occupants
+    step(f"joined; occupants {sorted(occupants)}")
+
+    alice.send_message(mto=ROOM, mbody=f"hi all {MARKER}", mtype="groupchat")
+    await alice.wait_for("the room's echo", lambda s: s.name == "message" and s["type"] == "groupchat" and s["body"] == f"hi all {MARKER}")
+    step("our groupchat message came back from the room")
+
+    heard = await alice.wait_for("bob in the room", lambda s: s.name == "message" and s["type"] == "groupchat" and s["from"].resource == BOB)
+    assert heard["body"] == "hello room", str(heard)
+    step("bob's group message arrived from his occupant")
+
+    await alice.wait_for("carol leaving", lambda s: s.name == "presence" and s["type"] == "unavailable" and s["from"].resource == CAROL)
+    step("carol, removed from the group, left the room")
+
+    alice.disconnect()
+    await alice.disconnected
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.ERROR)
+    asyncio.run(asyncio.wait_for(main(), 170))
+    print("all steps passed")
