@@ -14,8 +14,9 @@ say() { printf '\n== %s\n' "$*"; }
 # the SRV records of the test domains; Prosody (with lua-unbound, to ask
 # that dnsmasq) and ejabberd are federation peers. The tests start each
 # peer in the foreground with a configuration of their own, on loopback;
-# nothing is started or changed system-wide.
-DEBIAN_PACKAGES=(dnsmasq-base prosody lua-unbound ejabberd)
+# nothing is started or changed system-wide. profanity, driven under tmux,
+# is a standard client of tern-bridge.
+DEBIAN_PACKAGES=(dnsmasq-base prosody lua-unbound ejabberd profanity tmux)
 
 apt_install() {
     say "installing Debian packages: $*"

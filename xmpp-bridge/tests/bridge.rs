@@ -212,6 +212,123 @@ fn a_standard_client_takes_part_in_a_group_as_a_room() {
     }
 }
 
+/// A terminal program under a private tmux server, stopped on drop.
+struct Terminal {
+    socket: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Terminal {
+    /// Runs `command` (a shell line) in a 160×50 terminal.
+    fn start(command: &str) -> Terminal {
+        let dir = tempfile::tempdir().expect("dir");
+        let socket = dir.path().join("tmux.sock");
+        let terminal = Terminal { socket, _dir: dir };
+        terminal.tmux(&[
+            "new-session",
+            "-d",
+            "-s",
+            "t",
+            "-x",
+            "160",
+            "-y",
+            "50",
+            command,
+        ]);
+        terminal
+    }
+
+    fn tmux(&self, args: &[&str]) -> String {
+        let output = Command::new("tmux")
+            .arg("-S")
+            .arg(&self.socket)
+            .args(args)
+            .output()
+            .expect("run tmux");
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    /// Types a line.
+    fn type_line(&self, text: &str) {
+        self.tmux(&["send-keys", "-t", "t", "-l", text]);
+        self.tmux(&["send-keys", "-t", "t", "Enter"]);
+    }
+
+    /// What the screen shows.
+    fn screen(&self) -> String {
+        self.tmux(&["capture-pane", "-p", "-t", "t"])
+    }
+
+    /// Waits (up to 60 s) until the screen shows `text`.
+    fn wait_for(&self, text: &str) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let screen = self.screen();
+            if screen.contains(text) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the screen never showed {text:?}:\n{screen}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+impl Drop for Terminal {
+    fn drop(&mut self) {
+        self.tmux(&["kill-server"]);
+    }
+}
+
+#[test]
+fn profanity_chats_through_the_bridge() {
+    if !Path::new("/usr/bin/profanity").exists() || !Path::new("/usr/bin/tmux").exists() {
+        let required =
+            std::env::var_os("CI").is_some() || std::env::var_os("TERN_REQUIRE_PEERS").is_some();
+        assert!(!required, "no profanity or tmux: run scripts/test.sh");
+        eprintln!("SKIPPED: no profanity or tmux; run scripts/test.sh");
+        return;
+    }
+    let server = Server::start();
+    let bob = Tern::new(&server, "bob");
+    let _alice_phone = Tern::new(&server, "alice");
+    let bridge = Bridge::start(&server, "alice");
+    let home = tempfile::tempdir().expect("profanity home");
+    let marker = format!("PROFANITY-{:016x}", rand_u64());
+
+    let terminal = Terminal::start(&format!(
+        "env HOME={home} XDG_CONFIG_HOME={home}/config XDG_DATA_HOME={home}/data profanity",
+        home = home.path().display()
+    ));
+    terminal.wait_for("Profanity");
+    let (host, port) = bridge.address.rsplit_once(':').expect("HOST:PORT");
+    terminal.type_line(&format!(
+        "/connect {} server {host} port {port} tls trust",
+        jid("alice")
+    ));
+    terminal.wait_for("password");
+    terminal.type_line(BRIDGE_PASSWORD);
+    terminal.wait_for("logged in successfully");
+    terminal.type_line(&format!(
+        "/msg {} hello from profanity {marker}",
+        jid("bob")
+    ));
+
+    receive_until(&bob, |l| {
+        l["body"] == format!("hello from profanity {marker}").as_str()
+    });
+    bob.ok(&["send", &jid("alice"), "hello profanity"]);
+    terminal.wait_for("hello profanity");
+
+    for file in server.files() {
+        let bytes = std::fs::read(&file).unwrap_or_default();
+        let hit = bytes.windows(marker.len()).any(|w| w == marker.as_bytes());
+        assert!(!hit, "{} holds the text in clear", file.display());
+    }
+}
+
 fn missing_python() {
     let required =
         std::env::var_os("CI").is_some() || std::env::var_os("TERN_REQUIRE_PEERS").is_some();
