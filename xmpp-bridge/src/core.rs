@@ -22,6 +22,7 @@ use tern_server::stanza::{self, errors};
 use tokio::sync::mpsc;
 use xmpp_parsers::stanza_error::{DefinedCondition, ErrorType};
 
+use crate::archive::{self, NS_MAM};
 use crate::local::{ClientId, Clients, FromClient};
 use crate::mapping::{self, attr, contents_of, message_of, Ids, Outgoing, NS_CLIENT};
 use crate::muc::{self, Room, Rooms, NS_MUC};
@@ -33,6 +34,8 @@ const NS_DISCO_INFO: &str = "http://jabber.org/protocol/disco#info";
 const NS_DISCO_ITEMS: &str = "http://jabber.org/protocol/disco#items";
 const NS_PING: &str = "urn:xmpp:ping";
 const NS_SESSION: &str = "urn:ietf:params:xml:ns:xmpp-session";
+const NS_CARBONS: &str = "urn:xmpp:carbons:2";
+const NS_FORWARD: &str = "urn:xmpp:forward:0";
 
 /// The bridge's core.
 pub struct Core {
@@ -50,6 +53,8 @@ pub struct Core {
     backlog: VecDeque<Element>,
     /// The group rooms the clients joined.
     rooms: Rooms,
+    /// Clients that enabled message carbons (XEP-0280).
+    carbons: HashSet<ClientId>,
 }
 
 impl Core {
@@ -67,6 +72,7 @@ impl Core {
             seen: HashSet::new(),
             backlog: VecDeque::new(),
             rooms: Rooms::default(),
+            carbons: HashSet::new(),
         }
     }
 
@@ -178,6 +184,7 @@ impl Core {
                 if let Some(id) = message.attr("id") {
                     self.ids.record(id, &envelope.id);
                 }
+                self.carbon_copy(Some(client), message);
                 Ok(())
             }
             Err(SessionError::Disconnected) => Err(SessionError::Disconnected),
@@ -324,6 +331,20 @@ impl Core {
             Some(to) => to == self.account.domain().as_str(),
         };
         let request = matches!(iq.attr("type"), Some("get" | "set"));
+        let payload = stanza::iq_payload(&iq).cloned();
+        if let (true, Some(payload)) = (request, payload) {
+            if payload.is("query", NS_MAM) {
+                return self.archive_query(client, &iq, &payload).await;
+            }
+            if payload.ns() == NS_CARBONS && to_server {
+                match payload.name() {
+                    "enable" => self.carbons.insert(client),
+                    _ => self.carbons.remove(&client),
+                };
+                self.clients.send(client, stanza::iq_result(&iq, None));
+                return Ok(());
+            }
+        }
         if to_server && request {
             if let Some(answer) = self.answer_locally(&iq) {
                 self.clients.send(client, answer);
@@ -384,6 +405,120 @@ impl Core {
         query
     }
 
+    /// Copies a message the account sent to every client with carbons
+    /// enabled, but `except` (the one that sent it).
+    fn carbon_copy(&self, except: Option<ClientId>, message: Element) {
+        for (id, jid) in self.clients.all() {
+            if Some(id) == except || !self.carbons.contains(&id) {
+                continue;
+            }
+            let forwarded = Element::builder("forwarded", NS_FORWARD)
+                .append(message.clone())
+                .build();
+            let sent = Element::builder("sent", NS_CARBONS)
+                .append(forwarded)
+                .build();
+            let mut carbon = Element::builder("message", NS_CLIENT).append(sent).build();
+            stanza::set_attr(&mut carbon, "from", self.account.to_string());
+            stanza::set_attr(&mut carbon, "to", jid.to_string());
+            self.clients.send(id, carbon);
+        }
+    }
+
+    /// Answers a MAM query from the bridge's decrypted store: the
+    /// conversation with `with` (or the room the query is sent to), or
+    /// every conversation.
+    async fn archive_query(
+        &mut self,
+        client: ClientId,
+        iq: &Element,
+        payload: &Element,
+    ) -> Result<(), SessionError> {
+        let query = match archive::Query::parse(payload) {
+            Ok(query) => query,
+            Err(problem) => return self.refuse(client, errors::bad_request(iq, &problem)),
+        };
+        let target = iq
+            .attr("to")
+            .filter(|to| *to != self.account.domain().as_str() && *to != self.account.as_str())
+            .or(query.with.as_deref())
+            .and_then(|t| t.parse::<jid::Jid>().ok())
+            .map(|j| j.to_bare());
+        let device = self.session.device();
+        let conversations = match &target {
+            Some(target) => match device.conversation_at(target)? {
+                Some(group) => vec![group],
+                None => device
+                    .direct_conversation(target)
+                    .await?
+                    .into_iter()
+                    .collect(),
+            },
+            None => device
+                .conversations()?
+                .into_iter()
+                .map(|(id, _)| id)
+                .collect(),
+        };
+        let mut messages = Vec::new();
+        for conversation in &conversations {
+            let history = device.store().history(&conversation.0, archive::LOOKED_AT);
+            messages.extend(history.map_err(tern_e2ee::Error::from)?);
+        }
+        messages.sort_by_key(|m| m.envelope.time);
+        let (page, complete) = query.page(&messages);
+        let Some(to) = self.client_jid(client) else {
+            return Ok(());
+        };
+        for stored in page {
+            let conversation = ConversationId(stored.group_id.clone());
+            let Some(message) = self.archived_message(&conversation, stored).await else {
+                continue;
+            };
+            let result = archive::result(&query, stored, message, &to);
+            self.clients.send(client, result);
+        }
+        let fin = archive::fin(page, complete);
+        self.clients.send(client, stanza::iq_result(iq, Some(fin)));
+        Ok(())
+    }
+
+    /// A stored message as the client would have got it.
+    async fn archived_message(
+        &mut self,
+        conversation: &ConversationId,
+        stored: &tern_e2ee::store::StoredMessage,
+    ) -> Option<Element> {
+        let sender = &stored.envelope.from;
+        if let Some(peer) = self.peer_of(conversation).await {
+            let mut message = message_of(&stored.envelope, sender.as_str(), "", "chat", &self.ids);
+            let to = if *sender == self.account {
+                peer
+            } else {
+                self.account.clone()
+            };
+            stanza::set_attr(&mut message, "to", to.to_string());
+            return Some(message);
+        }
+        let address = self.session.device().address(conversation).ok().flatten()?;
+        let from = format!("{address}/{}", muc::nick_of(sender));
+        Some(message_of(
+            &stored.envelope,
+            &from,
+            self.account.as_str(),
+            "groupchat",
+            &self.ids,
+        ))
+    }
+
+    fn client_jid(&self, client: ClientId) -> Option<String> {
+        self.clients
+            .all()
+            .into_iter()
+            .find(|(id, _)| *id == client)
+            .map(|(_, jid)| jid.to_string())
+    }
+
     /// Sends a client's stanza on to the home server, as the account.
     async fn forward(&mut self, mut stanza: Element) -> Result<(), SessionError> {
         tern_server::stanza::remove_attr(&mut stanza, "from");
@@ -410,6 +545,17 @@ impl Core {
                 ..
             } => {
                 if sender.jid == self.account {
+                    // Written on another device of the account.
+                    if let Some((address, room)) = self.rooms.of(&conversation) {
+                        let from = format!("{address}/{}", room.nick);
+                        let message = message_of(&envelope, &from, "", "groupchat", &self.ids);
+                        self.deliver(message);
+                    } else if let Some(peer) = self.peer_of(&conversation).await {
+                        let mut message =
+                            message_of(&envelope, self.account.as_str(), "", "chat", &self.ids);
+                        stanza::set_attr(&mut message, "to", peer.to_string());
+                        self.carbon_copy(None, message);
+                    }
                     return Ok(());
                 }
                 if let Some((address, _)) = self.rooms.of(&conversation) {

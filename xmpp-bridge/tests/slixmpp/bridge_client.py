@@ -3,6 +3,9 @@ a `tern` user: a message asking for a receipt, the receipt, a correction
 and a reaction, both ways, as the XEPs define them (no client-side
 encryption: the bridge does that).
 
+Then the archive (XEP-0313, from the bridge's decrypted store) and
+message carbons (XEP-0280) between two clients of the bridge.
+
 Usage: bridge_client.py HOST PORT JID PASSWORD CERT PEER MARKER
 Exits 0 when every step passed; prints one line per step.
 """
@@ -19,6 +22,9 @@ from slixmpp.xmlstream.matcher import MatchXPath
 HOST, PORT, JID, PASSWORD, CERT, PEER, MARKER = sys.argv[1:8]
 TIMEOUT = 60
 RECEIPTS = "urn:xmpp:receipts"
+MAM = "urn:xmpp:mam:2"
+CARBONS = "urn:xmpp:carbons:2"
+FORWARD = "urn:xmpp:forward:0"
 CORRECTION = "urn:xmpp:message-correct:0"
 REACTIONS = "urn:xmpp:reactions:0"
 
@@ -30,8 +36,8 @@ def step(text):
 class Client(slixmpp.ClientXMPP):
     """Records every message stanza, with or without a body."""
 
-    def __init__(self):
-        super().__init__(JID, PASSWORD)
+    def __init__(self, resource="slixmpp"):
+        super().__init__(f"{JID}/{resource}", PASSWORD)
         self.ca_certs = CERT
         self.online = asyncio.get_running_loop().create_future()
         self.messages = []
@@ -104,8 +110,38 @@ async def main():
     assert [r.text for r in reactions] == ["👍"], str(reaction)
     step("bob's correction and reaction arrived as such, naming our ids")
 
-    alice.disconnect()
-    await alice.disconnected
+    # The archive of the conversation, newest page, from the bridge's store.
+    iq = alice.make_iq_set(ito=None)
+    iq.append(ET.fromstring(
+        f"<query xmlns='{MAM}' queryid='h1'><x xmlns='jabber:x:data' type='submit'>"
+        f"<field var='FORM_TYPE' type='hidden'><value>{MAM}</value></field>"
+        f"<field var='with'><value>{PEER}</value></field></x>"
+        "<set xmlns='http://jabber.org/protocol/rsm'><max>50</max><before/></set></query>"))
+    answer = await iq.send(timeout=TIMEOUT)
+    fin = answer.xml.find(f"{{{MAM}}}fin")
+    assert fin is not None and fin.get("complete") == "true", str(answer)
+    archived = [m for m in alice.messages if m.xml.find(f"{{{MAM}}}result") is not None]
+    bodies = [r.xml.find(f".//{{{FORWARD}}}forwarded/{{jabber:client}}message/{{jabber:client}}body") for r in archived]
+    texts = [b.text for b in bodies if b is not None]
+    assert f"hello bob {MARKER}" in texts and "hello alice" in texts, texts
+    step(f"the archive holds the conversation ({len(archived)} messages)")
+
+    # A second client with carbons sees what the first one sends.
+    second = Client("second")
+    second.connect(host=HOST, port=int(PORT))
+    await asyncio.wait_for(second.online, TIMEOUT)
+    enable = second.make_iq_set()
+    enable.append(ET.fromstring(f"<enable xmlns='{CARBONS}'/>"))
+    await enable.send(timeout=TIMEOUT)
+    alice.send_chat("m4", f"carbon {MARKER}")
+    carbon = await second.wait_for("the carbon", lambda m: m.xml.find(f"{{{CARBONS}}}sent") is not None)
+    body = carbon.xml.find(f".//{{{FORWARD}}}forwarded/{{jabber:client}}message/{{jabber:client}}body")
+    assert body is not None and body.text == f"carbon {MARKER}", str(carbon)
+    step("a second client with carbons got a copy of what the first sent")
+
+    for client in (alice, second):
+        client.disconnect()
+        await client.disconnected
 
 
 if __name__ == "__main__":
