@@ -876,16 +876,23 @@ impl Device {
                         Processed::Done(Incoming::OwnEcho)
                     }
                     ProcessedMessageContent::StagedCommitMessage(staged) => {
-                        let added: Vec<(DeviceName, Vec<u8>)> = staged
+                        let device_of = |leaf: &LeafNode| {
+                            Some((
+                                device_name(leaf.credential()).ok()?,
+                                leaf.signature_key().as_slice().to_vec(),
+                            ))
+                        };
+                        let mut added: Vec<(DeviceName, Vec<u8>)> = staged
                             .add_proposals()
-                            .filter_map(|p| {
-                                let leaf = p.add_proposal().key_package().leaf_node();
-                                Some((
-                                    device_name(leaf.credential()).ok()?,
-                                    leaf.signature_key().as_slice().to_vec(),
-                                ))
-                            })
+                            .filter_map(|p| device_of(p.add_proposal().key_package().leaf_node()))
                             .collect();
+                        // A join by external commit: the committer is new.
+                        let external = staged
+                            .queued_proposals()
+                            .any(|p| p.proposal().proposal_type() == ProposalType::ExternalInit);
+                        if external {
+                            added.extend(staged.update_path_leaf_node().and_then(device_of));
+                        }
                         let removed = staged
                             .remove_proposals()
                             .filter_map(|p| group.member_at(p.remove_proposal().removed()))

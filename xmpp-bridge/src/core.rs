@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use jid::BareJid;
 use minidom::Element;
+use tern_e2ee::identity::DeviceName;
 use tern_e2ee::{ConversationId, Event, Session, SessionError};
 use tern_server::stanza::{self, errors};
 use tokio::sync::mpsc;
@@ -55,6 +56,9 @@ pub struct Core {
     rooms: Rooms,
     /// Clients that enabled message carbons (XEP-0280).
     carbons: HashSet<ClientId>,
+    /// Devices announced to the clients and not verified yet: a `verify`
+    /// sent to the bridge's JID marks them verified.
+    unverified: Vec<DeviceName>,
 }
 
 impl Core {
@@ -73,6 +77,7 @@ impl Core {
             backlog: VecDeque::new(),
             rooms: Rooms::default(),
             carbons: HashSet::new(),
+            unverified: Vec::new(),
         }
     }
 
@@ -154,6 +159,9 @@ impl Core {
             return self.room_message(client, &peer, room, message).await;
         }
         if peer.node().is_none() {
+            if peer.domain() == self.account.domain() {
+                return self.bridge_command(client, &message);
+            }
             return self.refuse(
                 client,
                 errors::service_unavailable(&message, "the bridge carries messages to users only"),
@@ -199,6 +207,39 @@ impl Core {
                 )
             }
         }
+    }
+
+    /// A message to the bridge's own JID: `verify` trusts the devices it
+    /// announced.
+    fn bridge_command(&mut self, client: ClientId, message: &Element) -> Result<(), SessionError> {
+        let body = message
+            .get_child("body", NS_CLIENT)
+            .map(|b| b.text().trim().to_lowercase());
+        let text = match body.as_deref() {
+            Some("verify") if self.unverified.is_empty() => {
+                "no device waits for verification".to_owned()
+            }
+            Some("verify") => {
+                let store = self.session.device().store();
+                let mut verified = Vec::new();
+                for device in std::mem::take(&mut self.unverified) {
+                    let id = device.device.to_string();
+                    if store
+                        .set_verified(device.jid.as_str(), &id, true)
+                        .unwrap_or(false)
+                    {
+                        verified.push(device.to_string());
+                    }
+                }
+                format!("verified: {}", verified.join(", "))
+            }
+            Some(_) => {
+                "the bridge understands 'verify' (to trust the devices it announced)".to_owned()
+            }
+            None => return Ok(()),
+        };
+        self.notice(client_notice(&self.account, &text), Some(client));
+        Ok(())
     }
 
     /// A client's message to a joined room: invitations add users to
@@ -570,8 +611,15 @@ impl Core {
                 }
             }
             Event::Joined { address, .. } => self.deliver(muc::invitation(&address)),
-            Event::MembersChanged { conversation, .. } => {
+            Event::MembersChanged {
+                conversation,
+                added,
+                ..
+            } => {
                 self.peers.remove(&conversation);
+                for device in added {
+                    self.announce_device(device, "has a new device");
+                }
                 let Some((address, _)) = self.rooms.of(&conversation) else {
                     return Ok(());
                 };
@@ -608,21 +656,55 @@ impl Core {
             }
             Event::Stanza(stanza) => self.server_stanza(stanza).await?,
             Event::VerificationReset { device, .. } => {
-                let text = format!(
-                    "{} has a new device ({}); its key changed, so it is no longer verified. \
-                     Compare its fingerprint with `tern verify {}`.",
-                    device.jid, device.device, device.jid
+                self.announce_device(
+                    device,
+                    "has a device whose key changed (no longer verified)",
                 );
-                let notice = Element::builder("message", NS_CLIENT)
-                    .attr(attr("from"), self.account.domain().as_str())
-                    .attr(attr("type"), "chat")
-                    .append(Element::builder("body", NS_CLIENT).append(text).build())
-                    .build();
-                self.deliver(notice);
             }
             _ => {}
         }
         Ok(())
+    }
+
+    /// Tells the clients about another user's device that is not
+    /// verified, with its fingerprint, and how to trust it.
+    fn announce_device(&mut self, device: DeviceName, what: &str) {
+        if device.jid == self.account || self.unverified.contains(&device) {
+            return;
+        }
+        let id = device.device.to_string();
+        let known = self
+            .session
+            .device()
+            .store()
+            .known_devices(device.jid.as_str())
+            .unwrap_or_default();
+        let Some(known) = known.into_iter().find(|k| k.device == id) else {
+            return;
+        };
+        if known.verified {
+            return;
+        }
+        let text = format!(
+            "{} {what}: {id}, fingerprint {}. Compare it with them, then reply 'verify' to trust it.",
+            device.jid, known.fingerprint
+        );
+        self.unverified.push(device);
+        self.notice(client_notice(&self.account, &text), None);
+    }
+
+    /// A message from the bridge's own JID, to one client or all.
+    fn notice(&mut self, notice: Element, client: Option<ClientId>) {
+        match client {
+            Some(client) => {
+                let mut notice = notice;
+                if let Some(jid) = self.client_jid(client) {
+                    stanza::set_attr(&mut notice, "to", jid);
+                }
+                self.clients.send(client, notice);
+            }
+            None => self.deliver(notice),
+        }
     }
 
     /// The other user of a one-to-one conversation; `None` for groups.
@@ -697,4 +779,14 @@ impl Core {
         }
         self.clients.broadcast(&stanza);
     }
+}
+
+/// A chat message from the bridge's JID (the account's domain).
+fn client_notice(account: &BareJid, text: &str) -> Element {
+    let mut notice = Element::builder("message", NS_CLIENT)
+        .append(Element::builder("body", NS_CLIENT).append(text).build())
+        .build();
+    stanza::set_attr(&mut notice, "from", account.domain().to_string());
+    stanza::set_attr(&mut notice, "type", "chat");
+    notice
 }

@@ -143,6 +143,8 @@ fn a_standard_client_chats_through_the_bridge_with_a_tern_user() {
     assert_eq!(reaction["reaction"]["emojis"][0], "🎉");
     chat.say("/edit hello alice!");
     chat.say(&format!("/react {n} 👍"));
+    // bob gets a second device, which alice's client is asked to verify.
+    let _bob_tablet = Tern::second_device(&server, "bob");
 
     // Its steps print as they pass; it exits non-zero on a failed one.
     assert!(
