@@ -260,6 +260,8 @@ impl Core {
                     errors::service_unavailable(&message, &format!("cannot add them: {e}")),
                 );
             }
+            // Our own commit brings no event: the newcomers are shown now.
+            self.refresh_occupants(address, &room.conversation).await;
             return Ok(());
         }
         let contents = match contents_of(&message, &self.ids) {
@@ -304,9 +306,36 @@ impl Core {
             return self.forward(presence).await;
         };
         let (address, nick) = (to.to_bare(), to.resource().map(|r| r.to_string()));
-        let conversation = self.session.conversation_at(&address)?;
         let joining =
             presence.get_child("x", NS_MUC).is_some() || self.rooms.get(&address).is_some();
+        let mut conversation = match self.rooms.get(&address) {
+            Some(room) => Some(room.conversation.clone()),
+            None => self.session.conversation_at(&address)?,
+        };
+        let new_room = conversation.is_none()
+            && joining
+            && nick.is_some()
+            && presence.attr("type") != Some("unavailable")
+            && address.node().is_some()
+            && address.domain().as_str() == format!("groups.{}", self.account.domain());
+        if new_room {
+            match self.session.create_conversation(&[]).await {
+                Ok((id, hub)) => {
+                    tracing::info!(room = %address, %hub, "a new room: created its group");
+                    conversation = Some(id);
+                }
+                Err(SessionError::Disconnected) => return Err(SessionError::Disconnected),
+                Err(e) => {
+                    return self.refuse(
+                        client,
+                        errors::service_unavailable(
+                            &presence,
+                            &format!("cannot create the group: {e}"),
+                        ),
+                    )
+                }
+            }
+        }
         let (Some(conversation), Some(nick), true) = (conversation, nick, joining) else {
             if presence.get_child("x", NS_MUC).is_some() {
                 return self.refuse(
@@ -337,7 +366,11 @@ impl Core {
             ));
         }
         let me = self.account.clone();
-        self.deliver(muc::occupant(&address, &nick, &me, true, false));
+        let mut own = muc::occupant(&address, &nick, &me, true, false);
+        if new_room {
+            muc::mark_created(&mut own);
+        }
+        self.deliver(own);
         self.deliver(muc::subject(&address));
         self.rooms.join(
             address,
@@ -348,6 +381,23 @@ impl Core {
             },
         );
         Ok(())
+    }
+
+    /// Shows the room's occupants as the group's members are now: who
+    /// came, who went.
+    async fn refresh_occupants(&mut self, address: &BareJid, conversation: &ConversationId) {
+        let occupants = self.occupants(conversation).await;
+        let (came, went) = self.rooms.update(address, occupants);
+        let changes = came.into_iter().map(|u| (u, false));
+        for (user, gone) in changes.chain(went.into_iter().map(|u| (u, true))) {
+            self.deliver(muc::occupant(
+                address,
+                &muc::nick_of(&user),
+                &user,
+                false,
+                gone,
+            ));
+        }
     }
 
     /// The member users of a group other than the account.
@@ -376,6 +426,16 @@ impl Core {
         if let (true, Some(payload)) = (request, payload) {
             if payload.is("query", NS_MAM) {
                 return self.archive_query(client, &iq, &payload).await;
+            }
+            let to_room = iq
+                .attr("to")
+                .and_then(|to| to.parse::<BareJid>().ok())
+                .is_some_and(|to| self.rooms.get(&to).is_some());
+            if to_room && payload.ns() == muc::NS_MUC_OWNER {
+                // Rooms are members-only and non-anonymous by nature: the
+                // instant-room (or any) configuration is accepted as is.
+                self.clients.send(client, stanza::iq_result(&iq, None));
+                return Ok(());
             }
             if payload.ns() == NS_CARBONS && to_server {
                 match payload.name() {
@@ -486,7 +546,9 @@ impl Core {
             .and_then(|t| t.parse::<jid::Jid>().ok())
             .map(|j| j.to_bare());
         let device = self.session.device();
+        let room = target.as_ref().and_then(|t| self.rooms.get(t));
         let conversations = match &target {
+            Some(_) if room.is_some() => room.map(|r| r.conversation.clone()).into_iter().collect(),
             Some(target) => match device.conversation_at(target)? {
                 Some(group) => vec![group],
                 None => device
@@ -541,7 +603,10 @@ impl Core {
             stanza::set_attr(&mut message, "to", to.to_string());
             return Some(message);
         }
-        let address = self.session.device().address(conversation).ok().flatten()?;
+        let address = match self.rooms.of(conversation) {
+            Some((alias, _)) => alias.clone(),
+            None => self.session.device().address(conversation).ok().flatten()?,
+        };
         let from = format!("{address}/{}", muc::nick_of(sender));
         Some(message_of(
             &stored.envelope,
@@ -620,29 +685,9 @@ impl Core {
                 for device in added {
                     self.announce_device(device, "has a new device");
                 }
-                let Some((address, _)) = self.rooms.of(&conversation) else {
-                    return Ok(());
-                };
-                let address = address.clone();
-                let occupants = self.occupants(&conversation).await;
-                let (came, went) = self.rooms.update(&address, occupants);
-                for user in came {
-                    self.deliver(muc::occupant(
-                        &address,
-                        &muc::nick_of(&user),
-                        &user,
-                        false,
-                        false,
-                    ));
-                }
-                for user in went {
-                    self.deliver(muc::occupant(
-                        &address,
-                        &muc::nick_of(&user),
-                        &user,
-                        false,
-                        true,
-                    ));
+                if let Some((address, _)) = self.rooms.of(&conversation) {
+                    let address = address.clone();
+                    self.refresh_occupants(&address, &conversation).await;
                 }
             }
             Event::Removed { conversation } => {

@@ -1,7 +1,10 @@
 //! Tern groups as Multi-User Chat rooms (XEP-0045) for the bridge's
 //! clients: a group's hub address is the room's JID, each member user is
 //! an occupant named by their bare JID, `groupchat` messages go through
-//! the hub encrypted, mediated invitations add users.
+//! the hub encrypted, mediated invitations add users. Joining a room that
+//! does not exist on the account's groups domain creates a group; its
+//! hub picks the group's address, so the client keeps the room's JID as
+//! an alias while the other members see the hub's.
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -16,6 +19,8 @@ use crate::mapping::NS_CLIENT;
 pub const NS_MUC: &str = "http://jabber.org/protocol/muc";
 /// The MUC user namespace (occupants, invitations, status codes).
 pub const NS_MUC_USER: &str = "http://jabber.org/protocol/muc#user";
+/// The MUC owner namespace (room configuration).
+pub const NS_MUC_OWNER: &str = "http://jabber.org/protocol/muc#owner";
 
 /// A room the clients are in.
 #[derive(Debug, Clone)]
@@ -106,6 +111,18 @@ pub fn occupant(room: &BareJid, nick: &str, user: &BareJid, own: bool, gone: boo
         set_attr(&mut presence, "type", "unavailable");
     }
     presence
+}
+
+/// Adds status 201 (the room was created by this join) to the client's
+/// own occupant presence.
+pub fn mark_created(own: &mut Element) {
+    if let Some(x) = own.get_child_mut("x", NS_MUC_USER) {
+        x.append_child(
+            Element::builder("status", NS_MUC_USER)
+                .attr(crate::mapping::attr("code"), "201")
+                .build(),
+        );
+    }
 }
 
 /// The (empty) subject, which ends a join (XEP-0045 §7.2.15).

@@ -202,6 +202,10 @@ fn a_standard_client_takes_part_in_a_group_as_a_room() {
     receive_until(&carol, |l| l["body"] == said.as_str());
     bob.ok(&["send", &room, "hello room"]);
     bob.ok(&["group", "remove", &room, &jid("carol")]);
+    // The client makes a room of its own and brings bob in.
+    receive_until(&bob, |l| {
+        l["body"] == format!("made here {marker}").as_str()
+    });
 
     assert!(
         wait_for(&mut client, Duration::from_secs(150)),

@@ -82,6 +82,17 @@ async def main():
     await alice.wait_for("carol leaving", lambda s: s.name == "presence" and s["type"] == "unavailable" and s["from"].resource == CAROL)
     step("carol, removed from the group, left the room")
 
+    # A room of our own: joining it creates a group; inviting adds bob.
+    new_room = f"made-here@{ROOM.split('@')[1]}"
+    await alice["xep_0045"].join_muc_wait(new_room, "alice", maxstanzas=0, timeout=TIMEOUT)
+    created = await alice.wait_for("the created room", lambda s: s.name == "presence" and s["from"].bare == new_room and s.xml.find(f"{{{MUC_USER}}}x/{{{MUC_USER}}}status[@code='201']") is not None)
+    step("joining a new room created its group")
+    alice["xep_0045"].invite(new_room, BOB, reason="join us")
+    await alice.wait_for("bob in the new room", lambda s: s.name == "presence" and s["from"].bare == new_room and s["from"].resource == BOB)
+    alice.send_message(mto=new_room, mbody=f"made here {MARKER}", mtype="groupchat")
+    await alice.wait_for("the new room's echo", lambda s: s.name == "message" and s["from"].bare == new_room and s["body"] == f"made here {MARKER}")
+    step("invited bob, who became an occupant, and talked to him there")
+
     alice.disconnect()
     await alice.disconnected
 
