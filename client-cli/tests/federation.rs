@@ -10,45 +10,6 @@ use std::time::{Duration, Instant};
 
 use support::*;
 
-/// Two federating servers and their DNS; `None` without dnsmasq (allowed
-/// outside CI).
-fn two_domains(ca: &Ca) -> Option<(Server, Server, Dns)> {
-    let dns_port = free_port();
-    let federation = |s2s: u16| {
-        Some((
-            s2s,
-            format!(
-                "nameserver = \"127.0.0.1:{dns_port}\"\nca_file = \"{}\"\nretry_max_secs = 1",
-                ca.path.display()
-            ),
-        ))
-    };
-    let (a_port, b_port) = (free_port(), free_port());
-    let a = Server::start_with(
-        ca,
-        ServerSpec {
-            domain: "a.test",
-            address: "127.9.0.2",
-            federation: federation(a_port),
-        },
-    );
-    let b = Server::start_with(
-        ca,
-        ServerSpec {
-            domain: "b.test",
-            address: "127.9.0.3",
-            federation: federation(b_port),
-        },
-    );
-    let s2s = |address: &str, port: u16| format!("{address}:{port}").parse().expect("address");
-    let records = federation_records([
-        ("a.test", s2s("127.9.0.2", a_port)),
-        ("b.test", s2s("127.9.0.3", b_port)),
-    ]);
-    let dns = Dns::start_at(dns_port, &records)?;
-    Some((a, b, dns))
-}
-
 /// `who`'s subscription to `contact` as `tern contact list` shows it,
 /// once it is `wanted` (within 20 s).
 fn wait_for_subscription(who: &Tern, contact: &str, wanted: &str) {

@@ -67,7 +67,12 @@ impl Drop for Bridge {
 fn bridge_command(server: &Server, user: &str, profile: &Path) -> Command {
     let mut command = Command::new(binary("tern-bridge"));
     command
-        .args(["--account", &jid(user), "--server", &server.direct_tls])
+        .args([
+            "--account",
+            &server.jid(user),
+            "--server",
+            &server.direct_tls,
+        ])
         .arg("--profile")
         .arg(profile)
         .arg("--ca-file")
@@ -104,19 +109,24 @@ fn a_standard_client_chats_through_the_bridge_with_a_tern_user() {
     let Some(python) = python() else {
         return missing_python();
     };
-    let server = Server::start();
-    let bob = Tern::new(&server, "bob");
-    let _alice_phone = Tern::new(&server, "alice");
-    let bridge = Bridge::start(&server, "alice");
+    // alice and her bridge on a.test, bob on b.test: federated.
+    let ca = Ca::new();
+    let Some((a, b, _dns)) = two_domains(&ca) else {
+        return;
+    };
+    let bob = Tern::new(&b, "bob");
+    let _alice_phone = Tern::new(&a, "alice");
+    let bridge = Bridge::start(&a, "alice");
+    let (alice_jid, bob_jid) = (a.jid("alice"), b.jid("bob"));
     let marker = format!("BRIDGED-{:016x}", rand_u64());
 
     let (host, port) = bridge.address.rsplit_once(':').expect("HOST:PORT");
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/slixmpp/bridge_client.py");
     let mut client = Command::new(python)
         .arg(script)
-        .args([host, port, &jid("alice"), BRIDGE_PASSWORD])
+        .args([host, port, &alice_jid, BRIDGE_PASSWORD])
         .arg(&bridge.certificate)
-        .args([&jid("bob"), &marker])
+        .args([&bob_jid, &marker])
         .stdout(Stdio::inherit())
         .stderr(Stdio::inherit())
         .spawn()
@@ -128,7 +138,7 @@ fn a_standard_client_chats_through_the_bridge_with_a_tern_user() {
         l["body"] == format!("hello bob {marker}").as_str()
     });
     assert_eq!(first["type"], "message");
-    let mut chat = bob.chat(&jid("alice"));
+    let mut chat = bob.chat(&alice_jid);
     let shown = chat
         .history
         .iter()
@@ -143,8 +153,6 @@ fn a_standard_client_chats_through_the_bridge_with_a_tern_user() {
     assert_eq!(reaction["reaction"]["emojis"][0], "🎉");
     chat.say("/edit hello alice!");
     chat.say(&format!("/react {n} 👍"));
-    // bob gets a second device, which alice's client is asked to verify.
-    let _bob_tablet = Tern::second_device(&server, "bob");
 
     // Its steps print as they pass; it exits non-zero on a failed one.
     assert!(
@@ -153,7 +161,14 @@ fn a_standard_client_chats_through_the_bridge_with_a_tern_user() {
     );
     chat.quit();
 
-    // The home server never had the text.
+    // Neither server ever had the text.
+    for server in [&a, &b] {
+        assert_no_marker(server, &marker);
+    }
+}
+
+/// No file `server` wrote holds `marker`.
+fn assert_no_marker(server: &Server, marker: &str) {
     for file in server.files() {
         let bytes = std::fs::read(&file).unwrap_or_default();
         let hit = bytes.windows(marker.len()).any(|w| w == marker.as_bytes());
@@ -206,16 +221,14 @@ fn a_standard_client_takes_part_in_a_group_as_a_room() {
     receive_until(&bob, |l| {
         l["body"] == format!("made here {marker}").as_str()
     });
+    // bob gets a second device, which alice's client is asked to verify.
+    let _bob_tablet = Tern::second_device(&server, "bob");
 
     assert!(
         wait_for(&mut client, Duration::from_secs(150)),
         "the slixmpp client failed (its output is above)"
     );
-    for file in server.files() {
-        let bytes = std::fs::read(&file).unwrap_or_default();
-        let hit = bytes.windows(marker.len()).any(|w| w == marker.as_bytes());
-        assert!(!hit, "{} holds the text in clear", file.display());
-    }
+    assert_no_marker(&server, &marker);
 }
 
 /// A terminal program under a private tmux server, stopped on drop.
@@ -328,11 +341,7 @@ fn profanity_chats_through_the_bridge() {
     bob.ok(&["send", &jid("alice"), "hello profanity"]);
     terminal.wait_for("hello profanity");
 
-    for file in server.files() {
-        let bytes = std::fs::read(&file).unwrap_or_default();
-        let hit = bytes.windows(marker.len()).any(|w| w == marker.as_bytes());
-        assert!(!hit, "{} holds the text in clear", file.display());
-    }
+    assert_no_marker(&server, &marker);
 }
 
 fn missing_python() {

@@ -1,6 +1,8 @@
 """A standard XMPP client (slixmpp) in a bridge-backed MUC room: the room
 is a Tern group of `tern` users; the client joins, sees the members as
-occupants, talks to them, hears them, and sees a removed member leave.
+occupants, talks to them, hears them, and sees a removed member leave;
+then it creates a room and invites one of them; when a member logs in on
+a new device, the bridge asks the client to verify it, and 'verify' does.
 
 Usage: muc_client.py HOST PORT JID PASSWORD CERT ROOM MARKER BOB CAROL
 Exits 0 when every step passed; prints one line per step.
@@ -92,6 +94,15 @@ async def main():
     alice.send_message(mto=new_room, mbody=f"made here {MARKER}", mtype="groupchat")
     await alice.wait_for("the new room's echo", lambda s: s.name == "message" and s["from"].bare == new_room and s["body"] == f"made here {MARKER}")
     step("invited bob, who became an occupant, and talked to him there")
+
+    # bob logs in on a second device: the bridge asks whether to trust it.
+    domain = JID.split("@")[1]
+    prompt = await alice.wait_for("the verification prompt", lambda s: s.name == "message" and s["from"].full == domain and "reply 'verify'" in s["body"])
+    assert f"{BOB} has a new device" in prompt["body"], prompt["body"]
+    alice.send_message(mto=domain, mbody="verify", mtype="chat")
+    done = await alice.wait_for("the confirmation", lambda s: s.name == "message" and s["from"].full == domain and s["body"].startswith("verified: "))
+    assert BOB in done["body"], done["body"]
+    step("the bridge announced bob's new device with its fingerprint; 'verify' trusted it")
 
     alice.disconnect()
     await alice.disconnected
