@@ -9,18 +9,6 @@ use jid::BareJid;
 use serde::{Deserialize, Serialize};
 use tern_e2ee::{ClientStore, Device, SessionOptions};
 
-/// The DNS server to find servers with, from `TERN_DNS` (`IP:PORT`);
-/// unset: the system's.
-fn dns_server() -> Result<Option<std::net::SocketAddr>> {
-    match std::env::var("TERN_DNS") {
-        Ok(text) if !text.is_empty() => text
-            .parse()
-            .map(Some)
-            .with_context(|| format!("TERN_DNS={text:?} is not IP:PORT")),
-        _ => Ok(None),
-    }
-}
-
 /// What `profile.toml` holds.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Settings {
@@ -158,7 +146,7 @@ impl Profile {
             jid: self.jid()?,
             password,
             server: server.or_else(|| self.settings.server.clone()),
-            nameserver: dns_server()?,
+            nameserver: tern_e2ee::discovery::nameserver_from_env().map_err(anyhow::Error::msg)?,
         })
     }
 }

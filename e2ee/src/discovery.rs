@@ -255,6 +255,18 @@ fn order(mut records: Vec<Srv>) -> Vec<Srv> {
     ordered
 }
 
+/// The DNS server named by `TERN_DNS` (`IP:PORT`) for finding servers;
+/// `Ok(None)` when unset (the system's), `Err` saying what is wrong.
+pub fn nameserver_from_env() -> Result<Option<SocketAddr>, String> {
+    match std::env::var("TERN_DNS") {
+        Ok(text) if !text.is_empty() => text
+            .parse()
+            .map(Some)
+            .map_err(|_| format!("TERN_DNS={text:?} is not IP:PORT")),
+        _ => Ok(None),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

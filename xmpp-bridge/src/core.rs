@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use jid::BareJid;
 use minidom::Element;
+use tern_e2ee::envelope::{Content, Envelope};
 use tern_e2ee::identity::DeviceName;
 use tern_e2ee::{ConversationId, Event, Session, SessionError};
 use tern_server::stanza::{self, errors};
@@ -167,46 +168,77 @@ impl Core {
                 errors::service_unavailable(&message, "the bridge carries messages to users only"),
             );
         }
-        let contents = match contents_of(&message, &self.ids) {
-            Outgoing::Send(contents) => contents,
-            Outgoing::Ignore => return Ok(()),
+        let Some(contents) = self.contents_for(client, &message) else {
+            return Ok(());
+        };
+        let conversation = match self.session.conversation_with(&peer).await {
+            Ok(conversation) => conversation,
+            Err(e) => return self.cannot_send(client, &message, e),
+        };
+        if self
+            .send_for(client, &message, &conversation, contents)
+            .await?
+            .is_some()
+        {
+            self.carbon_copy(Some(client), message);
+        }
+        Ok(())
+    }
+
+    /// The contents of a client's message; `None` when there is nothing
+    /// to send (chat states) or the message was refused.
+    fn contents_for(&self, client: ClientId, message: &Element) -> Option<Vec<Content>> {
+        match contents_of(message, &self.ids) {
+            Outgoing::Send(contents) => Some(contents),
+            Outgoing::Ignore => None,
             Outgoing::Unsupported => {
-                return self.refuse(
-                    client,
-                    stanza::error_reply(
-                        &message,
-                        ErrorType::Cancel,
-                        DefinedCondition::FeatureNotImplemented,
-                        "the bridge carries text, receipts, chat markers, corrections, replies, \
-                         reactions and retractions, end-to-end encrypted; this message has none of them",
-                    ),
-                )
+                let refusal = stanza::error_reply(
+                    message,
+                    ErrorType::Cancel,
+                    DefinedCondition::FeatureNotImplemented,
+                    "the bridge carries text, receipts, chat markers, corrections, replies, \
+                     reactions and retractions, end-to-end encrypted; this message has none of them",
+                );
+                let _ = self.refuse(client, refusal);
+                None
             }
-        };
-        let sent = match self.session.conversation_with(&peer).await {
-            Ok(conversation) => self.session.send(&conversation, contents).await,
-            Err(e) => Err(e),
-        };
-        match sent {
+        }
+    }
+
+    /// Sends a client's message in `conversation`; its envelope, or
+    /// `None` when it could not be sent (the client is told why).
+    async fn send_for(
+        &mut self,
+        client: ClientId,
+        message: &Element,
+        conversation: &ConversationId,
+        contents: Vec<Content>,
+    ) -> Result<Option<Envelope>, SessionError> {
+        match self.session.send(conversation, contents).await {
             Ok(envelope) => {
                 if let Some(id) = message.attr("id") {
                     self.ids.record(id, &envelope.id);
                 }
-                self.carbon_copy(Some(client), message);
-                Ok(())
+                Ok(Some(envelope))
             }
-            Err(SessionError::Disconnected) => Err(SessionError::Disconnected),
-            Err(e) => {
-                tracing::info!(%peer, "cannot send: {e}");
-                self.refuse(
-                    client,
-                    errors::service_unavailable(
-                        &message,
-                        &format!("cannot send to {peer} end-to-end encrypted: {e}"),
-                    ),
-                )
-            }
+            Err(e) => self.cannot_send(client, message, e).map(|()| None),
         }
+    }
+
+    /// Tells the client why its message did not go (a lost connection to
+    /// the home server ends the bridge's session instead).
+    fn cannot_send(
+        &self,
+        client: ClientId,
+        message: &Element,
+        error: SessionError,
+    ) -> Result<(), SessionError> {
+        if matches!(error, SessionError::Disconnected) {
+            return Err(error);
+        }
+        tracing::info!("cannot send: {error}");
+        let text = format!("cannot send end-to-end encrypted: {error}");
+        self.refuse(client, errors::service_unavailable(message, &text))
     }
 
     /// A message to the bridge's own JID: `verify` trusts the devices it
@@ -264,32 +296,19 @@ impl Core {
             self.refresh_occupants(address, &room.conversation).await;
             return Ok(());
         }
-        let contents = match contents_of(&message, &self.ids) {
-            Outgoing::Send(contents) => contents,
-            Outgoing::Ignore => return Ok(()),
-            Outgoing::Unsupported => {
-                return self.refuse(
-                    client,
-                    errors::bad_request(&message, "nothing the bridge can carry to the group"),
-                )
-            }
+        let Some(contents) = self.contents_for(client, &message) else {
+            return Ok(());
         };
-        match self.session.send(&room.conversation, contents).await {
-            Ok(envelope) => {
-                if let Some(id) = message.attr("id") {
-                    self.ids.record(id, &envelope.id);
-                }
-                let from = format!("{address}/{}", room.nick);
-                let echo = message_of(&envelope, &from, "", "groupchat", &self.ids);
-                self.deliver(echo);
-                Ok(())
-            }
-            Err(SessionError::Disconnected) => Err(SessionError::Disconnected),
-            Err(e) => self.refuse(
-                client,
-                errors::service_unavailable(&message, &format!("cannot send to the group: {e}")),
-            ),
+        let conversation = room.conversation.clone();
+        if let Some(envelope) = self
+            .send_for(client, &message, &conversation, contents)
+            .await?
+        {
+            let from = format!("{address}/{}", room.nick);
+            let echo = message_of(&envelope, &from, "", "groupchat", &self.ids);
+            self.deliver(echo);
         }
+        Ok(())
     }
 
     /// A client's presence: joining or leaving a group's room, else on to

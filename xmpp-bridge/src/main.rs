@@ -239,7 +239,7 @@ async fn log_in(account: &BareJid, profile: &Path, server: Option<String>) -> Re
         jid: account.clone(),
         password,
         server,
-        nameserver: nameserver()?,
+        nameserver: tern_e2ee::discovery::nameserver_from_env().map_err(anyhow::Error::msg)?,
     };
     let mut session = Session::connect(device, options)
         .await
@@ -249,17 +249,6 @@ async fn log_in(account: &BareJid, profile: &Path, server: Option<String>) -> Re
     session.join_existing_conversations().await?;
     session.catch_up().await?;
     Ok(session)
-}
-
-/// The DNS server to find the home server with, from `TERN_DNS`.
-fn nameserver() -> Result<Option<SocketAddr>> {
-    match std::env::var("TERN_DNS") {
-        Ok(text) if !text.is_empty() => text
-            .parse()
-            .map(Some)
-            .with_context(|| format!("TERN_DNS={text:?} is not IP:PORT")),
-        _ => Ok(None),
-    }
 }
 
 /// The start-up report, in one write.

@@ -15,12 +15,9 @@ import logging
 import sys
 import xml.etree.ElementTree as ET
 
-import slixmpp
-from slixmpp.xmlstream.handler import Callback
-from slixmpp.xmlstream.matcher import MatchXPath
+from recorder import TIMEOUT, RecordingClient, step
 
 HOST, PORT, JID, PASSWORD, CERT, PEER, MARKER = sys.argv[1:8]
-TIMEOUT = 60
 RECEIPTS = "urn:xmpp:receipts"
 MAM = "urn:xmpp:mam:2"
 CARBONS = "urn:xmpp:carbons:2"
@@ -29,44 +26,11 @@ CORRECTION = "urn:xmpp:message-correct:0"
 REACTIONS = "urn:xmpp:reactions:0"
 
 
-def step(text):
-    print(f"ok - {text}", flush=True)
-
-
-class Client(slixmpp.ClientXMPP):
-    """Records every message stanza, with or without a body."""
+class Client(RecordingClient):
+    """alice on the bridge, talking to PEER."""
 
     def __init__(self, resource="slixmpp"):
-        super().__init__(f"{JID}/{resource}", PASSWORD)
-        self.ca_certs = CERT
-        self.online = asyncio.get_running_loop().create_future()
-        self.messages = []
-        self.arrived = asyncio.Event()
-        self.add_event_handler("session_start", self.on_start)
-        self.register_handler(Callback("every message", MatchXPath("{jabber:client}message"), self.on_message))
-
-    async def on_start(self, _event):
-        await self.get_roster()
-        self.send_presence()
-        self.online.set_result(True)
-
-    def on_message(self, msg):
-        self.messages.append(msg)
-        self.arrived.set()
-
-    async def wait_for(self, what, predicate):
-        """The first message `predicate` accepts (within TIMEOUT)."""
-        async def look():
-            while True:
-                for msg in self.messages:
-                    if predicate(msg):
-                        return msg
-                self.arrived.clear()
-                await self.arrived.wait()
-        try:
-            return await asyncio.wait_for(look(), TIMEOUT)
-        except asyncio.TimeoutError:
-            raise AssertionError(f"timed out waiting for {what}; got {[str(m) for m in self.messages]}")
+        super().__init__(f"{JID}/{resource}", PASSWORD, CERT)
 
     def send_chat(self, msg_id, body=None, *extensions):
         msg = self.make_message(mto=PEER, mbody=body, mtype="chat")
@@ -82,8 +46,7 @@ def child(msg, name, ns):
 
 async def main():
     alice = Client()
-    alice.connect(host=HOST, port=int(PORT))
-    await asyncio.wait_for(alice.online, TIMEOUT)
+    await alice.start(HOST, PORT)
     step("logged into the bridge over STARTTLS with the bridge password")
 
     alice.send_chat("m1", f"hello bob {MARKER}", f"<request xmlns='{RECEIPTS}'/>")
@@ -128,8 +91,7 @@ async def main():
 
     # A second client with carbons sees what the first one sends.
     second = Client("second")
-    second.connect(host=HOST, port=int(PORT))
-    await asyncio.wait_for(second.online, TIMEOUT)
+    await second.start(HOST, PORT)
     enable = second.make_iq_set()
     enable.append(ET.fromstring(f"<enable xmlns='{CARBONS}'/>"))
     await enable.send(timeout=TIMEOUT)

@@ -12,59 +12,15 @@ import asyncio
 import logging
 import sys
 
-import slixmpp
-from slixmpp.xmlstream.handler import Callback
-from slixmpp.xmlstream.matcher import MatchXPath
+from recorder import TIMEOUT, RecordingClient, step
 
 HOST, PORT, JID, PASSWORD, CERT, ROOM, MARKER, BOB, CAROL = sys.argv[1:10]
-TIMEOUT = 60
 MUC_USER = "http://jabber.org/protocol/muc#user"
 
 
-def step(text):
-    print(f"ok - {text}", flush=True)
-
-
-class Client(slixmpp.ClientXMPP):
-    def __init__(self):
-        super().__init__(JID, PASSWORD)
-        self.ca_certs = CERT
-        self.register_plugin("xep_0030")
-        self.register_plugin("xep_0045")
-        self.online = asyncio.get_running_loop().create_future()
-        self.stanzas = []
-        self.arrived = asyncio.Event()
-        self.add_event_handler("session_start", self.on_start)
-        for name in ("message", "presence"):
-            self.register_handler(Callback(f"every {name}", MatchXPath(f"{{jabber:client}}{name}"), self.record))
-
-    async def on_start(self, _event):
-        await self.get_roster()
-        self.send_presence()
-        self.online.set_result(True)
-
-    def record(self, stanza):
-        self.stanzas.append(stanza)
-        self.arrived.set()
-
-    async def wait_for(self, what, predicate):
-        async def look():
-            while True:
-                for stanza in self.stanzas:
-                    if predicate(stanza):
-                        return stanza
-                self.arrived.clear()
-                await self.arrived.wait()
-        try:
-            return await asyncio.wait_for(look(), TIMEOUT)
-        except asyncio.TimeoutError:
-            raise AssertionError(f"timed out waiting for {what}; got {[str(s) for s in self.stanzas]}")
-
-
 async def main():
-    alice = Client()
-    alice.connect(host=HOST, port=int(PORT))
-    await asyncio.wait_for(alice.online, TIMEOUT)
+    alice = RecordingClient(JID, PASSWORD, CERT, plugins=("xep_0030", "xep_0045"))
+    await alice.start(HOST, PORT)
     await alice.wait_for("the invitation", lambda s: s.name == "message" and s.xml.find(f"{{{MUC_USER}}}x/{{{MUC_USER}}}invite") is not None and s["from"].bare == ROOM)
     step("invited to the group's room")
 
