@@ -776,14 +776,7 @@ impl Core {
         if let Some(peer) = self.peers.get(conversation) {
             return peer.clone();
         }
-        let users = self
-            .session
-            .device()
-            .member_users(conversation)
-            .await
-            .ok()
-            .flatten()?;
-        let others: Vec<BareJid> = users.into_iter().filter(|u| *u != self.account).collect();
+        let others: Vec<BareJid> = self.occupants(conversation).await.into_iter().collect();
         let peer = match others.as_slice() {
             [one]
                 if self
