@@ -419,20 +419,29 @@ impl Core {
         }
     }
 
-    /// The member users of a group other than the account.
+    /// The member users of a group other than the account (none when
+    /// this device is not in it).
     async fn occupants(
         &self,
         conversation: &ConversationId,
     ) -> std::collections::BTreeSet<BareJid> {
+        self.other_members(conversation).await.unwrap_or_default()
+    }
+
+    /// The member users other than the account; `None` when this device
+    /// is not (or no longer) in the conversation.
+    async fn other_members(
+        &self,
+        conversation: &ConversationId,
+    ) -> Option<std::collections::BTreeSet<BareJid>> {
         let users = self
             .session
             .device()
             .member_users(conversation)
             .await
             .ok()
-            .flatten()
-            .unwrap_or_default();
-        users.into_iter().filter(|u| *u != self.account).collect()
+            .flatten()?;
+        Some(users.into_iter().filter(|u| *u != self.account).collect())
     }
 
     async fn client_iq(&mut self, client: ClientId, iq: Element) -> Result<(), SessionError> {
@@ -776,7 +785,12 @@ impl Core {
         if let Some(peer) = self.peers.get(conversation) {
             return peer.clone();
         }
-        let others: Vec<BareJid> = self.occupants(conversation).await.into_iter().collect();
+        // Not cached while this device is not a member (yet).
+        let others: Vec<BareJid> = self
+            .other_members(conversation)
+            .await?
+            .into_iter()
+            .collect();
         let peer = match others.as_slice() {
             [one]
                 if self
