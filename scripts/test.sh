@@ -15,8 +15,9 @@ say() { printf '\n== %s\n' "$*"; }
 # that dnsmasq) and ejabberd are federation peers. The tests start each
 # peer in the foreground with a configuration of their own, on loopback;
 # nothing is started or changed system-wide. profanity, driven under tmux,
-# is a standard client of tern-bridge.
-DEBIAN_PACKAGES=(dnsmasq-base prosody lua-unbound ejabberd profanity tmux)
+# is a standard client of tern-bridge. libssl-dev (with pkg-config) is for
+# building SQLCipher, which encrypts tern-bridge's store at rest.
+DEBIAN_PACKAGES=(dnsmasq-base prosody lua-unbound ejabberd profanity tmux libssl-dev pkg-config)
 
 apt_install() {
     say "installing Debian packages: $*"

@@ -43,7 +43,8 @@ struct Options {
     account: String,
     /// Where the bridge keeps its device, its decrypted store, its
     /// certificate and the bridge password (default:
-    /// $XDG_DATA_HOME/tern-bridge/ACCOUNT).
+    /// $XDG_DATA_HOME/tern-bridge/ACCOUNT). The store is encrypted at
+    /// rest when TERN_BRIDGE_PASSPHRASE is set (from its first start on).
     #[arg(long)]
     profile: Option<PathBuf>,
     /// Where standard clients connect (STARTTLS).
@@ -152,6 +153,13 @@ async fn run(options: Options) -> Result<()> {
         ),
         ("fingerprint", format!("SHA-256 {}", tls.fingerprint)),
         ("password", password_source),
+        (
+            "store",
+            match std::env::var_os("TERN_BRIDGE_PASSPHRASE").filter(|p| !p.is_empty()) {
+                Some(_) => "encrypted at rest (TERN_BRIDGE_PASSPHRASE)".to_owned(),
+                None => "not encrypted at rest (set TERN_BRIDGE_PASSPHRASE)".to_owned(),
+            },
+        ),
     ]);
 
     core::Core::new(session, clients)
@@ -228,7 +236,10 @@ async fn log_in(account: &BareJid, profile: &Path, server: Option<String>) -> Re
         Err(_) => rpassword::prompt_password(format!("Password for {account}: "))
             .context("reading the password (or set TERN_PASSWORD)")?,
     };
-    let store = ClientStore::open(&profile.join("client.sqlite3"))
+    let passphrase = std::env::var("TERN_BRIDGE_PASSPHRASE")
+        .ok()
+        .filter(|p| !p.is_empty());
+    let store = ClientStore::open_with(&profile.join("client.sqlite3"), passphrase.as_deref())
         .with_context(|| format!("opening the store in {}", profile.display()))?;
     let device = match Device::open(store.clone()).await {
         Ok(device) => device,

@@ -21,13 +21,25 @@ struct Bridge {
     address: String,
     /// Its certificate (self-signed), for clients to trust.
     certificate: PathBuf,
-    _profile: tempfile::TempDir,
+    _profile: Option<tempfile::TempDir>,
 }
 
 impl Bridge {
     fn start(server: &Server, user: &str) -> Bridge {
         let profile = tempfile::tempdir().expect("profile");
-        let mut child = bridge_command(server, user, profile.path())
+        let mut bridge = Self::start_in(server, user, profile.path(), None);
+        bridge._profile = Some(profile);
+        bridge
+    }
+
+    /// Starts the bridge on `profile` (which outlives it), its store
+    /// encrypted with `passphrase` if given.
+    fn start_in(server: &Server, user: &str, profile: &Path, passphrase: Option<&str>) -> Bridge {
+        let mut command = bridge_command(server, user, profile);
+        if let Some(passphrase) = passphrase {
+            command.env("TERN_BRIDGE_PASSPHRASE", passphrase);
+        }
+        let mut child = command
             .args(["--listen", "127.0.0.1:0"])
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -44,15 +56,15 @@ impl Bridge {
             if let Some(rest) = line.trim().strip_prefix("clients") {
                 address = rest.split_whitespace().next().map(str::to_owned);
             }
-            if line.trim().starts_with("password") {
+            if line.trim().starts_with("store") {
                 break;
             }
         }
         Bridge {
             child,
             address: address.expect("the report names the clients' address"),
-            certificate: profile.path().join("tls/cert.pem"),
-            _profile: profile,
+            certificate: profile.join("tls/cert.pem"),
+            _profile: None,
         }
     }
 }
@@ -79,6 +91,7 @@ fn bridge_command(server: &Server, user: &str, profile: &Path) -> Command {
         .arg(&server.ca)
         .env("TERN_PASSWORD", PASSWORD)
         .env("TERN_BRIDGE_PASSWORD", BRIDGE_PASSWORD)
+        .env("TERN_LOG", "warn")
         .stdin(Stdio::null());
     command
 }
@@ -116,7 +129,9 @@ fn a_standard_client_chats_through_the_bridge_with_a_tern_user() {
     };
     let bob = Tern::new(&b, "bob");
     let _alice_phone = Tern::new(&a, "alice");
-    let bridge = Bridge::start(&a, "alice");
+    let profile = tempfile::tempdir().expect("profile");
+    let store = profile.path().to_owned();
+    let bridge = Bridge::start_in(&a, "alice", &store, Some("store passphrase"));
     let (alice_jid, bob_jid) = (a.jid("alice"), b.jid("bob"));
     let marker = format!("BRIDGED-{:016x}", rand_u64());
 
@@ -161,9 +176,25 @@ fn a_standard_client_chats_through_the_bridge_with_a_tern_user() {
     );
     chat.quit();
 
-    // Neither server ever had the text.
+    // Neither server ever had the text; the bridge's store has it only
+    // encrypted.
     for server in [&a, &b] {
         assert_no_marker(server, &marker);
+    }
+    drop(bridge);
+    for file in std::fs::read_dir(&store).expect("profile").flatten() {
+        let bytes = std::fs::read(file.path()).unwrap_or_default();
+        let name = file.file_name().to_string_lossy().into_owned();
+        assert!(
+            !bytes.windows(marker.len()).any(|w| w == marker.as_bytes()),
+            "{name}"
+        );
+        if name == "client.sqlite3" {
+            assert!(
+                !bytes.starts_with(b"SQLite format 3"),
+                "the store is not encrypted"
+            );
+        }
     }
 }
 
@@ -356,19 +387,57 @@ fn the_bridge_refuses_a_wrong_password_and_a_remote_address() {
     let server = Server::start();
     let _alice = Tern::new(&server, "alice");
     let profile = tempfile::tempdir().expect("profile");
-    let output = bridge_command(&server, "alice", profile.path())
-        .args(["--listen", "0.0.0.0:0"])
-        .output()
-        .expect("run tern-bridge");
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let mut remote = bridge_command(&server, "alice", profile.path());
+    remote.args(["--listen", "0.0.0.0:0"]);
+    let stderr = fails(remote);
     assert!(stderr.contains("--allow-remote"), "{stderr}");
+
+    // A store encrypted with one passphrase does not open with another.
+    let encrypted = tempfile::tempdir().expect("profile");
+    drop(Bridge::start_in(
+        &server,
+        "alice",
+        encrypted.path(),
+        Some("right"),
+    ));
+    let mut wrong = bridge_command(&server, "alice", encrypted.path());
+    wrong
+        .args(["--listen", "127.0.0.1:0"])
+        .env("TERN_BRIDGE_PASSPHRASE", "wrong");
+    let stderr = fails(wrong);
+    assert!(stderr.contains("wrong or missing passphrase"), "{stderr}");
 
     let bridge = Bridge::start(&server, "alice");
     let refused = sasl_plain(&bridge, "alice", "not the bridge password");
     assert!(refused.contains("not-authorized"), "{refused}");
     let accepted = sasl_plain(&bridge, "alice", BRIDGE_PASSWORD);
     assert!(accepted.contains("<success"), "{accepted}");
+}
+
+/// Runs a bridge that must refuse to start (within 60 s); its error
+/// output.
+fn fails(mut command: Command) -> String {
+    let mut child = command
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run tern-bridge");
+    let stderr = child.stderr.take().expect("stderr");
+    let errors = std::thread::spawn(move || std::io::read_to_string(stderr).unwrap_or_default());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the bridge started instead of refusing");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(!status.success(), "the bridge exited successfully");
+    errors.join().unwrap_or_default()
 }
 
 /// What the bridge answers to SASL PLAIN after STARTTLS.

@@ -75,6 +75,12 @@ pub enum StoreError {
     /// Another process has the store open.
     #[error("the store is in use by another process")]
     InUse,
+    /// The store is encrypted with another passphrase (or one is needed).
+    #[error("the store is encrypted: wrong or missing passphrase")]
+    Locked,
+    /// A passphrase was given, but this build cannot encrypt stores.
+    #[error("this build cannot encrypt stores (built without the `encryption` feature)")]
+    NoEncryption,
     /// The database was written by a newer version of Tern.
     #[error("store schema version {found} is newer than this client's ({supported})")]
     TooNew {
@@ -108,13 +114,30 @@ impl ClientStore {
     /// store stays locked to this process until closed: two processes
     /// driving one device would fork its MLS state.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
+        Self::open_with(path, None)
+    }
+
+    /// Opens (creating if needed) the store at `path`, encrypted at rest
+    /// with a key derived from `passphrase` when one is given (SQLCipher:
+    /// needs the `encryption` feature; without it, asking for a
+    /// passphrase is an error, never a silently clear store).
+    pub fn open_with(path: &Path, passphrase: Option<&str>) -> Result<Self, StoreError> {
         let mut conn = Connection::open(path)?;
+        if let Some(passphrase) = passphrase {
+            conn.pragma_update(None, "key", passphrase)?;
+            let cipher: rusqlite::Result<String> =
+                conn.query_row("PRAGMA cipher_version", [], |row| row.get(0));
+            if cipher.is_err() {
+                return Err(StoreError::NoEncryption);
+            }
+        }
         // Fail at once if another process holds the store.
         conn.busy_timeout(std::time::Duration::ZERO)?;
         lock_and_configure(&conn).map_err(|e| match e.sqlite_error_code() {
             Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) => {
                 StoreError::InUse
             }
+            Some(rusqlite::ErrorCode::NotADatabase) => StoreError::Locked,
             _ => StoreError::Sqlite(e),
         })?;
         conn.set_prepared_statement_cache_capacity(64);
