@@ -196,6 +196,8 @@ pub struct Session {
     upload_service: Option<BareJid>,
     /// Other stanzas become [`Event::Stanza`] instead of being dropped.
     pass_through: bool,
+    /// How it logged in, to log in again.
+    options: SessionOptions,
 }
 
 impl std::fmt::Debug for Session {
@@ -219,17 +221,33 @@ impl Session {
             proposed: Default::default(),
             upload_service: None,
             pass_through: false,
+            options,
         };
-        session
-            .send_stanza(Element::builder("presence", "jabber:client").build())
-            .await?;
-        // The server writes what was stored for us (Welcomes among it)
-        // right after our presence: an answer to a ping comes after all of
-        // it, so it is in the inbox for `catch_up`.
-        session
-            .get(None, Element::bare("ping", "urn:xmpp:ping"))
-            .await?;
+        session.announce().await?;
         Ok(session)
+    }
+
+    /// Logs in again after the connection was lost, and catches up on
+    /// what was missed meanwhile (the events come from
+    /// [`Self::next_event`]).
+    pub async fn reconnect(&mut self) -> Result<(), SessionError> {
+        let options = &self.options;
+        self.client = Connection::open(&options.jid, &options.password, &options.target()).await?;
+        self.inbox.clear();
+        self.announce().await?;
+        self.catch_up().await
+    }
+
+    /// Initial presence; then waits until the server wrote what it kept
+    /// for us (Welcomes among it), which it does right after the
+    /// presence: the answer to a ping comes after all of it, so it is in
+    /// the inbox for `catch_up`.
+    async fn announce(&mut self) -> Result<(), SessionError> {
+        self.send_stanza(Element::builder("presence", "jabber:client").build())
+            .await?;
+        self.get(None, Element::bare("ping", "urn:xmpp:ping"))
+            .await?;
+        Ok(())
     }
 
     /// Creates the account of `options` by in-band registration

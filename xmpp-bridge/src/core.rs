@@ -90,14 +90,44 @@ impl Core {
     ) -> Result<(), SessionError> {
         self.drain_events().await?;
         loop {
-            tokio::select! {
-                request = requests.recv() => {
-                    let Some(request) = request else { return Ok(()) };
-                    self.client_stanza(request).await?;
+            let step = tokio::select! {
+                request = requests.recv() => match request {
+                    Some(request) => self.client_stanza(request).await,
+                    None => return Ok(()),
+                },
+                ready = self.session.readable() => match ready {
+                    Ok(()) => self.drain_events().await,
+                    Err(e) => Err(e),
+                },
+            };
+            match step {
+                Ok(()) => {}
+                Err(
+                    e @ (SessionError::Disconnected
+                    | SessionError::Timeout
+                    | SessionError::Connect(_)),
+                ) => self.reconnect(e).await,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Logs in again after the home server went away, waiting longer
+    /// between attempts (1 s, doubling, up to 30 s). The clients stay
+    /// connected; what they send meanwhile waits.
+    async fn reconnect(&mut self, why: SessionError) {
+        tracing::warn!("lost the home server ({why}); reconnecting");
+        let mut wait = Duration::from_secs(1);
+        loop {
+            tokio::time::sleep(wait).await;
+            match self.session.reconnect().await {
+                Ok(()) => {
+                    tracing::info!("reconnected to the home server");
+                    return;
                 }
-                ready = self.session.readable() => {
-                    ready?;
-                    self.drain_events().await?;
+                Err(e) => {
+                    tracing::warn!(retry_in = ?wait, "cannot reconnect: {e}");
+                    wait = (wait * 2).min(Duration::from_secs(30));
                 }
             }
         }

@@ -165,7 +165,7 @@ async fn run(options: Options) -> Result<()> {
     core::Core::new(session, clients)
         .run(requests)
         .await
-        .context("the connection to the home server ended")
+        .context("the session with the home server failed")
 }
 
 /// Refuses a non-loopback address unless told otherwise.

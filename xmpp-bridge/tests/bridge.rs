@@ -375,6 +375,42 @@ fn profanity_chats_through_the_bridge() {
     assert_no_marker(&server, &marker);
 }
 
+#[test]
+fn the_bridge_reconnects_when_the_home_server_comes_back() {
+    let Some(python) = python() else {
+        return missing_python();
+    };
+    let server = Server::start();
+    let bob = Tern::new(&server, "bob");
+    let _alice_phone = Tern::new(&server, "alice");
+    let bridge = Bridge::start(&server, "alice");
+    let (host, port) = bridge.address.rsplit_once(':').expect("HOST:PORT");
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/slixmpp/wait_message.py");
+    let mut client = Command::new(python)
+        .arg(script)
+        .args([host, port, &jid("alice"), BRIDGE_PASSWORD])
+        .arg(&bridge.certificate)
+        .arg("after the restart")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("run the slixmpp client");
+    let lines = lines_of(client.stdout.take().expect("stdout"));
+    let ready = lines
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the client logged in");
+    assert!(ready.contains("ready"), "{ready}");
+
+    // The home server goes away and comes back; the client stays on the
+    // bridge, which logs in again and catches up.
+    server.restart();
+    bob.ok(&["send", &jid("alice"), "after the restart"]);
+    assert!(
+        wait_for(&mut client, Duration::from_secs(120)),
+        "the message sent after the restart did not reach the client"
+    );
+}
+
 fn missing_python() {
     let required =
         std::env::var_os("CI").is_some() || std::env::var_os("TERN_REQUIRE_PEERS").is_some();

@@ -123,9 +123,49 @@ impl Default for ServerSpec<'_> {
     }
 }
 
+/// Starts `tern-server` with `config`, its log appended to `dir`'s, and
+/// reads its report: the process and its direct-TLS and STARTTLS
+/// addresses.
+fn launch(config: &Path, dir: &Path) -> (Child, String, String) {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("server.log"))
+        .expect("log");
+    let mut child = Command::new(binary("tern-server"))
+        .arg("--config")
+        .arg(config)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(log))
+        .spawn()
+        .expect("start tern-server");
+    let stdout = child.stdout.take().expect("stdout");
+    let rx = lines_of(stdout);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut direct_tls = None;
+    let mut starttls = None;
+    // The whole report, up to its last line.
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = rx.recv_timeout(left).expect("start-up report");
+        if let Some(addr) = line.trim().strip_prefix("c2s TLS") {
+            direct_tls = Some(addr.trim().to_owned());
+        }
+        if let Some(addr) = line.trim().strip_prefix("c2s STARTTLS") {
+            starttls = Some(addr.trim().to_owned());
+        }
+        if line.trim().starts_with("federation") {
+            break;
+        }
+    }
+    let direct_tls = direct_tls.expect("the report names the direct-TLS port");
+    let starttls = starttls.expect("the report names the STARTTLS port");
+    (child, direct_tls, starttls)
+}
+
 /// A running tern-server, stopped on drop.
 pub struct Server {
-    pub child: Child,
+    child: std::sync::Mutex<Child>,
     pub domain: String,
     /// The CA its certificate comes from, for `--ca-file`.
     pub ca: PathBuf,
@@ -159,48 +199,23 @@ impl Server {
             &config,
             format!(
                 "domain = \"{domain}\"\ndata_dir = \"{data}\"\nregistration = \"open\"\n[listen]\n\
-                 c2s = \"{address}:0\"\nc2s_tls = \"{address}:0\"\nupload = \"{address}:0\"\n\
+                 c2s = \"{address}:{c2s}\"\nc2s_tls = \"{address}:{c2s_tls}\"\nupload = \"{address}:0\"\n\
                  s2s = \"{address}:{s2s}\"\ns2s_tls = \"{address}:0\"\n\
                  [upload]\nurl_host = \"{address}\"\nmax_file_bytes = {MAX_FILE}\n\
                  [tls]\ncert = \"{cert}\"\nkey = \"{key}\"\n{federation}",
                 domain = spec.domain,
+                // Fixed, so that a restarted server is where it was.
+                c2s = free_port(),
+                c2s_tls = free_port(),
                 data = dir.path().join("data").display(),
                 cert = cert.display(),
                 key = key.display()
             ),
         )
         .expect("config");
-        let log = std::fs::File::create(dir.path().join("server.log")).expect("log");
-        let mut child = Command::new(binary("tern-server"))
-            .arg("--config")
-            .arg(&config)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(log))
-            .spawn()
-            .expect("start tern-server");
-        let stdout = child.stdout.take().expect("stdout");
-        let rx = lines_of(stdout);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let mut direct_tls = None;
-        let mut starttls = None;
-        // The whole report, up to its last line.
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let line = rx.recv_timeout(left).expect("start-up report");
-            if let Some(addr) = line.trim().strip_prefix("c2s TLS") {
-                direct_tls = Some(addr.trim().to_owned());
-            }
-            if let Some(addr) = line.trim().strip_prefix("c2s STARTTLS") {
-                starttls = Some(addr.trim().to_owned());
-            }
-            if line.trim().starts_with("federation") {
-                break;
-            }
-        }
-        let direct_tls = direct_tls.expect("the report names the direct-TLS port");
-        let starttls = starttls.expect("the report names the STARTTLS port");
+        let (child, direct_tls, starttls) = launch(&config, dir.path());
         Server {
-            child,
+            child: std::sync::Mutex::new(child),
             domain: spec.domain.to_owned(),
             ca: ca.path.clone(),
             direct_tls,
@@ -208,6 +223,18 @@ impl Server {
             _own_ca: None,
             _dir: dir,
         }
+    }
+
+    /// Kills the server and starts it again on the same data and ports.
+    pub fn restart(&self) {
+        let mut running = self.child.lock().unwrap_or_else(|e| e.into_inner());
+        let _ = running.kill();
+        let _ = running.wait();
+        let config = self._dir.path().join("tern.toml");
+        let (child, direct_tls, starttls) = launch(&config, self._dir.path());
+        assert_eq!(direct_tls, self.direct_tls, "restarted on another port");
+        assert_eq!(starttls, self.starttls, "restarted on another port");
+        *running = child;
     }
 
     /// A user's JID on this server.
@@ -236,8 +263,9 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        let child = self.child.get_mut().unwrap_or_else(|e| e.into_inner());
+        let _ = child.kill();
+        let _ = child.wait();
         if std::thread::panicking() {
             let log =
                 std::fs::read_to_string(self._dir.path().join("server.log")).unwrap_or_default();
