@@ -6,16 +6,9 @@
 mod common;
 
 use common::bed::Bed;
-use common::mls::Member;
+use common::mls::{text_of, Member};
 use common::{RawClient, TestCa, TestServer};
 use tern_e2ee::Incoming;
-
-fn text_of(incoming: &Incoming) -> Option<&str> {
-    match incoming {
-        Incoming::Message { envelope, .. } => envelope.body(),
-        _ => None,
-    }
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn users_on_three_servers_subscribe_claim_keys_and_share_a_group() {

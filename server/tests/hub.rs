@@ -3,17 +3,10 @@
 
 mod common;
 
-use common::mls::{condition, Member, GROUPS, NS};
+use common::mls::{condition, text_of, Member, GROUPS, NS};
 use common::TestServer;
 use tern_e2ee::wire::hub::{GroupInfoData, Log, StaleEpoch};
 use tern_e2ee::Incoming;
-
-fn text_of(incoming: &Incoming) -> Option<&str> {
-    match incoming {
-        Incoming::Message { envelope, .. } => envelope.body(),
-        _ => None,
-    }
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_hub_orders_a_group_and_only_members_take_part() {

@@ -676,11 +676,7 @@ impl Core {
     }
 
     fn client_jid(&self, client: ClientId) -> Option<String> {
-        self.clients
-            .all()
-            .into_iter()
-            .find(|(id, _)| *id == client)
-            .map(|(_, jid)| jid.to_string())
+        self.clients.jid(client).map(|jid| jid.to_string())
     }
 
     /// Sends a client's stanza on to the home server, as the account.
@@ -844,14 +840,10 @@ impl Core {
         if stanza.name() == "iq" {
             if matches!(kind, "result" | "error") {
                 let client = stanza.attr("id").and_then(|id| self.pending_iqs.remove(id));
-                if let Some(client) = client {
-                    if let Some((_, jid)) =
-                        self.clients.all().into_iter().find(|(id, _)| *id == client)
-                    {
-                        let mut answer = stanza;
-                        tern_server::stanza::set_attr(&mut answer, "to", jid.to_string());
-                        self.clients.send(client, answer);
-                    }
+                if let Some((client, jid)) = client.and_then(|c| Some((c, self.client_jid(c)?))) {
+                    let mut answer = stanza;
+                    stanza::set_attr(&mut answer, "to", jid);
+                    self.clients.send(client, answer);
                 }
                 return Ok(());
             }
@@ -869,16 +861,13 @@ impl Core {
 
     /// Hands a stanza to every client, or keeps messages until one comes.
     fn deliver(&mut self, stanza: Element) {
-        if self.clients.all().is_empty() {
-            if stanza.name() == "message" {
-                if self.backlog.len() == BACKLOG {
-                    self.backlog.pop_front();
-                }
-                self.backlog.push_back(stanza);
-            }
+        if self.clients.broadcast(&stanza) || stanza.name() != "message" {
             return;
         }
-        self.clients.broadcast(&stanza);
+        if self.backlog.len() == BACKLOG {
+            self.backlog.pop_front();
+        }
+        self.backlog.push_back(stanza);
     }
 }
 

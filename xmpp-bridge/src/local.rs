@@ -68,6 +68,14 @@ impl Clients {
             .unwrap_or_default()
     }
 
+    /// A connected client's JID.
+    pub fn jid(&self, id: ClientId) -> Option<FullJid> {
+        self.senders
+            .lock()
+            .ok()
+            .and_then(|s| s.get(&id).map(|(jid, _)| jid.clone()))
+    }
+
     /// Queues a stanza for one client (dropped if it is gone or stuck).
     pub fn send(&self, id: ClientId, stanza: Element) {
         let sender = self
@@ -82,13 +90,16 @@ impl Clients {
         }
     }
 
-    /// Queues a stanza for every client, addressed to each one's JID.
-    pub fn broadcast(&self, stanza: &Element) {
-        for (id, jid) in self.all() {
+    /// Queues a stanza for every client, addressed to each one's JID;
+    /// whether any client is connected.
+    pub fn broadcast(&self, stanza: &Element) -> bool {
+        let clients = self.all();
+        for (id, jid) in &clients {
             let mut copy = stanza.clone();
             tern_server::stanza::set_attr(&mut copy, "to", jid.to_string());
-            self.send(id, copy);
+            self.send(*id, copy);
         }
+        !clients.is_empty()
     }
 }
 

@@ -292,3 +292,11 @@ impl MlsClient {
         self.connection.close().await;
     }
 }
+
+/// The text of an incoming message, if it is one.
+pub fn text_of(incoming: &Incoming) -> Option<&str> {
+    match incoming {
+        Incoming::Message { envelope, .. } => envelope.body(),
+        _ => None,
+    }
+}
