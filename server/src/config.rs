@@ -215,6 +215,9 @@ pub struct Upload {
     /// Bytes one user may keep uploaded (slots handed out in the last
     /// hour count too). Default 1073741824 (1 GiB).
     pub quota_bytes_per_user: u64,
+    /// Days an uploaded file is served before it is deleted; 0 keeps it
+    /// for ever. Default 30.
+    pub expire_after_days: u32,
 }
 
 impl Default for Upload {
@@ -224,6 +227,27 @@ impl Default for Upload {
             url_host: None,
             max_file_bytes: 100 * 1024 * 1024,
             quota_bytes_per_user: 1024 * 1024 * 1024,
+            expire_after_days: 30,
+        }
+    }
+}
+
+/// The message archive (XEP-0313): each user's encrypted one-to-one
+/// messages, as ciphertext.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Archive {
+    /// Whether to archive at all. Default true.
+    pub enabled: bool,
+    /// Days a message is kept; 0 keeps it for ever. Default 0.
+    pub expire_after_days: u32,
+}
+
+impl Default for Archive {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            expire_after_days: 0,
         }
     }
 }
@@ -306,6 +330,8 @@ pub struct Config {
     pub keys: Keys,
     /// The file upload service.
     pub upload: Upload,
+    /// The message archive.
+    pub archive: Archive,
     /// Server-to-server federation.
     pub federation: Federation,
 }
@@ -323,6 +349,7 @@ impl Default for Config {
             groups: Groups::default(),
             keys: Keys::default(),
             upload: Upload::default(),
+            archive: Archive::default(),
             federation: Federation::default(),
         }
     }
@@ -567,6 +594,15 @@ low_watermark = {low_keys}
 max_file_bytes = {max_file}
 # Bytes one user may keep uploaded (default 1073741824, 1 GiB).
 quota_bytes_per_user = {quota}
+# Days a file is served before it is deleted, 0 = for ever (default 30).
+expire_after_days = {upload_expire}
+
+[archive]
+# Message archive (XEP-0313) of each user's encrypted messages, kept as
+# ciphertext (default true).
+enabled = {archive_enabled}
+# Days a message is kept, 0 = for ever (default 0).
+expire_after_days = {archive_expire}
 
 [federation]
 # Exchange stanzas with other domains over XMPP s2s (default true).
@@ -593,6 +629,9 @@ retry_max_secs = {retry_max}
 # Seconds to connect, start TLS and authenticate (default 30).
 connect_timeout_secs = {connect_timeout}
 "#,
+            archive_enabled = self.archive.enabled,
+            upload_expire = self.upload.expire_after_days,
+            archive_expire = self.archive.expire_after_days,
             domain = quote(&self.domain),
             data_dir = path(&self.data_dir),
             registration = quote(self.registration.as_str()),

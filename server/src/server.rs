@@ -24,7 +24,7 @@ use crate::hub::Hub;
 use crate::router::Destination;
 use crate::sasl::{ScramHash, StoredCredentials};
 use crate::sessions::{Outbound, SessionHandle, Sessions};
-use crate::storage::{Storage, StorageError};
+use crate::storage::{ArchiveWriter, Storage, StorageError};
 use crate::tls::{ServerTls, TlsError};
 use crate::upload::UploadService;
 use crate::{s2s, stanza};
@@ -73,6 +73,8 @@ pub struct Server {
     pub hub: Hub,
     /// The file upload service.
     pub upload: UploadService,
+    /// The writer of the message archive.
+    pub archive: ArchiveWriter,
     /// Server-to-server federation (`None` when disabled).
     pub federation: Option<Federation>,
 }
@@ -273,6 +275,7 @@ impl RunningServer {
                 connections: ConnectionLimiter::new(config.limits.max_connections_per_ip),
                 hub: Hub::new(config.groups_domain()),
                 upload,
+                archive: ArchiveWriter::spawn(storage.clone()),
                 config,
                 storage,
                 sessions: Sessions::default(),
@@ -312,6 +315,7 @@ impl RunningServer {
         if let Err(e) = crate::admin::serve(server.clone()) {
             tracing::warn!("no admin socket ({e}); `tern-server federation status` will not work");
         }
+        tokio::spawn(crate::expiry::run(server.clone()));
         tokio::spawn(crate::upload::http::serve(
             server.clone(),
             upload_listener,

@@ -71,6 +71,8 @@ pub struct Resource {
     pub priority: i8,
     /// Whether it asked for the roster (and so gets roster pushes).
     pub roster_interested: bool,
+    /// Whether it enabled message carbons (XEP-0280).
+    pub carbons: bool,
 }
 
 impl Resource {
@@ -111,6 +113,7 @@ impl Sessions {
             presence: None,
             priority: 0,
             roster_interested: false,
+            carbons: false,
         };
         let mut users = self.users.write().unwrap_or_else(|e| e.into_inner());
         let list = users.entry(username.to_owned()).or_default();
@@ -167,6 +170,11 @@ impl Sessions {
     /// Marks a session as interested in roster pushes.
     pub fn set_roster_interested(&self, username: &str, id: u64) {
         self.update(username, id, |r| r.roster_interested = true);
+    }
+
+    /// Turns message carbons on or off for a session.
+    pub fn set_carbons(&self, username: &str, id: u64, enabled: bool) {
+        self.update(username, id, |r| r.carbons = enabled);
     }
 
     /// Every session of every user.

@@ -26,6 +26,17 @@ pub fn remove_attr(el: &mut Element, name: &str) {
     el.attrs_mut().remove(&Namespace::NONE, name);
 }
 
+/// Removes the child elements `unwanted` selects, keeping the order of
+/// the other nodes.
+pub fn remove_children(el: &mut Element, unwanted: impl Fn(&Element) -> bool) {
+    for node in el.take_nodes() {
+        match node {
+            minidom::Node::Element(child) if unwanted(&child) => {}
+            node => el.append_node(node),
+        }
+    }
+}
+
 /// A new stanza element in `jabber:client`.
 pub fn new_stanza(name: &str) -> Element {
     Element::bare(name, NS_CLIENT)

@@ -6,88 +6,22 @@
 //! page with RSM (`max`, `after`, `before`, an empty `before` for the last
 //! page); ids are envelope ids.
 
-use chrono::{DateTime, Utc};
 use minidom::Element;
 use tern_e2ee::store::StoredMessage;
-use tern_server::stanza::set_attr;
+pub use tern_server::modules::mam::{Query, NS as NS_MAM};
 
-/// The MAM namespace.
-pub const NS_MAM: &str = "urn:xmpp:mam:2";
-const NS_DATA: &str = "jabber:x:data";
-const NS_RSM: &str = "http://jabber.org/protocol/rsm";
-const NS_FORWARD: &str = "urn:xmpp:forward:0";
-const NS_DELAY: &str = "urn:xmpp:delay";
-
-/// Most results in one page.
-pub const MAX_PAGE: usize = 250;
 /// Messages looked at per conversation.
 pub const LOOKED_AT: u32 = 10_000;
 
-/// A parsed archive query.
-#[derive(Debug, Default, PartialEq)]
-pub struct Query {
-    /// The client's query id, echoed in every result.
-    pub query_id: Option<String>,
-    /// Only this conversation partner (bare JID) or room.
-    pub with: Option<String>,
-    /// Only messages at or after this time.
-    pub start: Option<DateTime<Utc>>,
-    /// Only messages at or before this time.
-    pub end: Option<DateTime<Utc>>,
-    /// Page size.
-    pub max: usize,
-    /// Messages after this id.
-    pub after: Option<String>,
-    /// Messages before this id (`Some("")`: the last page).
-    pub before: Option<String>,
-}
-
-impl Query {
-    /// Reads `<query xmlns='urn:xmpp:mam:2'/>`; `Err` says what is wrong.
-    pub fn parse(query: &Element) -> Result<Self, String> {
-        let mut parsed = Query {
-            query_id: query.attr("queryid").map(str::to_owned),
-            max: MAX_PAGE,
-            ..Query::default()
-        };
-        if let Some(form) = query.get_child("x", NS_DATA) {
-            for field in form.children().filter(|f| f.is("field", NS_DATA)) {
-                let value = field
-                    .get_child("value", NS_DATA)
-                    .map(Element::text)
-                    .unwrap_or_default();
-                let time = || {
-                    DateTime::parse_from_rfc3339(&value)
-                        .map(|t| t.with_timezone(&Utc))
-                        .map_err(|_| format!("{value:?} is not a date-time"))
-                };
-                match field.attr("var") {
-                    Some("with") => parsed.with = Some(value.clone()),
-                    Some("start") => parsed.start = Some(time()?),
-                    Some("end") => parsed.end = Some(time()?),
-                    Some("FORM_TYPE") | None => {}
-                    Some(other) => return Err(format!("unsupported field {other:?}")),
-                }
-            }
-        }
-        if let Some(set) = query.get_child("set", NS_RSM) {
-            if let Some(max) = set.get_child("max", NS_RSM) {
-                parsed.max = max
-                    .text()
-                    .trim()
-                    .parse::<usize>()
-                    .map_err(|_| "max is not a number".to_owned())?
-                    .min(MAX_PAGE);
-            }
-            parsed.after = set.get_child("after", NS_RSM).map(Element::text);
-            parsed.before = set.get_child("before", NS_RSM).map(Element::text);
-        }
-        Ok(parsed)
-    }
-
+/// The paging the bridge does over its store.
+pub trait Paging {
     /// The page of `messages` (oldest first) the query asks for, and
     /// whether it reaches the end of what matched.
-    pub fn page<'a>(&self, messages: &'a [StoredMessage]) -> (&'a [StoredMessage], bool) {
+    fn page<'a>(&self, messages: &'a [StoredMessage]) -> (&'a [StoredMessage], bool);
+}
+
+impl Paging for Query {
+    fn page<'a>(&self, messages: &'a [StoredMessage]) -> (&'a [StoredMessage], bool) {
         let in_range = |m: &&StoredMessage| {
             self.start.is_none_or(|s| m.envelope.time >= s)
                 && self.end.is_none_or(|e| m.envelope.time <= e)
@@ -126,52 +60,23 @@ impl Query {
 /// One result: `message` (as the client would have got it) wrapped for
 /// the query.
 pub fn result(query: &Query, stored: &StoredMessage, message: Element, to: &str) -> Element {
-    let mut result = Element::builder("result", NS_MAM).build();
-    set_attr(&mut result, "id", stored.envelope.id.clone());
-    if let Some(id) = &query.query_id {
-        set_attr(&mut result, "queryid", id.clone());
-    }
-    let mut delay = Element::bare("delay", NS_DELAY);
-    set_attr(
-        &mut delay,
-        "stamp",
-        stored
-            .envelope
-            .time
-            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-    );
-    let forwarded = Element::builder("forwarded", NS_FORWARD)
-        .append(delay)
-        .append(message)
-        .build();
-    result.append_child(forwarded);
-    let mut wrapper = Element::builder("message", crate::mapping::NS_CLIENT)
-        .append(result)
-        .build();
-    set_attr(&mut wrapper, "to", to.to_owned());
-    wrapper
+    tern_server::modules::mam::result(
+        query.query_id.as_deref(),
+        &stored.envelope.id,
+        stored.envelope.time,
+        message,
+        to,
+    )
 }
 
 /// The `<fin/>` that ends a query.
 pub fn fin(page: &[StoredMessage], complete: bool) -> Element {
-    let mut set = Element::bare("set", NS_RSM);
-    if let (Some(first), Some(last)) = (page.first(), page.last()) {
-        set.append_child(
-            Element::builder("first", NS_RSM)
-                .append(first.envelope.id.as_str())
-                .build(),
-        );
-        set.append_child(
-            Element::builder("last", NS_RSM)
-                .append(last.envelope.id.as_str())
-                .build(),
-        );
-    }
-    let mut fin = Element::builder("fin", NS_MAM).append(set).build();
-    if complete {
-        set_attr(&mut fin, "complete", "true");
-    }
-    fin
+    let id = |m: Option<&StoredMessage>| m.map(|m| m.envelope.id.clone());
+    tern_server::modules::mam::fin(
+        id(page.first()).as_deref(),
+        id(page.last()).as_deref(),
+        complete,
+    )
 }
 
 #[cfg(test)]
@@ -213,16 +118,5 @@ mod tests {
         query.after = Some("c".into());
         let (page, complete) = query.page(&messages);
         assert_eq!((ids(page), complete), (vec!["d".into(), "e".into()], true));
-    }
-
-    #[test]
-    fn unknown_fields_are_refused() {
-        let query: Element =
-            "<query xmlns='urn:xmpp:mam:2'><x xmlns='jabber:x:data' type='submit'>\
-            <field var='FORM_TYPE'><value>urn:xmpp:mam:2</value></field>\
-            <field var='fulltext'><value>x</value></field></x></query>"
-                .parse()
-                .expect("xml");
-        assert!(Query::parse(&query).is_err());
     }
 }

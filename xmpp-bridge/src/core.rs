@@ -24,7 +24,7 @@ use tern_server::stanza::{self, errors};
 use tokio::sync::mpsc;
 use xmpp_parsers::stanza_error::{DefinedCondition, ErrorType};
 
-use crate::archive::{self, NS_MAM};
+use crate::archive::{self, Paging, NS_MAM};
 use crate::local::{ClientId, Clients, FromClient};
 use crate::mapping::{self, attr, contents_of, message_of, Ids, Outgoing, NS_CLIENT};
 use crate::muc::{self, Room, Rooms, NS_MUC};
@@ -594,6 +594,10 @@ impl Core {
         payload: &Element,
     ) -> Result<(), SessionError> {
         let query = match archive::Query::parse(payload) {
+            Ok(query) if query.is_extended() || query.flip_page => {
+                let text = "the bridge pages with RSM only (no extended queries)";
+                return self.refuse(client, errors::bad_request(iq, text));
+            }
             Ok(query) => query,
             Err(problem) => return self.refuse(client, errors::bad_request(iq, &problem)),
         };

@@ -48,7 +48,10 @@ pub async fn handle_iq(
                 }
             }
             if info {
-                Some(stanza::iq_result(iq, Some(account_info(node).into())))
+                Some(stanza::iq_result(
+                    iq,
+                    Some(account_info(server, node).into()),
+                ))
             } else {
                 let items = pep::visible_nodes(server, requester, user).await;
                 let owner = iq.attr("to").and_then(|t| Jid::new(t).ok())?;
@@ -83,14 +86,14 @@ fn server_info(server: &Server) -> DiscoInfoResult {
     }
 }
 
-fn account_info(node: Option<&str>) -> DiscoInfoResult {
+fn account_info(server: &Server, node: Option<&str>) -> DiscoInfoResult {
     DiscoInfoResult {
         node: node.map(str::to_owned),
         identities: vec![
             anonymous_identity("account", "registered"),
             anonymous_identity("pubsub", "pep"),
         ],
-        features: features(super::account_features()),
+        features: features(super::account_features(server)),
         extensions: Vec::new(),
     }
 }

@@ -5,7 +5,9 @@ use jid::BareJid;
 use minidom::Element;
 use xmpp_parsers::stanza_error::{DefinedCondition, ErrorType};
 
-use super::{ciphertext, offline};
+use super::carbons::{self, Direction};
+use super::{ciphertext, mam, offline};
+use crate::c2s::negotiation::account_jid;
 use crate::config::PlaintextPolicy;
 use crate::router::{Destination, SessionCtx};
 use crate::server::Server;
@@ -55,7 +57,25 @@ pub async fn from_client(
         }
         other => other,
     };
+    let one_to_one = matches!(
+        destination,
+        Destination::Account(_) | Destination::Resource(..) | Destination::Remote(_)
+    );
+    let outgoing = (one_to_one
+        && !ciphertext::is_plaintext(&message)
+        && (carbons::eligible(&message) || mam::archivable(server, &message)))
+    .then(|| message.clone());
     let bounce = route(server, message, &session.bare(), destination).await;
+    if let (None, Some(sent)) = (&bounce, outgoing) {
+        carbons::copy(
+            server,
+            &session.username,
+            Direction::Sent,
+            &sent,
+            &[session.handle.id],
+        );
+        mam::append_outgoing(server, &session.username, &sent).await;
+    }
     session.reply(bounce);
 }
 
@@ -107,29 +127,57 @@ async fn route(
             None
         }
         Destination::Account(user) | Destination::Resource(user, _) => {
-            deliver(server, message, user, resource, !plaintext)
-                .await
-                .err()
-                .flatten()
+            to_local_user(server, message, sender, user, resource, !plaintext).await
         }
     }
 }
 
+/// Delivers a message to a local user, archives it in their archive and
+/// copies it to their carbons-enabled clients. Returns the error for its
+/// sender, if any.
+async fn to_local_user(
+    server: &Server,
+    mut message: Element,
+    sender: &BareJid,
+    user: &str,
+    resource: Option<&str>,
+    storable: bool,
+) -> Option<Element> {
+    let archive_id = match account_jid(user, &server.config.domain) {
+        Some(owner) if storable => mam::stamp_incoming(server, &owner, &mut message),
+        _ => None,
+    };
+    let copy = (archive_id.is_some() || (storable && carbons::eligible(&message)))
+        .then(|| message.clone());
+    let delivered = match deliver(server, message, user, resource, storable).await {
+        Ok(delivered) => delivered,
+        Err(bounce) => return bounce,
+    };
+    if let Some(copy) = copy {
+        carbons::copy(server, user, Direction::Received, &copy, &delivered);
+        if let Some(id) = archive_id {
+            mam::append(server, user, id, sender, &copy).await;
+        }
+    }
+    None
+}
+
 /// Delivers a message to a local user, by RFC 6121 rules. `storable`: may
 /// go to offline storage. On failure returns the error to send back to the
-/// sender (`None` when the message is to be dropped silently).
+/// sender (`None` when the message is to be dropped silently). On success,
+/// the sessions that got it live (none when it was stored offline).
 pub async fn deliver(
     server: &Server,
     message: Element,
     user: &str,
     resource: Option<&str>,
     storable: bool,
-) -> Result<(), Option<Element>> {
+) -> Result<Vec<u64>, Option<Element>> {
     let kind = MessageKind::of(&message);
     if let Some(resource) = resource {
         if let Some(target) = server.sessions.resource(user, resource) {
             target.handle.send(message);
-            return Ok(());
+            return Ok(vec![target.handle.id]);
         }
         // RFC 6121 §8.5.3.2.1: no such resource.
         match kind {
@@ -145,7 +193,7 @@ pub async fn deliver(
             target.handle.send(message.clone());
         }
         last.handle.send(message);
-        return Ok(());
+        return Ok(targets.iter().map(|t| t.handle.id).collect());
     }
     if matches!(kind, MessageKind::Error) {
         return Err(None);
@@ -154,9 +202,9 @@ pub async fn deliver(
         return Err(errors::service_unavailable(&message, "no such user"));
     }
     match kind {
-        MessageKind::Chat | MessageKind::Normal if storable => {
-            store_offline(server, user, message).await
-        }
+        MessageKind::Chat | MessageKind::Normal if storable => store_offline(server, user, message)
+            .await
+            .map(|()| Vec::new()),
         MessageKind::Chat | MessageKind::Normal => Err(errors::service_unavailable(
             &message,
             "the recipient is offline, and unencrypted messages are never stored",

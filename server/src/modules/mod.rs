@@ -2,9 +2,11 @@
 //! through [`handle_iq`]'s table and declares its disco features in
 //! [`server_features`] / [`account_features`].
 
+pub mod carbons;
 pub mod ciphertext;
 pub mod disco;
 pub mod keys;
+pub mod mam;
 pub mod message;
 pub mod offline;
 pub mod pep;
@@ -36,6 +38,8 @@ pub async fn handle_iq(
         roster::NS => roster::handle_iq(server, session, iq, destination).await,
         register::NS => register::handle_iq(server, session, iq, destination).await,
         session::NS => session::handle_iq(iq, destination),
+        carbons::NS => carbons::handle_iq(server, session, iq, destination),
+        mam::NS => mam::handle_iq(server, session, iq, destination).await,
         _ => handle_open_iq(server, &session.bare(), iq, destination).await,
     }
 }
@@ -70,6 +74,7 @@ pub fn server_features(server: &Server) -> Vec<&'static str> {
     features.extend_from_slice(version::FEATURES);
     features.extend_from_slice(offline::FEATURES);
     features.extend_from_slice(roster::FEATURES);
+    features.extend_from_slice(carbons::FEATURES);
     if server.config.registration == crate::config::Registration::Open {
         features.extend_from_slice(register::FEATURES);
     }
@@ -78,8 +83,11 @@ pub fn server_features(server: &Server) -> Vec<&'static str> {
 }
 
 /// The features a user's account (bare JID) announces in disco#info.
-pub fn account_features() -> Vec<&'static str> {
+pub fn account_features(server: &Server) -> Vec<&'static str> {
     let mut features = Vec::new();
+    if server.config.archive.enabled {
+        features.extend_from_slice(mam::FEATURES);
+    }
     features.extend_from_slice(disco::FEATURES);
     features.extend_from_slice(pep::FEATURES);
     features.extend_from_slice(keys::FEATURES);

@@ -15,12 +15,15 @@ use sqlx::{Row, SqlitePool};
 
 use crate::sasl::{ScramHash, StoredCredentials};
 
+mod archive;
+mod batch;
 mod hub;
 mod keys;
 mod s2s_queue;
 
 pub use s2s_queue::QueueWriter;
 mod uploads;
+pub use archive::{ArchiveEntry, ArchiveFilter, ArchiveWriter, ArchivedMessage};
 pub use hub::{Appended, CommitUpdate, HubGroup, LogAppend, StateChange};
 pub use keys::{ClaimedKeyPackage, KeyUpload};
 pub use uploads::UploadSlot;
@@ -764,5 +767,37 @@ mod tests {
         assert!(s.pep_retract("a", "n", "i3").await.unwrap());
         assert!(s.pep_delete_node("a", "n").await.unwrap());
         assert!(s.pep_node("a", "n").await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn uploads_and_archived_messages_expire() {
+        let (_dir, s) = open().await;
+        s.create_account("a", "pw").await.unwrap();
+        s.upload_slot_create("done", "a", 10).await.unwrap();
+        s.upload_slot_create("unused", "a", 10).await.unwrap();
+        assert!(s.upload_complete("done").await.unwrap());
+        let past = "2000-01-01T00:00:00.000Z";
+        assert!(s.uploads_expire(past, past).await.unwrap().is_empty());
+        let future = "2999-01-01T00:00:00.000Z";
+        assert!(s.uploads_expire("", future).await.unwrap().is_empty());
+        assert!(s.upload_slot("unused").await.unwrap().is_none());
+        assert!(s.upload_slot("done").await.unwrap().is_some());
+        assert_eq!(s.uploads_expire(future, future).await.unwrap(), ["done"]);
+
+        let archive = ArchiveWriter::spawn(s.clone());
+        for (id, stamp) in [("old", 1), ("new", i64::MAX)] {
+            let entry = ArchiveEntry {
+                username: "a".into(),
+                id: id.into(),
+                with: "b@x".into(),
+                stamp,
+                stanza: "<message xmlns='jabber:client'/>".into(),
+            };
+            archive.append(entry).await;
+        }
+        archive.flushed().await;
+        assert_eq!(s.archive_expire(2).await.unwrap(), 1);
+        assert!(!s.archive_has("a", "old").await.unwrap());
+        assert!(s.archive_has("a", "new").await.unwrap());
     }
 }

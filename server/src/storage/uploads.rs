@@ -66,4 +66,29 @@ impl Storage {
         .await?;
         Ok(done.rows_affected() == 1)
     }
+
+    /// Forgets uploads completed before `completed_before` and slots
+    /// handed out before `unused_before` and never used (both RFC 3339);
+    /// the tokens of the files to delete.
+    pub async fn uploads_expire(
+        &self,
+        completed_before: &str,
+        unused_before: &str,
+    ) -> Result<Vec<String>> {
+        let rows = sqlx::query(
+            "DELETE FROM uploads
+             WHERE (completed_at IS NOT NULL AND completed_at < ?)
+                OR (completed_at IS NULL AND created_at < ?)
+             RETURNING token, completed_at IS NOT NULL",
+        )
+        .bind(completed_before)
+        .bind(unused_before)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .filter(|r| r.get::<bool, _>(1))
+            .map(|r| r.get(0))
+            .collect())
+    }
 }

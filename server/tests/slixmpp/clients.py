@@ -2,10 +2,13 @@
 it receives, an OMEMO-style encrypted payload, and bounded waits."""
 
 import asyncio
+import secrets
 import xml.etree.ElementTree as ET
 
 import slixmpp
 from slixmpp.exceptions import IqError
+from slixmpp.xmlstream.handler import Callback
+from slixmpp.xmlstream.matcher import MatchXPath
 
 OMEMO_NS = "eu.siacs.conversations.axolotl"
 STANZAS_NS = "urn:ietf:params:xml:ns:xmpp-stanzas"
@@ -85,6 +88,23 @@ class Client(slixmpp.ClientXMPP):
         msg.append(omemo_payload(ciphertext))
         msg.send()
 
+    def collect(self, xpath):
+        """A queue of the stanzas matching `xpath` (e.g.
+        "{jabber:client}message/{urn:xmpp:mam:2}result") from now on."""
+        queue = asyncio.Queue()
+        self.register_handler(Callback(xpath, MatchXPath(xpath), queue.put_nowait))
+        return queue
+
+    async def request(self, payload, itype="get", to=None):
+        """Sends an IQ with the XML `payload` (a string) and returns the
+        result; an error raises IqError."""
+        iq = self.Iq()
+        iq["type"] = itype
+        if to is not None:
+            iq["to"] = to
+        iq.append(ET.fromstring(payload))
+        return await iq.send(timeout=STEP_TIMEOUT)
+
     async def stop(self):
         self.disconnect()
         await self.disconnected
@@ -99,3 +119,82 @@ async def wait_for(predicate, what, timeout=STEP_TIMEOUT):
         await asyncio.wait_for(poll(), timeout)
     except asyncio.TimeoutError:
         raise AssertionError(f"timed out waiting for {what}")
+
+
+async def expect_error(coroutine, condition):
+    """Awaits `coroutine`, which must fail with an IQ error `condition`."""
+    try:
+        result = await coroutine
+    except IqError as e:
+        got = e.iq["error"]["condition"]
+        found = e.iq.xml.find(f".//{{{STANZAS_NS}}}{condition}")
+        assert got == condition or found is not None, f"expected {condition}, got {e.iq}"
+        return e.iq
+    raise AssertionError(f"expected {condition}, got a result: {result}")
+
+
+async def nothing_arrives(queue, what, wait=0.5):
+    """Asserts that `queue` stays empty for `wait` seconds."""
+    try:
+        got = await asyncio.wait_for(queue.get(), wait)
+    except asyncio.TimeoutError:
+        return
+    raise AssertionError(f"{what} arrived: {got}")
+
+
+def text_of(stanza, path):
+    """The text of the first element at `path` (ElementTree syntax) in a
+    slixmpp stanza, or None."""
+    element = stanza.xml.find(path)
+    return None if element is None else element.text
+
+
+class Scenario:
+    """What every feature scenario gets from its command line
+    (HOST PORT DOMAIN CA_FILE): fresh account names and logged-in
+    clients."""
+
+    def __init__(self, argv):
+        self.host, self.port, self.domain, self.ca_file = argv[1], int(argv[2]), argv[3], argv[4]
+        self.suffix = secrets.token_hex(3)
+        self.password = "secret-" + self.suffix
+        self.clients = []
+
+    def jid(self, name):
+        return f"{name}{self.suffix}@{self.domain}"
+
+    def client(self, jid, plugins=(), cls=None, **kwargs):
+        client = (cls or Client)(jid, self.password, self.host, self.port, self.ca_file, **kwargs)
+        for plugin in plugins:
+            client.register_plugin(plugin)
+        self.clients.append(client)
+        return client
+
+    async def register(self, *names):
+        """Creates accounts in-band; their bare JIDs."""
+        jids = [self.jid(name) for name in names]
+        for jid in jids:
+            client = Client(jid, self.password, self.host, self.port, self.ca_file, register=True)
+            client.open()
+            await asyncio.wait_for(client.registered, STEP_TIMEOUT)
+            await asyncio.wait_for(client.online, STEP_TIMEOUT)
+            await client.stop()
+        return jids
+
+    async def login(self, jid, plugins=(), **kwargs):
+        client = self.client(jid, plugins, **kwargs)
+        await client.start()
+        return client
+
+    async def stop(self):
+        for client in self.clients:
+            if client.is_connected():
+                await client.stop()
+
+
+def run(main):
+    """Runs a scenario's `main()` and prints the line the test looks for."""
+    import logging
+    logging.basicConfig(level=logging.ERROR)
+    asyncio.run(asyncio.wait_for(main(), 120))
+    print("all steps passed")

@@ -1,0 +1,457 @@
+//! Message Archive Management (XEP-0313, `urn:xmpp:mam:2` with the
+//! extended queries): every user's encrypted one-to-one messages, sent and
+//! received, kept as ciphertext and paged with RSM (XEP-0059).
+//!
+//! The query syntax ([`Query`], [`result`], [`fin`]) is public: the bridge
+//! answers the same queries from its decrypted store.
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use jid::{BareJid, Jid};
+use minidom::Element;
+use rand::Rng;
+
+use super::ciphertext;
+use super::message::MessageKind;
+use crate::router::{Destination, SessionCtx};
+use crate::server::Server;
+use crate::stanza::{self, errors, set_attr, NS_CLIENT};
+use crate::storage::{ArchiveEntry, ArchiveFilter, ArchivedMessage};
+
+/// The MAM namespace.
+pub const NS: &str = "urn:xmpp:mam:2";
+/// Stanza ids (XEP-0359).
+pub const NS_SID: &str = "urn:xmpp:sid:0";
+const NS_DATA: &str = "jabber:x:data";
+const NS_RSM: &str = "http://jabber.org/protocol/rsm";
+const NS_FORWARD: &str = "urn:xmpp:forward:0";
+const NS_DELAY: &str = "urn:xmpp:delay";
+const NS_HINTS: &str = "urn:xmpp:hints";
+
+/// Disco features of an account's archive.
+pub const FEATURES: &[&str] = &[NS, "urn:xmpp:mam:2#extended", NS_SID];
+
+/// Most results in one page.
+pub const MAX_PAGE: usize = 250;
+
+/// A parsed archive query.
+#[derive(Debug, Default, PartialEq)]
+pub struct Query {
+    /// The client's query id, echoed in every result.
+    pub query_id: Option<String>,
+    /// Only this conversation partner (bare JID) or room.
+    pub with: Option<String>,
+    /// Only messages at or after this time.
+    pub start: Option<DateTime<Utc>>,
+    /// Only messages at or before this time.
+    pub end: Option<DateTime<Utc>>,
+    /// Page size.
+    pub max: usize,
+    /// RSM: messages after this id.
+    pub after: Option<String>,
+    /// RSM: messages before this id (`Some("")`: the last page).
+    pub before: Option<String>,
+    /// Extended query: messages after this id.
+    pub after_id: Option<String>,
+    /// Extended query: messages before this id.
+    pub before_id: Option<String>,
+    /// Extended query: only these ids.
+    pub ids: Vec<String>,
+    /// Extended query: the page in reverse order.
+    pub flip_page: bool,
+}
+
+impl Query {
+    /// Reads `<query xmlns='urn:xmpp:mam:2'/>`; `Err` says what is wrong.
+    pub fn parse(query: &Element) -> Result<Self, String> {
+        let mut parsed = Query {
+            query_id: query.attr("queryid").map(str::to_owned),
+            max: MAX_PAGE,
+            flip_page: query.get_child("flip-page", NS).is_some(),
+            ..Query::default()
+        };
+        if let Some(form) = query.get_child("x", NS_DATA) {
+            for field in form.children().filter(|f| f.is("field", NS_DATA)) {
+                let mut values = field
+                    .children()
+                    .filter(|v| v.is("value", NS_DATA))
+                    .map(Element::text);
+                let value = values.next().unwrap_or_default();
+                let time = || {
+                    DateTime::parse_from_rfc3339(&value)
+                        .map(|t| t.with_timezone(&Utc))
+                        .map_err(|_| format!("{value:?} is not a date-time"))
+                };
+                match field.attr("var") {
+                    Some("with") => parsed.with = Some(value.clone()),
+                    Some("start") => parsed.start = Some(time()?),
+                    Some("end") => parsed.end = Some(time()?),
+                    Some("after-id") => parsed.after_id = Some(value),
+                    Some("before-id") => parsed.before_id = Some(value),
+                    Some("ids") => {
+                        parsed.ids = std::iter::once(value).chain(values).collect();
+                    }
+                    Some("FORM_TYPE") | None => {}
+                    Some(other) => return Err(format!("unsupported field {other:?}")),
+                }
+            }
+        }
+        if let Some(set) = query.get_child("set", NS_RSM) {
+            if let Some(max) = set.get_child("max", NS_RSM) {
+                parsed.max = max
+                    .text()
+                    .trim()
+                    .parse::<usize>()
+                    .map_err(|_| "max is not a number".to_owned())?
+                    .min(MAX_PAGE);
+            }
+            parsed.after = set.get_child("after", NS_RSM).map(Element::text);
+            parsed.before = set.get_child("before", NS_RSM).map(Element::text);
+        }
+        Ok(parsed)
+    }
+
+    /// Whether the query uses extended-query parts.
+    pub fn is_extended(&self) -> bool {
+        self.after_id.is_some() || self.before_id.is_some() || !self.ids.is_empty()
+    }
+}
+
+/// One result: `message` (as the client got it) wrapped for the query,
+/// addressed to `to`.
+pub fn result(
+    query_id: Option<&str>,
+    id: &str,
+    stamp: DateTime<Utc>,
+    message: Element,
+    to: &str,
+) -> Element {
+    let mut result = Element::builder("result", NS).build();
+    set_attr(&mut result, "id", id);
+    if let Some(query_id) = query_id {
+        set_attr(&mut result, "queryid", query_id);
+    }
+    let mut delay = Element::bare("delay", NS_DELAY);
+    set_attr(
+        &mut delay,
+        "stamp",
+        stamp.to_rfc3339_opts(SecondsFormat::Millis, true),
+    );
+    let forwarded = Element::builder("forwarded", NS_FORWARD)
+        .append(delay)
+        .append(message)
+        .build();
+    result.append_child(forwarded);
+    let mut wrapper = Element::builder("message", NS_CLIENT)
+        .append(result)
+        .build();
+    set_attr(&mut wrapper, "to", to);
+    wrapper
+}
+
+/// The `<fin/>` that ends a query whose page went from `first` to `last`.
+pub fn fin(first: Option<&str>, last: Option<&str>, complete: bool) -> Element {
+    let mut set = Element::bare("set", NS_RSM);
+    if let (Some(first), Some(last)) = (first, last) {
+        set.append_child(Element::builder("first", NS_RSM).append(first).build());
+        set.append_child(Element::builder("last", NS_RSM).append(last).build());
+    }
+    let mut fin = Element::builder("fin", NS).append(set).build();
+    if complete {
+        set_attr(&mut fin, "complete", "true");
+    }
+    fin
+}
+
+/// Serves MAM requests of a user on their own archive: queries, the query
+/// form, metadata and preferences.
+pub async fn handle_iq(
+    server: &Server,
+    session: &SessionCtx,
+    iq: &Element,
+    destination: &Destination,
+) -> Option<Element> {
+    let own = match destination {
+        Destination::Server => iq.attr("to").is_none(),
+        Destination::Account(user) => *user == session.username,
+        _ => false,
+    };
+    if !own {
+        return errors::forbidden(iq, "only the owner reads an archive");
+    }
+    if !server.config.archive.enabled {
+        return errors::service_unavailable(iq, "this server keeps no message archive");
+    }
+    let payload = stanza::iq_payload(iq)?;
+    match (iq.attr("type"), payload.name()) {
+        (Some("get"), "query") => Some(stanza::iq_result(iq, Some(query_form()))),
+        (Some("set"), "query") => Some(query(server, session, iq, payload).await),
+        (Some("get"), "metadata") => metadata(server, session, iq).await,
+        (Some("get"), "prefs") => Some(stanza::iq_result(iq, Some(prefs()))),
+        (Some("set"), "prefs") if payload.attr("default") == Some("always") => {
+            Some(stanza::iq_result(iq, Some(prefs())))
+        }
+        (Some("set"), "prefs") => stanza::error_reply(
+            iq,
+            xmpp_parsers::stanza_error::ErrorType::Cancel,
+            xmpp_parsers::stanza_error::DefinedCondition::FeatureNotImplemented,
+            "this server archives every encrypted message (default 'always')",
+        ),
+        _ => None,
+    }
+}
+
+async fn query(server: &Server, session: &SessionCtx, iq: &Element, payload: &Element) -> Element {
+    let fail = |reply: Option<Element>| reply.unwrap_or_else(|| iq.clone());
+    let query = match Query::parse(payload) {
+        Ok(query) => query,
+        Err(problem) => return fail(errors::bad_request(iq, &problem)),
+    };
+    let with = match query.with.as_deref().map(Jid::new).transpose() {
+        Ok(with) => with.map(|j| j.to_bare().to_string()),
+        Err(_) => return fail(errors::bad_request(iq, "'with' is not a JID")),
+    };
+    server.archive.flushed().await;
+    let mut filter = ArchiveFilter {
+        with,
+        start: query.start.map(|t| t.timestamp_micros()),
+        end: query.end.map(|t| t.timestamp_micros()),
+        after_id: query.after.clone().or(query.after_id.clone()),
+        before_id: query.before_id.clone(),
+        ids: query.ids.clone(),
+        limit: query.max as u32 + 1,
+        from_the_end: false,
+    };
+    if let Some(before) = query.before.as_deref() {
+        filter.from_the_end = true;
+        if !before.is_empty() {
+            filter.before_id = Some(before.to_owned());
+        }
+    }
+    for id in [&filter.after_id, &filter.before_id].into_iter().flatten() {
+        match server.storage.archive_has(&session.username, id).await {
+            Ok(true) => {}
+            Ok(false) => return fail(errors::item_not_found(iq, "no message with that id")),
+            Err(e) => {
+                tracing::error!("reading the archive failed: {e}");
+                return fail(errors::internal(iq));
+            }
+        }
+    }
+    let mut page = match server
+        .storage
+        .archive_query(&session.username, &filter)
+        .await
+    {
+        Ok(page) => page,
+        Err(e) => {
+            tracing::error!("reading the archive failed: {e}");
+            return fail(errors::internal(iq));
+        }
+    };
+    let complete = page.len() <= query.max;
+    if !complete {
+        if filter.from_the_end {
+            page.remove(0);
+        } else {
+            page.pop();
+        }
+    }
+    let first = page.first().map(|m| m.id.clone());
+    let last = page.last().map(|m| m.id.clone());
+    if query.flip_page {
+        page.reverse();
+    }
+    let to = session.jid.to_string();
+    for archived in &page {
+        if let Some((message, stamp)) = parse_archived(archived) {
+            let wrapped = result(query.query_id.as_deref(), &archived.id, stamp, message, &to);
+            session.handle.send(wrapped);
+        }
+    }
+    let fin = fin(first.as_deref(), last.as_deref(), complete);
+    stanza::iq_result(iq, Some(fin))
+}
+
+/// The archive's first and last message (XEP-0313 §6.1).
+async fn metadata(server: &Server, session: &SessionCtx, iq: &Element) -> Option<Element> {
+    server.archive.flushed().await;
+    let bounds = match server.storage.archive_bounds(&session.username).await {
+        Ok(bounds) => bounds,
+        Err(e) => {
+            tracing::error!("reading the archive failed: {e}");
+            return errors::internal(iq);
+        }
+    };
+    let mut metadata = Element::bare("metadata", NS);
+    if let Some((first, last)) = bounds {
+        for (name, archived) in [("start", first), ("end", last)] {
+            let mut end = Element::bare(name, NS);
+            set_attr(&mut end, "id", archived.id);
+            set_attr(&mut end, "timestamp", format_stamp(archived.stamp));
+            metadata.append_child(end);
+        }
+    }
+    Some(stanza::iq_result(iq, Some(metadata)))
+}
+
+/// The fields a query form may hold (XEP-0313 §5.1).
+fn query_form() -> Element {
+    let field = |var: &str, type_: &str| {
+        let mut field = Element::bare("field", NS_DATA);
+        set_attr(&mut field, "var", var);
+        set_attr(&mut field, "type", type_);
+        field
+    };
+    let mut form_type = field("FORM_TYPE", "hidden");
+    form_type.append_child(Element::builder("value", NS_DATA).append(NS).build());
+    let mut form = Element::builder("x", NS_DATA)
+        .attr(stanza::attr_name("type"), "form")
+        .append(form_type)
+        .build();
+    for (var, type_) in [
+        ("with", "jid-single"),
+        ("start", "text-single"),
+        ("end", "text-single"),
+        ("after-id", "text-single"),
+        ("before-id", "text-single"),
+        ("ids", "text-multi"),
+    ] {
+        form.append_child(field(var, type_));
+    }
+    Element::builder("query", NS).append(form).build()
+}
+
+fn prefs() -> Element {
+    let mut prefs = Element::builder("prefs", NS)
+        .append(Element::bare("always", NS))
+        .append(Element::bare("never", NS))
+        .build();
+    set_attr(&mut prefs, "default", "always");
+    prefs
+}
+
+fn parse_archived(archived: &ArchivedMessage) -> Option<(Element, DateTime<Utc>)> {
+    let message = match archived.stanza.parse::<Element>() {
+        Ok(message) => message,
+        Err(e) => {
+            tracing::error!(id = archived.id, "an archived message does not parse: {e}");
+            return None;
+        }
+    };
+    let stamp = DateTime::from_timestamp_micros(archived.stamp)?;
+    Some((message, stamp))
+}
+
+fn format_stamp(micros: i64) -> String {
+    DateTime::from_timestamp_micros(micros)
+        .unwrap_or_default()
+        .to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+/// Whether a message belongs in the archive: a chat or normal message
+/// with an end-to-end encrypted payload, not marked `no-store`.
+pub fn archivable(server: &Server, message: &Element) -> bool {
+    server.config.archive.enabled
+        && matches!(
+            MessageKind::of(message),
+            MessageKind::Chat | MessageKind::Normal
+        )
+        && ciphertext::is_encrypted(message)
+        && message.get_child("no-store", NS_HINTS).is_none()
+        && message.get_child("no-permanent-store", NS_HINTS).is_none()
+}
+
+/// Prepares an incoming message for `owner`'s archive: drops any
+/// `<stanza-id/>` claiming to be by `owner` (only this server may say
+/// that) and, if the message is archivable, adds a new one. Returns the
+/// id given.
+pub fn stamp_incoming(server: &Server, owner: &BareJid, message: &mut Element) -> Option<String> {
+    let by = owner.to_string();
+    stanza::remove_children(message, |c| {
+        c.is("stanza-id", NS_SID) && c.attr("by") == Some(by.as_str())
+    });
+    if !archivable(server, message) {
+        return None;
+    }
+    let id = new_id();
+    let mut stanza_id = Element::bare("stanza-id", NS_SID);
+    set_attr(&mut stanza_id, "by", by);
+    set_attr(&mut stanza_id, "id", id.clone());
+    message.append_child(stanza_id);
+    Some(id)
+}
+
+/// Queues `message` for `owner`'s archive under `id`, as exchanged with
+/// `with`.
+pub async fn append(server: &Server, owner: &str, id: String, with: &BareJid, message: &Element) {
+    server
+        .archive
+        .append(ArchiveEntry {
+            username: owner.to_owned(),
+            id,
+            with: with.to_string(),
+            stamp: Utc::now().timestamp_micros(),
+            stanza: String::from(message),
+        })
+        .await;
+}
+
+/// Archives a message a local user sent (if archivable), under a new id.
+pub async fn append_outgoing(server: &Server, owner: &str, message: &Element) {
+    if !archivable(server, message) {
+        return;
+    }
+    let Some(with) = message
+        .attr("to")
+        .and_then(|to| Jid::new(to).ok())
+        .map(|to| to.to_bare())
+    else {
+        return;
+    };
+    append(server, owner, new_id(), &with, message).await;
+}
+
+/// A new stanza id: 96 random bits, hex.
+fn new_id() -> String {
+    let bytes: [u8; 12] = rand::thread_rng().gen();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn extended_queries_are_read() {
+        let query: Element = "<query xmlns='urn:xmpp:mam:2' queryid='q'>\
+            <x xmlns='jabber:x:data' type='submit'>\
+            <field var='FORM_TYPE'><value>urn:xmpp:mam:2</value></field>\
+            <field var='with'><value>bob@b.test</value></field>\
+            <field var='start'><value>2026-01-01T00:00:00Z</value></field>\
+            <field var='ids'><value>a</value><value>b</value></field>\
+            <field var='after-id'><value>x</value></field></x>\
+            <set xmlns='http://jabber.org/protocol/rsm'><max>2</max><before/></set>\
+            <flip-page/></query>"
+            .parse()
+            .expect("xml");
+        let query = Query::parse(&query).expect("query");
+        assert_eq!(query.with.as_deref(), Some("bob@b.test"));
+        assert_eq!(query.ids, ["a", "b"]);
+        assert_eq!(query.after_id.as_deref(), Some("x"));
+        assert_eq!(query.before.as_deref(), Some(""));
+        assert_eq!(query.max, 2);
+        assert!(query.flip_page && query.is_extended());
+        assert!(query.start.is_some());
+    }
+
+    #[test]
+    fn unknown_fields_are_refused() {
+        let query: Element =
+            "<query xmlns='urn:xmpp:mam:2'><x xmlns='jabber:x:data' type='submit'>\
+            <field var='FORM_TYPE'><value>urn:xmpp:mam:2</value></field>\
+            <field var='fulltext'><value>x</value></field></x></query>"
+                .parse()
+                .expect("xml");
+        assert!(Query::parse(&query).is_err());
+    }
+}

@@ -1,0 +1,229 @@
+//! The message archive (XEP-0313): encrypted messages per user, written in
+//! group commits by an [`ArchiveWriter`] and read back in pages.
+
+use sqlx::{QueryBuilder, Row, Sqlite};
+
+use super::batch::{BatchChange, BatchWriter};
+use super::{Result, Storage};
+
+/// One message to archive for one user.
+#[derive(Debug, Clone)]
+pub struct ArchiveEntry {
+    /// The archive's owner.
+    pub username: String,
+    /// The stanza id given to the message in this archive.
+    pub id: String,
+    /// The other party's bare JID.
+    pub with: String,
+    /// When it was archived, microseconds since the Unix epoch.
+    pub stamp: i64,
+    /// The serialised message.
+    pub stanza: String,
+}
+
+/// An archived message as read back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArchivedMessage {
+    /// Its stanza id.
+    pub id: String,
+    /// When it was archived, microseconds since the Unix epoch.
+    pub stamp: i64,
+    /// The serialised message.
+    pub stanza: String,
+}
+
+/// Which messages a query asks for. Bounds are exclusive for ids and
+/// inclusive for times.
+#[derive(Debug, Clone, Default)]
+pub struct ArchiveFilter {
+    /// Only messages with this bare JID.
+    pub with: Option<String>,
+    /// Only messages at or after this time (microseconds).
+    pub start: Option<i64>,
+    /// Only messages at or before this time (microseconds).
+    pub end: Option<i64>,
+    /// Only messages after the one with this id.
+    pub after_id: Option<String>,
+    /// Only messages before the one with this id.
+    pub before_id: Option<String>,
+    /// Only messages with these ids.
+    pub ids: Vec<String>,
+    /// At most this many.
+    pub limit: u32,
+    /// The newest `limit` matches (still returned oldest first), not the
+    /// oldest.
+    pub from_the_end: bool,
+}
+
+/// Writes archive entries in group commits without making message
+/// routing wait for them; [`ArchiveWriter::flushed`] waits for what was
+/// queued before, so a query sees every message routed before it.
+#[derive(Debug, Clone)]
+pub struct ArchiveWriter {
+    writer: BatchWriter<Change>,
+}
+
+/// One archive change.
+#[derive(Debug)]
+enum Change {
+    Insert(ArchiveEntry),
+    /// Nothing to write: its completion says the changes before it are.
+    Barrier,
+}
+
+impl ArchiveWriter {
+    /// Starts the writer task; it ends when the last handle is dropped.
+    pub fn spawn(storage: Storage) -> Self {
+        Self {
+            writer: BatchWriter::spawn(storage),
+        }
+    }
+
+    /// Queues an entry (waits only while the writer's queue is full).
+    pub async fn append(&self, entry: ArchiveEntry) {
+        if let Err(e) = self.writer.submit(Change::Insert(entry)).await {
+            tracing::error!("cannot archive a message: {e}");
+        }
+    }
+
+    /// Returns once everything queued before is on disk.
+    pub async fn flushed(&self) {
+        if let Err(e) = self.writer.write(Change::Barrier).await {
+            tracing::error!("the archive writer failed: {e}");
+        }
+    }
+}
+
+impl BatchChange for Change {
+    async fn apply(storage: &Storage, changes: &[Self]) -> Result<Vec<i64>> {
+        let mut tx = storage.pool.begin().await?;
+        for change in changes {
+            let Change::Insert(entry) = change else {
+                continue;
+            };
+            // An account deleted meanwhile makes this a no-op, not a
+            // failure of the whole batch.
+            sqlx::query(
+                "INSERT OR IGNORE INTO archive (username, id, with_jid, stamp, stanza)
+                 SELECT ?1, ?2, ?3, ?4, ?5 WHERE EXISTS (SELECT 1 FROM accounts WHERE username = ?1)",
+            )
+            .bind(&entry.username)
+            .bind(&entry.id)
+            .bind(&entry.with)
+            .bind(entry.stamp)
+            .bind(&entry.stanza)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(vec![0; changes.len()])
+    }
+}
+
+impl Storage {
+    /// The messages of `username`'s archive that `filter` selects, oldest
+    /// first.
+    pub async fn archive_query(
+        &self,
+        username: &str,
+        filter: &ArchiveFilter,
+    ) -> Result<Vec<ArchivedMessage>> {
+        let mut query: QueryBuilder<Sqlite> =
+            QueryBuilder::new("SELECT id, stamp, stanza FROM archive WHERE username = ");
+        query.push_bind(username);
+        if let Some(with) = &filter.with {
+            query.push(" AND with_jid = ").push_bind(with);
+        }
+        if let Some(start) = filter.start {
+            query.push(" AND stamp >= ").push_bind(start);
+        }
+        if let Some(end) = filter.end {
+            query.push(" AND stamp <= ").push_bind(end);
+        }
+        for (id, comparison) in [(&filter.after_id, " > "), (&filter.before_id, " < ")] {
+            if let Some(id) = id {
+                query
+                    .push(" AND seq")
+                    .push(comparison)
+                    .push("(SELECT seq FROM archive WHERE username = ")
+                    .push_bind(username)
+                    .push(" AND id = ")
+                    .push_bind(id)
+                    .push(")");
+            }
+        }
+        if !filter.ids.is_empty() {
+            query.push(" AND id IN (");
+            let mut ids = query.separated(", ");
+            for id in &filter.ids {
+                ids.push_bind(id);
+            }
+            query.push(")");
+        }
+        query.push(if filter.from_the_end {
+            " ORDER BY seq DESC LIMIT "
+        } else {
+            " ORDER BY seq LIMIT "
+        });
+        query.push_bind(filter.limit);
+        let rows = query.build().fetch_all(&self.pool).await?;
+        let mut messages: Vec<ArchivedMessage> = rows
+            .into_iter()
+            .map(|r| ArchivedMessage {
+                id: r.get(0),
+                stamp: r.get(1),
+                stanza: r.get(2),
+            })
+            .collect();
+        if filter.from_the_end {
+            messages.reverse();
+        }
+        Ok(messages)
+    }
+
+    /// Whether `username`'s archive holds a message with this id.
+    pub async fn archive_has(&self, username: &str, id: &str) -> Result<bool> {
+        let found: Option<i64> =
+            sqlx::query_scalar("SELECT seq FROM archive WHERE username = ? AND id = ?")
+                .bind(username)
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(found.is_some())
+    }
+
+    /// The oldest and newest message of `username`'s archive.
+    pub async fn archive_bounds(
+        &self,
+        username: &str,
+    ) -> Result<Option<(ArchivedMessage, ArchivedMessage)>> {
+        let mut ends = Vec::with_capacity(2);
+        for order in ["ASC", "DESC"] {
+            let row = sqlx::query(&format!(
+                "SELECT id, stamp, stanza FROM archive WHERE username = ? ORDER BY seq {order} LIMIT 1"
+            ))
+            .bind(username)
+            .fetch_optional(&self.pool)
+            .await?;
+            match row {
+                Some(r) => ends.push(ArchivedMessage {
+                    id: r.get(0),
+                    stamp: r.get(1),
+                    stanza: r.get(2),
+                }),
+                None => return Ok(None),
+            }
+        }
+        let newest = ends.pop();
+        Ok(ends.pop().zip(newest))
+    }
+
+    /// Deletes archived messages older than `stamp`; how many.
+    pub async fn archive_expire(&self, stamp: i64) -> Result<u64> {
+        let done = sqlx::query("DELETE FROM archive WHERE stamp < ?")
+            .bind(stamp)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
+    }
+}

@@ -1,0 +1,45 @@
+//! The features standard clients on phones and in browsers expect
+//! (XEP-0479 Advanced IM Server and the mobile profile), each exercised
+//! by slixmpp (from PyPI) against a real server, one scenario per
+//! feature in `tests/slixmpp/`.
+//!
+//! The Python interpreter is `TERN_TEST_PYTHON`, else `.venv/bin/python`
+//! at the workspace root (the test command creates it). Without one the
+//! tests fail under CI (or `TERN_REQUIRE_PEERS=1`) and are skipped,
+//! loudly, elsewhere.
+
+mod common;
+
+use common::peers::{missing, python, run_slixmpp};
+use common::{files_containing, TestCa, TestServer, DOMAIN};
+
+/// Runs `script` against a fresh server; returns the server for checks
+/// of what it wrote.
+fn scenario(script: &str) -> Option<TestServer> {
+    let Some(python) = python() else {
+        missing("Python venv with slixmpp");
+        return None;
+    };
+    let server = TestServer::start();
+    let args = [
+        server.c2s.ip().to_string(),
+        server.c2s.port().to_string(),
+        DOMAIN.to_owned(),
+        TestCa::get().ca_path().display().to_string(),
+    ];
+    run_slixmpp(&python, script, &args, || {
+        format!("server log:\n{}", server.log())
+    });
+    Some(server)
+}
+
+#[test]
+fn carbons_and_the_message_archive() {
+    let Some(server) = scenario("archive_carbons.py") else {
+        return;
+    };
+    assert!(
+        files_containing(server.dir.path(), b"plain secret").is_empty(),
+        "a plain body reached the server's files"
+    );
+}
