@@ -145,6 +145,10 @@ pub struct Limits {
     /// Offline messages kept per user; more bounce with
     /// `resource-constraint`. Default 1000.
     pub max_offline_messages: u32,
+    /// Seconds a session with Stream Management resumption (XEP-0198)
+    /// waits for its client to come back after the connection dropped;
+    /// 0 disables resumption. Default 300.
+    pub resumption_timeout_secs: u64,
 }
 
 impl Default for Limits {
@@ -155,6 +159,7 @@ impl Default for Limits {
             auth_failures_per_minute: 10,
             unauthenticated_timeout_secs: 60,
             max_offline_messages: 1000,
+            resumption_timeout_secs: 300,
         }
     }
 }
@@ -568,6 +573,10 @@ auth_failures_per_minute = {auth_fail}
 unauthenticated_timeout_secs = {unauth}
 # Offline messages kept per user (default 1000).
 max_offline_messages = {offline}
+# Seconds a dropped session may be resumed (XEP-0198) before what it
+# did not acknowledge goes to offline storage; 0 = no resumption
+# (default 300).
+resumption_timeout_secs = {resumption}
 
 [groups]
 # The group hub's domain (default "groups.<domain>"). Every group is
@@ -644,6 +653,7 @@ connect_timeout_secs = {connect_timeout}
             auth_fail = self.limits.auth_failures_per_minute,
             unauth = self.limits.unauthenticated_timeout_secs,
             offline = self.limits.max_offline_messages,
+            resumption = self.limits.resumption_timeout_secs,
             groups_domain = match &self.groups.domain {
                 Some(domain) => format!("domain = {}", quote(domain)),
                 None => format!("# domain = {}", quote(&self.groups_domain())),

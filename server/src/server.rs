@@ -19,6 +19,7 @@ use xmpp_parsers::stream_error::DefinedCondition as StreamCondition;
 
 use crate::c2s::limits::{AuthLimiter, ConnectionLimiter};
 use crate::c2s::negotiation::{AccountBackend, BackendError, C2sSettings, TlsMode};
+use crate::c2s::stream_management::{ResumeRequest, Resumptions};
 use crate::config::{Config, Registration};
 use crate::hub::Hub;
 use crate::router::Destination;
@@ -75,6 +76,8 @@ pub struct Server {
     pub upload: UploadService,
     /// The writer of the message archive.
     pub archive: ArchiveWriter,
+    /// Sessions that may be resumed (XEP-0198).
+    pub resumptions: Resumptions,
     /// Server-to-server federation (`None` when disabled).
     pub federation: Option<Federation>,
 }
@@ -192,6 +195,17 @@ impl AccountBackend for Server {
         }
         Ok((handle, rx))
     }
+
+    fn session_features(&self) -> Vec<Element> {
+        vec![
+            Element::bare("sm", crate::c2s::stream_management::NS),
+            Element::bare("csi", crate::modules::csi::NS),
+        ]
+    }
+
+    async fn resume(&self, request: ResumeRequest) -> Result<(), ResumeRequest> {
+        self.resumptions.take_over(request).await
+    }
 }
 
 /// A started server: its bound addresses and the handle to stop it.
@@ -276,6 +290,7 @@ impl RunningServer {
                 hub: Hub::new(config.groups_domain()),
                 upload,
                 archive: ArchiveWriter::spawn(storage.clone()),
+                resumptions: Resumptions::default(),
                 config,
                 storage,
                 sessions: Sessions::default(),

@@ -11,16 +11,21 @@
 mod common;
 
 use common::peers::{missing, python, run_slixmpp};
-use common::{files_containing, TestCa, TestServer, DOMAIN};
+use common::{files_containing, ServerOptions, TestCa, TestServer, DOMAIN};
 
 /// Runs `script` against a fresh server; returns the server for checks
 /// of what it wrote.
 fn scenario(script: &str) -> Option<TestServer> {
+    scenario_with(script, ServerOptions::default())
+}
+
+/// Runs `script` against a fresh server started with `options`.
+fn scenario_with(script: &str, options: ServerOptions) -> Option<TestServer> {
     let Some(python) = python() else {
         missing("Python venv with slixmpp");
         return None;
     };
-    let server = TestServer::start();
+    let server = TestServer::start_with(options);
     let args = [
         server.c2s.ip().to_string(),
         server.c2s.port().to_string(),
@@ -42,4 +47,13 @@ fn carbons_and_the_message_archive() {
         files_containing(server.dir.path(), b"plain secret").is_empty(),
         "a plain body reached the server's files"
     );
+}
+
+#[test]
+fn stream_management_resumption_and_client_state() {
+    let options = ServerOptions {
+        limits: "resumption_timeout_secs = 3".to_owned(),
+        ..ServerOptions::default()
+    };
+    scenario_with("resumption_csi.py", options);
 }

@@ -13,7 +13,7 @@ use futures::{SinkExt, StreamExt};
 use jid::FullJid;
 use minidom::Element;
 use tern_server::c2s::negotiation::{
-    negotiate, AccountBackend, BackendError, C2sSettings, C2sStream, TlsMode,
+    negotiate, AccountBackend, BackendError, C2sSettings, C2sStream, Negotiated, TlsMode,
 };
 use tern_server::sasl::{ScramHash, StoredCredentials};
 use tokio::net::TcpListener;
@@ -193,7 +193,8 @@ async fn client(
         binding: (id, mut outbound),
         ..
     } = match negotiate(Box::new(tcp), peer, TlsMode::StartTls, settings, backend).await {
-        Ok(stream) => stream,
+        Ok(Negotiated::Bound(stream)) => *stream,
+        Ok(Negotiated::Resumed) => return,
         Err(e) => {
             tracing::info!(%peer, "client refused: {e}");
             return;

@@ -5,3 +5,4 @@ pub mod io;
 pub mod limits;
 pub mod negotiation;
 pub(crate) mod session;
+pub mod stream_management;

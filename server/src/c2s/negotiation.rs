@@ -39,6 +39,7 @@ use xmpp_parsers::stream_features::StreamFeatures;
 
 use super::io::{c2s_io, is_stanza_too_large, BoxedTransport, C2sIo, StanzaBudget};
 use super::limits::AuthLimiter;
+use super::stream_management::{self as sm, ResumeRequest};
 use crate::modules::register;
 use crate::sasl::{
     ClientFirst, PlainCredentials, SaslError, ScramHash, ScramServer, StoredCredentials,
@@ -92,6 +93,31 @@ pub trait AccountBackend: Send + Sync {
         &self,
         jid: &FullJid,
     ) -> impl Future<Output = Result<Self::Binding, BackendError>> + Send;
+
+    /// Stream features offered with resource binding besides the usual
+    /// ones (e.g. `<sm/>` for Stream Management, `<csi/>`). Default none.
+    fn session_features(&self) -> Vec<Element> {
+        Vec::new()
+    }
+
+    /// Hands a resuming connection's stream (XEP-0198 `<resume/>`) to its
+    /// session. When there is no such session the request comes back and
+    /// the client is told. Default: no session is resumable.
+    fn resume(
+        &self,
+        request: ResumeRequest,
+    ) -> impl Future<Output = Result<(), ResumeRequest>> + Send {
+        std::future::ready(Err(request))
+    }
+}
+
+/// How negotiation ended.
+pub enum Negotiated<B> {
+    /// A new session is bound.
+    Bound(Box<C2sStream<B>>),
+    /// The connection resumed an earlier session (XEP-0198), which took
+    /// its stream over.
+    Resumed,
 }
 
 /// How the client connected.
@@ -167,7 +193,7 @@ pub async fn negotiate<B: AccountBackend>(
     mode: TlsMode,
     settings: &C2sSettings,
     backend: &B,
-) -> Result<C2sStream<B::Binding>, NegotiationError> {
+) -> Result<Negotiated<B::Binding>, NegotiationError> {
     let deadline = Instant::now() + settings.negotiation_timeout;
     let negotiation = Negotiation {
         peer,
@@ -206,7 +232,7 @@ impl<B: AccountBackend> Negotiation<'_, B> {
         &self,
         transport: BoxedTransport,
         mode: TlsMode,
-    ) -> Result<C2sStream<B::Binding>, NegotiationError> {
+    ) -> Result<Negotiated<B::Binding>, NegotiationError> {
         let transport = match mode {
             TlsMode::Direct => self.tls_handshake(transport).await?,
             TlsMode::StartTls => {
@@ -217,15 +243,8 @@ impl<B: AccountBackend> Negotiation<'_, B> {
         let (mut stream, budget) = self.open_stream(transport, Stage::Sasl).await?;
         let Authenticated::User { username, success } = self.authenticate(&mut stream).await?;
         let accepted = stream.accept_reset(&success).await?;
-        let mut stream = self.send_header_and_features(accepted, Stage::Bind).await?;
-        let (jid, binding) = self.bind(&mut stream, &username).await?;
-        Ok(C2sStream {
-            stream,
-            budget,
-            jid,
-            binding,
-            peer: self.peer,
-        })
+        let stream = self.send_header_and_features(accepted, Stage::Bind).await?;
+        self.bind(stream, budget, username).await
     }
 
     async fn tls_handshake(
@@ -303,6 +322,7 @@ impl<B: AccountBackend> Negotiation<'_, B> {
                         .build(),
                 );
                 features.others.push(Element::bare("ver", NS_ROSTERVER));
+                features.others.extend(self.backend.session_features());
             }
         }
         features
@@ -527,14 +547,35 @@ impl<B: AccountBackend> Negotiation<'_, B> {
         }
     }
 
+    /// Binds a resource, or resumes an earlier session when the client
+    /// asks to (XEP-0198) and the backend has it.
     async fn bind(
         &self,
-        stream: &mut C2sXmlStream,
-        username: &str,
-    ) -> Result<(FullJid, B::Binding), NegotiationError> {
-        let bare = account_jid(username, &self.settings.domain).ok_or(NegotiationError::Closed)?;
+        mut stream: C2sXmlStream,
+        budget: StanzaBudget,
+        username: String,
+    ) -> Result<Negotiated<B::Binding>, NegotiationError> {
+        let bare = account_jid(&username, &self.settings.domain).ok_or(NegotiationError::Closed)?;
         loop {
-            let iq = self.recv(stream).await?;
+            let iq = self.recv(&mut stream).await?;
+            if iq.is("resume", sm::NS) {
+                let request = ResumeRequest {
+                    username: username.clone(),
+                    previd: iq.attr("previd").unwrap_or_default().to_owned(),
+                    h: sm::h_of(&iq).unwrap_or_default(),
+                    stream,
+                    budget: budget.clone(),
+                    peer: self.peer,
+                };
+                match self.backend.resume(request).await {
+                    Ok(()) => return Ok(Negotiated::Resumed),
+                    Err(request) => {
+                        stream = request.stream;
+                        stream.send(&sm::failed("item-not-found", None)).await?;
+                        continue;
+                    }
+                }
+            }
             let bind_query = (iq.is("iq", NS_CLIENT) && iq.attr("type") == Some("set"))
                 .then(|| {
                     stanza::iq_payload(&iq)
@@ -550,7 +591,7 @@ impl<B: AccountBackend> Negotiation<'_, B> {
                     continue;
                 }
                 return Err(refuse_in_place(
-                    stream,
+                    &mut stream,
                     StreamCondition::NotAuthorized,
                     "bind a resource first",
                 )
@@ -569,7 +610,13 @@ impl<B: AccountBackend> Negotiation<'_, B> {
             let binding = self.backend.bind(&jid).await?;
             let response: Element = BindResponse { jid: jid.clone() }.into();
             stream.send(&stanza::iq_result(&iq, Some(response))).await?;
-            return Ok((jid, binding));
+            return Ok(Negotiated::Bound(Box::new(C2sStream {
+                stream,
+                budget,
+                jid,
+                binding,
+                peer: self.peer,
+            })));
         }
     }
 

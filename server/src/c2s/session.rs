@@ -1,10 +1,13 @@
 //! The loop of one authenticated client session: reads stanzas and hands
 //! them to the router, writes what other sessions queue for it, keeps the
-//! connection alive, and cleans up (unavailable presence, unbinding,
-//! re-routing what was still queued) when it ends.
+//! connection alive, answers Stream Management (XEP-0198), waits for a
+//! resumption when a resumable connection drops, and cleans up
+//! (unavailable presence, unbinding, re-routing what the client never
+//! got) when it ends.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
 use minidom::Element;
@@ -13,37 +16,54 @@ use tokio::sync::mpsc;
 use tokio_xmpp::xmlstream::ReadError;
 use xmpp_parsers::stream_error::DefinedCondition as StreamCondition;
 
+use super::io::StanzaBudget;
 use super::negotiation::{
     close_stream, flush_stream, negotiate, read_failure, refuse_in_place, C2sStream, C2sXmlStream,
-    TlsMode,
+    Negotiated, TlsMode,
 };
-use crate::modules::{ciphertext, message, offline, presence};
+use super::stream_management::{self as sm, Acks, ResumeRequest};
+use crate::modules::{ciphertext, csi, mam, message, offline, presence};
 use crate::router::{self, SessionCtx};
 use crate::server::Server;
-use crate::sessions::Outbound;
-use crate::stanza;
+use crate::sessions::{Outbound, SESSION_QUEUE};
+use crate::stanza::{self, errors};
 
 /// Runs a client connection from accept to close.
 pub async fn run(server: Arc<Server>, tcp: TcpStream, peer: SocketAddr, mode: TlsMode) {
+    serve_connection(server, Box::new(tcp), peer, mode).await;
+}
+
+/// Negotiates a connection over any transport (TCP, or a WebSocket) and
+/// runs its session.
+pub async fn serve_connection(
+    server: Arc<Server>,
+    transport: super::io::BoxedTransport,
+    peer: SocketAddr,
+    mode: TlsMode,
+) {
     let negotiated = tokio::select! {
-        result = negotiate(Box::new(tcp), peer, mode, &server.c2s, &*server) => result,
+        result = negotiate(transport, peer, mode, &server.c2s, &*server) => result,
         _ = server.shutdown.cancelled() => return,
     };
     let C2sStream {
-        mut stream,
+        stream,
         budget,
         jid,
-        binding: (handle, mut rx),
+        binding: (handle, rx),
         ..
     } = match negotiated {
-        Ok(stream) => stream,
+        Ok(Negotiated::Bound(stream)) => *stream,
+        Ok(Negotiated::Resumed) => {
+            tracing::debug!(%peer, "connection resumed an earlier session");
+            return;
+        }
         Err(e) => {
             tracing::debug!(%peer, "negotiation ended: {e}");
             return;
         }
     };
     tracing::info!(%jid, %peer, "session started");
-    let mut ctx = SessionCtx {
+    let ctx = SessionCtx {
         username: jid
             .node()
             .map(|n| n.as_str().to_owned())
@@ -55,138 +75,483 @@ pub async fn run(server: Arc<Server>, tcp: TcpStream, peer: SocketAddr, mode: Tl
         deliver_offline: false,
         close_after: None,
     };
-    let mut write_failed = false;
-    let end = loop {
-        tokio::select! {
-            biased;
-            _ = server.shutdown.cancelled() => break Some((StreamCondition::SystemShutdown, "the server is shutting down")),
-            outbound = rx.recv() => match outbound {
-                Some(Outbound::Stanza(stanza)) => {
-                    if write(&mut stream, &stanza, &rx).await.is_err() {
-                        write_failed = true;
-                        break None;
+    let session = Session {
+        server,
+        ctx,
+        rx,
+        acks: None,
+        takeovers: None,
+        held: Vec::new(),
+        csi: csi::State::default(),
+    };
+    session.run(stream, budget).await;
+}
+
+/// How one connection of a session ended.
+enum Ended {
+    /// Close the stream with this error; the session ends.
+    Error(StreamCondition, &'static str),
+    /// The client closed the stream; the session ends.
+    ClientClosed,
+    /// The connection broke; a resumable session waits for its client.
+    Broken {
+        /// Whether writing failed (the client's last input is still read).
+        write_failed: bool,
+    },
+    /// A new connection resumed the session.
+    TakenOver(Box<ResumeRequest>),
+}
+
+/// A bound session and what it keeps across connections.
+struct Session {
+    server: Arc<Server>,
+    ctx: SessionCtx,
+    rx: mpsc::Receiver<Outbound>,
+    /// Stream Management state, once the client enabled it.
+    acks: Option<Acks>,
+    /// Takeover requests, while the session is resumable.
+    takeovers: Option<mpsc::Receiver<ResumeRequest>>,
+    /// Stanzas that arrived while no connection was there.
+    held: Vec<Element>,
+    /// Client State Indication: what waits while the client is inactive.
+    csi: csi::State,
+}
+
+impl Session {
+    async fn run(mut self, mut stream: C2sXmlStream, mut budget: StanzaBudget) {
+        loop {
+            match self.serve(&mut stream, &budget).await {
+                Ended::Error(condition, text) => {
+                    refuse_in_place(&mut stream, condition, text).await;
+                    break;
+                }
+                Ended::ClientClosed => {
+                    // The client chose to close: what it did not
+                    // acknowledge is re-routed, except what its archive
+                    // holds (it catches up there, without duplicates).
+                    if let Some(acks) = &mut self.acks {
+                        let own = self.ctx.bare().to_string();
+                        let unacked = acks.take_unacked();
+                        self.held
+                            .extend(unacked.into_iter().filter(|s| !mam::archived_by(s, &own)));
                     }
+                    let _ = tokio::time::timeout(Duration::from_secs(5), close_stream(&mut stream))
+                        .await;
+                    break;
                 }
-                Some(Outbound::Close(condition, text)) => break Some((condition, text)),
-                None => break None,
-            },
-            inbound = stream.next() => match inbound {
-                Some(Ok(stanza)) => {
-                    budget.reset();
-                    router::route_from_client(&server, &mut ctx, stanza).await;
-                    if std::mem::take(&mut ctx.deliver_offline) {
-                        if let Err(e) = deliver_offline(&server, &ctx, &mut stream).await {
-                            tracing::warn!(jid = %ctx.jid, "offline delivery interrupted: {e}");
-                            break None;
-                        }
+                Ended::TakenOver(request) => {
+                    let _ = tokio::time::timeout(Duration::from_secs(1), close_stream(&mut stream))
+                        .await;
+                    (stream, budget) = self.resume(*request).await;
+                }
+                Ended::Broken { write_failed } => {
+                    if write_failed {
+                        self.drain_input(&mut stream).await;
                     }
-                    if let Some(close) = ctx.close_after.take() {
-                        flush_queue(&mut stream, &mut rx).await;
-                        break Some(close);
+                    drop(stream);
+                    match self.wait_for_resumption().await {
+                        Some(request) => (stream, budget) = self.resume(request).await,
+                        None => return self.end().await,
                     }
-                }
-                Some(Err(ReadError::SoftTimeout)) => {
-                    if write(&mut stream, &keepalive_ping(&server, &ctx), &rx).await.is_err() {
-                        break None;
-                    }
-                }
-                Some(Err(ReadError::HardError(e))) => {
-                    tracing::info!(jid = %ctx.jid, "stream ended: {}", read_failure(&mut stream, e).await);
-                    break None;
-                }
-                Some(Err(ReadError::ParseError(e))) => {
-                    tracing::info!(jid = %ctx.jid, "unparsable element: {e}");
-                    break Some((StreamCondition::BadFormat, "cannot parse that element"));
-                }
-                Some(Err(ReadError::StreamFooterReceived)) | None => {
-                    tracing::debug!(jid = %ctx.jid, "the client closed the stream");
-                    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), close_stream(&mut stream)).await;
-                    break None;
                 }
             }
         }
-    };
-    if let Some((condition, text)) = end {
-        refuse_in_place(&mut stream, condition, text).await;
+        drop(stream);
+        self.end().await;
     }
-    if write_failed {
-        drain_input(&server, &mut ctx, &mut stream).await;
-    }
-    drop(stream);
-    end_session(&server, &mut ctx, rx).await;
-}
 
-/// After the connection broke for writing (the client went away without
-/// waiting for our answers): what the client sent before is still read
-/// and handled, for a short while, so that none of it is lost.
-async fn drain_input(server: &Server, ctx: &mut SessionCtx, stream: &mut C2sXmlStream) {
-    let drained = tokio::time::timeout(DRAIN_TIME, async {
-        while let Some(Ok(stanza)) = stream.next().await {
-            router::route_from_client(server, ctx, stanza).await;
+    /// Serves one connection until it ends.
+    async fn serve(&mut self, stream: &mut C2sXmlStream, budget: &StanzaBudget) -> Ended {
+        if let Err(ended) = self.write_held(stream).await {
+            return ended;
         }
-    })
-    .await;
-    if drained.is_err() {
-        tracing::debug!(jid = %ctx.jid, "stopped reading a broken connection");
-    }
-}
-
-/// Writes a stanza, flushing only when nothing else is queued, so that
-/// bursts go out in few TLS records.
-async fn write(
-    stream: &mut C2sXmlStream,
-    stanza: &Element,
-    rx: &mpsc::Receiver<Outbound>,
-) -> std::io::Result<()> {
-    tracing::trace!(name = stanza.name(), id = ?stanza.attr("id"), "stanza to client");
-    stream.feed(stanza).await?;
-    if rx.is_empty() {
-        flush_stream(stream).await?;
-    }
-    Ok(())
-}
-
-/// Writes out what is already queued (before a handler-requested close).
-async fn flush_queue(stream: &mut C2sXmlStream, rx: &mut mpsc::Receiver<Outbound>) {
-    while let Ok(Outbound::Stanza(stanza)) = rx.try_recv() {
-        if stream.feed(&stanza).await.is_err() {
-            return;
+        loop {
+            tokio::select! {
+                biased;
+                _ = self.server.shutdown.cancelled() => {
+                    return Ended::Error(StreamCondition::SystemShutdown, "the server is shutting down");
+                }
+                Some(request) = next_takeover(&mut self.takeovers) => return Ended::TakenOver(Box::new(request)),
+                outbound = self.rx.recv() => match outbound {
+                    Some(Outbound::Stanza(stanza)) => {
+                        for stanza in self.csi.process(stanza) {
+                            if self.write(stream, &stanza).await.is_err() {
+                                return Ended::Broken { write_failed: true };
+                            }
+                        }
+                        if self.acks.as_ref().is_some_and(|a| a.pending() > SESSION_QUEUE) {
+                            return Ended::Error(
+                                StreamCondition::PolicyViolation,
+                                "too many stanzas left unacknowledged",
+                            );
+                        }
+                    }
+                    Some(Outbound::Close(condition, text)) => return Ended::Error(condition, text),
+                    None => return Ended::Broken { write_failed: false },
+                },
+                inbound = stream.next() => match inbound {
+                    Some(Ok(element)) => {
+                        budget.reset();
+                        if let Some(ended) = self.inbound(stream, element).await {
+                            return ended;
+                        }
+                    }
+                    Some(Err(ReadError::SoftTimeout)) => {
+                        let ping = keepalive_ping(&self.server, &self.ctx);
+                        if self.write(stream, &ping).await.is_err() {
+                            return Ended::Broken { write_failed: false };
+                        }
+                    }
+                    Some(Err(ReadError::HardError(e))) => {
+                        tracing::info!(jid = %self.ctx.jid, "stream ended: {}", read_failure(stream, e).await);
+                        return Ended::Broken { write_failed: false };
+                    }
+                    Some(Err(ReadError::ParseError(e))) => {
+                        tracing::info!(jid = %self.ctx.jid, "unparsable element: {e}");
+                        return Ended::Error(StreamCondition::BadFormat, "cannot parse that element");
+                    }
+                    Some(Err(ReadError::StreamFooterReceived)) | None => {
+                        tracing::debug!(jid = %self.ctx.jid, "the client closed the stream");
+                        return Ended::ClientClosed;
+                    }
+                }
+            }
         }
     }
-    let _ = flush_stream(stream).await;
-}
 
-/// Writes the user's offline messages to this session and deletes them
-/// once they are flushed to the connection.
-async fn deliver_offline(
-    server: &Server,
-    ctx: &SessionCtx,
-    stream: &mut C2sXmlStream,
-) -> std::io::Result<()> {
-    let stored = match server.storage.offline_messages(&ctx.username).await {
-        Ok(stored) => stored,
-        Err(e) => {
-            tracing::error!("reading offline messages failed: {e}");
+    /// Handles one element from the client.
+    async fn inbound(&mut self, stream: &mut C2sXmlStream, element: Element) -> Option<Ended> {
+        if element.ns() == sm::NS {
+            return self.stream_management(stream, &element).await;
+        }
+        if element.ns() == csi::NS {
+            let flushed = self.csi.set_active(element.name() == "active");
+            for stanza in flushed {
+                if self.write(stream, &stanza).await.is_err() {
+                    return Some(Ended::Broken { write_failed: true });
+                }
+            }
+            return None;
+        }
+        if let (Some(acks), true) = (&mut self.acks, sm::is_stanza(&element)) {
+            acks.received();
+        }
+        router::route_from_client(&self.server, &mut self.ctx, element).await;
+        if std::mem::take(&mut self.ctx.deliver_offline) {
+            if let Err(e) = self.deliver_offline(stream).await {
+                tracing::warn!(jid = %self.ctx.jid, "offline delivery interrupted: {e}");
+                return Some(Ended::Broken { write_failed: true });
+            }
+        }
+        if let Some((condition, text)) = self.ctx.close_after.take() {
+            self.flush_queue(stream).await;
+            return Some(Ended::Error(condition, text));
+        }
+        None
+    }
+
+    /// Answers `<enable/>`, `<r/>` and `<a/>`.
+    async fn stream_management(
+        &mut self,
+        stream: &mut C2sXmlStream,
+        element: &Element,
+    ) -> Option<Ended> {
+        let reply = match (element.name(), &mut self.acks) {
+            ("enable", None) => Some(self.enable(element)),
+            ("enable", Some(_)) => Some(sm::failed("unexpected-request", None)),
+            ("r", Some(acks)) => Some(sm::ack(acks.handled)),
+            ("a", Some(acks)) => match sm::h_of(element).map(|h| acks.acknowledge(h)) {
+                Some(Ok(())) => None,
+                _ => {
+                    return Some(Ended::Error(
+                        StreamCondition::UndefinedCondition,
+                        "that acknowledges stanzas never sent",
+                    ))
+                }
+            },
+            _ => Some(sm::failed("unexpected-request", None)),
+        };
+        let reply = reply?;
+        let written = async {
+            stream.feed(&reply).await?;
+            flush_stream(stream).await
+        };
+        written
+            .await
+            .err()
+            .map(|_| Ended::Broken { write_failed: true })
+    }
+
+    /// Enables Stream Management, resumable if asked and allowed.
+    fn enable(&mut self, element: &Element) -> Element {
+        let timeout = self.server.config.limits.resumption_timeout_secs;
+        let wants_resume = matches!(element.attr("resume"), Some("true" | "1"));
+        let resume_id = (wants_resume && timeout > 0).then(|| {
+            let (id, takeovers) = self.server.resumptions.register(&self.ctx.username);
+            self.takeovers = Some(takeovers);
+            id
+        });
+        let enabled = sm::enabled(resume_id.as_deref().map(|id| (id, timeout)));
+        tracing::debug!(jid = %self.ctx.jid, resumable = resume_id.is_some(), "stream management enabled");
+        self.acks = Some(Acks::new(resume_id));
+        enabled
+    }
+
+    /// Waits, while the session is resumable, for a connection to take
+    /// it over; holds what arrives meanwhile.
+    async fn wait_for_resumption(&mut self) -> Option<ResumeRequest> {
+        self.takeovers.as_ref()?;
+        let timeout = Duration::from_secs(self.server.config.limits.resumption_timeout_secs);
+        tracing::info!(jid = %self.ctx.jid, "connection lost; the session waits to be resumed");
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            tokio::select! {
+                _ = self.server.shutdown.cancelled() => return None,
+                _ = tokio::time::sleep_until(deadline) => {
+                    tracing::info!(jid = %self.ctx.jid, "the session was not resumed in time");
+                    return None;
+                }
+                Some(request) = next_takeover(&mut self.takeovers) => return Some(request),
+                outbound = self.rx.recv() => match outbound {
+                    Some(Outbound::Stanza(stanza)) if self.held.len() < SESSION_QUEUE => {
+                        self.held.push(stanza);
+                    }
+                    Some(Outbound::Stanza(stanza)) => {
+                        self.held.push(stanza);
+                        tracing::info!(jid = %self.ctx.jid, "too much waits for a lost connection; ending the session");
+                        return None;
+                    }
+                    _ => return None,
+                },
+            }
+        }
+    }
+
+    /// Continues on a resuming connection: `<resumed/>`, then every
+    /// stanza the client did not acknowledge, then what was held.
+    async fn resume(&mut self, request: ResumeRequest) -> (C2sXmlStream, StanzaBudget) {
+        let ResumeRequest {
+            mut stream,
+            budget,
+            h,
+            previd,
+            peer,
+            ..
+        } = request;
+        tracing::info!(jid = %self.ctx.jid, %peer, "session resumed");
+        let Some(acks) = &mut self.acks else {
+            return (stream, budget);
+        };
+        if acks.acknowledge(h).is_err() {
+            tracing::info!(jid = %self.ctx.jid, h, "the resuming client acknowledged more than was sent");
+        }
+        acks.reset_request();
+        let resent: Vec<Element> = acks.take_unacked();
+        let written = async {
+            stream.feed(&sm::resumed(&previd, acks.handled)).await?;
+            flush_stream(&mut stream).await
+        };
+        if written.await.is_err() {
+            self.held.splice(0..0, resent);
+            return (stream, budget);
+        }
+        self.held.splice(0..0, resent);
+        (stream, budget)
+    }
+
+    /// Writes the stanzas held while no connection was there.
+    async fn write_held(&mut self, stream: &mut C2sXmlStream) -> Result<(), Ended> {
+        let held = std::mem::take(&mut self.held);
+        let mut pending = held.into_iter();
+        for stanza in pending.by_ref() {
+            if let Some(acks) = &mut self.acks {
+                acks.sent(&stanza);
+            }
+            if stream.feed(&stanza).await.is_err() {
+                // Kept as unacknowledged: sent again on the next resumption.
+                self.held.extend(pending);
+                return Err(Ended::Broken { write_failed: true });
+            }
+        }
+        self.flush(stream)
+            .await
+            .map_err(|_| Ended::Broken { write_failed: true })
+    }
+
+    /// After the connection broke for writing (the client went away
+    /// without waiting for our answers): what the client sent before is
+    /// still read and handled, for a short while, so that none of it is
+    /// lost.
+    async fn drain_input(&mut self, stream: &mut C2sXmlStream) {
+        let server = self.server.clone();
+        let ctx = &mut self.ctx;
+        let acks = &mut self.acks;
+        let drained = tokio::time::timeout(DRAIN_TIME, async {
+            while let Some(Ok(element)) = stream.next().await {
+                if !sm::is_stanza(&element) {
+                    continue;
+                }
+                if let Some(acks) = acks.as_mut() {
+                    acks.received();
+                }
+                router::route_from_client(&server, ctx, element).await;
+            }
+        })
+        .await;
+        if drained.is_err() {
+            tracing::debug!(jid = %self.ctx.jid, "stopped reading a broken connection");
+        }
+    }
+
+    /// Writes a stanza, flushing only when nothing else is queued, so that
+    /// bursts go out in few TLS records.
+    async fn write(&mut self, stream: &mut C2sXmlStream, stanza: &Element) -> std::io::Result<()> {
+        tracing::trace!(name = stanza.name(), id = ?stanza.attr("id"), "stanza to client");
+        if let Some(acks) = &mut self.acks {
+            acks.sent(stanza);
+        }
+        stream.feed(stanza).await?;
+        if self.rx.is_empty() {
+            self.flush(stream).await?;
+        }
+        Ok(())
+    }
+
+    /// Flushes, asking for an acknowledgement of what was sent when
+    /// Stream Management is on.
+    async fn flush(&mut self, stream: &mut C2sXmlStream) -> std::io::Result<()> {
+        if let Some(acks) = &mut self.acks {
+            if acks.should_request() {
+                stream.feed(&sm::request()).await?;
+            }
+        }
+        flush_stream(stream).await
+    }
+
+    /// Writes out what is already queued (before a handler-requested close).
+    async fn flush_queue(&mut self, stream: &mut C2sXmlStream) {
+        while let Ok(Outbound::Stanza(stanza)) = self.rx.try_recv() {
+            if let Some(acks) = &mut self.acks {
+                acks.sent(&stanza);
+            }
+            if stream.feed(&stanza).await.is_err() {
+                return;
+            }
+        }
+        let _ = flush_stream(stream).await;
+    }
+
+    /// Writes the user's offline messages to this session and deletes them
+    /// once they are flushed to the connection (and, with Stream
+    /// Management, kept until acknowledged).
+    async fn deliver_offline(&mut self, stream: &mut C2sXmlStream) -> std::io::Result<()> {
+        let server = self.server.clone();
+        let stored = match server.storage.offline_messages(&self.ctx.username).await {
+            Ok(stored) => stored,
+            Err(e) => {
+                tracing::error!("reading offline messages failed: {e}");
+                return Ok(());
+            }
+        };
+        let Some(last) = stored.last().map(|m| m.id) else {
             return Ok(());
+        };
+        for mut message in offline::parse_stored(&stored) {
+            stanza::set_attr(&mut message, "to", self.ctx.jid.to_string());
+            if let Some(acks) = &mut self.acks {
+                acks.sent(&message);
+            }
+            stream.feed(&message).await?;
         }
-    };
-    let Some(last) = stored.last().map(|m| m.id) else {
-        return Ok(());
-    };
-    for mut message in offline::parse_stored(&stored) {
-        stanza::set_attr(&mut message, "to", ctx.jid.to_string());
-        stream.feed(&message).await?;
+        self.flush(stream).await?;
+        if let Err(e) = server
+            .storage
+            .delete_offline(&self.ctx.username, last)
+            .await
+        {
+            tracing::error!("deleting delivered offline messages failed: {e}");
+        }
+        tracing::debug!(jid = %self.ctx.jid, count = stored.len(), "delivered offline messages");
+        Ok(())
     }
-    flush_stream(stream).await?;
-    if let Err(e) = server.storage.delete_offline(&ctx.username, last).await {
-        tracing::error!("deleting delivered offline messages failed: {e}");
+
+    /// Unbinds the session, broadcasts unavailable presence, and re-routes
+    /// what the client never got (queued, held, or written but not
+    /// acknowledged), so that none is lost: messages go to the user's
+    /// other resources or to offline storage (or back to their sender when
+    /// they may not be stored), IQ requests are answered with an error.
+    async fn end(mut self) {
+        let server = self.server.clone();
+        let ctx = &mut self.ctx;
+        server
+            .sessions
+            .unbind(&ctx.username, ctx.jid.resource().as_str(), ctx.handle.id);
+        if let Some(id) = self.acks.as_ref().and_then(|a| a.resume_id.as_deref()) {
+            server.resumptions.remove(id);
+        }
+        if let Err(e) = presence::go_unavailable(&server, ctx, None).await {
+            tracing::error!("broadcasting unavailable presence failed: {e}");
+        }
+        self.rx.close();
+        let mut undelivered = self
+            .acks
+            .as_mut()
+            .map(Acks::take_unacked)
+            .unwrap_or_default();
+        undelivered.append(&mut self.held);
+        undelivered.extend(self.csi.take_held());
+        while let Ok(outbound) = self.rx.try_recv() {
+            if let Outbound::Stanza(stanza) = outbound {
+                undelivered.push(stanza);
+            }
+        }
+        for stanza in undelivered {
+            reroute(&server, &self.ctx, stanza).await;
+        }
+        tracing::info!(jid = %self.ctx.jid, "session ended");
     }
-    tracing::debug!(jid = %ctx.jid, count = stored.len(), "delivered offline messages");
-    Ok(())
 }
 
-/// How long [`drain_input`] reads.
-const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(5);
+/// Gives a stanza the ended session never delivered to where it can go.
+async fn reroute(server: &Server, ctx: &SessionCtx, stanza: Element) {
+    let own = ctx.bare().to_string();
+    let from = stanza.attr("from").unwrap_or_default();
+    // Carbons, archive results and the like came from the user's own
+    // account or the server: nothing to send back or keep.
+    if from == own || from == server.config.domain || from.is_empty() {
+        return;
+    }
+    match (stanza.name(), stanza.attr("type")) {
+        ("message", None | Some("chat") | Some("normal")) => {
+            let storable = !ciphertext::is_plaintext(&stanza);
+            if let Err(Some(bounce)) =
+                message::deliver(server, stanza, &ctx.username, None, storable).await
+            {
+                Box::pin(router::route_inbound(server, bounce)).await;
+            }
+        }
+        ("iq", Some("get" | "set")) => {
+            if let Some(error) = errors::service_unavailable(&stanza, "the recipient went away") {
+                Box::pin(router::route_inbound(server, error)).await;
+            }
+        }
+        _ => {}
+    }
+}
+
+/// The next takeover request, or never when the session is not
+/// resumable.
+async fn next_takeover(
+    takeovers: &mut Option<mpsc::Receiver<ResumeRequest>>,
+) -> Option<ResumeRequest> {
+    match takeovers {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// How long [`Session::drain_input`] reads.
+const DRAIN_TIME: Duration = Duration::from_secs(5);
 
 fn keepalive_ping(server: &Server, ctx: &SessionCtx) -> Element {
     let mut iq = stanza::new_stanza("iq");
@@ -196,29 +561,4 @@ fn keepalive_ping(server: &Server, ctx: &SessionCtx) -> Element {
     stanza::set_attr(&mut iq, "to", ctx.jid.to_string());
     iq.append_child(Element::bare("ping", crate::modules::ping::NS));
     iq
-}
-
-/// Unbinds the session, broadcasts unavailable presence, and re-routes
-/// messages that were queued for it but never written, so that none is
-/// lost: they go to the user's other resources or to offline storage.
-async fn end_session(server: &Server, ctx: &mut SessionCtx, mut rx: mpsc::Receiver<Outbound>) {
-    server
-        .sessions
-        .unbind(&ctx.username, ctx.jid.resource().as_str(), ctx.handle.id);
-    if let Err(e) = presence::go_unavailable(server, ctx, None).await {
-        tracing::error!("broadcasting unavailable presence failed: {e}");
-    }
-    rx.close();
-    while let Ok(outbound) = rx.try_recv() {
-        let Outbound::Stanza(stanza) = outbound else {
-            continue;
-        };
-        if stanza.name() == "message"
-            && matches!(stanza.attr("type"), None | Some("chat") | Some("normal"))
-        {
-            let storable = !ciphertext::is_plaintext(&stanza);
-            let _ = message::deliver(server, stanza, &ctx.username, None, storable).await;
-        }
-    }
-    tracing::info!(jid = %ctx.jid, "session ended");
 }

@@ -381,6 +381,14 @@ pub fn stamp_incoming(server: &Server, owner: &BareJid, message: &mut Element) -
     Some(id)
 }
 
+/// Whether a message was archived in the archive of `owner` (a bare JID):
+/// it carries the stanza id this server gave it there.
+pub fn archived_by(message: &Element, owner: &str) -> bool {
+    message
+        .children()
+        .any(|c| c.is("stanza-id", NS_SID) && c.attr("by") == Some(owner))
+}
+
 /// Queues `message` for `owner`'s archive under `id`, as exchanged with
 /// `with`.
 pub async fn append(server: &Server, owner: &str, id: String, with: &BareJid, message: &Element) {

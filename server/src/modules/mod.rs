@@ -4,6 +4,7 @@
 
 pub mod carbons;
 pub mod ciphertext;
+pub mod csi;
 pub mod disco;
 pub mod keys;
 pub mod mam;
