@@ -44,7 +44,7 @@ impl SessionCtx {
     /// Sends a stanza to this session's own client.
     pub fn reply(&self, stanza: Option<Element>) {
         if let Some(s) = stanza {
-            self.handle.send(s);
+            self.handle.reply(s);
         }
     }
 }
@@ -119,6 +119,19 @@ pub async fn route_from_client(server: &Server, session: &mut SessionCtx, mut st
     if let Some(to) = &to {
         // Normalised form, so that routing compares like with like.
         stanza::set_attr(&mut stanza, "to", to.to_string());
+    }
+    if let Some(to) = &to {
+        if modules::blocking::blocks(server, &session.username, to).await {
+            // Presence and answers just stop; the rest is refused.
+            let refusal = match (stanza.name(), stanza.attr("type")) {
+                ("presence", _) | ("message", Some("error")) | ("iq", Some("result" | "error")) => {
+                    None
+                }
+                _ => modules::blocking::refusal(&stanza),
+            };
+            session.reply(refusal);
+            return;
+        }
     }
     let destination = server.destination(to.as_ref());
     match stanza.name() {

@@ -22,6 +22,7 @@ use crate::c2s::negotiation::{AccountBackend, BackendError, C2sSettings, TlsMode
 use crate::c2s::stream_management::{ResumeRequest, Resumptions};
 use crate::config::{Config, Registration};
 use crate::hub::Hub;
+use crate::modules::blocking::Blocklists;
 use crate::router::Destination;
 use crate::sasl::{ScramHash, StoredCredentials};
 use crate::sessions::{Outbound, SessionHandle, Sessions};
@@ -78,6 +79,10 @@ pub struct Server {
     pub archive: ArchiveWriter,
     /// Sessions that may be resumed (XEP-0198).
     pub resumptions: Resumptions,
+    /// Users' blocklists (XEP-0191), as far as read.
+    pub blocklists: Blocklists,
+    /// When the server started.
+    pub started: std::time::Instant,
     /// Server-to-server federation (`None` when disabled).
     pub federation: Option<Federation>,
 }
@@ -197,10 +202,12 @@ impl AccountBackend for Server {
     }
 
     fn session_features(&self) -> Vec<Element> {
-        vec![
+        let mut features = vec![
             Element::bare("sm", crate::c2s::stream_management::NS),
             Element::bare("csi", crate::modules::csi::NS),
-        ]
+        ];
+        features.extend(crate::modules::caps::stream_feature(self));
+        features
     }
 
     async fn resume(&self, request: ResumeRequest) -> Result<(), ResumeRequest> {
@@ -291,6 +298,8 @@ impl RunningServer {
                 upload,
                 archive: ArchiveWriter::spawn(storage.clone()),
                 resumptions: Resumptions::default(),
+                blocklists: Blocklists::default(),
+                started: std::time::Instant::now(),
                 config,
                 storage,
                 sessions: Sessions::default(),

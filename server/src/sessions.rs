@@ -19,8 +19,21 @@ pub const SESSION_QUEUE: usize = 4096;
 pub enum Outbound {
     /// Write this stanza to the client.
     Stanza(Element),
+    /// Write this answer of the server to the client's own request (not
+    /// subject to the client's blocklist).
+    Reply(Element),
     /// Close the stream with this stream error.
     Close(StreamCondition, &'static str),
+}
+
+impl Outbound {
+    /// The stanza to write, if it is one.
+    pub fn into_stanza(self) -> Option<Element> {
+        match self {
+            Outbound::Stanza(stanza) | Outbound::Reply(stanza) => Some(stanza),
+            Outbound::Close(..) => None,
+        }
+    }
 }
 
 /// The sending half to one session.
@@ -35,7 +48,16 @@ impl SessionHandle {
     /// Queues a stanza for the client. A session whose queue is full is
     /// stuck; it is told to close and the stanza is dropped (false).
     pub fn send(&self, stanza: Element) -> bool {
-        match self.tx.try_send(Outbound::Stanza(stanza)) {
+        self.queue(Outbound::Stanza(stanza))
+    }
+
+    /// Queues the server's answer to the client's own request.
+    pub fn reply(&self, stanza: Element) -> bool {
+        self.queue(Outbound::Reply(stanza))
+    }
+
+    fn queue(&self, outbound: Outbound) -> bool {
+        match self.tx.try_send(outbound) {
             Ok(()) => true,
             Err(mpsc::error::TrySendError::Full(_)) => {
                 tracing::warn!(session = self.id, "session queue full, closing it");

@@ -130,6 +130,16 @@ pub mod errors {
         )
     }
 
+    /// `not-acceptable` (modify).
+    pub fn not_acceptable(stanza: &Element, text: &str) -> Option<Element> {
+        error_reply(
+            stanza,
+            ErrorType::Modify,
+            DefinedCondition::NotAcceptable,
+            text,
+        )
+    }
+
     /// `item-not-found` (cancel).
     pub fn item_not_found(stanza: &Element, text: &str) -> Option<Element> {
         error_reply(

@@ -57,3 +57,8 @@ fn stream_management_resumption_and_client_state() {
     };
     scenario_with("resumption_csi.py", options);
 }
+
+#[test]
+fn vcards_avatars_private_storage_bookmarks_blocking_and_more() {
+    scenario("account_data.py");
+}

@@ -22,7 +22,7 @@ use super::negotiation::{
     Negotiated, TlsMode,
 };
 use super::stream_management::{self as sm, Acks, ResumeRequest};
-use crate::modules::{ciphertext, csi, mam, message, offline, presence};
+use crate::modules::{blocking, ciphertext, csi, last, mam, message, offline, presence};
 use crate::router::{self, SessionCtx};
 use crate::server::Server;
 use crate::sessions::{Outbound, SESSION_QUEUE};
@@ -172,23 +172,31 @@ impl Session {
                     return Ended::Error(StreamCondition::SystemShutdown, "the server is shutting down");
                 }
                 Some(request) = next_takeover(&mut self.takeovers) => return Ended::TakenOver(Box::new(request)),
-                outbound = self.rx.recv() => match outbound {
-                    Some(Outbound::Stanza(stanza)) => {
-                        for stanza in self.csi.process(stanza) {
-                            if self.write(stream, &stanza).await.is_err() {
-                                return Ended::Broken { write_failed: true };
+                outbound = self.rx.recv() => {
+                    let stanza = match outbound {
+                        Some(Outbound::Stanza(stanza)) => {
+                            if blocking::blocks_sender(&self.server, &self.ctx.username, &stanza).await {
+                                refuse_blocked(&self.server, stanza).await;
+                                continue;
                             }
+                            stanza
                         }
-                        if self.acks.as_ref().is_some_and(|a| a.pending() > SESSION_QUEUE) {
-                            return Ended::Error(
-                                StreamCondition::PolicyViolation,
-                                "too many stanzas left unacknowledged",
-                            );
+                        Some(Outbound::Reply(stanza)) => stanza,
+                        Some(Outbound::Close(condition, text)) => return Ended::Error(condition, text),
+                        None => return Ended::Broken { write_failed: false },
+                    };
+                    for stanza in self.csi.process(stanza) {
+                        if self.write(stream, &stanza).await.is_err() {
+                            return Ended::Broken { write_failed: true };
                         }
                     }
-                    Some(Outbound::Close(condition, text)) => return Ended::Error(condition, text),
-                    None => return Ended::Broken { write_failed: false },
-                },
+                    if self.acks.as_ref().is_some_and(|a| a.pending() > SESSION_QUEUE) {
+                        return Ended::Error(
+                            StreamCondition::PolicyViolation,
+                            "too many stanzas left unacknowledged",
+                        );
+                    }
+                }
                 inbound = stream.next() => match inbound {
                     Some(Ok(element)) => {
                         budget.reset();
@@ -312,11 +320,11 @@ impl Session {
                     return None;
                 }
                 Some(request) = next_takeover(&mut self.takeovers) => return Some(request),
-                outbound = self.rx.recv() => match outbound {
-                    Some(Outbound::Stanza(stanza)) if self.held.len() < SESSION_QUEUE => {
+                outbound = self.rx.recv() => match outbound.and_then(Outbound::into_stanza) {
+                    Some(stanza) if self.held.len() < SESSION_QUEUE => {
                         self.held.push(stanza);
                     }
-                    Some(Outbound::Stanza(stanza)) => {
+                    Some(stanza) => {
                         self.held.push(stanza);
                         tracing::info!(jid = %self.ctx.jid, "too much waits for a lost connection; ending the session");
                         return None;
@@ -430,7 +438,7 @@ impl Session {
 
     /// Writes out what is already queued (before a handler-requested close).
     async fn flush_queue(&mut self, stream: &mut C2sXmlStream) {
-        while let Ok(Outbound::Stanza(stanza)) = self.rx.try_recv() {
+        while let Some(stanza) = self.rx.try_recv().ok().and_then(Outbound::into_stanza) {
             if let Some(acks) = &mut self.acks {
                 acks.sent(&stanza);
             }
@@ -492,6 +500,9 @@ impl Session {
         if let Err(e) = presence::go_unavailable(&server, ctx, None).await {
             tracing::error!("broadcasting unavailable presence failed: {e}");
         }
+        if server.sessions.resources(&ctx.username).is_empty() {
+            last::record_logout(&server, &ctx.username, "").await;
+        }
         self.rx.close();
         let mut undelivered = self
             .acks
@@ -501,9 +512,7 @@ impl Session {
         undelivered.append(&mut self.held);
         undelivered.extend(self.csi.take_held());
         while let Ok(outbound) = self.rx.try_recv() {
-            if let Outbound::Stanza(stanza) = outbound {
-                undelivered.push(stanza);
-            }
+            undelivered.extend(outbound.into_stanza());
         }
         for stanza in undelivered {
             reroute(&server, &self.ctx, stanza).await;
@@ -536,6 +545,19 @@ async fn reroute(server: &Server, ctx: &SessionCtx, stanza: Element) {
             }
         }
         _ => {}
+    }
+}
+
+/// Answers a stanza from a JID the user blocks: messages and IQ
+/// requests bounce with `service-unavailable`, the rest is dropped.
+async fn refuse_blocked(server: &Server, stanza: Element) {
+    let answer = match (stanza.name(), stanza.attr("type")) {
+        ("message", Some("error" | "groupchat" | "headline")) => return,
+        ("message", _) | ("iq", Some("get" | "set")) => errors::service_unavailable(&stanza, ""),
+        _ => return,
+    };
+    if let Some(error) = answer {
+        Box::pin(router::route_inbound(server, error)).await;
     }
 }
 

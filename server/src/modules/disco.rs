@@ -33,9 +33,13 @@ pub async fn handle_iq(
     let node = query.attr("node");
     let info = query.is("query", NS_INFO);
     match destination {
-        Destination::Server if node.is_some() => errors::item_not_found(iq, "no such node"),
+        Destination::Server if node.is_some() && node != caps_node(server).as_deref() => {
+            errors::item_not_found(iq, "no such node")
+        }
         Destination::Server if info => {
-            Some(stanza::iq_result(iq, Some(server_info(server).into())))
+            let mut info = server_info(server);
+            info.node = node.map(str::to_owned);
+            Some(stanza::iq_result(iq, Some(info.into())))
         }
         Destination::Server => Some(stanza::iq_result(iq, Some(server_items(server).into()))),
         Destination::Account(user) => {
@@ -77,7 +81,17 @@ pub async fn handle_iq(
     }
 }
 
-fn server_info(server: &Server) -> DiscoInfoResult {
+/// The node of the server's caps (`NODE#ver`), answered like the server.
+fn caps_node(server: &Server) -> Option<String> {
+    Some(format!(
+        "{}#{}",
+        super::caps::NODE,
+        super::caps::ver(server)?
+    ))
+}
+
+/// The server's own disco#info.
+pub fn server_info(server: &Server) -> DiscoInfoResult {
     DiscoInfoResult {
         node: None,
         identities: vec![Identity::new("server", "im", "en", "Tern")],

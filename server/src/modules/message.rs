@@ -1,7 +1,7 @@
 //! Message routing (RFC 6121 §8.5): to a full JID, to a bare JID by
 //! priority, to offline storage, or back to the sender as an error.
 
-use jid::BareJid;
+use jid::{BareJid, Jid};
 use minidom::Element;
 use xmpp_parsers::stanza_error::{DefinedCondition, ErrorType};
 
@@ -143,6 +143,9 @@ async fn to_local_user(
     resource: Option<&str>,
     storable: bool,
 ) -> Option<Element> {
+    if super::blocking::blocks(server, user, &Jid::from(sender.clone())).await {
+        return errors::service_unavailable(&message, "");
+    }
     let archive_id = match account_jid(user, &server.config.domain) {
         Some(owner) if storable => mam::stamp_incoming(server, &owner, &mut message),
         _ => None,

@@ -2,20 +2,26 @@
 //! through [`handle_iq`]'s table and declares its disco features in
 //! [`server_features`] / [`account_features`].
 
+pub mod blocking;
+pub mod caps;
 pub mod carbons;
 pub mod ciphertext;
 pub mod csi;
 pub mod disco;
 pub mod keys;
+pub mod last;
 pub mod mam;
 pub mod message;
 pub mod offline;
 pub mod pep;
 pub mod ping;
 pub mod presence;
+pub mod private;
 pub mod register;
 pub mod roster;
 pub mod session;
+pub mod time;
+pub mod vcard;
 pub mod version;
 
 use jid::BareJid;
@@ -41,6 +47,11 @@ pub async fn handle_iq(
         session::NS => session::handle_iq(iq, destination),
         carbons::NS => carbons::handle_iq(server, session, iq, destination),
         mam::NS => mam::handle_iq(server, session, iq, destination).await,
+        blocking::NS => blocking::handle_iq(server, session, iq, destination).await,
+        private::NS => private::handle_iq(server, session, iq, destination).await,
+        vcard::NS if iq.attr("type") == Some("set") => {
+            vcard::handle_set(server, session, iq, destination).await
+        }
         _ => handle_open_iq(server, &session.bare(), iq, destination).await,
     }
 }
@@ -63,6 +74,19 @@ pub async fn handle_open_iq(
         ping::NS => ping::handle_iq(iq, destination),
         version::NS => version::handle_iq(iq, destination),
         keys::NS => keys::handle_iq(server, requester, iq, destination).await,
+        vcard::NS => match destination {
+            Destination::Account(user) => vcard::handle_get(server, user, iq).await,
+            Destination::Server if iq.attr("to").is_none() => {
+                vcard::handle_get(server, server.local_user(requester)?, iq).await
+            }
+            _ => None,
+        },
+        last::NS => match destination {
+            Destination::Account(user) => last::of_user(server, requester, user, iq).await,
+            Destination::Server => last::uptime(server.started, iq),
+            _ => None,
+        },
+        time::NS if *destination == Destination::Server => time::handle_iq(iq),
         _ => None,
     }
 }
@@ -76,6 +100,10 @@ pub fn server_features(server: &Server) -> Vec<&'static str> {
     features.extend_from_slice(offline::FEATURES);
     features.extend_from_slice(roster::FEATURES);
     features.extend_from_slice(carbons::FEATURES);
+    features.extend_from_slice(blocking::FEATURES);
+    features.extend_from_slice(last::FEATURES);
+    features.extend_from_slice(time::FEATURES);
+    features.extend_from_slice(vcard::FEATURES);
     if server.config.registration == crate::config::Registration::Open {
         features.extend_from_slice(register::FEATURES);
     }

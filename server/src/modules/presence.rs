@@ -5,6 +5,7 @@
 use jid::{BareJid, Jid};
 use minidom::Element;
 
+use super::blocking;
 use super::roster::save_and_push;
 use crate::c2s::negotiation::account_jid;
 use crate::router::{Destination, SessionCtx};
@@ -361,6 +362,9 @@ async fn answer_probe(server: &Server, user: &str, from: &BareJid) -> Result<(),
 /// Sends the current presence of each available resource of `username`
 /// (or `unavailable` from each) to `to`.
 async fn send_presence_of(server: &Server, username: &str, to: &BareJid, unavailable: bool) {
+    if blocking::blocks(server, username, &Jid::from(to.clone())).await {
+        return;
+    }
     for resource in server.sessions.resources(username) {
         let Some(mut presence) = resource.presence.as_deref().cloned() else {
             continue;
@@ -375,6 +379,28 @@ async fn send_presence_of(server: &Server, username: &str, to: &BareJid, unavail
             &server.destination(Some(&Jid::from(to.clone()))),
         )
         .await;
+    }
+}
+
+/// The local user a presence stanza is from, if any.
+fn local_sender(server: &Server, presence: &Element) -> Option<String> {
+    let from = Jid::new(presence.attr("from")?).ok()?;
+    server.local_user(&from.to_bare()).map(str::to_owned)
+}
+
+/// Tells `to` that every available resource of `username` went away (it
+/// was just blocked).
+pub async fn send_unavailable_to(server: &Server, username: &str, to: &Jid) {
+    let Some(account) = account_jid(username, &server.config.domain) else {
+        return;
+    };
+    for resource in server.sessions.resources(username) {
+        if !resource.available() {
+            continue;
+        }
+        let mut presence = unavailable_from(&format!("{account}/{}", resource.resource));
+        stanza::set_attr(&mut presence, "to", to.to_string());
+        deliver_to(server, presence, &server.destination(Some(to))).await;
     }
 }
 
@@ -487,6 +513,11 @@ async fn probe(server: &Server, session: &SessionCtx, contact: &str) {
 
 async fn send_to_contact(server: &Server, presence: &Element, contact: &str) {
     let Ok(to) = Jid::new(contact) else { return };
+    if let Some(user) = local_sender(server, presence) {
+        if blocking::blocks(server, &user, &to).await {
+            return;
+        }
+    }
     let mut copy = presence.clone();
     stanza::set_attr(&mut copy, "to", to.to_string());
     deliver_to(server, copy, &server.destination(Some(&to))).await;

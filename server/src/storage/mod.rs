@@ -15,6 +15,7 @@ use sqlx::{Row, SqlitePool};
 
 use crate::sasl::{ScramHash, StoredCredentials};
 
+mod account_data;
 mod archive;
 mod batch;
 mod hub;
