@@ -17,7 +17,9 @@ say() { printf '\n== %s\n' "$*"; }
 # nothing is started or changed system-wide. profanity, driven under tmux,
 # is a standard client of tern-bridge. libssl-dev (with pkg-config) is for
 # building SQLCipher, which encrypts tern-bridge's store at rest.
-DEBIAN_PACKAGES=(dnsmasq-base prosody lua-unbound ejabberd profanity tmux libssl-dev pkg-config)
+# Chromium runs Converse.js, a browser client over WebSocket; Node.js and
+# npm run it and @xmpp/client.
+DEBIAN_PACKAGES=(dnsmasq-base prosody lua-unbound ejabberd profanity tmux libssl-dev pkg-config chromium)
 
 apt_install() {
     say "installing Debian packages: $*"
@@ -54,6 +56,15 @@ if ! .venv/bin/python -c 'import slixmpp' >/dev/null 2>&1; then
     .venv/bin/pip install --quiet --disable-pip-version-check -r server/tests/slixmpp/requirements.txt
 fi
 .venv/bin/python -c 'import slixmpp; print("slixmpp", slixmpp.__version__)'
+
+say "Node.js packages of the web client tests (server/tests/web)"
+if ! command -v npm >/dev/null 2>&1; then
+    apt_install nodejs npm
+fi
+if [[ ! -d server/tests/web/node_modules/@xmpp/client ]] ||
+    [[ server/tests/web/package-lock.json -nt server/tests/web/node_modules/.package-lock.json ]]; then
+    (cd server/tests/web && npm ci --no-audit --no-fund --loglevel=error)
+fi
 
 say "cargo fmt --check"
 cargo fmt --all -- --check

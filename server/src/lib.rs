@@ -13,6 +13,7 @@ pub mod admin;
 pub mod c2s;
 pub mod config;
 pub mod expiry;
+pub mod https;
 pub mod hub;
 pub mod modules;
 pub mod router;

@@ -182,6 +182,7 @@ fn print_report(running: &RunningServer, development: bool, started: Instant) {
     report.push_str(&format!(
         "  domain        {}\n  groups        {}\n  c2s STARTTLS  {}\n  c2s TLS       {}\n  \
          upload        {} ({}, files up to {} bytes)\n  \
+         websocket     {}{}\n  \
          data dir      {}\n  certificate   {certificate}\n  fingerprint   SHA-256 {}\n  \
          registration  {registration}\n  plaintext     {}\n",
         config.domain,
@@ -191,6 +192,8 @@ fn print_report(running: &RunningServer, development: bool, started: Instant) {
         server.upload.domain,
         server.upload.base_url,
         server.upload.max_file_bytes,
+        server.upload.base_url.replacen("https://", "wss://", 1),
+        tern_server::https::WEBSOCKET_PATH,
         data_dir.display(),
         server.tls.fingerprint,
         config.plaintext.as_str()

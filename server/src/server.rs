@@ -340,7 +340,7 @@ impl RunningServer {
             tracing::warn!("no admin socket ({e}); `tern-server federation status` will not work");
         }
         tokio::spawn(crate::expiry::run(server.clone()));
-        tokio::spawn(crate::upload::http::serve(
+        tokio::spawn(crate::https::serve(
             server.clone(),
             upload_listener,
             Arc::new(https),

@@ -6,3 +6,4 @@ pub mod limits;
 pub mod negotiation;
 pub(crate) mod session;
 pub mod stream_management;
+pub mod websocket;

@@ -127,6 +127,9 @@ pub enum TlsMode {
     StartTls,
     /// TLS from the first byte (XEP-0368).
     Direct,
+    /// A transport that is encrypted already (XMPP over WebSocket on
+    /// HTTPS): no TLS step.
+    Secured,
 }
 
 /// Settings of c2s negotiation.
@@ -234,6 +237,7 @@ impl<B: AccountBackend> Negotiation<'_, B> {
         mode: TlsMode,
     ) -> Result<Negotiated<B::Binding>, NegotiationError> {
         let transport = match mode {
+            TlsMode::Secured => transport,
             TlsMode::Direct => self.tls_handshake(transport).await?,
             TlsMode::StartTls => {
                 let (stream, _) = self.open_stream(transport, Stage::StartTls).await?;

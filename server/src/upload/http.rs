@@ -1,101 +1,23 @@
-//! The HTTPS side of the upload service: `PUT /upload/TOKEN/NAME` stores
+//! The HTTP side of the upload service: `PUT /upload/TOKEN/NAME` stores
 //! the file of a slot (exactly the announced size, once), `GET` serves it.
-//! HTTP/1.1 (hyper) over the server's certificate; files are streamed to
-//! and from `<data_dir>/uploads/`, never held whole in memory.
+//! Files are streamed to and from `<data_dir>/uploads/`, never held whole
+//! in memory. The listener is [`crate::https`].
 
-use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use futures::TryStreamExt;
-use http_body_util::{combinators::BoxBody, BodyExt, Full, StreamBody};
+use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
 use hyper::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
 use tokio::io::AsyncWriteExt;
-use tokio::net::{TcpListener, TcpStream};
-use tokio_util::task::TaskTracker;
 
+use crate::https::Body;
 use crate::server::Server;
 
-/// Time for the TLS handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
-
-type Body = BoxBody<Bytes, std::io::Error>;
-
-/// Accepts HTTPS connections until the server shuts down.
-pub async fn serve(
-    server: Arc<Server>,
-    listener: TcpListener,
-    tls: Arc<rustls::ServerConfig>,
-    tracker: TaskTracker,
-) {
-    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
-    loop {
-        let accepted = tokio::select! {
-            _ = server.shutdown.cancelled() => return,
-            accepted = listener.accept() => accepted,
-        };
-        match accepted {
-            Ok((tcp, peer)) => {
-                let Some(slot) = server.connections.admit(peer.ip()) else {
-                    tracing::info!(%peer, "too many connections from this address; refused");
-                    continue;
-                };
-                let server = server.clone();
-                let acceptor = acceptor.clone();
-                tracker.spawn(async move {
-                    connection(server, acceptor, tcp, peer).await;
-                    drop(slot);
-                });
-            }
-            Err(e) => {
-                tracing::warn!("accept failed: {e}");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
-    }
-}
-
-async fn connection(
-    server: Arc<Server>,
-    acceptor: tokio_rustls::TlsAcceptor,
-    tcp: TcpStream,
-    peer: SocketAddr,
-) {
-    let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-        Ok(Ok(tls)) => tls,
-        Ok(Err(e)) => {
-            tracing::debug!(%peer, "upload TLS handshake failed: {e}");
-            return;
-        }
-        Err(_) => return,
-    };
-    let shutdown = server.shutdown.clone();
-    let service = hyper::service::service_fn(move |request| {
-        let server = server.clone();
-        async move { Ok::<_, Infallible>(handle(&server, request).await) }
-    });
-    let connection = hyper::server::conn::http1::Builder::new()
-        .timer(hyper_util::rt::TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(30))
-        .serve_connection(TokioIo::new(tls), service);
-    tokio::pin!(connection);
-    tokio::select! {
-        result = connection.as_mut() => {
-            if let Err(e) = result {
-                tracing::debug!(%peer, "upload connection ended: {e}");
-            }
-        }
-        _ = shutdown.cancelled() => connection.as_mut().graceful_shutdown(),
-    }
-}
-
-async fn handle(server: &Server, request: Request<Incoming>) -> Response<Body> {
+/// Serves `/upload/...` requests.
+pub async fn handle(server: &Server, request: Request<Incoming>) -> Response<Body> {
     let Some(token) = token_of(request.uri().path()) else {
         return plain(StatusCode::NOT_FOUND, "no such file");
     };
@@ -258,7 +180,8 @@ fn sized(status: StatusCode, size: u64, body: Body) -> Response<Body> {
     response
 }
 
-fn plain(status: StatusCode, text: &'static str) -> Response<Body> {
+/// A short text response.
+pub fn plain(status: StatusCode, text: &'static str) -> Response<Body> {
     let mut response = Response::new(BodyExt::boxed(
         Full::new(Bytes::from_static(text.as_bytes())).map_err(|never| match never {}),
     ));
@@ -266,7 +189,8 @@ fn plain(status: StatusCode, text: &'static str) -> Response<Body> {
     response
 }
 
-fn empty() -> Body {
+/// An empty body.
+pub fn empty() -> Body {
     BodyExt::boxed(Full::new(Bytes::new()).map_err(|never| match never {}))
 }
 

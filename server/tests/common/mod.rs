@@ -195,6 +195,9 @@ pub struct TestServer {
     pub c2s_tls: SocketAddr,
     /// The s2s STARTTLS listener.
     pub s2s: SocketAddr,
+    /// The HTTPS listener (uploads, XMPP over WebSocket), on the
+    /// server's address.
+    pub https: SocketAddr,
     pub domain: String,
     pub report: Vec<String>,
     child: Child,
@@ -235,12 +238,14 @@ impl TestServer {
         std::fs::write(&config_path, config).expect("write config");
         let (child, report) = spawn_server(&config_path, dir.path());
         let (c2s, c2s_tls, s2s) = addresses(&report);
+        let https = https_address(&report, c2s);
         TestServer {
             dir,
             config_path,
             c2s,
             c2s_tls,
             s2s,
+            https,
             domain: options.domain,
             report,
             child,
@@ -279,6 +284,7 @@ impl TestServer {
         self.c2s = c2s;
         self.c2s_tls = c2s_tls;
         self.s2s = s2s;
+        self.https = https_address(&self.report, c2s);
     }
 
     /// Sends SIGTERM and waits (bounded) for a clean exit; returns whether
@@ -414,6 +420,29 @@ fn addresses(report: &[String]) -> (SocketAddr, SocketAddr, SocketAddr) {
             .expect("address")
     };
     (find("c2s STARTTLS"), find("c2s TLS"), find("s2s STARTTLS"))
+}
+
+/// The HTTPS listener: the port of the report's WebSocket URL, on the
+/// c2s listener's address.
+fn https_address(report: &[String], c2s: SocketAddr) -> SocketAddr {
+    let url = report
+        .iter()
+        .find_map(|l| l.trim().strip_prefix("websocket"))
+        .unwrap_or_else(|| panic!("no websocket in report {report:?}"))
+        .trim();
+    let port = url
+        .rsplit_once(':')
+        .and_then(|(_, rest)| rest.split('/').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no port in {url}"));
+    SocketAddr::new(c2s.ip(), port)
+}
+
+impl TestServer {
+    /// The XMPP over WebSocket URL, by address.
+    pub fn websocket_url(&self) -> String {
+        format!("wss://{}/xmpp-websocket", self.https)
+    }
 }
 
 /// How a client connects.

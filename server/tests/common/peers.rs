@@ -494,3 +494,80 @@ impl Drop for Ejabberd {
 fn read_log(dir: &tempfile::TempDir, file: &str) -> String {
     std::fs::read_to_string(dir.path().join(file)).unwrap_or_default()
 }
+
+/// The Node.js packages of the web client tests (`server/tests/web`,
+/// installed by the test command with `npm ci`), if there.
+pub fn web_clients() -> Option<PathBuf> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/web");
+    let installed = dir.join("node_modules/@xmpp/client").exists();
+    let node = Command::new("node")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    (installed && node).then_some(dir)
+}
+
+/// A helper process (a client script) that is killed if still running
+/// when dropped; its output goes to files in `dir`.
+pub struct Helper {
+    child: Child,
+    name: String,
+    stdout: PathBuf,
+    stderr: PathBuf,
+}
+
+impl Helper {
+    /// Starts `command`, its output kept under `dir` as `name`.
+    pub fn start(mut command: Command, dir: &Path, name: &str) -> Helper {
+        let stdout = dir.join(format!("{name}.out"));
+        let stderr = dir.join(format!("{name}.err"));
+        let child = command
+            .stdout(std::fs::File::create(&stdout).expect("stdout file"))
+            .stderr(std::fs::File::create(&stderr).expect("stderr file"))
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        Helper {
+            child,
+            name: name.to_owned(),
+            stdout,
+            stderr,
+        }
+    }
+
+    /// What it printed so far.
+    pub fn output(&self) -> String {
+        format!(
+            "--- {} stdout:\n{}\n--- {} stderr:\n{}",
+            self.name,
+            std::fs::read_to_string(&self.stdout).unwrap_or_default(),
+            self.name,
+            std::fs::read_to_string(&self.stderr).unwrap_or_default()
+        )
+    }
+
+    /// Waits until its output contains `text` (bounded).
+    pub fn wait_for_output(&self, text: &str, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if std::fs::read_to_string(&self.stdout).is_ok_and(|o| o.contains(text)) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
+    }
+
+    /// Waits (bounded) for it to exit; whether it exited successfully and
+    /// said "all steps passed".
+    pub fn passed(&mut self, limit: Duration) -> bool {
+        wait_child(&mut self.child, limit)
+            && std::fs::read_to_string(&self.stdout).is_ok_and(|o| o.contains("all steps passed"))
+    }
+}
+
+impl Drop for Helper {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
