@@ -73,3 +73,72 @@ fn xmpp_client_over_websocket_talks_to_slixmpp() {
     );
     println!("{}", node.output());
 }
+
+#[test]
+fn converse_js_in_headless_chromium_shows_a_received_message() {
+    let (Some(web), Some(python)) = (web_clients(), python()) else {
+        return missing("Node.js packages of server/tests/web and the slixmpp venv");
+    };
+    if !std::path::Path::new(CHROMIUM).exists() {
+        return missing("Debian's chromium");
+    }
+    let server = TestServer::start();
+    server.add_user("alice", "alice-secret");
+    server.add_user("bob", "bob-secret");
+    let screenshot = artifacts().join("converse-received-message.png");
+    let _ = std::fs::remove_file(&screenshot);
+    let mut command = Command::new("node");
+    command.current_dir(&web).arg("converse.mjs").args([
+        server.websocket_url(),
+        server.jid("alice"),
+        "alice-secret".to_owned(),
+        server.jid("bob"),
+        screenshot.display().to_string(),
+    ]);
+    let mut browser = Helper::start(command, server.dir.path(), "converse");
+    assert!(
+        browser.wait_for_output("ready", Duration::from_secs(60)),
+        "Converse.js did not log in\n{}\nserver log:\n{}",
+        browser.output(),
+        server.log()
+    );
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/slixmpp/send_encrypted.py");
+    let mut send = Command::new(&python);
+    send.arg(script).args([
+        server.c2s.ip().to_string(),
+        server.c2s.port().to_string(),
+        TestCa::get().ca_path().display().to_string(),
+        server.jid("bob"),
+        "bob-secret".to_owned(),
+        server.jid("alice"),
+        "c2VhbGVkIGZvciBhbGljZQ==".to_owned(),
+    ]);
+    let mut sender = Helper::start(send, server.dir.path(), "send_encrypted");
+    let sent = sender.passed(Duration::from_secs(30));
+    let shown = browser.passed(Duration::from_secs(60));
+    assert!(
+        sent && shown,
+        "{}\n{}\nserver log:\n{}",
+        browser.output(),
+        sender.output(),
+        server.log()
+    );
+    assert!(
+        screenshot.exists(),
+        "no screenshot at {}",
+        screenshot.display()
+    );
+    println!("{}\nscreenshot: {}", browser.output(), screenshot.display());
+}
+
+/// Debian's Chromium.
+const CHROMIUM: &str = "/usr/bin/chromium";
+
+/// Where tests keep what a person may want to look at afterwards
+/// (`target/test-artifacts/`).
+fn artifacts() -> PathBuf {
+    PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .parent()
+        .map(|target| target.join("test-artifacts"))
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_TARGET_TMPDIR")))
+}
