@@ -27,6 +27,7 @@ use tern_e2ee::wire::hub::{
 use tern_e2ee::wire::payload::{MlsPayload, WelcomePayload};
 use xmpp_parsers::stanza_error::{DefinedCondition, ErrorType};
 
+use crate::modules::disco;
 use crate::modules::message;
 use crate::server::Server;
 use crate::stanza::{self, errors};
@@ -141,6 +142,9 @@ pub async fn iq(
     group: Option<&str>,
 ) -> Option<Element> {
     let payload = stanza::iq_payload(iq)?.clone();
+    if group.is_none() && iq.attr("type") == Some("get") && payload.is("query", disco::NS_INFO) {
+        return Some(stanza::iq_result(iq, Some(disco_info().into())));
+    }
     if payload.ns() != tern_e2ee::wire::NS {
         return None;
     }
@@ -155,6 +159,22 @@ pub async fn iq(
     match result {
         Ok(answer) => Some(stanza::iq_result(iq, Some(answer))),
         Err(refusal) => refusal.reply(iq),
+    }
+}
+
+/// What the hub's domain says of itself in disco#info: a component
+/// speaking Tern's group protocol (not a MUC service).
+fn disco_info() -> xmpp_parsers::disco::DiscoInfoResult {
+    xmpp_parsers::disco::DiscoInfoResult {
+        node: None,
+        identities: vec![xmpp_parsers::disco::Identity::new(
+            "component",
+            "generic",
+            "en",
+            "Tern group hub",
+        )],
+        features: [disco::NS_INFO.to_owned(), tern_e2ee::wire::NS.to_owned()].into(),
+        extensions: Vec::new(),
     }
 }
 

@@ -62,3 +62,18 @@ fn stream_management_resumption_and_client_state() {
 fn vcards_avatars_private_storage_bookmarks_blocking_and_more() {
     scenario("account_data.py");
 }
+
+#[test]
+fn http_file_upload_through_a_slot() {
+    let options = ServerOptions {
+        sections: "[upload]\nurl_host = \"127.0.0.1\"\nmax_file_bytes = 4096\n".to_owned(),
+        ..ServerOptions::default()
+    };
+    let Some(server) = scenario_with("upload.py", options) else {
+        return;
+    };
+    let stored = std::fs::read_dir(server.data_dir().join("uploads"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    assert_eq!(stored, 1, "one stored file");
+}
