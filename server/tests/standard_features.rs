@@ -77,3 +77,8 @@ fn http_file_upload_through_a_slot() {
         .unwrap_or(0);
     assert_eq!(stored, 1, "one stored file");
 }
+
+#[test]
+fn push_notifications_without_content() {
+    scenario("push.py");
+}

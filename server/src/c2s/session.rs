@@ -22,7 +22,7 @@ use super::negotiation::{
     Negotiated, TlsMode,
 };
 use super::stream_management::{self as sm, Acks, ResumeRequest};
-use crate::modules::{blocking, ciphertext, csi, last, mam, message, offline, presence};
+use crate::modules::{blocking, ciphertext, csi, last, mam, message, offline, presence, push};
 use crate::router::{self, SessionCtx};
 use crate::server::Server;
 use crate::sessions::{Outbound, SESSION_QUEUE};
@@ -322,6 +322,9 @@ impl Session {
                 Some(request) = next_takeover(&mut self.takeovers) => return Some(request),
                 outbound = self.rx.recv() => match outbound.and_then(Outbound::into_stanza) {
                     Some(stanza) if self.held.len() < SESSION_QUEUE => {
+                        if stanza.name() == "message" && push::worth_notifying(&stanza) {
+                            push::notify(&self.server, &self.ctx.username).await;
+                        }
                         self.held.push(stanza);
                     }
                     Some(stanza) => {

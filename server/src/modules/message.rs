@@ -205,9 +205,14 @@ pub async fn deliver(
         return Err(errors::service_unavailable(&message, "no such user"));
     }
     match kind {
-        MessageKind::Chat | MessageKind::Normal if storable => store_offline(server, user, message)
-            .await
-            .map(|()| Vec::new()),
+        MessageKind::Chat | MessageKind::Normal if storable => {
+            let notify = super::push::worth_notifying(&message);
+            store_offline(server, user, message).await?;
+            if notify {
+                super::push::notify(server, user).await;
+            }
+            Ok(Vec::new())
+        }
         MessageKind::Chat | MessageKind::Normal => Err(errors::service_unavailable(
             &message,
             "the recipient is offline, and unencrypted messages are never stored",

@@ -17,6 +17,7 @@ pub mod pep;
 pub mod ping;
 pub mod presence;
 pub mod private;
+pub mod push;
 pub mod register;
 pub mod roster;
 pub mod session;
@@ -49,6 +50,7 @@ pub async fn handle_iq(
         mam::NS => mam::handle_iq(server, session, iq, destination).await,
         blocking::NS => blocking::handle_iq(server, session, iq, destination).await,
         private::NS => private::handle_iq(server, session, iq, destination).await,
+        push::NS => push::handle_iq(server, session, iq, destination).await,
         vcard::NS if iq.attr("type") == Some("set") => {
             vcard::handle_set(server, session, iq, destination).await
         }
@@ -117,6 +119,7 @@ pub fn account_features(server: &Server) -> Vec<&'static str> {
     if server.config.archive.enabled {
         features.extend_from_slice(mam::FEATURES);
     }
+    features.extend_from_slice(push::FEATURES);
     features.extend_from_slice(disco::FEATURES);
     features.extend_from_slice(pep::FEATURES);
     features.extend_from_slice(keys::FEATURES);

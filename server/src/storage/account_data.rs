@@ -1,5 +1,6 @@
 //! Queries of what standard clients keep on the server for their user:
-//! the blocklist, private XML, the vCard and last activity.
+//! the blocklist, private XML, the vCard, last activity and push
+//! registrations.
 
 use sqlx::Row;
 
@@ -135,5 +136,57 @@ impl Storage {
         .execute(&self.pool)
         .await?;
         Ok(())
+    }
+
+    /// Registers (or updates) an app server for push notifications.
+    pub async fn push_enable(
+        &self,
+        username: &str,
+        jid: &str,
+        node: &str,
+        options: &str,
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO push_registrations (username, jid, node, options) VALUES (?, ?, ?, ?)
+             ON CONFLICT (username, jid, node) DO UPDATE SET options = excluded.options",
+        )
+        .bind(username)
+        .bind(jid)
+        .bind(node)
+        .bind(options)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Removes push registrations with `jid` (only `node`'s, if given).
+    pub async fn push_disable(&self, username: &str, jid: &str, node: Option<&str>) -> Result<()> {
+        sqlx::query(
+            "DELETE FROM push_registrations WHERE username = ? AND jid = ? AND (? IS NULL OR node = ?)",
+        )
+        .bind(username)
+        .bind(jid)
+        .bind(node)
+        .bind(node)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// `username`'s push registrations: `(jid, node, options)` each.
+    pub async fn push_registrations(
+        &self,
+        username: &str,
+    ) -> Result<Vec<(String, String, String)>> {
+        let rows = sqlx::query(
+            "SELECT jid, node, options FROM push_registrations WHERE username = ? ORDER BY jid, node",
+        )
+        .bind(username)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect())
     }
 }
