@@ -257,6 +257,30 @@ impl Default for Archive {
     }
 }
 
+/// The MUC service (XEP-0045) for standard clients that encrypt with
+/// OMEMO: members-only, non-anonymous rooms.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Muc {
+    /// Whether to offer the service. Default true.
+    pub enabled: bool,
+    /// The service's domain. Default unset: `conference.<domain>`.
+    pub domain: Option<String>,
+    /// Messages of the room's archive sent to an occupant who joins.
+    /// Default 20.
+    pub history_messages: u32,
+}
+
+impl Default for Muc {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            domain: None,
+            history_messages: 20,
+        }
+    }
+}
+
 /// Federation with other servers over XMPP server-to-server streams.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -337,6 +361,8 @@ pub struct Config {
     pub upload: Upload,
     /// The message archive.
     pub archive: Archive,
+    /// The MUC service.
+    pub muc: Muc,
     /// Server-to-server federation.
     pub federation: Federation,
 }
@@ -355,6 +381,7 @@ impl Default for Config {
             keys: Keys::default(),
             upload: Upload::default(),
             archive: Archive::default(),
+            muc: Muc::default(),
             federation: Federation::default(),
         }
     }
@@ -444,6 +471,22 @@ impl Config {
         if let Some(upload) = &self.upload.domain {
             check_subdomain(upload, "upload.domain")?;
         }
+        if let Some(muc) = &self.muc.domain {
+            check_subdomain(muc, "muc.domain")?;
+        }
+        let muc = self.muc_domain();
+        if [
+            self.domain.clone(),
+            self.groups_domain(),
+            self.upload_domain(),
+        ]
+        .contains(&muc)
+        {
+            return Err(invalid(
+                "muc.domain",
+                "must differ from domain, groups.domain and upload.domain",
+            ));
+        }
         if self.groups_domain() == self.upload_domain() || self.upload_domain() == self.domain {
             return Err(invalid(
                 "upload.domain",
@@ -493,6 +536,14 @@ impl Config {
             .domain
             .clone()
             .unwrap_or_else(|| format!("groups.{}", self.domain))
+    }
+
+    /// The MUC service's domain.
+    pub fn muc_domain(&self) -> String {
+        self.muc
+            .domain
+            .clone()
+            .unwrap_or_else(|| format!("conference.{}", self.domain))
     }
 
     /// The upload service's domain.
@@ -606,6 +657,17 @@ quota_bytes_per_user = {quota}
 # Days a file is served before it is deleted, 0 = for ever (default 30).
 expire_after_days = {upload_expire}
 
+[muc]
+# Group chat rooms (XEP-0045) for standard clients that encrypt with
+# OMEMO: members-only and non-anonymous; plain bodies are refused as in
+# one-to-one chats (default true).
+enabled = {muc_enabled}
+# The service's address (default "conference.<domain>"); publish DNS
+# records for it as for the domain.
+{muc_domain}
+# Archived messages sent to an occupant who joins (default 20).
+history_messages = {muc_history}
+
 [archive]
 # Message archive (XEP-0313) of each user's encrypted messages, kept as
 # ciphertext (default true).
@@ -639,6 +701,12 @@ retry_max_secs = {retry_max}
 connect_timeout_secs = {connect_timeout}
 "#,
             archive_enabled = self.archive.enabled,
+            muc_enabled = self.muc.enabled,
+            muc_domain = match &self.muc.domain {
+                Some(domain) => format!("domain = {}", quote(domain)),
+                None => format!("# domain = {}", quote(&self.muc_domain())),
+            },
+            muc_history = self.muc.history_messages,
             upload_expire = self.upload.expire_after_days,
             archive_expire = self.archive.expire_after_days,
             domain = quote(&self.domain),

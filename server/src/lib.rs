@@ -16,6 +16,7 @@ pub mod expiry;
 pub mod https;
 pub mod hub;
 pub mod modules;
+pub mod muc;
 pub mod router;
 pub mod s2s;
 pub mod sasl;

@@ -9,6 +9,7 @@ use xmpp_parsers::stream_error::DefinedCondition as StreamCondition;
 
 use crate::hub;
 use crate::modules::{self, message, presence};
+use crate::muc;
 use crate::server::Server;
 use crate::sessions::SessionHandle;
 use crate::stanza::{self, errors, NS_CLIENT};
@@ -63,17 +64,28 @@ pub enum Destination {
     Hub(Option<String>),
     /// The file upload service.
     Upload,
+    /// The MUC service (`None`), a room, or an occupant (room node,
+    /// nickname).
+    Muc(Option<String>, Option<String>),
     /// Another domain (federation).
     Remote(String),
 }
 
 impl Destination {
-    /// Classifies a `to` address for this server's domain and its groups
-    /// and upload services.
-    pub fn of(to: Option<&Jid>, domain: &str, groups_domain: &str, upload_domain: &str) -> Self {
+    /// Classifies a `to` address for this server's domain and its groups,
+    /// upload and MUC services.
+    pub fn of(to: Option<&Jid>, domains: &Domains<'_>) -> Self {
         let Some(to) = to else { return Self::Server };
+        let (domain, groups_domain, upload_domain) =
+            (domains.domain, domains.groups, domains.upload);
         if to.domain().as_str() == groups_domain {
             return Self::Hub(to.node().map(|node| node.as_str().to_owned()));
+        }
+        if Some(to.domain().as_str()) == domains.muc {
+            return Self::Muc(
+                to.node().map(|n| n.as_str().to_owned()),
+                to.resource().map(|r| r.as_str().to_owned()),
+            );
         }
         if to.domain().as_str() == upload_domain && to.node().is_none() {
             return Self::Upload;
@@ -89,6 +101,19 @@ impl Destination {
             }
         }
     }
+}
+
+/// The domains a server answers for.
+#[derive(Debug, Clone, Copy)]
+pub struct Domains<'a> {
+    /// The users' domain.
+    pub domain: &'a str,
+    /// The group hub's.
+    pub groups: &'a str,
+    /// The upload service's.
+    pub upload: &'a str,
+    /// The MUC service's, when enabled.
+    pub muc: Option<&'a str>,
 }
 
 /// Handles one stanza from a client session.
@@ -184,6 +209,14 @@ async fn iq_from_client(
                 session.reply(reply);
             }
         }
+        Destination::Muc(room, nick) => {
+            if is_request {
+                let reply = muc::iq(server, Some(session), &iq, room.as_deref(), nick.as_deref())
+                    .await
+                    .or_else(|| errors::service_unavailable(&iq, ""));
+                session.reply(reply);
+            }
+        }
         Destination::Remote(_) => server.send_remote(iq).await,
         destination => {
             if !is_request {
@@ -245,6 +278,11 @@ async fn iq_from_remote(server: &Server, iq: Element, sender: &BareJid, destinat
         }
         Destination::Upload => {
             errors::service_unavailable(&iq, "the upload service is for this server's users")
+        }
+        Destination::Muc(room, nick) => {
+            muc::iq(server, None, &iq, room.as_deref(), nick.as_deref())
+                .await
+                .or_else(|| errors::service_unavailable(&iq, ""))
         }
         Destination::Remote(_) => None,
     };

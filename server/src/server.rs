@@ -23,6 +23,7 @@ use crate::c2s::stream_management::{ResumeRequest, Resumptions};
 use crate::config::{Config, Registration};
 use crate::hub::Hub;
 use crate::modules::blocking::Blocklists;
+use crate::muc::MucService;
 use crate::router::Destination;
 use crate::sasl::{ScramHash, StoredCredentials};
 use crate::sessions::{Outbound, SessionHandle, Sessions};
@@ -77,6 +78,8 @@ pub struct Server {
     pub upload: UploadService,
     /// The writer of the message archive.
     pub archive: ArchiveWriter,
+    /// The MUC service.
+    pub muc: MucService,
     /// Sessions that may be resumed (XEP-0198).
     pub resumptions: Resumptions,
     /// Users' blocklists (XEP-0191), as far as read.
@@ -102,12 +105,14 @@ impl Server {
 
     /// Where a stanza addressed to `to` goes.
     pub fn destination(&self, to: Option<&jid::Jid>) -> Destination {
-        Destination::of(
-            to,
-            &self.config.domain,
-            self.hub.domain(),
-            &self.upload.domain,
-        )
+        let muc = self.config.muc.enabled.then_some(self.muc.domain.as_str());
+        let domains = crate::router::Domains {
+            domain: &self.config.domain,
+            groups: self.hub.domain(),
+            upload: &self.upload.domain,
+            muc,
+        };
+        Destination::of(to, &domains)
     }
 
     /// Sends a stanza (from a local address) to another server. When
@@ -297,6 +302,7 @@ impl RunningServer {
                 hub: Hub::new(config.groups_domain()),
                 upload,
                 archive: ArchiveWriter::spawn(storage.clone()),
+                muc: MucService::new(config.muc_domain()),
                 resumptions: Resumptions::default(),
                 blocklists: Blocklists::default(),
                 started: std::time::Instant::now(),

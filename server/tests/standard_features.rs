@@ -82,3 +82,14 @@ fn http_file_upload_through_a_slot() {
 fn push_notifications_without_content() {
     scenario("push.py");
 }
+
+#[test]
+fn members_only_rooms_for_omemo_clients() {
+    let Some(server) = scenario("muc.py") else {
+        return;
+    };
+    assert!(
+        files_containing(server.dir.path(), b"plain words").is_empty(),
+        "a plain group message reached the server's files"
+    );
+}

@@ -77,6 +77,7 @@ pub async fn handle_iq(
         Destination::Resource(..)
         | Destination::Hub(_)
         | Destination::Upload
+        | Destination::Muc(..)
         | Destination::Remote(_) => None,
     }
 }
@@ -135,6 +136,12 @@ fn server_items(server: &Server) -> DiscoItemsResult {
         items: [
             item(server.hub.domain(), "Groups"),
             item(&server.upload.domain, "File upload"),
+            server
+                .config
+                .muc
+                .enabled
+                .then(|| item(&server.muc.domain, "Rooms"))
+                .flatten(),
         ]
         .into_iter()
         .flatten()

@@ -15,7 +15,7 @@ use super::message::MessageKind;
 use crate::router::{Destination, SessionCtx};
 use crate::server::Server;
 use crate::stanza::{self, errors, set_attr, NS_CLIENT};
-use crate::storage::{ArchiveEntry, ArchiveFilter, ArchivedMessage};
+use crate::storage::{ArchiveEntry, ArchiveFilter, ArchiveKind, ArchivedMessage};
 
 /// The MAM namespace.
 pub const NS: &str = "urn:xmpp:mam:2";
@@ -178,14 +178,38 @@ pub async fn handle_iq(
     if !own {
         return errors::forbidden(iq, "only the owner reads an archive");
     }
+    let archive = Archive {
+        kind: ArchiveKind::User,
+        owner: session.username.clone(),
+    };
+    answer(server, session, &archive, iq).await
+}
+
+/// Whose archive a request reads.
+#[derive(Debug, Clone)]
+pub struct Archive {
+    /// A user's or a room's.
+    pub kind: ArchiveKind,
+    /// The user name, or the room's bare JID.
+    pub owner: String,
+}
+
+/// Answers a MAM request of `session` on `archive` (which the caller
+/// allowed it to read).
+pub async fn answer(
+    server: &Server,
+    session: &SessionCtx,
+    archive: &Archive,
+    iq: &Element,
+) -> Option<Element> {
     if !server.config.archive.enabled {
         return errors::service_unavailable(iq, "this server keeps no message archive");
     }
     let payload = stanza::iq_payload(iq)?;
     match (iq.attr("type"), payload.name()) {
         (Some("get"), "query") => Some(stanza::iq_result(iq, Some(query_form()))),
-        (Some("set"), "query") => Some(query(server, session, iq, payload).await),
-        (Some("get"), "metadata") => metadata(server, session, iq).await,
+        (Some("set"), "query") => Some(query(server, session, archive, iq, payload).await),
+        (Some("get"), "metadata") => metadata(server, archive, iq).await,
         (Some("get"), "prefs") => Some(stanza::iq_result(iq, Some(prefs()))),
         (Some("set"), "prefs") if payload.attr("default") == Some("always") => {
             Some(stanza::iq_result(iq, Some(prefs())))
@@ -200,7 +224,13 @@ pub async fn handle_iq(
     }
 }
 
-async fn query(server: &Server, session: &SessionCtx, iq: &Element, payload: &Element) -> Element {
+async fn query(
+    server: &Server,
+    session: &SessionCtx,
+    archive: &Archive,
+    iq: &Element,
+    payload: &Element,
+) -> Element {
     let fail = |reply: Option<Element>| reply.unwrap_or_else(|| iq.clone());
     let query = match Query::parse(payload) {
         Ok(query) => query,
@@ -228,7 +258,11 @@ async fn query(server: &Server, session: &SessionCtx, iq: &Element, payload: &El
         }
     }
     for id in [&filter.after_id, &filter.before_id].into_iter().flatten() {
-        match server.storage.archive_has(&session.username, id).await {
+        match server
+            .storage
+            .archive_has(archive.kind, &archive.owner, id)
+            .await
+        {
             Ok(true) => {}
             Ok(false) => return fail(errors::item_not_found(iq, "no message with that id")),
             Err(e) => {
@@ -239,7 +273,7 @@ async fn query(server: &Server, session: &SessionCtx, iq: &Element, payload: &El
     }
     let mut page = match server
         .storage
-        .archive_query(&session.username, &filter)
+        .archive_query(archive.kind, &archive.owner, &filter)
         .await
     {
         Ok(page) => page,
@@ -273,9 +307,13 @@ async fn query(server: &Server, session: &SessionCtx, iq: &Element, payload: &El
 }
 
 /// The archive's first and last message (XEP-0313 §6.1).
-async fn metadata(server: &Server, session: &SessionCtx, iq: &Element) -> Option<Element> {
+async fn metadata(server: &Server, archive: &Archive, iq: &Element) -> Option<Element> {
     server.archive.flushed().await;
-    let bounds = match server.storage.archive_bounds(&session.username).await {
+    let bounds = match server
+        .storage
+        .archive_bounds(archive.kind, &archive.owner)
+        .await
+    {
         Ok(bounds) => bounds,
         Err(e) => {
             tracing::error!("reading the archive failed: {e}");
@@ -392,9 +430,23 @@ pub fn archived_by(message: &Element, owner: &str) -> bool {
 /// Queues `message` for `owner`'s archive under `id`, as exchanged with
 /// `with`.
 pub async fn append(server: &Server, owner: &str, id: String, with: &BareJid, message: &Element) {
+    append_to(server, ArchiveKind::User, owner, id, with, message).await;
+}
+
+/// Queues `message` for the archive of `owner` (a user or a room) under
+/// `id`.
+pub async fn append_to(
+    server: &Server,
+    kind: ArchiveKind,
+    owner: &str,
+    id: String,
+    with: &BareJid,
+    message: &Element,
+) {
     server
         .archive
         .append(ArchiveEntry {
+            kind,
             username: owner.to_owned(),
             id,
             with: with.to_string(),
@@ -420,7 +472,7 @@ pub async fn append_outgoing(server: &Server, owner: &str, message: &Element) {
 }
 
 /// A new stanza id: 96 random bits, hex.
-fn new_id() -> String {
+pub fn new_id() -> String {
     let bytes: [u8; 12] = rand::thread_rng().gen();
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -122,6 +122,9 @@ async fn route(
         Destination::Upload => {
             errors::service_unavailable(&message, "the upload service takes IQs")
         }
+        Destination::Muc(room, nick) => {
+            crate::muc::message(server, message, room.as_deref(), nick.as_deref()).await
+        }
         Destination::Remote(_) => {
             server.send_remote(message).await;
             None

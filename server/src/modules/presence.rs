@@ -309,6 +309,10 @@ pub async fn from_remote(
 ) {
     let user = match &destination {
         Destination::Account(user) | Destination::Resource(user, _) => user.clone(),
+        Destination::Muc(Some(room), nick) => {
+            crate::muc::presence(server, presence, room, nick.as_deref()).await;
+            return;
+        }
         _ => return,
     };
     let result = match presence.attr("type") {
@@ -576,6 +580,9 @@ async fn deliver_to(server: &Server, presence: Element, destination: &Destinatio
             }
         }
         Destination::Remote(_) => server.send_remote(presence).await,
-        Destination::Server | Destination::Hub(_) | Destination::Upload => {}
+        Destination::Muc(Some(room), nick) => {
+            crate::muc::presence(server, presence.clone(), room, nick.as_deref()).await
+        }
+        Destination::Server | Destination::Hub(_) | Destination::Upload | Destination::Muc(..) => {}
     }
 }

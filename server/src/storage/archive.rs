@@ -6,10 +6,39 @@ use sqlx::{QueryBuilder, Row, Sqlite};
 use super::batch::{BatchChange, BatchWriter};
 use super::{Result, Storage};
 
-/// One message to archive for one user.
+/// Whose archive: a user's or a room's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ArchiveKind {
+    /// A local user's (owner: the user name).
+    User,
+    /// A MUC room's (owner: the room's bare JID).
+    Room,
+}
+
+impl ArchiveKind {
+    /// The table and the column naming the owner.
+    fn table(self) -> (&'static str, &'static str) {
+        match self {
+            Self::User => ("archive", "username"),
+            Self::Room => ("muc_archive", "room"),
+        }
+    }
+
+    /// The table of the owners.
+    fn owners(self) -> (&'static str, &'static str) {
+        match self {
+            Self::User => ("accounts", "username"),
+            Self::Room => ("muc_rooms", "room"),
+        }
+    }
+}
+
+/// One message to archive for one user or room.
 #[derive(Debug, Clone)]
 pub struct ArchiveEntry {
-    /// The archive's owner.
+    /// Whose archive.
+    pub kind: ArchiveKind,
+    /// The archive's owner (user name or room JID).
     pub username: String,
     /// The stanza id given to the message in this archive.
     pub id: String,
@@ -101,12 +130,14 @@ impl BatchChange for Change {
             let Change::Insert(entry) = change else {
                 continue;
             };
-            // An account deleted meanwhile makes this a no-op, not a
+            // An owner deleted meanwhile makes this a no-op, not a
             // failure of the whole batch.
-            sqlx::query(
-                "INSERT OR IGNORE INTO archive (username, id, with_jid, stamp, stanza)
-                 SELECT ?1, ?2, ?3, ?4, ?5 WHERE EXISTS (SELECT 1 FROM accounts WHERE username = ?1)",
-            )
+            let (table, owner) = entry.kind.table();
+            let (owners, key) = entry.kind.owners();
+            sqlx::query(&format!(
+                "INSERT OR IGNORE INTO {table} ({owner}, id, with_jid, stamp, stanza)
+                 SELECT ?1, ?2, ?3, ?4, ?5 WHERE EXISTS (SELECT 1 FROM {owners} WHERE {key} = ?1)"
+            ))
             .bind(&entry.username)
             .bind(&entry.id)
             .bind(&entry.with)
@@ -125,11 +156,14 @@ impl Storage {
     /// first.
     pub async fn archive_query(
         &self,
+        kind: ArchiveKind,
         username: &str,
         filter: &ArchiveFilter,
     ) -> Result<Vec<ArchivedMessage>> {
-        let mut query: QueryBuilder<Sqlite> =
-            QueryBuilder::new("SELECT id, stamp, stanza FROM archive WHERE username = ");
+        let (table, owner) = kind.table();
+        let mut query: QueryBuilder<Sqlite> = QueryBuilder::new(format!(
+            "SELECT id, stamp, stanza FROM {table} WHERE {owner} = "
+        ));
         query.push_bind(username);
         if let Some(with) = &filter.with {
             query.push(" AND with_jid = ").push_bind(with);
@@ -145,7 +179,7 @@ impl Storage {
                 query
                     .push(" AND seq")
                     .push(comparison)
-                    .push("(SELECT seq FROM archive WHERE username = ")
+                    .push(format!("(SELECT seq FROM {table} WHERE {owner} = "))
                     .push_bind(username)
                     .push(" AND id = ")
                     .push_bind(id)
@@ -182,25 +216,29 @@ impl Storage {
     }
 
     /// Whether `username`'s archive holds a message with this id.
-    pub async fn archive_has(&self, username: &str, id: &str) -> Result<bool> {
-        let found: Option<i64> =
-            sqlx::query_scalar("SELECT seq FROM archive WHERE username = ? AND id = ?")
-                .bind(username)
-                .bind(id)
-                .fetch_optional(&self.pool)
-                .await?;
+    pub async fn archive_has(&self, kind: ArchiveKind, username: &str, id: &str) -> Result<bool> {
+        let (table, owner) = kind.table();
+        let found: Option<i64> = sqlx::query_scalar(&format!(
+            "SELECT seq FROM {table} WHERE {owner} = ? AND id = ?"
+        ))
+        .bind(username)
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
         Ok(found.is_some())
     }
 
     /// The oldest and newest message of `username`'s archive.
     pub async fn archive_bounds(
         &self,
+        kind: ArchiveKind,
         username: &str,
     ) -> Result<Option<(ArchivedMessage, ArchivedMessage)>> {
+        let (table, owner) = kind.table();
         let mut ends = Vec::with_capacity(2);
         for order in ["ASC", "DESC"] {
             let row = sqlx::query(&format!(
-                "SELECT id, stamp, stanza FROM archive WHERE username = ? ORDER BY seq {order} LIMIT 1"
+                "SELECT id, stamp, stanza FROM {table} WHERE {owner} = ? ORDER BY seq {order} LIMIT 1"
             ))
             .bind(username)
             .fetch_optional(&self.pool)
@@ -218,12 +256,18 @@ impl Storage {
         Ok(ends.pop().zip(newest))
     }
 
-    /// Deletes archived messages older than `stamp`; how many.
+    /// Deletes archived messages (of users and rooms) older than
+    /// `stamp`; how many.
     pub async fn archive_expire(&self, stamp: i64) -> Result<u64> {
-        let done = sqlx::query("DELETE FROM archive WHERE stamp < ?")
-            .bind(stamp)
-            .execute(&self.pool)
-            .await?;
-        Ok(done.rows_affected())
+        let mut deleted = 0;
+        for kind in [ArchiveKind::User, ArchiveKind::Room] {
+            let (table, _) = kind.table();
+            let done = sqlx::query(&format!("DELETE FROM {table} WHERE stamp < ?"))
+                .bind(stamp)
+                .execute(&self.pool)
+                .await?;
+            deleted += done.rows_affected();
+        }
+        Ok(deleted)
     }
 }

@@ -20,13 +20,15 @@ mod archive;
 mod batch;
 mod hub;
 mod keys;
+mod muc;
 mod s2s_queue;
 
 pub use s2s_queue::QueueWriter;
 mod uploads;
-pub use archive::{ArchiveEntry, ArchiveFilter, ArchiveWriter, ArchivedMessage};
+pub use archive::{ArchiveEntry, ArchiveFilter, ArchiveKind, ArchiveWriter, ArchivedMessage};
 pub use hub::{Appended, CommitUpdate, HubGroup, LogAppend, StateChange};
 pub use keys::{ClaimedKeyPackage, KeyUpload};
+pub use muc::StoredRoom;
 pub use uploads::UploadSlot;
 
 /// Errors of the storage layer.
@@ -788,6 +790,7 @@ mod tests {
         let archive = ArchiveWriter::spawn(s.clone());
         for (id, stamp) in [("old", 1), ("new", i64::MAX)] {
             let entry = ArchiveEntry {
+                kind: ArchiveKind::User,
                 username: "a".into(),
                 id: id.into(),
                 with: "b@x".into(),
@@ -798,7 +801,7 @@ mod tests {
         }
         archive.flushed().await;
         assert_eq!(s.archive_expire(2).await.unwrap(), 1);
-        assert!(!s.archive_has("a", "old").await.unwrap());
-        assert!(s.archive_has("a", "new").await.unwrap());
+        assert!(!s.archive_has(ArchiveKind::User, "a", "old").await.unwrap());
+        assert!(s.archive_has(ArchiveKind::User, "a", "new").await.unwrap());
     }
 }
