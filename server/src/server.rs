@@ -376,6 +376,8 @@ impl RunningServer {
         if let Some(federation) = &self.server.federation {
             federation.wait(Duration::from_secs(10)).await;
         }
+        // What the archive writer still holds goes to disk first.
+        self.server.archive.flushed().await;
         self.server.storage.close().await;
     }
 }

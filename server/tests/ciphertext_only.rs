@@ -1,8 +1,10 @@
 //! The server stores and logs only ciphertext (ARCHITECTURE §4): a unique
 //! marker sent through every path this server has — encrypted one-to-one
 //! online, encrypted offline, a refused plain body, a PEP item, a
-//! password, an MLS group message kept in the hub's log, key packages in
-//! the key directory — never appears in clear in any file under the data
+//! password, carbons, the message archive, a MUC room (encrypted and
+//! refused plain group messages, the room's archive, its subject), an
+//! MLS group message kept in the hub's log, key packages in the key
+//! directory — never appears in clear in any file under the data
 //! directory (WAL included) nor in the server's output.
 
 mod common;
@@ -79,7 +81,79 @@ async fn no_marker_in_clear_on_disk_or_in_logs() {
         IqResponse::Result(_)
     ));
 
-    // 5. MLS through the group hub to a member who is offline, so the
+    // 5. Carbons: alice's second client gets a copy of what she sends.
+    let mut desk = TestClient::login(&server, "alice", &password).await;
+    desk.available().await;
+    desk.send_xml("<iq xmlns='jabber:client' type='set' id='carbons'><enable xmlns='urn:xmpp:carbons:2'/></iq>")
+        .await;
+    desk.expect("carbons enabled", |e| e.attr("id") == Some("carbons"))
+        .await;
+    let sealed_carbon = seal(&marker);
+    alice
+        .send_xml(&format!(
+            "<message xmlns='jabber:client' to='bob@{DOMAIN}' type='chat' id='carbon'>\
+             <encrypted xmlns='urn:xmpp:omemo:2'><payload>{sealed_carbon}</payload></encrypted></message>"
+        ))
+        .await;
+    let carbon = desk
+        .expect("a sent carbon", message_with("urn:xmpp:carbons:2"))
+        .await;
+    assert!(String::from(&carbon).contains(&sealed_carbon));
+
+    // 6. The archive: alice's sent messages come back from MAM.
+    desk.send_xml(
+        "<iq xmlns='jabber:client' type='set' id='mam'><query xmlns='urn:xmpp:mam:2' queryid='q'/></iq>",
+    )
+    .await;
+    let archived = desk
+        .expect("an archived message", |e| {
+            e.name() == "message" && String::from(e).contains(&sealed_carbon)
+        })
+        .await;
+    assert!(archived.has_child("result", "urn:xmpp:mam:2"));
+    desk.expect("the end of the query", |e| e.attr("id") == Some("mam"))
+        .await;
+
+    // 7. A MUC room: encrypted and plain group messages, the subject.
+    let room = format!("secret@conference.{DOMAIN}");
+    desk.send_xml(&format!(
+        "<presence xmlns='jabber:client' to='{room}/alice'><x xmlns='http://jabber.org/protocol/muc'/></presence>"
+    ))
+    .await;
+    desk.expect("in the room", |e| {
+        e.name() == "presence"
+            && e.get_child("x", "http://jabber.org/protocol/muc#user")
+                .is_some_and(|x| x.children().any(|c| c.attr("code") == Some("110")))
+    })
+    .await;
+    let sealed_group = seal(&marker);
+    desk.send_xml(&format!(
+        "<message xmlns='jabber:client' to='{room}' type='groupchat' id='group'>\
+         <encrypted xmlns='eu.siacs.conversations.axolotl'><payload>{sealed_group}</payload></encrypted></message>"
+    ))
+    .await;
+    desk.expect("the reflected group message", |e| {
+        e.name() == "message" && String::from(e).contains(&sealed_group)
+    })
+    .await;
+    desk.send_xml(&format!(
+        "<message xmlns='jabber:client' to='{room}' type='groupchat' id='group-plain'><body>{marker}</body></message>"
+    ))
+    .await;
+    desk.expect("a refused plain group message", |e| {
+        e.attr("id") == Some("group-plain") && e.attr("type") == Some("error")
+    })
+    .await;
+    desk.send_xml(&format!(
+        "<message xmlns='jabber:client' to='{room}' type='groupchat' id='subject'><subject>{marker}</subject></message>"
+    ))
+    .await;
+    desk.expect("the subject", |e| {
+        e.name() == "message" && e.has_child("subject", "jabber:client")
+    })
+    .await;
+
+    // 8. MLS through the group hub to a member who is offline, so the
     //    message is only in the hub's log; key packages in the directory.
     let mut carol = Member::new(&server, "carol").await;
     let mut dave = Member::new(&server, "dave").await;
@@ -114,6 +188,15 @@ async fn no_marker_in_clear_on_disk_or_in_logs() {
         "the offline ciphertext is on disk"
     );
     assert!(server.terminate(), "clean shutdown");
+    for (sealed, what) in [
+        (&sealed_carbon, "user archive"),
+        (&sealed_group, "room archive"),
+    ] {
+        assert!(
+            !files_containing(&server.data_dir(), sealed.as_bytes()).is_empty(),
+            "the {what}'s ciphertext is on disk"
+        );
+    }
     let mut hits = wal_before_stop;
     hits.extend(files_containing(&server.data_dir(), marker.as_bytes()));
     assert!(hits.is_empty(), "marker found in clear in {hits:?}");
