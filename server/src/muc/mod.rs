@@ -38,6 +38,7 @@ const NS_HINTS: &str = "urn:xmpp:hints";
 /// Features of every room.
 const ROOM_FEATURES: &[&str] = &[
     NS_MUC,
+    "http://jabber.org/protocol/muc#self-ping-optimization",
     "muc_membersonly",
     "muc_nonanonymous",
     "muc_persistent",
@@ -593,8 +594,8 @@ pub async fn iq(
             _ => None,
         };
     };
-    if nick.is_some() {
-        return None;
+    if let Some(nick) = nick {
+        return occupant_iq(server, iq, payload, node, nick, &requester).await;
     }
     let room_jid = server.muc.room_jid(node)?;
     let affiliation = with_room(server, node, |room| room.affiliation_of(&requester)).await;
@@ -636,6 +637,33 @@ pub async fn iq(
         }
         (_, NS_ADMIN | NS_OWNER) => errors::forbidden(iq, "your affiliation does not allow that"),
         _ => None,
+    }
+}
+
+/// An IQ to an occupant: MUC self-ping (XEP-0410) answers whether the
+/// requester is still in the room under that nickname; the rest is not
+/// relayed.
+async fn occupant_iq(
+    server: &Server,
+    iq: &Element,
+    payload: &Element,
+    node: &str,
+    nick: &str,
+    requester: &Jid,
+) -> Option<Element> {
+    if !payload.is("ping", crate::modules::ping::NS) {
+        return errors::service_unavailable(iq, "requests are not relayed to occupants");
+    }
+    let joined = with_room(server, node, |room| {
+        room.occupant_by_nick(nick)
+            .is_some_and(|o| Jid::from(o.jid.clone()) == *requester)
+    })
+    .await
+    .unwrap_or(false);
+    if joined {
+        Some(stanza::iq_result(iq, None))
+    } else {
+        errors::not_acceptable(iq, "you are not in this room under that nickname")
     }
 }
 

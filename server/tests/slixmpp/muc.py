@@ -130,6 +130,10 @@ async def main():
     assert str(got["from"]) == f"{room}/bob" and "private-1" in str(got), got
     step("a private message between occupants")
 
+    await bob.request("<ping xmlns='urn:xmpp:ping'/>", to=f"{room}/bob")
+    await expect_error(carol.request("<ping xmlns='urn:xmpp:ping'/>", to=f"{room}/bob"), "not-acceptable")
+    step("MUC self-ping (XEP-0410): yes for bob, not-acceptable for someone else")
+
     invitation = dave.collect(f"{{jabber:client}}message/{{{USER}}}x")
     invite = bob.make_message(mto=room)
     invite.append(ET.fromstring(f"<x xmlns='{USER}'><invite to='{dave_jid}'><reason>join us</reason></invite></x>"))
