@@ -656,7 +656,7 @@ async fn occupant_iq(
     }
     let joined = with_room(server, node, |room| {
         room.occupant_by_nick(nick)
-            .is_some_and(|o| Jid::from(o.jid.clone()) == *requester)
+            .is_some_and(|o| requester.try_as_full().is_ok_and(|r| *r == o.jid))
     })
     .await
     .unwrap_or(false);
