@@ -600,7 +600,9 @@ plaintext = {plaintext}
 c2s = {c2s}
 # Direct TLS client port, XEP-0368 (default "127.0.0.1:5223").
 c2s_tls = {c2s_tls}
-# HTTPS port of the file upload service (default "127.0.0.1:5281").
+# HTTPS port of the file upload service and of XMPP over WebSocket
+# (wss://<host>:<port>/xmpp-websocket) for browser clients (default
+# "127.0.0.1:5281").
 upload = {upload_listen}
 # Server-to-server ports, STARTTLS (default "127.0.0.1:5269") and
 # direct TLS (default "127.0.0.1:5270"). Use "0.0.0.0:5269" to federate
