@@ -42,6 +42,16 @@ impl SessionCtx {
         self.jid.to_bare()
     }
 
+    /// Whether a request is addressed to the session's own account: its
+    /// bare JID, or no `to` at all.
+    pub fn addresses_own_account(&self, iq: &Element, destination: &Destination) -> bool {
+        match destination {
+            Destination::Server => iq.attr("to").is_none(),
+            Destination::Account(user) => *user == self.username,
+            _ => false,
+        }
+    }
+
     /// Sends a stanza to this session's own client.
     pub fn reply(&self, stanza: Option<Element>) {
         if let Some(s) = stanza {

@@ -101,7 +101,7 @@ pub async fn handle_iq(
     iq: &Element,
     destination: &Destination,
 ) -> Option<Element> {
-    if !matches!(destination, Destination::Server) || iq.attr("to").is_some() {
+    if !session.addresses_own_account(iq, destination) {
         return errors::forbidden(iq, "only your own blocklist");
     }
     let payload = stanza::iq_payload(iq)?;

@@ -170,12 +170,7 @@ pub async fn handle_iq(
     iq: &Element,
     destination: &Destination,
 ) -> Option<Element> {
-    let own = match destination {
-        Destination::Server => iq.attr("to").is_none(),
-        Destination::Account(user) => *user == session.username,
-        _ => false,
-    };
-    if !own {
+    if !session.addresses_own_account(iq, destination) {
         return errors::forbidden(iq, "only the owner reads an archive");
     }
     let archive = Archive {

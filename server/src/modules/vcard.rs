@@ -21,12 +21,7 @@ pub async fn handle_set(
     iq: &Element,
     destination: &Destination,
 ) -> Option<Element> {
-    let own = match destination {
-        Destination::Server => iq.attr("to").is_none(),
-        Destination::Account(user) => *user == session.username,
-        _ => false,
-    };
-    if !own {
+    if !session.addresses_own_account(iq, destination) {
         return errors::forbidden(iq, "you may only set your own vCard");
     }
     let vcard = stanza::iq_payload(iq)?;
