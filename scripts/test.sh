@@ -21,28 +21,9 @@ say() { printf '\n== %s\n' "$*"; }
 # npm run it and @xmpp/client.
 DEBIAN_PACKAGES=(dnsmasq-base prosody lua-unbound ejabberd profanity tmux libssl-dev pkg-config chromium)
 
-apt_install() {
-    say "installing Debian packages: $*"
-    export DEBIAN_FRONTEND=noninteractive
-    # Server packages (prosody, ejabberd) would start system-wide daemons
-    # on every interface; the tests run their own. Deny service starts
-    # for the install, as container images do, unless a policy is there.
-    if [[ ! -e /usr/sbin/policy-rc.d ]]; then
-        printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
-        chmod +x /usr/sbin/policy-rc.d
-        trap 'rm -f /usr/sbin/policy-rc.d' EXIT
-    fi
-    apt-get update -q
-    apt-get install -y -q --no-install-recommends "$@"
-}
-
-missing=()
-for pkg in "${DEBIAN_PACKAGES[@]}"; do
-    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
-done
-if ((${#missing[@]})); then
-    apt_install "${missing[@]}"
-fi
+# shellcheck source=scripts/apt.sh
+source scripts/apt.sh
+ensure_packages "${DEBIAN_PACKAGES[@]}"
 
 say "Python venv with slixmpp (.venv)"
 if ! .venv/bin/python -c 'import slixmpp' >/dev/null 2>&1; then

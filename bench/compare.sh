@@ -1,0 +1,234 @@
+#!/usr/bin/env bash
+# Measures Tern, Prosody (stock and with the generational GC) and ejabberd
+# one after another on this machine with the same load generator
+# (tern-load), the same domain, users and settings (TLS on, archive off,
+# in-band registration for the users), and prints them side by side with
+# the ratios of Tern to each.
+#
+#   bench/compare.sh [--quick] [--servers "tern prosody prosody-gen ejabberd"]
+#
+# Each server runs pinned to CPU 0 and the generator to CPU 1 (taskset),
+# a fresh server per scenario. Scenarios: throughput (saturation, then
+# latency at half that load), connections (server RSS at two levels),
+# logins/s; for Tern also federation (two Tern servers, found through
+# dnsmasq) and throughput with the archive on. Results: a table, and JSON
+# lines in target/bench-run/<time>/results.jsonl.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SERVERS="tern prosody prosody-gen ejabberd"
+PAIRS=100 WINDOW=16 SECONDS=10 WARMUP=2 LEVELS=2000,15000 WORKERS=32 LOGIN_SECONDS=10
+while (($#)); do
+    case "$1" in
+        --quick) PAIRS=10 SECONDS=2 WARMUP=1 LEVELS=100,400 WORKERS=8 LOGIN_SECONDS=2 ;;
+        --servers) SERVERS="$2"; shift ;;
+        *) echo "usage: $0 [--quick] [--servers \"tern prosody prosody-gen ejabberd\"]" >&2; exit 2 ;;
+    esac
+    shift
+done
+
+# shellcheck source=scripts/apt.sh
+source scripts/apt.sh
+ensure_packages prosody ejabberd openssl dnsmasq-base util-linux
+
+cargo build --release -p tern-server -p tern-bench
+RUN="$PWD/target/bench-run/$(date +%Y%m%d-%H%M%S)"
+mkdir -p "$RUN"
+JSON="$RUN/results.jsonl"
+DOMAIN=bench.test
+ADDR=127.0.0.1
+PORT=25222
+USERS=$(( 2 * PAIRS > ${LEVELS##*,} ? 2 * PAIRS : ${LEVELS##*,} ))
+ulimit -n "$(ulimit -Hn)"
+
+if (($(nproc) >= 2)); then
+    ON_SERVER=(taskset -c 0) ON_LOAD=(taskset -c 1)
+else
+    ON_SERVER=() ON_LOAD=()
+fi
+
+openssl req -x509 -newkey rsa:2048 -nodes -days 7 -subj "/CN=$DOMAIN" \
+    -addext "subjectAltName=DNS:$DOMAIN,IP:$ADDR" \
+    -keyout "$RUN/key.pem" -out "$RUN/cert.pem" 2>/dev/null
+chmod 644 "$RUN/key.pem"
+
+SERVER_PID=
+LABEL=
+
+wait_listening() {
+    for _ in $(seq 1 300); do
+        if (exec 3<>"/dev/tcp/$ADDR/$PORT") 2>/dev/null; then return 0; fi
+        sleep 0.1
+    done
+    echo "$LABEL did not start listening on $ADDR:$PORT" >&2
+    return 1
+}
+
+start_tern() { # [extra TOML]
+    local dir="$RUN/tern"
+    rm -rf "$dir"; mkdir -p "$dir"
+    cat >"$dir/tern.toml" <<EOF
+domain = "$DOMAIN"
+data_dir = "$dir/data"
+registration = "open"
+[listen]
+c2s = "$ADDR:$PORT"
+c2s_tls = "$ADDR:25223"
+upload = "$ADDR:25281"
+s2s = "$ADDR:25269"
+s2s_tls = "$ADDR:25270"
+[tls]
+cert = "$RUN/cert.pem"
+key = "$RUN/key.pem"
+[limits]
+max_connections_per_ip = 100000
+auth_failures_per_minute = 100000
+[federation]
+enabled = false
+${1:-[archive]
+enabled = false}
+EOF
+    "${ON_SERVER[@]}" target/release/tern-server --config "$dir/tern.toml" >"$dir/server.log" 2>&1 &
+    SERVER_PID=$!
+    wait_listening
+}
+
+start_prosody() { # generational?
+    local dir="$RUN/prosody"
+    rm -rf "$dir"; mkdir -p "$dir/data" "$dir/certs"
+    cp "$RUN/cert.pem" "$dir/certs/$DOMAIN.crt"; cp "$RUN/key.pem" "$dir/certs/$DOMAIN.key"
+    local gc=""
+    [[ "$1" == yes ]] && gc='gc = { mode = "generational" }'
+    cat >"$dir/prosody.cfg.lua" <<EOF
+local base = "$dir"
+run_as_root = true
+pidfile = base.."/prosody.pid"; data_path = base.."/data"; certificates = base.."/certs"
+admin_socket = base.."/prosody.sock"
+interfaces = { "$ADDR" }; local_interfaces = { "$ADDR" }
+c2s_ports = { $PORT }; s2s_ports = { }; http_ports = { }; https_ports = { }
+log = { warn = base.."/prosody.log" }
+authentication = "internal_hashed"
+c2s_require_encryption = true
+allow_registration = true
+min_seconds_between_registrations = 0
+registration_throttle_max = 1000000
+$gc
+modules_enabled = { "disco"; "roster"; "saslauth"; "tls"; "register"; "ping" }
+VirtualHost "$DOMAIN"
+EOF
+    "${ON_SERVER[@]}" prosody -F --config "$dir/prosody.cfg.lua" >"$dir/stdout.log" 2>&1 &
+    SERVER_PID=$!
+    wait_listening
+}
+
+start_ejabberd() {
+    local dir="$RUN/ejabberd"
+    rm -rf "$dir"; mkdir -p "$dir/conf" "$dir/logs" "$dir/spool"
+    cat "$RUN/cert.pem" "$RUN/key.pem" >"$dir/conf/server.pem"
+    cat >"$dir/conf/ejabberdctl.cfg" <<EOF
+ERLANG_NODE=tern-bench@localhost
+INET_DIST_INTERFACE=127.0.0.1
+ERL_EPMD_ADDRESS=127.0.0.1
+ERL_DIST_PORT=25299
+ERL_OPTIONS="+S 1:1"
+EJABBERD_PID_PATH=$dir/spool/ejabberd.pid
+EOF
+    cat >"$dir/conf/ejabberd.yml" <<EOF
+loglevel: warning
+hosts:
+  - $DOMAIN
+certfiles:
+  - "$dir/conf/server.pem"
+listen:
+  -
+    port: $PORT
+    ip: "$ADDR"
+    module: ejabberd_c2s
+    starttls_required: true
+    shaper: none
+    max_stanza_size: 262144
+    backlog: 128
+auth_method: internal
+auth_password_format: scram
+shaper_rules:
+  c2s_shaper: none
+acl:
+  local:
+    user_regexp: ""
+access_rules:
+  local:
+    allow: local
+  c2s:
+    allow: all
+  register:
+    allow: all
+modules:
+  mod_disco: {}
+  mod_roster: {}
+  mod_ping: {}
+  mod_register:
+    ip_access: all
+    access: register
+registration_timeout: infinity
+EOF
+    chown -R ejabberd:ejabberd "$dir"
+    "${ON_SERVER[@]}" ejabberdctl --config-dir "$dir/conf" --logs "$dir/logs" --spool "$dir/spool" foreground \
+        >"$dir/stdout.log" 2>&1 &
+    wait_listening
+    # The measured process is the Erlang VM, not its launcher.
+    SERVER_PID=$(pgrep -f "beam.*tern-bench@localhost" | head -1)
+}
+
+stop_server() {
+    if [[ "$LABEL" == ejabberd ]]; then
+        ejabberdctl --config-dir "$RUN/ejabberd/conf" --logs "$RUN/ejabberd/logs" \
+            --spool "$RUN/ejabberd/spool" stop >/dev/null 2>&1 || true
+    fi
+    [[ -n "$SERVER_PID" ]] && kill "$SERVER_PID" 2>/dev/null || true
+    pkill -f "beam.*tern-bench@localhost" 2>/dev/null || true
+    wait 2>/dev/null || true
+    sleep 1
+}
+trap stop_server EXIT
+
+start() {
+    case "$LABEL" in
+        tern) start_tern "$@" ;;
+        prosody) start_prosody no ;;
+        prosody-gen) start_prosody yes ;;
+        ejabberd) start_ejabberd ;;
+    esac
+}
+
+load() {
+    "${ON_LOAD[@]}" target/release/tern-load --addr "$ADDR:$PORT" --domain "$DOMAIN" \
+        --label "$LABEL" --server-pid "$SERVER_PID" --json "$JSON" "$@"
+}
+
+for LABEL in $SERVERS; do
+    echo "== $LABEL"
+    start
+    load register --users "$USERS"
+    load throughput --pairs "$PAIRS" --window "$WINDOW" --seconds "$SECONDS" --warmup "$WARMUP"
+    stop_server
+    start
+    load register --users "$USERS"
+    load connections --levels "$LEVELS"
+    stop_server
+    start
+    load register --users "$WORKERS"
+    load logins --workers "$WORKERS" --seconds "$LOGIN_SECONDS"
+    stop_server
+    if [[ "$LABEL" == tern ]]; then
+        start_tern "[archive]
+enabled = true"
+        load register --users "$USERS"
+        load --record-as throughput-archive throughput --pairs "$PAIRS" --window "$WINDOW" \
+            --seconds "$SECONDS" --warmup "$WARMUP" --no-latency
+        stop_server
+    fi
+done
+
+echo
+target/release/tern-load report "$JSON"
+echo "(results: $JSON)"

@@ -1,0 +1,132 @@
+//! Side-by-side comparison of the JSON lines `tern-load` wrote: one
+//! column per server (in the order they first appear), one row per
+//! figure, and the ratio of the first server to each other one.
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use serde_json::Value;
+
+/// One figure of the comparison: where it is, and whether more is better.
+struct Figure {
+    name: &'static str,
+    scenario: &'static str,
+    path: &'static [&'static str],
+    higher_is_better: bool,
+}
+
+const FIGURES: &[Figure] = &[
+    Figure {
+        name: "throughput (msg/s)",
+        scenario: "throughput",
+        path: &["delivered_per_sec"],
+        higher_is_better: true,
+    },
+    Figure {
+        name: "p99 at half load (ms)",
+        scenario: "throughput-half",
+        path: &["latency_ms", "p99"],
+        higher_is_better: false,
+    },
+    Figure {
+        name: "p50 at half load (ms)",
+        scenario: "throughput-half",
+        path: &["latency_ms", "p50"],
+        higher_is_better: false,
+    },
+    Figure {
+        name: "federated (msg/s)",
+        scenario: "federation",
+        path: &["delivered_per_sec"],
+        higher_is_better: true,
+    },
+    Figure {
+        name: "KiB per idle connection",
+        scenario: "connections",
+        path: &["kib_per_connection"],
+        higher_is_better: false,
+    },
+    Figure {
+        name: "logins/s",
+        scenario: "logins",
+        path: &["per_sec"],
+        higher_is_better: true,
+    },
+    Figure {
+        name: "throughput, archive on (msg/s)",
+        scenario: "throughput-archive",
+        path: &["delivered_per_sec"],
+        higher_is_better: true,
+    },
+];
+
+/// Prints the comparison of `file`.
+pub fn compare(file: &Path) -> Result<()> {
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    let lines: Vec<Value> = text
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(serde_json::from_str)
+        .collect::<Result<_, _>>()
+        .context("a line is not JSON")?;
+    let mut labels: Vec<String> = Vec::new();
+    for line in &lines {
+        if let Some(label) = line["label"].as_str() {
+            if !labels.iter().any(|l| l == label) {
+                labels.push(label.to_owned());
+            }
+        }
+    }
+    let value = |label: &str, figure: &Figure| -> Option<f64> {
+        // The last measurement of that scenario for that server.
+        lines
+            .iter()
+            .rev()
+            .find(|l| l["label"] == label && l["scenario"] == figure.scenario)
+            .and_then(|l| {
+                let mut v = &l["result"];
+                for key in figure.path {
+                    v = &v[*key];
+                }
+                v.as_f64()
+            })
+    };
+    print!("{:<32}", "");
+    for label in &labels {
+        print!(" {label:>13}");
+    }
+    for label in labels.iter().skip(1) {
+        print!(" {:>20}", format!("{}/{label}", labels[0]));
+    }
+    println!();
+    for figure in FIGURES {
+        let values: Vec<Option<f64>> = labels.iter().map(|l| value(l, figure)).collect();
+        if values.iter().all(Option::is_none) {
+            continue;
+        }
+        print!("{:<32}", figure.name);
+        for v in &values {
+            match v {
+                Some(v) => print!(" {v:>13.2}"),
+                None => print!(" {:>13}", "-"),
+            }
+        }
+        for other in values.iter().skip(1) {
+            match (values[0], other) {
+                (Some(ours), Some(theirs)) if *theirs > 0.0 && ours > 0.0 => {
+                    let ratio = if figure.higher_is_better {
+                        ours / theirs
+                    } else {
+                        theirs / ours
+                    };
+                    print!(" {:>19.2}×", ratio);
+                }
+                _ => print!(" {:>20}", "-"),
+            }
+        }
+        println!();
+    }
+    println!("(ratios: how many times better the first server is; > 1 means better)");
+    Ok(())
+}

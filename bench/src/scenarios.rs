@@ -1,0 +1,504 @@
+//! The measured scenarios: message throughput (at saturation, and
+//! latency at a fixed offered load), idle connections (server memory),
+//! and logins per second. Each is bounded in time and count.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use serde::Serialize;
+use tokio::io::AsyncWriteExt;
+use tokio::sync::{Notify, Semaphore};
+use tokio::task::JoinSet;
+
+use crate::client::{self, find, Session, Target};
+use crate::usage::CpuClock;
+
+/// How users are named and what password they have.
+#[derive(Debug, Clone)]
+pub struct Users {
+    /// Prefix of every user name (`{prefix}{n}`).
+    pub prefix: String,
+    /// Their password.
+    pub password: String,
+}
+
+impl Users {
+    /// The name of user `n`.
+    pub fn name(&self, n: usize) -> String {
+        format!("{}{n}", self.prefix)
+    }
+}
+
+/// Logs in users `range` on `target` with at most `parallel` logins at
+/// once; the sessions in order.
+pub async fn login_many(
+    target: &Target,
+    users: &Users,
+    range: std::ops::Range<usize>,
+    parallel: usize,
+) -> Result<Vec<Session>> {
+    let gate = Arc::new(Semaphore::new(parallel.max(1)));
+    let mut tasks = JoinSet::new();
+    for n in range.clone() {
+        let (target, name, password, gate) = (
+            target.clone(),
+            users.name(n),
+            users.password.clone(),
+            gate.clone(),
+        );
+        tasks.spawn(async move {
+            let _permit = gate.acquire_owned().await?;
+            let session = client::login(&target, &name, &password, "load")
+                .await
+                .with_context(|| format!("logging in {name}"))?;
+            anyhow::Ok((n, session))
+        });
+    }
+    let mut sessions: Vec<(usize, Session)> = Vec::with_capacity(range.len());
+    while let Some(done) = tasks.join_next().await {
+        sessions.push(done??);
+    }
+    sessions.sort_by_key(|(n, _)| *n);
+    Ok(sessions.into_iter().map(|(_, s)| s).collect())
+}
+
+/// Creates users `0..count` in-band (existing ones are fine).
+pub async fn register_many(
+    target: &Target,
+    users: &Users,
+    count: usize,
+    parallel: usize,
+) -> Result<()> {
+    let gate = Arc::new(Semaphore::new(parallel.max(1)));
+    let mut tasks = JoinSet::new();
+    for n in 0..count {
+        let (target, name, password, gate) = (
+            target.clone(),
+            users.name(n),
+            users.password.clone(),
+            gate.clone(),
+        );
+        tasks.spawn(async move {
+            let _permit = gate.acquire_owned().await?;
+            client::register(&target, &name, &password).await
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done??;
+    }
+    Ok(())
+}
+
+/// Settings of a throughput run.
+#[derive(Debug, Clone, Serialize)]
+pub struct Traffic {
+    /// Pairs of users writing to each other.
+    pub pairs: usize,
+    /// Messages each sender may have in flight (saturation runs).
+    pub window: usize,
+    /// Offered load in messages/s for all senders together; `None`:
+    /// as fast as the window allows.
+    pub rate: Option<f64>,
+    /// Time before measuring.
+    pub warmup_secs: f64,
+    /// Time measured.
+    pub seconds: f64,
+}
+
+/// What a throughput run measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct TrafficResult {
+    /// Messages delivered per second while measuring.
+    pub delivered_per_sec: f64,
+    /// Messages delivered while measuring.
+    pub delivered: u64,
+    /// Latency percentiles, milliseconds.
+    pub latency_ms: Percentiles,
+    /// Error stanzas received.
+    pub errors: u64,
+    /// CPU the generator used while measuring, in cores.
+    pub generator_cpu: f64,
+    /// CPU the server used while measuring, in cores (when its pid is
+    /// known).
+    pub server_cpu: Option<f64>,
+}
+
+/// Latency percentiles in milliseconds.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Percentiles {
+    /// Median.
+    pub p50: f64,
+    /// 90th percentile.
+    pub p90: f64,
+    /// 99th percentile.
+    pub p99: f64,
+    /// Largest.
+    pub max: f64,
+}
+
+impl Percentiles {
+    fn of(mut micros: Vec<u32>) -> Self {
+        if micros.is_empty() {
+            return Self::default();
+        }
+        micros.sort_unstable();
+        let at = |q: f64| {
+            let index = ((micros.len() as f64 - 1.0) * q).round() as usize;
+            f64::from(micros[index]) / 1000.0
+        };
+        Self {
+            p50: at(0.50),
+            p90: at(0.90),
+            p99: at(0.99),
+            max: at(1.0),
+        }
+    }
+}
+
+/// The shared state of one throughput run.
+struct Run {
+    start: Instant,
+    measuring: AtomicBool,
+    stop: AtomicBool,
+    delivered: AtomicU64,
+    errors: AtomicU64,
+}
+
+impl Run {
+    fn micros(&self) -> u64 {
+        self.start.elapsed().as_micros() as u64
+    }
+}
+
+/// One direction of a pair: what the sender sent and the receiver got.
+struct Lane {
+    received: AtomicU64,
+    space: Notify,
+}
+
+/// Runs traffic between `a[i]` and `b[i]` (both ways) and measures it;
+/// the sessions are closed at the end.
+pub async fn traffic(
+    a: Vec<Session>,
+    b: Vec<Session>,
+    settings: &Traffic,
+    server_pid: Option<u32>,
+) -> Result<TrafficResult> {
+    if a.len() != b.len() || a.is_empty() {
+        bail!("traffic needs the same number (at least one) of users on each side");
+    }
+    let run = Arc::new(Run {
+        start: Instant::now(),
+        measuring: AtomicBool::new(false),
+        stop: AtomicBool::new(false),
+        delivered: AtomicU64::new(0),
+        errors: AtomicU64::new(0),
+    });
+    let senders = a.len() * 2;
+    let interval = settings
+        .rate
+        .map(|rate| Duration::from_secs_f64(senders as f64 / rate.max(1.0)));
+    let mut readers = JoinSet::new();
+    let mut writers = JoinSet::new();
+    let mut samples = Vec::new();
+    let mut jids = Vec::new();
+    for (x, y) in a.into_iter().zip(b) {
+        jids.push((x.jid.clone(), y.jid.clone()));
+        let to_y = Arc::new(Lane {
+            received: AtomicU64::new(0),
+            space: Notify::new(),
+        });
+        let to_x = Arc::new(Lane {
+            received: AtomicU64::new(0),
+            space: Notify::new(),
+        });
+        for (session, partner, outgoing, incoming) in [
+            (
+                x,
+                jids.last().map(|j| j.1.clone()),
+                to_y.clone(),
+                to_x.clone(),
+            ),
+            (y, jids.last().map(|j| j.0.clone()), to_x, to_y),
+        ] {
+            let Session { reader, writer, .. } = session;
+            let partner = partner.unwrap_or_default();
+            let latencies = Arc::new(std::sync::Mutex::new(Vec::new()));
+            samples.push(latencies.clone());
+            readers.spawn(read_messages(reader, incoming, run.clone(), latencies));
+            writers.spawn(write_messages(
+                writer,
+                partner,
+                outgoing,
+                run.clone(),
+                settings.window as u64,
+                interval,
+            ));
+        }
+    }
+    tokio::time::sleep(Duration::from_secs_f64(settings.warmup_secs)).await;
+    let generator = CpuClock::own();
+    let server = server_pid.map(CpuClock::of);
+    run.delivered.store(0, Ordering::Relaxed);
+    run.measuring.store(true, Ordering::Relaxed);
+    let measured_from = Instant::now();
+    tokio::time::sleep(Duration::from_secs_f64(settings.seconds)).await;
+    run.measuring.store(false, Ordering::Relaxed);
+    let elapsed = measured_from.elapsed().as_secs_f64();
+    let delivered = run.delivered.load(Ordering::Relaxed);
+    let generator_cpu = generator.cores_since();
+    let server_cpu = server.and_then(|s| s.cores_since_checked());
+    run.stop.store(true, Ordering::Relaxed);
+    let mut writer_halves = Vec::new();
+    while let Some(done) = writers.join_next().await {
+        writer_halves.push(done??);
+    }
+    // Let in-flight messages arrive, then stop reading.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    readers.abort_all();
+    while readers.join_next().await.is_some() {}
+    let mut latencies = Vec::new();
+    for reader in samples {
+        latencies.append(&mut reader.lock().unwrap_or_else(|e| e.into_inner()));
+    }
+    drop(writer_halves);
+    let result = TrafficResult {
+        delivered_per_sec: delivered as f64 / elapsed,
+        delivered,
+        latency_ms: Percentiles::of(latencies),
+        errors: run.errors.load(Ordering::Relaxed),
+        generator_cpu,
+        server_cpu,
+    };
+    Ok(result)
+}
+
+/// The message a sender sends: about 200 bytes with an OMEMO-style
+/// encrypted payload, so that Tern accepts it; the id is the send time.
+fn message(to: &str, sent_micros: u64) -> String {
+    format!(
+        "<message to='{to}' type='chat' id='{sent_micros}'><encrypted xmlns='eu.siacs.conversations.axolotl'>\
+         <header sid='1'><key rid='2'>AAAA</key><iv>AAAAAAAAAAAAAAAA</iv></header>\
+         <payload>c2VhbGVkIGJ5IHRoZSBsb2FkIGdlbmVyYXRvcg==</payload></encrypted></message>"
+    )
+}
+
+async fn write_messages(
+    mut writer: tokio::io::WriteHalf<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>,
+    partner: String,
+    lane: Arc<Lane>,
+    run: Arc<Run>,
+    window: u64,
+    interval: Option<Duration>,
+) -> Result<tokio::io::WriteHalf<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>> {
+    let mut sent = 0u64;
+    let mut ticks = interval.map(|every| {
+        let mut ticks = tokio::time::interval(every);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ticks
+    });
+    while !run.stop.load(Ordering::Relaxed) {
+        match &mut ticks {
+            Some(ticks) => {
+                ticks.tick().await;
+            }
+            None => {
+                while sent - lane.received.load(Ordering::Relaxed) >= window {
+                    let waited =
+                        tokio::time::timeout(Duration::from_millis(100), lane.space.notified())
+                            .await;
+                    if waited.is_err() && run.stop.load(Ordering::Relaxed) {
+                        return Ok(writer);
+                    }
+                }
+            }
+        }
+        writer
+            .write_all(message(&partner, run.micros()).as_bytes())
+            .await?;
+        writer.flush().await?;
+        sent += 1;
+    }
+    Ok(writer)
+}
+
+/// Reads messages until aborted, recording the latencies (µs) seen while
+/// measuring.
+async fn read_messages(
+    mut reader: client::StreamReader,
+    lane: Arc<Lane>,
+    run: Arc<Run>,
+    latencies: Arc<std::sync::Mutex<Vec<u32>>>,
+) -> Result<()> {
+    loop {
+        if !reader.fill().await? {
+            return Ok(());
+        }
+        let mut consumed = 0;
+        let buffer = reader.buffer();
+        while let Some(end) = find(&buffer[consumed..], b"</message>") {
+            let element = &buffer[consumed..consumed + end];
+            consumed += end + b"</message>".len();
+            if find(element, b"type='error'").is_some()
+                || find(element, b"type=\"error\"").is_some()
+            {
+                run.errors.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            lane.received.fetch_add(1, Ordering::Relaxed);
+            lane.space.notify_one();
+            if run.measuring.load(Ordering::Relaxed) {
+                run.delivered.fetch_add(1, Ordering::Relaxed);
+                if let Some(sent) = sent_at(element) {
+                    let micros = run.micros().saturating_sub(sent).min(u64::from(u32::MAX)) as u32;
+                    latencies
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push(micros);
+                }
+            }
+        }
+        reader.consume(consumed);
+    }
+}
+
+/// The send time in a received message's id.
+fn sent_at(element: &[u8]) -> Option<u64> {
+    let start = find(element, b"<message")?;
+    let tag_end = start + find(&element[start..], b">")?;
+    let tag = &element[start..tag_end];
+    let at = find(tag, b" id=")? + 5;
+    let digits: Vec<u8> = tag[at..]
+        .iter()
+        .take_while(|b| b.is_ascii_digit())
+        .copied()
+        .collect();
+    std::str::from_utf8(&digits).ok()?.parse().ok()
+}
+
+/// What the connections scenario measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct ConnectionsResult {
+    /// `(connections, server RSS in KiB)` at each level.
+    pub levels: Vec<(usize, u64)>,
+    /// Server memory per connection between the first and last level,
+    /// KiB.
+    pub kib_per_connection: f64,
+}
+
+/// Logs in idle users up to each level and reads the server's RSS there.
+pub async fn connections(
+    target: &Target,
+    users: &Users,
+    levels: &[usize],
+    server_pid: u32,
+) -> Result<ConnectionsResult> {
+    let mut sessions = Vec::new();
+    let mut measured = Vec::new();
+    for &level in levels {
+        if level > sessions.len() {
+            let more = login_many(target, users, sessions.len()..level, 64).await?;
+            sessions.extend(more);
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let rss = crate::usage::rss_kib(server_pid).context("reading the server's RSS")?;
+        eprintln!("  {level} connections: server RSS {rss} KiB");
+        measured.push((level, rss));
+    }
+    let kib_per_connection = match (measured.first(), measured.last()) {
+        (Some(&(c1, r1)), Some(&(c2, r2))) if c2 > c1 => (r2 as f64 - r1 as f64) / (c2 - c1) as f64,
+        _ => 0.0,
+    };
+    drop(sessions);
+    Ok(ConnectionsResult {
+        levels: measured,
+        kib_per_connection,
+    })
+}
+
+/// What the logins scenario measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct LoginsResult {
+    /// Complete logins (STARTTLS, SASL, bind) per second.
+    pub per_sec: f64,
+    /// Logins done while measuring.
+    pub logins: u64,
+    /// Failed attempts.
+    pub failures: u64,
+    /// CPU the generator used, in cores.
+    pub generator_cpu: f64,
+    /// CPU the server used, in cores.
+    pub server_cpu: Option<f64>,
+}
+
+/// `workers` loops of login and logout for `seconds`.
+pub async fn logins(
+    target: &Target,
+    users: &Users,
+    workers: usize,
+    seconds: f64,
+    server_pid: Option<u32>,
+) -> Result<LoginsResult> {
+    // One login each first: the client caches salted passwords, as real
+    // clients do.
+    drop(login_many(target, users, 0..workers, workers).await?);
+    let deadline = Instant::now() + Duration::from_secs_f64(seconds);
+    let done = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicU64::new(0));
+    let generator = CpuClock::own();
+    let server = server_pid.map(CpuClock::of);
+    let started = Instant::now();
+    let mut tasks = JoinSet::new();
+    for n in 0..workers {
+        let (target, name, password, done, failed) = (
+            target.clone(),
+            users.name(n),
+            users.password.clone(),
+            done.clone(),
+            failed.clone(),
+        );
+        tasks.spawn(async move {
+            while Instant::now() < deadline {
+                match client::login(&target, &name, &password, "login").await {
+                    Ok(mut session) => {
+                        let _ = session.writer.write_all(b"</stream:stream>").await;
+                        let _ = session.writer.shutdown().await;
+                        done.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(_) => {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        });
+    }
+    while tasks.join_next().await.is_some() {}
+    let elapsed = started.elapsed().as_secs_f64();
+    let logins = done.load(Ordering::Relaxed);
+    Ok(LoginsResult {
+        per_sec: logins as f64 / elapsed,
+        logins,
+        failures: failed.load(Ordering::Relaxed),
+        generator_cpu: generator.cores_since(),
+        server_cpu: server.and_then(|s| s.cores_since_checked()),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn send_times_are_read_back_whatever_the_quoting() {
+        assert_eq!(
+            sent_at(b"<message from='a' id='1234' type='chat'><body/>"),
+            Some(1234)
+        );
+        assert_eq!(sent_at(b"<message id=\"99\" to=\"b\"><x/>"), Some(99));
+        assert_eq!(sent_at(b"<message to='b'>"), None);
+        let p = Percentiles::of(vec![1000, 2000, 3000, 4000]);
+        assert_eq!((p.p50, p.max), (3.0, 4.0));
+    }
+}
