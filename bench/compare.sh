@@ -17,10 +17,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 SERVERS="tern prosody prosody-gen ejabberd"
-PAIRS=100 WINDOW=16 SECONDS=10 WARMUP=2 LEVELS=2000,15000 WORKERS=32 LOGIN_SECONDS=10
+PAIRS=100 WINDOW=16 MEASURE=10 WARMUP=2 LEVELS=2000,15000 WORKERS=32 LOGIN_SECONDS=10
 while (($#)); do
     case "$1" in
-        --quick) PAIRS=10 SECONDS=2 WARMUP=1 LEVELS=100,400 WORKERS=8 LOGIN_SECONDS=2 ;;
+        --quick) PAIRS=10 MEASURE=2 WARMUP=1 LEVELS=100,400 WORKERS=8 LOGIN_SECONDS=2 ;;
         --servers) SERVERS="$2"; shift ;;
         *) echo "usage: $0 [--quick] [--servers \"tern prosody prosody-gen ejabberd\"]" >&2; exit 2 ;;
     esac
@@ -38,7 +38,6 @@ JSON="$RUN/results.jsonl"
 DOMAIN=bench.test
 ADDR=127.0.0.1
 PORT=25222
-USERS=$(( 2 * PAIRS > ${LEVELS##*,} ? 2 * PAIRS : ${LEVELS##*,} ))
 ulimit -n "$(ulimit -Hn)"
 
 if (($(nproc) >= 2)); then
@@ -208,11 +207,11 @@ load() {
 for LABEL in $SERVERS; do
     echo "== $LABEL"
     start
-    load register --users "$USERS"
-    load throughput --pairs "$PAIRS" --window "$WINDOW" --seconds "$SECONDS" --warmup "$WARMUP"
+    load register --users $((2 * PAIRS))
+    load throughput --pairs "$PAIRS" --window "$WINDOW" --seconds "$MEASURE" --warmup "$WARMUP"
     stop_server
     start
-    load register --users "$USERS"
+    load register --users "${LEVELS##*,}"
     load connections --levels "$LEVELS"
     stop_server
     start
@@ -222,9 +221,9 @@ for LABEL in $SERVERS; do
     if [[ "$LABEL" == tern ]]; then
         start_tern "[archive]
 enabled = true"
-        load register --users "$USERS"
+        load register --users $((2 * PAIRS))
         load --record-as throughput-archive throughput --pairs "$PAIRS" --window "$WINDOW" \
-            --seconds "$SECONDS" --warmup "$WARMUP" --no-latency
+            --seconds "$MEASURE" --warmup "$WARMUP" --no-latency
         stop_server
     fi
 done

@@ -294,8 +294,11 @@ async fn write_messages(
     interval: Option<Duration>,
 ) -> Result<tokio::io::WriteHalf<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>> {
     let mut sent = 0u64;
+    // Senders start at random phases: started together they would send
+    // in bursts, and the burst would be measured, not the server.
     let mut ticks = interval.map(|every| {
-        let mut ticks = tokio::time::interval(every);
+        let phase = every.mul_f64(rand::random::<f64>());
+        let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + phase, every);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         ticks
     });

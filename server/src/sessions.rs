@@ -17,11 +17,12 @@ pub const SESSION_QUEUE: usize = 4096;
 /// What other parts of the server send to a session.
 #[derive(Debug)]
 pub enum Outbound {
-    /// Write this stanza to the client.
-    Stanza(Element),
+    /// Write this stanza to the client. (Boxed: every session's queue
+    /// allocates its first block of slots up front.)
+    Stanza(Box<Element>),
     /// Write this answer of the server to the client's own request (not
     /// subject to the client's blocklist).
-    Reply(Element),
+    Reply(Box<Element>),
     /// Close the stream with this stream error.
     Close(StreamCondition, &'static str),
 }
@@ -30,7 +31,7 @@ impl Outbound {
     /// The stanza to write, if it is one.
     pub fn into_stanza(self) -> Option<Element> {
         match self {
-            Outbound::Stanza(stanza) | Outbound::Reply(stanza) => Some(stanza),
+            Outbound::Stanza(stanza) | Outbound::Reply(stanza) => Some(*stanza),
             Outbound::Close(..) => None,
         }
     }
@@ -48,12 +49,12 @@ impl SessionHandle {
     /// Queues a stanza for the client. A session whose queue is full is
     /// stuck; it is told to close and the stanza is dropped (false).
     pub fn send(&self, stanza: Element) -> bool {
-        self.queue(Outbound::Stanza(stanza))
+        self.queue(Outbound::Stanza(Box::new(stanza)))
     }
 
     /// Queues the server's answer to the client's own request.
     pub fn reply(&self, stanza: Element) -> bool {
-        self.queue(Outbound::Reply(stanza))
+        self.queue(Outbound::Reply(Box::new(stanza)))
     }
 
     fn queue(&self, outbound: Outbound) -> bool {

@@ -41,8 +41,11 @@ pub async fn serve_connection(
     peer: SocketAddr,
     mode: TlsMode,
 ) {
+    // Boxed: its state is large and only needed until the session is
+    // bound, while the task lives as long as the connection.
+    let negotiation = Box::pin(negotiate(transport, peer, mode, &server.c2s, &*server));
     let negotiated = tokio::select! {
-        result = negotiate(transport, peer, mode, &server.c2s, &*server) => result,
+        result = negotiation => result,
         _ = server.shutdown.cancelled() => return,
     };
     let C2sStream {
@@ -142,7 +145,7 @@ impl Session {
                 Ended::TakenOver(request) => {
                     let _ = tokio::time::timeout(Duration::from_secs(1), close_stream(&mut stream))
                         .await;
-                    (stream, budget) = self.resume(*request).await;
+                    (stream, budget) = Box::pin(self.resume(*request)).await;
                 }
                 Ended::Broken { write_failed } => {
                     if write_failed {
@@ -150,14 +153,14 @@ impl Session {
                     }
                     drop(stream);
                     match self.wait_for_resumption().await {
-                        Some(request) => (stream, budget) = self.resume(request).await,
-                        None => return self.end().await,
+                        Some(request) => (stream, budget) = Box::pin(self.resume(request)).await,
+                        None => return Box::pin(self.end()).await,
                     }
                 }
             }
         }
         drop(stream);
-        self.end().await;
+        Box::pin(self.end()).await;
     }
 
     /// Serves one connection until it ends.
@@ -175,13 +178,17 @@ impl Session {
                 outbound = self.rx.recv() => {
                     let stanza = match outbound {
                         Some(Outbound::Stanza(stanza)) => {
-                            if blocking::blocks_sender(&self.server, &self.ctx.username, &stanza).await {
-                                refuse_blocked(&self.server, stanza).await;
+                            let blocked = match blocking::blocks_sender_cached(&self.server, &self.ctx.username, &stanza) {
+                                Some(blocked) => blocked,
+                                None => Box::pin(blocking::blocks_sender(&self.server, &self.ctx.username, &stanza)).await,
+                            };
+                            if blocked {
+                                Box::pin(refuse_blocked(&self.server, *stanza)).await;
                                 continue;
                             }
-                            stanza
+                            *stanza
                         }
-                        Some(Outbound::Reply(stanza)) => stanza,
+                        Some(Outbound::Reply(stanza)) => *stanza,
                         Some(Outbound::Close(condition, text)) => return Ended::Error(condition, text),
                         None => return Ended::Broken { write_failed: false },
                     };
@@ -244,9 +251,17 @@ impl Session {
         if let (Some(acks), true) = (&mut self.acks, sm::is_stanza(&element)) {
             acks.received();
         }
-        router::route_from_client(&self.server, &mut self.ctx, element).await;
+        // Boxed, here and below: the router's state is large and short-lived,
+        // while this task lives as long as the connection, at its largest
+        // size (an idle connection would carry it).
+        Box::pin(router::route_from_client(
+            &self.server,
+            &mut self.ctx,
+            element,
+        ))
+        .await;
         if std::mem::take(&mut self.ctx.deliver_offline) {
-            if let Err(e) = self.deliver_offline(stream).await {
+            if let Err(e) = Box::pin(self.deliver_offline(stream)).await {
                 tracing::warn!(jid = %self.ctx.jid, "offline delivery interrupted: {e}");
                 return Some(Ended::Broken { write_failed: true });
             }
@@ -405,7 +420,7 @@ impl Session {
                 if let Some(acks) = acks.as_mut() {
                     acks.received();
                 }
-                router::route_from_client(&server, ctx, element).await;
+                Box::pin(router::route_from_client(&server, ctx, element)).await;
             }
         })
         .await;

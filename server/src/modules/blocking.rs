@@ -73,6 +73,24 @@ pub async fn blocks(server: &Server, username: &str, jid: &Jid) -> bool {
         .any(|item| *item == full || *item == bare || item == domain)
 }
 
+/// Whether `username` blocks the sender of a stanza, answered from
+/// memory; `None` when the list was not read yet.
+pub fn blocks_sender_cached(server: &Server, username: &str, stanza: &Element) -> Option<bool> {
+    let list = server.blocklists.cached(username)?;
+    if list.is_empty() {
+        return Some(false);
+    }
+    let Some(Ok(from)) = stanza.attr("from").map(Jid::new) else {
+        return Some(false);
+    };
+    let (full, bare) = (from.to_string(), from.to_bare().to_string());
+    let domain = from.domain().as_str();
+    Some(
+        list.iter()
+            .any(|item| *item == full || *item == bare || item == domain),
+    )
+}
+
 /// Whether `username` blocks the sender (`from`) of a stanza.
 pub async fn blocks_sender(server: &Server, username: &str, stanza: &Element) -> bool {
     match stanza.attr("from").map(Jid::new) {

@@ -466,10 +466,12 @@ pub async fn append_outgoing(server: &Server, owner: &str, message: &Element) {
     append(server, owner, new_id(), &with, message).await;
 }
 
-/// A new stanza id: 96 random bits, hex.
+/// A new stanza id: the time in microseconds and 32 random bits, hex, so
+/// that ids sort by time (index inserts append) and cannot be guessed.
 pub fn new_id() -> String {
-    let bytes: [u8; 12] = rand::thread_rng().gen();
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    let micros = Utc::now().timestamp_micros() as u64;
+    let random: u32 = rand::thread_rng().gen();
+    format!("{micros:016x}{random:08x}")
 }
 
 #[cfg(test)]

@@ -123,32 +123,55 @@ impl ArchiveWriter {
     }
 }
 
+/// Rows written by one statement (5 parameters each, far below SQLite's
+/// limit of 32766).
+const ROWS_PER_STATEMENT: usize = 100;
+
 impl BatchChange for Change {
+    /// Writes the batch's entries with one multi-row statement per
+    /// hundred rows and archive kind, in one transaction.
     async fn apply(storage: &Storage, changes: &[Self]) -> Result<Vec<i64>> {
         let mut tx = storage.pool.begin().await?;
-        for change in changes {
-            let Change::Insert(entry) = change else {
-                continue;
-            };
-            // An owner deleted meanwhile makes this a no-op, not a
-            // failure of the whole batch.
-            let (table, owner) = entry.kind.table();
-            let (owners, key) = entry.kind.owners();
-            sqlx::query(&format!(
-                "INSERT OR IGNORE INTO {table} ({owner}, id, with_jid, stamp, stanza)
-                 SELECT ?1, ?2, ?3, ?4, ?5 WHERE EXISTS (SELECT 1 FROM {owners} WHERE {key} = ?1)"
-            ))
-            .bind(&entry.username)
-            .bind(&entry.id)
-            .bind(&entry.with)
-            .bind(entry.stamp)
-            .bind(&entry.stanza)
-            .execute(&mut *tx)
-            .await?;
+        for kind in [ArchiveKind::User, ArchiveKind::Room] {
+            let entries: Vec<&ArchiveEntry> = changes
+                .iter()
+                .filter_map(|c| match c {
+                    Change::Insert(entry) if entry.kind == kind => Some(entry),
+                    _ => None,
+                })
+                .collect();
+            for chunk in entries.chunks(ROWS_PER_STATEMENT) {
+                insert_rows(kind, chunk).build().execute(&mut *tx).await?;
+            }
         }
         tx.commit().await?;
         Ok(vec![0; changes.len()])
     }
+}
+
+/// `INSERT … SELECT … FROM (VALUES …)` of entries of one kind; an owner
+/// deleted meanwhile makes its rows a no-op, not a failure of the batch.
+fn insert_rows<'a>(kind: ArchiveKind, entries: &[&'a ArchiveEntry]) -> QueryBuilder<'a, Sqlite> {
+    let (table, owner) = kind.table();
+    let (owners, key) = kind.owners();
+    let mut query = QueryBuilder::new(format!(
+        "INSERT OR IGNORE INTO {table} ({owner}, id, with_jid, stamp, stanza) \
+         SELECT column1, column2, column3, column4, column5 FROM ("
+    ));
+    query.push_values(
+        entries.iter().copied(),
+        |mut row, entry: &'a ArchiveEntry| {
+            row.push_bind(&entry.username)
+                .push_bind(&entry.id)
+                .push_bind(&entry.with)
+                .push_bind(entry.stamp)
+                .push_bind(&entry.stanza);
+        },
+    );
+    query.push(format!(
+        ") WHERE EXISTS (SELECT 1 FROM {owners} WHERE {key} = column1)"
+    ));
+    query
 }
 
 impl Storage {
@@ -262,10 +285,16 @@ impl Storage {
         let mut deleted = 0;
         for kind in [ArchiveKind::User, ArchiveKind::Room] {
             let (table, _) = kind.table();
-            let done = sqlx::query(&format!("DELETE FROM {table} WHERE stamp < ?"))
-                .bind(stamp)
-                .execute(&self.pool)
-                .await?;
+            // Rows are appended in stamp order: everything before the
+            // first row stamped at or after the cut-off is older.
+            let done = sqlx::query(&format!(
+                "DELETE FROM {table} WHERE seq < COALESCE(
+                     (SELECT seq FROM {table} WHERE stamp >= ?1 ORDER BY seq LIMIT 1),
+                     (SELECT MAX(seq) + 1 FROM {table}))"
+            ))
+            .bind(stamp)
+            .execute(&self.pool)
+            .await?;
             deleted += done.rows_affected();
         }
         Ok(deleted)
