@@ -130,6 +130,7 @@ INET_DIST_INTERFACE=127.0.0.1
 ERL_EPMD_ADDRESS=127.0.0.1
 ERL_DIST_PORT=25299
 ERL_OPTIONS="+S 1:1"
+ERL_MAX_PORTS=65536
 EJABBERD_PID_PATH=$dir/spool/ejabberd.pid
 EOF
     cat >"$dir/conf/ejabberd.yml" <<EOF
@@ -171,7 +172,10 @@ modules:
 registration_timeout: infinity
 EOF
     chown -R ejabberd:ejabberd "$dir"
-    "${ON_SERVER[@]}" ejabberdctl --config-dir "$dir/conf" --logs "$dir/logs" --spool "$dir/spool" foreground \
+    # Started as the ejabberd user directly (setpriv keeps this shell's
+    # open-file limit; ejabberdctl's own su would reset it to 1024).
+    HOME="$dir/spool" "${ON_SERVER[@]}" setpriv --reuid=ejabberd --regid=ejabberd --init-groups \
+        ejabberdctl --config-dir "$dir/conf" --logs "$dir/logs" --spool "$dir/spool" foreground \
         >"$dir/stdout.log" 2>&1 &
     wait_listening
     # The measured process is the Erlang VM, not its launcher.
@@ -180,7 +184,7 @@ EOF
 
 stop_server() {
     if [[ "$LABEL" == ejabberd ]]; then
-        ejabberdctl --config-dir "$RUN/ejabberd/conf" --logs "$RUN/ejabberd/logs" \
+        HOME="$RUN/ejabberd/spool" setpriv --reuid=ejabberd --regid=ejabberd --init-groups ejabberdctl --config-dir "$RUN/ejabberd/conf" --logs "$RUN/ejabberd/logs" \
             --spool "$RUN/ejabberd/spool" stop >/dev/null 2>&1 || true
     fi
     [[ -n "$SERVER_PID" ]] && kill "$SERVER_PID" 2>/dev/null || true
