@@ -31,6 +31,37 @@ impl Users {
     }
 }
 
+/// Runs `work` for each user of `range` (its name and password), at most
+/// `parallel` at once; the results in user order.
+async fn per_user<T, F, Fut>(
+    users: &Users,
+    range: std::ops::Range<usize>,
+    parallel: usize,
+    work: F,
+) -> Result<Vec<T>>
+where
+    T: Send + 'static,
+    F: Fn(String, String) -> Fut,
+    Fut: std::future::Future<Output = Result<T>> + Send + 'static,
+{
+    let gate = Arc::new(Semaphore::new(parallel.max(1)));
+    let mut tasks = JoinSet::new();
+    for n in range.clone() {
+        let job = work(users.name(n), users.password.clone());
+        let gate = gate.clone();
+        tasks.spawn(async move {
+            let _permit = gate.acquire_owned().await?;
+            anyhow::Ok((n, job.await?))
+        });
+    }
+    let mut done: Vec<(usize, T)> = Vec::with_capacity(range.len());
+    while let Some(result) = tasks.join_next().await {
+        done.push(result??);
+    }
+    done.sort_by_key(|(n, _)| *n);
+    Ok(done.into_iter().map(|(_, t)| t).collect())
+}
+
 /// Logs in users `range` on `target` with at most `parallel` logins at
 /// once; the sessions in order.
 pub async fn login_many(
@@ -39,29 +70,15 @@ pub async fn login_many(
     range: std::ops::Range<usize>,
     parallel: usize,
 ) -> Result<Vec<Session>> {
-    let gate = Arc::new(Semaphore::new(parallel.max(1)));
-    let mut tasks = JoinSet::new();
-    for n in range.clone() {
-        let (target, name, password, gate) = (
-            target.clone(),
-            users.name(n),
-            users.password.clone(),
-            gate.clone(),
-        );
-        tasks.spawn(async move {
-            let _permit = gate.acquire_owned().await?;
-            let session = client::login(&target, &name, &password, "load")
+    per_user(users, range, parallel, |name, password| {
+        let target = target.clone();
+        async move {
+            client::login(&target, &name, &password, "load")
                 .await
-                .with_context(|| format!("logging in {name}"))?;
-            anyhow::Ok((n, session))
-        });
-    }
-    let mut sessions: Vec<(usize, Session)> = Vec::with_capacity(range.len());
-    while let Some(done) = tasks.join_next().await {
-        sessions.push(done??);
-    }
-    sessions.sort_by_key(|(n, _)| *n);
-    Ok(sessions.into_iter().map(|(_, s)| s).collect())
+                .with_context(|| format!("logging in {name}"))
+        }
+    })
+    .await
 }
 
 /// Creates users `0..count` in-band (existing ones are fine).
@@ -71,24 +88,12 @@ pub async fn register_many(
     count: usize,
     parallel: usize,
 ) -> Result<()> {
-    let gate = Arc::new(Semaphore::new(parallel.max(1)));
-    let mut tasks = JoinSet::new();
-    for n in 0..count {
-        let (target, name, password, gate) = (
-            target.clone(),
-            users.name(n),
-            users.password.clone(),
-            gate.clone(),
-        );
-        tasks.spawn(async move {
-            let _permit = gate.acquire_owned().await?;
-            client::register(&target, &name, &password).await
-        });
-    }
-    while let Some(done) = tasks.join_next().await {
-        done??;
-    }
-    Ok(())
+    per_user(users, 0..count, parallel, |name, password| {
+        let target = target.clone();
+        async move { client::register(&target, &name, &password).await }
+    })
+    .await
+    .map(drop)
 }
 
 /// Settings of a throughput run.
