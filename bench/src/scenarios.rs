@@ -178,6 +178,7 @@ impl Run {
 }
 
 /// One direction of a pair: what the sender sent and the receiver got.
+#[derive(Default)]
 struct Lane {
     received: AtomicU64,
     space: Notify,
@@ -208,28 +209,15 @@ pub async fn traffic(
     let mut readers = JoinSet::new();
     let mut writers = JoinSet::new();
     let mut samples = Vec::new();
-    let mut jids = Vec::new();
     for (x, y) in a.into_iter().zip(b) {
-        jids.push((x.jid.clone(), y.jid.clone()));
-        let to_y = Arc::new(Lane {
-            received: AtomicU64::new(0),
-            space: Notify::new(),
-        });
-        let to_x = Arc::new(Lane {
-            received: AtomicU64::new(0),
-            space: Notify::new(),
-        });
+        let to_y = Arc::new(Lane::default());
+        let to_x = Arc::new(Lane::default());
+        let (x_jid, y_jid) = (x.jid.clone(), y.jid.clone());
         for (session, partner, outgoing, incoming) in [
-            (
-                x,
-                jids.last().map(|j| j.1.clone()),
-                to_y.clone(),
-                to_x.clone(),
-            ),
-            (y, jids.last().map(|j| j.0.clone()), to_x, to_y),
+            (x, y_jid, to_y.clone(), to_x.clone()),
+            (y, x_jid, to_x, to_y),
         ] {
             let Session { reader, writer, .. } = session;
-            let partner = partner.unwrap_or_default();
             let latencies = Arc::new(std::sync::Mutex::new(Vec::new()));
             samples.push(latencies.clone());
             readers.spawn(read_messages(reader, incoming, run.clone(), latencies));

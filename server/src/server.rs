@@ -86,6 +86,8 @@ pub struct Server {
     pub blocklists: Blocklists,
     /// When the server started.
     pub started: std::time::Instant,
+    /// The hash of its disco#info (XEP-0115), once computed.
+    pub caps: std::sync::OnceLock<Option<xmpp_parsers::hashes::Hash>>,
     /// Server-to-server federation (`None` when disabled).
     pub federation: Option<Federation>,
 }
@@ -306,6 +308,7 @@ impl RunningServer {
                 resumptions: Resumptions::default(),
                 blocklists: Blocklists::default(),
                 started: std::time::Instant::now(),
+                caps: std::sync::OnceLock::new(),
                 config,
                 storage,
                 sessions: Sessions::default(),

@@ -200,6 +200,14 @@ impl Sessions {
         self.update(username, id, |r| r.carbons = enabled);
     }
 
+    /// Whether any session of `username` enabled message carbons.
+    pub fn any_carbons(&self, username: &str) -> bool {
+        let users = self.users.read().unwrap_or_else(|e| e.into_inner());
+        users
+            .get(username)
+            .is_some_and(|list| list.iter().any(|r| r.carbons))
+    }
+
     /// Every session of every user.
     pub fn all(&self) -> Vec<SessionHandle> {
         let users = self.users.read().unwrap_or_else(|e| e.into_inner());

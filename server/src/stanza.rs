@@ -29,6 +29,9 @@ pub fn remove_attr(el: &mut Element, name: &str) {
 /// Removes the child elements `unwanted` selects, keeping the order of
 /// the other nodes.
 pub fn remove_children(el: &mut Element, unwanted: impl Fn(&Element) -> bool) {
+    if !el.children().any(&unwanted) {
+        return;
+    }
     for node in el.take_nodes() {
         match node {
             minidom::Node::Element(child) if unwanted(&child) => {}

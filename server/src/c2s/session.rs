@@ -390,10 +390,7 @@ impl Session {
         let held = std::mem::take(&mut self.held);
         let mut pending = held.into_iter();
         for stanza in pending.by_ref() {
-            if let Some(acks) = &mut self.acks {
-                acks.sent(&stanza);
-            }
-            if stream.feed(&stanza).await.is_err() {
+            if self.feed(stream, &stanza).await.is_err() {
                 // Kept as unacknowledged: sent again on the next resumption.
                 self.held.extend(pending);
                 return Err(Ended::Broken { write_failed: true });
@@ -433,14 +430,20 @@ impl Session {
     /// bursts go out in few TLS records.
     async fn write(&mut self, stream: &mut C2sXmlStream, stanza: &Element) -> std::io::Result<()> {
         tracing::trace!(name = stanza.name(), id = ?stanza.attr("id"), "stanza to client");
-        if let Some(acks) = &mut self.acks {
-            acks.sent(stanza);
-        }
-        stream.feed(stanza).await?;
+        self.feed(stream, stanza).await?;
         if self.rx.is_empty() {
             self.flush(stream).await?;
         }
         Ok(())
+    }
+
+    /// Feeds a stanza to the stream, keeping it until acknowledged when
+    /// Stream Management is on.
+    async fn feed(&mut self, stream: &mut C2sXmlStream, stanza: &Element) -> std::io::Result<()> {
+        if let Some(acks) = &mut self.acks {
+            acks.sent(stanza);
+        }
+        stream.feed(stanza).await
     }
 
     /// Flushes, asking for an acknowledgement of what was sent when
@@ -457,10 +460,7 @@ impl Session {
     /// Writes out what is already queued (before a handler-requested close).
     async fn flush_queue(&mut self, stream: &mut C2sXmlStream) {
         while let Some(stanza) = self.rx.try_recv().ok().and_then(Outbound::into_stanza) {
-            if let Some(acks) = &mut self.acks {
-                acks.sent(&stanza);
-            }
-            if stream.feed(&stanza).await.is_err() {
+            if self.feed(stream, &stanza).await.is_err() {
                 return;
             }
         }
@@ -484,10 +484,7 @@ impl Session {
         };
         for mut message in offline::parse_stored(&stored) {
             stanza::set_attr(&mut message, "to", self.ctx.jid.to_string());
-            if let Some(acks) = &mut self.acks {
-                acks.sent(&message);
-            }
-            stream.feed(&message).await?;
+            self.feed(stream, &message).await?;
         }
         self.flush(stream).await?;
         if let Err(e) = server

@@ -62,7 +62,11 @@ async fn list(server: &Server, username: &str) -> Arc<Vec<String>> {
 /// Whether `username` blocks `jid`: its full JID, bare JID or domain is
 /// on the list.
 pub async fn blocks(server: &Server, username: &str, jid: &Jid) -> bool {
-    let list = list(server, username).await;
+    listed(&list(server, username).await, jid)
+}
+
+/// Whether `jid`'s full JID, bare JID or domain is on `list`.
+fn listed(list: &[String], jid: &Jid) -> bool {
     if list.is_empty() {
         return false;
     }
@@ -77,18 +81,10 @@ pub async fn blocks(server: &Server, username: &str, jid: &Jid) -> bool {
 /// memory; `None` when the list was not read yet.
 pub fn blocks_sender_cached(server: &Server, username: &str, stanza: &Element) -> Option<bool> {
     let list = server.blocklists.cached(username)?;
-    if list.is_empty() {
-        return Some(false);
-    }
-    let Some(Ok(from)) = stanza.attr("from").map(Jid::new) else {
-        return Some(false);
-    };
-    let (full, bare) = (from.to_string(), from.to_bare().to_string());
-    let domain = from.domain().as_str();
-    Some(
-        list.iter()
-            .any(|item| *item == full || *item == bare || item == domain),
-    )
+    Some(match stanza.attr("from").map(Jid::new) {
+        Some(Ok(from)) => listed(&list, &from),
+        _ => false,
+    })
 }
 
 /// Whether `username` blocks the sender (`from`) of a stanza.

@@ -49,6 +49,12 @@ pub fn handle_iq(
     Some(stanza::iq_result(iq, None))
 }
 
+/// Whether a copy of `message` may go to one of `username`'s sessions:
+/// it is eligible and some session enabled carbons.
+pub fn wanted(server: &Server, username: &str, message: &Element) -> bool {
+    eligible(message) && server.sessions.any_carbons(username)
+}
+
 /// Whether a message is copied (XEP-0280 §6): chat messages (and normal
 /// ones with content), not marked private or no-copy, not carbons
 /// themselves, not MUC private messages.

@@ -384,11 +384,17 @@ fn format_stamp(micros: i64) -> String {
 /// Whether a message belongs in the archive: a chat or normal message
 /// with an end-to-end encrypted payload, not marked `no-store`.
 pub fn archivable(server: &Server, message: &Element) -> bool {
+    matches!(
+        MessageKind::of(message),
+        MessageKind::Chat | MessageKind::Normal
+    ) && keeps(server, message)
+}
+
+/// Whether an archive (a user's or a room's) keeps a message of the
+/// right kind: archiving is on, the content is encrypted, and the sender
+/// did not ask not to store it (XEP-0334).
+pub fn keeps(server: &Server, message: &Element) -> bool {
     server.config.archive.enabled
-        && matches!(
-            MessageKind::of(message),
-            MessageKind::Chat | MessageKind::Normal
-        )
         && ciphertext::is_encrypted(message)
         && message.get_child("no-store", NS_HINTS).is_none()
         && message.get_child("no-permanent-store", NS_HINTS).is_none()

@@ -63,7 +63,8 @@ pub async fn from_client(
     );
     let outgoing = (one_to_one
         && !ciphertext::is_plaintext(&message)
-        && (carbons::eligible(&message) || mam::archivable(server, &message)))
+        && (carbons::wanted(server, &session.username, &message)
+            || mam::archivable(server, &message)))
     .then(|| message.clone());
     let bounce = route(server, message, &session.bare(), destination).await;
     if let (None, Some(sent)) = (&bounce, outgoing) {
@@ -153,7 +154,7 @@ async fn to_local_user(
         Some(owner) if storable => mam::stamp_incoming(server, &owner, &mut message),
         _ => None,
     };
-    let copy = (archive_id.is_some() || (storable && carbons::eligible(&message)))
+    let copy = (archive_id.is_some() || (storable && carbons::wanted(server, user, &message)))
         .then(|| message.clone());
     let delivered = match deliver(server, message, user, resource, storable).await {
         Ok(delivered) => delivered,

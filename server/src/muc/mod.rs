@@ -33,7 +33,6 @@ const NS_OWNER: &str = "http://jabber.org/protocol/muc#owner";
 const NS_ADMIN: &str = "http://jabber.org/protocol/muc#admin";
 const NS_DATA: &str = "jabber:x:data";
 const NS_DELAY: &str = "urn:xmpp:delay";
-const NS_HINTS: &str = "urn:xmpp:hints";
 
 /// Features of every room.
 const ROOM_FEATURES: &[&str] = &[
@@ -459,10 +458,7 @@ async fn groupchat(
     .ok_or_else(not_in_room)??;
     let (template, copies) = reflected;
     send_all(server, copies).await;
-    let archivable = ciphertext::is_encrypted(&template)
-        && template.get_child("no-store", NS_HINTS).is_none()
-        && server.config.archive.enabled;
-    if archivable {
+    if mam::keeps(server, &template) {
         mam::append_to(
             server,
             ArchiveKind::Room,
