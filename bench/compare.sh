@@ -6,6 +6,7 @@
 # the ratios of Tern to each.
 #
 #   bench/compare.sh [--quick] [--servers "tern prosody prosody-gen ejabberd"]
+#                    [--scenarios "throughput connections logins archive"]
 #
 # Each server runs pinned to CPU 0 and the generator to CPU 1 (taskset),
 # a fresh server per scenario. Scenarios: throughput (saturation, then
@@ -17,12 +18,15 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 SERVERS="tern prosody prosody-gen ejabberd"
+SCENARIOS="throughput connections logins archive"
 PAIRS=100 WINDOW=16 MEASURE=10 WARMUP=2 LEVELS=2000,15000 WORKERS=32 LOGIN_SECONDS=10
 while (($#)); do
     case "$1" in
         --quick) PAIRS=10 MEASURE=2 WARMUP=1 LEVELS=100,400 WORKERS=8 LOGIN_SECONDS=2 ;;
         --servers) SERVERS="$2"; shift ;;
-        *) echo "usage: $0 [--quick] [--servers \"tern prosody prosody-gen ejabberd\"]" >&2; exit 2 ;;
+        --scenarios) SCENARIOS="$2"; shift ;;
+        *) echo "usage: $0 [--quick] [--servers \"tern prosody prosody-gen ejabberd\"]" \
+                "[--scenarios \"throughput connections logins archive\"]" >&2; exit 2 ;;
     esac
     shift
 done
@@ -87,7 +91,8 @@ enabled = false
 ${1:-[archive]
 enabled = false}
 EOF
-    "${ON_SERVER[@]}" target/release/tern-server --config "$dir/tern.toml" >"$dir/server.log" 2>&1 &
+    # Warnings only, as Prosody and ejabberd are configured below.
+    TERN_LOG=warn "${ON_SERVER[@]}" target/release/tern-server --config "$dir/tern.toml" >"$dir/server.log" 2>&1 &
     SERVER_PID=$!
     wait_listening
 }
@@ -208,21 +213,29 @@ load() {
         --label "$LABEL" --server-pid "$SERVER_PID" --json "$JSON" "$@"
 }
 
+wanted() { [[ " $SCENARIOS " == *" $1 "* ]]; }
+
 for LABEL in $SERVERS; do
     echo "== $LABEL"
-    start
-    load register --users $((2 * PAIRS))
-    load throughput --pairs "$PAIRS" --window "$WINDOW" --seconds "$MEASURE" --warmup "$WARMUP"
-    stop_server
-    start
-    load register --users "${LEVELS##*,}"
-    load connections --levels "$LEVELS"
-    stop_server
-    start
-    load register --users "$WORKERS"
-    load logins --workers "$WORKERS" --seconds "$LOGIN_SECONDS"
-    stop_server
-    if [[ "$LABEL" == tern ]]; then
+    if wanted throughput; then
+        start
+        load register --users $((2 * PAIRS))
+        load throughput --pairs "$PAIRS" --window "$WINDOW" --seconds "$MEASURE" --warmup "$WARMUP"
+        stop_server
+    fi
+    if wanted connections; then
+        start
+        load register --users "${LEVELS##*,}"
+        load connections --levels "$LEVELS"
+        stop_server
+    fi
+    if wanted logins; then
+        start
+        load register --users "$WORKERS"
+        load logins --workers "$WORKERS" --seconds "$LOGIN_SECONDS"
+        stop_server
+    fi
+    if wanted archive && [[ "$LABEL" == tern ]]; then
         start_tern "[archive]
 enabled = true"
         load register --users $((2 * PAIRS))

@@ -2,6 +2,12 @@
 //! here): TCP or TLS behind one boxed type, buffered, with a per-stanza
 //! size budget.
 //!
+//! Writes are gathered until the stream is flushed: the XML stream hands
+//! each stanza to the transport as soon as the next one is queued, and
+//! without this every stanza would become its own TLS record and system
+//! call. A session flushes when its queue is empty, so a burst leaves in
+//! one write.
+//!
 //! The XML parser reads through [`LimitedIo`], which counts the bytes it
 //! consumes. The session resets the count after each complete stanza
 //! ([`StanzaBudget::reset`]); once a single stanza has consumed more than
@@ -23,13 +29,16 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> Transport for T {}
 /// A boxed transport.
 pub type BoxedTransport = Box<dyn Transport>;
 
-/// The I/O type of every XML stream. Reads are buffered; writes are not,
-/// because the XML stream already serialises whole stanzas into its own
-/// buffer before writing.
+/// The I/O type of every XML stream: reads buffered, writes gathered
+/// until a flush.
 pub type StreamIo<T = BoxedTransport> = LimitedIo<BufReader<T>>;
 
 /// Read buffer per connection.
 pub const READ_BUFFER: usize = 4096;
+
+/// Most bytes gathered before writes go through to the transport without
+/// waiting for a flush (a TLS record holds 16 KiB).
+pub const WRITE_GATHER: usize = 16 * 1024;
 
 /// Wraps a transport for a new (or restarted after TLS) XML stream.
 pub fn stream_io<T: AsyncRead>(
@@ -69,12 +78,18 @@ pub fn is_stanza_too_large(e: &io::Error) -> bool {
         .is_some_and(|inner| inner.is::<StanzaTooLarge>())
 }
 
-/// A buffered reader/writer that refuses to read past a byte budget.
+/// A buffered reader/writer that refuses to read past a byte budget and
+/// gathers writes until a flush.
 #[derive(Debug)]
 pub struct LimitedIo<T> {
     inner: T,
     consumed: Arc<AtomicUsize>,
     limit: usize,
+    /// Written, not yet passed to `inner`; released once passed on, so
+    /// an idle stream holds no write buffer.
+    gathered: Vec<u8>,
+    /// How much of `gathered` `inner` has taken.
+    passed: usize,
 }
 
 impl<T> LimitedIo<T> {
@@ -89,13 +104,17 @@ impl<T> LimitedIo<T> {
                 inner,
                 consumed,
                 limit,
+                gathered: Vec::new(),
+                passed: 0,
             },
             budget,
         )
     }
 
-    /// Returns the wrapped transport.
+    /// Returns the wrapped transport. Call it after a flush: gathered
+    /// writes are not passed on.
     pub fn into_inner(self) -> T {
+        debug_assert!(self.gathered.is_empty(), "unflushed writes");
         self.inner
     }
 
@@ -139,21 +158,51 @@ impl<T: AsyncRead + Unpin> AsyncRead for LimitedIo<T> {
     }
 }
 
+impl<T: AsyncWrite + Unpin> LimitedIo<T> {
+    /// Passes everything gathered to the transport.
+    fn poll_pass_on(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while self.passed < self.gathered.len() {
+            let taken = std::task::ready!(
+                Pin::new(&mut self.inner).poll_write(cx, &self.gathered[self.passed..])
+            )?;
+            if taken == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            self.passed += taken;
+        }
+        self.gathered = Vec::new();
+        self.passed = 0;
+        Poll::Ready(Ok(()))
+    }
+}
+
 impl<T: AsyncWrite + Unpin> AsyncWrite for LimitedIo<T> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+        let this = self.get_mut();
+        if this.gathered.len() + buf.len() > WRITE_GATHER {
+            std::task::ready!(this.poll_pass_on(cx))?;
+            if buf.len() >= WRITE_GATHER {
+                return Pin::new(&mut this.inner).poll_write(cx, buf);
+            }
+        }
+        this.gathered.extend_from_slice(buf);
+        Poll::Ready(Ok(buf.len()))
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+        let this = self.get_mut();
+        std::task::ready!(this.poll_pass_on(cx))?;
+        Pin::new(&mut this.inner).poll_flush(cx)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+        let this = self.get_mut();
+        std::task::ready!(this.poll_pass_on(cx))?;
+        Pin::new(&mut this.inner).poll_shutdown(cx)
     }
 }
 
@@ -171,5 +220,47 @@ mod tests {
         assert!(is_stanza_too_large(&err));
         budget.reset();
         assert!(io.fill_buf().await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn gathers_writes_until_a_flush() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (ours, mut theirs) = tokio::io::duplex(WRITE_GATHER * 4);
+        let (mut io, _) = LimitedIo::new(ours, usize::MAX);
+        io.write_all(b"<a/>").await.unwrap();
+        io.write_all(b"<b/>").await.unwrap();
+        let mut got = [0u8; 8];
+        let early =
+            tokio::time::timeout(std::time::Duration::from_millis(50), theirs.read(&mut got)).await;
+        assert!(early.is_err(), "nothing passes before the flush");
+        io.flush().await.unwrap();
+        theirs.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"<a/><b/>");
+        assert_eq!(io.gathered.capacity(), 0, "no buffer kept once flushed");
+        // Past the gathering limit, writes go through without a flush.
+        let big = vec![b'x'; WRITE_GATHER + 1];
+        io.write_all(&big).await.unwrap();
+        let mut received = vec![0u8; big.len()];
+        theirs.read_exact(&mut received).await.unwrap();
+        assert_eq!(received, big);
+    }
+
+    #[tokio::test]
+    async fn a_transport_that_takes_little_at_a_time_gets_everything_in_order() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (ours, mut theirs) = tokio::io::duplex(3);
+        let (mut io, _) = LimitedIo::new(ours, usize::MAX);
+        let reader = tokio::spawn(async move {
+            let mut all = Vec::new();
+            theirs.read_to_end(&mut all).await.unwrap();
+            all
+        });
+        for i in 0..100u8 {
+            io.write_all(&[i; 7]).await.unwrap();
+        }
+        io.shutdown().await.unwrap();
+        let all = reader.await.unwrap();
+        let expected: Vec<u8> = (0..100u8).flat_map(|i| [i; 7]).collect();
+        assert_eq!(all, expected);
     }
 }

@@ -89,12 +89,13 @@ impl ServerTls {
         let key = read_private_key(&key_path)?;
         let fingerprint = fingerprint(&chain[0]);
         let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
+            tern_federation::tls::server_crypto_provider(),
         ))
         .with_safe_default_protocol_versions()?
         .with_no_client_auth()
         .with_single_cert(chain.clone(), key.clone_key())?;
         config.alpn_protocols = vec![b"xmpp-client".to_vec()];
+        config.ignore_client_order = true;
         Ok(Self {
             config: Arc::new(config),
             fingerprint,
