@@ -139,6 +139,9 @@ struct TrafficArgs {
     /// Skip the latency run at half the saturation load.
     #[arg(long)]
     no_latency: bool,
+    /// Skip saturation: measure latency at this offered load (messages/s).
+    #[arg(long, conflicts_with = "no_latency")]
+    rate: Option<f64>,
 }
 
 #[tokio::main]
@@ -247,6 +250,18 @@ async fn throughput(
         warmup_secs: args.warmup,
         seconds: args.seconds,
     };
+    if let Some(rate) = args.rate {
+        settings.rate = Some(rate);
+        return latency(
+            recorder,
+            &format!("{scenario}-fixed"),
+            users,
+            (&a, &b),
+            &settings,
+            server_pid,
+        )
+        .await;
+    }
     let (left, right) = (login(&a, users).await?, login(&b, users).await?);
     let saturated = scenarios::traffic(left, right, &settings, server_pid).await?;
     println!(
@@ -267,20 +282,45 @@ async fn throughput(
         return Ok(());
     }
     settings.rate = Some(saturated.delivered_per_sec / 2.0);
-    let (left, right) = (login(&a, users).await?, login(&b, users).await?);
-    let half = scenarios::traffic(left, right, &settings, server_pid).await?;
+    latency(
+        recorder,
+        &format!("{scenario}-half"),
+        users,
+        (&a, &b),
+        &settings,
+        server_pid,
+    )
+    .await
+}
+
+/// Latency at the fixed offered load of `settings`.
+async fn latency(
+    recorder: &Recorder,
+    scenario: &str,
+    users: &Users,
+    (a, b): (
+        &(Target, std::ops::Range<usize>),
+        &(Target, std::ops::Range<usize>),
+    ),
+    settings: &Traffic,
+    server_pid: Option<u32>,
+) -> Result<()> {
+    let (left, right) = (login(a, users).await?, login(b, users).await?);
+    let measured = scenarios::traffic(left, right, settings, server_pid).await?;
     println!(
-        "{:<10} {:<13} {:>9.0} msg/s offered at half load  p50 {:.2} ms p90 {:.2} ms p99 {:.2} ms max {:.2} ms{}",
+        "{:<10} {:<13} {:>9.0} msg/s at a fixed offered load  p50 {:.2} ms p90 {:.2} ms p99 {:.2} ms max {:.2} ms  generator {:.2} cores, server {}{}",
         recorder.label,
-        format!("{scenario}-half"),
-        half.delivered_per_sec,
-        half.latency_ms.p50,
-        half.latency_ms.p90,
-        half.latency_ms.p99,
-        half.latency_ms.max,
-        errors(half.errors)
+        scenario,
+        measured.delivered_per_sec,
+        measured.latency_ms.p50,
+        measured.latency_ms.p90,
+        measured.latency_ms.p99,
+        measured.latency_ms.max,
+        measured.generator_cpu,
+        cores(measured.server_cpu),
+        errors(measured.errors)
     );
-    recorder.record(&format!("{scenario}-half"), json!(settings), &half)
+    recorder.record(scenario, json!(settings), &measured)
 }
 
 /// Logs in one side's users.

@@ -10,7 +10,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::{Result, Storage};
 
 /// Most changes written in one group commit.
-pub const MAX_BATCH: usize = 512;
+pub const MAX_BATCH: usize = 4096;
 
 /// A kind of change a [`BatchWriter`] writes.
 pub trait BatchChange: Send + Sized + 'static {

@@ -210,7 +210,11 @@ impl Storage {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(10));
+            .busy_timeout(Duration::from_secs(10))
+            // Up to 64 MiB of page cache per connection (SQLite's default
+            // is 2 MiB): the archive's per-user indexes are written all
+            // over, and pages not in cache are read back at every commit.
+            .pragma("cache_size", "-65536");
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
             .connect_with(options)
