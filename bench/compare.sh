@@ -6,27 +6,35 @@
 # the ratios of Tern to each.
 #
 #   bench/compare.sh [--quick] [--servers "tern prosody prosody-gen ejabberd"]
-#                    [--scenarios "throughput connections logins archive"]
+#       [--scenarios "throughput connections logins archive federation both-cores"]
+#       [--key rsa|ecdsa]
 #
 # Each server runs pinned to CPU 0 and the generator to CPU 1 (taskset),
 # a fresh server per scenario. Scenarios: throughput (saturation, then
 # latency at half that load), connections (server RSS at two levels),
-# logins/s; for Tern also federation (two Tern servers, found through
-# dnsmasq) and throughput with the archive on. Results: a table, and JSON
-# lines in target/bench-run/<time>/results.jsonl.
+# logins/s; for Tern also: throughput with the archive on, federation
+# (two Tern servers for a.test and b.test found through dnsmasq, both on
+# CPU 0, pairs split across them) and throughput with Tern on both cores
+# (sharing CPU 1 with the generator). Every server gets the same
+# certificate, issued by a CA made here: RSA-2048 by default, `--key
+# ecdsa` for P-256 (what certbot issues by default). Results: a table, and
+# JSON lines in target/bench-run/<time>/results.jsonl.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 SERVERS="tern prosody prosody-gen ejabberd"
-SCENARIOS="throughput connections logins archive"
+SCENARIOS="throughput connections logins archive federation both-cores"
+KEY=rsa
 PAIRS=100 WINDOW=16 MEASURE=10 WARMUP=2 LEVELS=2000,15000 WORKERS=32 LOGIN_SECONDS=10
 while (($#)); do
     case "$1" in
         --quick) PAIRS=10 MEASURE=2 WARMUP=1 LEVELS=100,400 WORKERS=8 LOGIN_SECONDS=2 ;;
         --servers) SERVERS="$2"; shift ;;
         --scenarios) SCENARIOS="$2"; shift ;;
+        --key) KEY="$2"; shift ;;
         *) echo "usage: $0 [--quick] [--servers \"tern prosody prosody-gen ejabberd\"]" \
-                "[--scenarios \"throughput connections logins archive\"]" >&2; exit 2 ;;
+                "[--scenarios \"throughput connections logins archive federation both-cores\"]" \
+                "[--key rsa|ecdsa]" >&2; exit 2 ;;
     esac
     shift
 done
@@ -50,51 +58,104 @@ else
     ON_SERVER=() ON_LOAD=()
 fi
 
-openssl req -x509 -newkey rsa:2048 -nodes -days 7 -subj "/CN=$DOMAIN" \
-    -addext "subjectAltName=DNS:$DOMAIN,IP:$ADDR" \
-    -keyout "$RUN/key.pem" -out "$RUN/cert.pem" 2>/dev/null
+case "$KEY" in
+    rsa) NEWKEY=(-newkey rsa:2048) ;;
+    ecdsa) NEWKEY=(-newkey ec -pkeyopt ec_paramgen_curve:P-256) ;;
+    *) echo "--key is rsa or ecdsa" >&2; exit 2 ;;
+esac
+openssl req -x509 "${NEWKEY[@]}" -nodes -days 7 -subj "/CN=Tern bench CA" \
+    -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign" \
+    -keyout "$RUN/ca-key.pem" -out "$RUN/ca.pem" 2>/dev/null
+openssl req -new "${NEWKEY[@]}" -nodes -subj "/CN=$DOMAIN" \
+    -keyout "$RUN/key.pem" -out "$RUN/cert.csr" 2>/dev/null
+printf 'subjectAltName=DNS:%s,DNS:a.test,DNS:b.test,IP:%s\nbasicConstraints=CA:FALSE\n' \
+    "$DOMAIN" "$ADDR" >"$RUN/cert.ext"
+openssl x509 -req -in "$RUN/cert.csr" -CA "$RUN/ca.pem" -CAkey "$RUN/ca-key.pem" \
+    -CAcreateserial -days 7 -extfile "$RUN/cert.ext" -out "$RUN/cert.pem" 2>/dev/null
 chmod 644 "$RUN/key.pem"
 
-SERVER_PID=
+SERVER_PID= PEER_PID= DNS_PID=
 LABEL=
+DNSMASQ=$(command -v dnsmasq || echo /usr/sbin/dnsmasq)
 
-wait_listening() {
+wait_listening() { # [port]
+    local port=${1:-$PORT}
     for _ in $(seq 1 300); do
-        if (exec 3<>"/dev/tcp/$ADDR/$PORT") 2>/dev/null; then return 0; fi
+        if (exec 3<>"/dev/tcp/$ADDR/$port") 2>/dev/null; then return 0; fi
         sleep 0.1
     done
-    echo "$LABEL did not start listening on $ADDR:$PORT" >&2
+    echo "$LABEL did not start listening on $ADDR:$port" >&2
     return 1
 }
 
 start_tern() { # [extra TOML]
-    local dir="$RUN/tern"
+    start_tern_as tern "$DOMAIN" "$PORT" "[federation]
+enabled = false
+${1:-[archive]
+enabled = false}"
+    SERVER_PID=$TERN_PID
+}
+
+# Starts a Tern server (pid in TERN_PID) for `domain` with c2s on `port`
+# and its other listeners on the ports after it.
+start_tern_as() { # name domain port extra-TOML
+    local dir="$RUN/$1" domain=$2 port=$3
     rm -rf "$dir"; mkdir -p "$dir"
     cat >"$dir/tern.toml" <<EOF
-domain = "$DOMAIN"
+domain = "$domain"
 data_dir = "$dir/data"
 registration = "open"
 [listen]
-c2s = "$ADDR:$PORT"
-c2s_tls = "$ADDR:25223"
-upload = "$ADDR:25281"
-s2s = "$ADDR:25269"
-s2s_tls = "$ADDR:25270"
+c2s = "$ADDR:$port"
+c2s_tls = "$ADDR:$((port + 1))"
+upload = "$ADDR:$((port + 2))"
+s2s = "$ADDR:$((port + 3))"
+s2s_tls = "$ADDR:$((port + 4))"
 [tls]
 cert = "$RUN/cert.pem"
 key = "$RUN/key.pem"
 [limits]
 max_connections_per_ip = 100000
 auth_failures_per_minute = 100000
-[federation]
-enabled = false
-${1:-[archive]
-enabled = false}
+$4
 EOF
     # Warnings only, as Prosody and ejabberd are configured below.
-    TERN_LOG=warn "${ON_SERVER[@]}" target/release/tern-server --config "$dir/tern.toml" >"$dir/server.log" 2>&1 &
-    SERVER_PID=$!
-    wait_listening
+    TERN_LOG=warn "${ON_SERVER[@]}" target/release/tern-server --config "$dir/tern.toml" \
+        >"$dir/server.log" 2>&1 &
+    TERN_PID=$!
+    wait_listening "$port"
+}
+
+# Two federating Tern servers, a.test (c2s on PORT) and b.test (on
+# PORT+10), found through dnsmasq on PORT+20; SERVER_PID is a.test's.
+start_tern_pair() {
+    local dns="$RUN/dns"
+    mkdir -p "$dns"
+    cat >"$dns/dnsmasq.conf" <<EOF
+port=$((PORT + 20))
+listen-address=$ADDR
+bind-interfaces
+no-resolv
+no-hosts
+no-poll
+local=/test/
+address=/a.test/$ADDR
+address=/b.test/$ADDR
+srv-host=_xmpp-server._tcp.a.test,a.test,$((PORT + 3))
+srv-host=_xmpp-server._tcp.b.test,b.test,$((PORT + 13))
+EOF
+    "$DNSMASQ" --no-daemon --conf-file="$dns/dnsmasq.conf" --pid-file= >"$dns/log" 2>&1 &
+    DNS_PID=$!
+    local federation="[federation]
+enabled = true
+nameserver = \"$ADDR:$((PORT + 20))\"
+ca_file = \"$RUN/ca.pem\"
+[archive]
+enabled = false"
+    start_tern_as tern-b b.test $((PORT + 10)) "$federation"
+    PEER_PID=$TERN_PID
+    start_tern_as tern-a a.test "$PORT" "$federation"
+    SERVER_PID=$TERN_PID
 }
 
 start_prosody() { # generational?
@@ -192,7 +253,8 @@ stop_server() {
         HOME="$RUN/ejabberd/spool" setpriv --reuid=ejabberd --regid=ejabberd --init-groups ejabberdctl --config-dir "$RUN/ejabberd/conf" --logs "$RUN/ejabberd/logs" \
             --spool "$RUN/ejabberd/spool" stop >/dev/null 2>&1 || true
     fi
-    [[ -n "$SERVER_PID" ]] && kill "$SERVER_PID" 2>/dev/null || true
+    for pid in $SERVER_PID $PEER_PID $DNS_PID; do kill "$pid" 2>/dev/null || true; done
+    PEER_PID= DNS_PID=
     pkill -f "beam.*tern-bench@localhost" 2>/dev/null || true
     wait 2>/dev/null || true
     sleep 1
@@ -209,8 +271,14 @@ start() {
 }
 
 load() {
-    "${ON_LOAD[@]}" target/release/tern-load --addr "$ADDR:$PORT" --domain "$DOMAIN" \
-        --label "$LABEL" --server-pid "$SERVER_PID" --json "$JSON" "$@"
+    load_on "$DOMAIN" "$PORT" "$@"
+}
+
+load_on() { # domain port tern-load-arguments…
+    local domain=$1 port=$2
+    shift 2
+    "${ON_LOAD[@]}" target/release/tern-load --addr "$ADDR:$port" --domain "$domain" \
+        --ca-file "$RUN/ca.pem" --label "$LABEL" --server-pid "$SERVER_PID" --json "$JSON" "$@"
 }
 
 wanted() { [[ " $SCENARIOS " == *" $1 "* ]]; }
@@ -240,6 +308,24 @@ for LABEL in $SERVERS; do
 enabled = true"
         load register --users $((2 * PAIRS))
         load --record-as throughput-archive throughput --pairs "$PAIRS" --window "$WINDOW" \
+            --seconds "$MEASURE" --warmup "$WARMUP" --no-latency
+        stop_server
+    fi
+    if wanted federation && [[ "$LABEL" == tern ]]; then
+        start_tern_pair
+        load_on a.test "$PORT" register --users "$PAIRS"
+        load_on b.test $((PORT + 10)) register --users "$PAIRS"
+        load_on a.test "$PORT" federation --peer-addr "$ADDR:$((PORT + 10))" --peer-domain b.test \
+            --pairs "$PAIRS" --window "$WINDOW" --seconds "$MEASURE" --warmup "$WARMUP"
+        stop_server
+    fi
+    if wanted both-cores && [[ "$LABEL" == tern ]]; then
+        pinned=("${ON_SERVER[@]}")
+        ((${#ON_SERVER[@]})) && ON_SERVER=(taskset -c 0,1)
+        start_tern
+        ON_SERVER=("${pinned[@]}")
+        load register --users $((2 * PAIRS))
+        load --record-as throughput-both-cores throughput --pairs "$PAIRS" --window "$WINDOW" \
             --seconds "$MEASURE" --warmup "$WARMUP" --no-latency
         stop_server
     fi

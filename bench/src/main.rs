@@ -233,13 +233,16 @@ async fn main() -> Result<()> {
     Ok(())
 }
 
+/// One side of a traffic run: a server and the user numbers on it.
+type Side = (Target, std::ops::Range<usize>);
+
 /// Saturation, then (unless told not to) latency at half that load.
 async fn throughput(
     recorder: &Recorder,
     scenario: &str,
     users: &Users,
-    a: (Target, std::ops::Range<usize>),
-    b: (Target, std::ops::Range<usize>),
+    a: Side,
+    b: Side,
     args: &TrafficArgs,
     server_pid: Option<u32>,
 ) -> Result<()> {
@@ -255,6 +258,7 @@ async fn throughput(
         return latency(
             recorder,
             &format!("{scenario}-fixed"),
+            "at a fixed offered load",
             users,
             (&a, &b),
             &settings,
@@ -285,6 +289,7 @@ async fn throughput(
     latency(
         recorder,
         &format!("{scenario}-half"),
+        "offered at half load",
         users,
         (&a, &b),
         &settings,
@@ -297,18 +302,16 @@ async fn throughput(
 async fn latency(
     recorder: &Recorder,
     scenario: &str,
+    load: &str,
     users: &Users,
-    (a, b): (
-        &(Target, std::ops::Range<usize>),
-        &(Target, std::ops::Range<usize>),
-    ),
+    (a, b): (&Side, &Side),
     settings: &Traffic,
     server_pid: Option<u32>,
 ) -> Result<()> {
     let (left, right) = (login(a, users).await?, login(b, users).await?);
     let measured = scenarios::traffic(left, right, settings, server_pid).await?;
     println!(
-        "{:<10} {:<13} {:>9.0} msg/s at a fixed offered load  p50 {:.2} ms p90 {:.2} ms p99 {:.2} ms max {:.2} ms  generator {:.2} cores, server {}{}",
+        "{:<10} {:<13} {:>9.0} msg/s {load}  p50 {:.2} ms p90 {:.2} ms p99 {:.2} ms max {:.2} ms  generator {:.2} cores, server {}{}",
         recorder.label,
         scenario,
         measured.delivered_per_sec,
@@ -324,10 +327,7 @@ async fn latency(
 }
 
 /// Logs in one side's users.
-async fn login(
-    side: &(Target, std::ops::Range<usize>),
-    users: &Users,
-) -> Result<Vec<client::Session>> {
+async fn login(side: &Side, users: &Users) -> Result<Vec<client::Session>> {
     scenarios::login_many(&side.0, users, side.1.clone(), 64).await
 }
 

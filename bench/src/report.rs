@@ -58,6 +58,12 @@ const FIGURES: &[Figure] = &[
         path: &["delivered_per_sec"],
         higher_is_better: true,
     },
+    Figure {
+        name: "throughput, both cores (msg/s)",
+        scenario: "throughput-both-cores",
+        path: &["delivered_per_sec"],
+        higher_is_better: true,
+    },
 ];
 
 /// Prints the comparison of `file`.
