@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use tokio::io::{AsyncBufRead, AsyncRead, AsyncWrite, BufReader, ReadBuf};
+use tokio::io::{AsyncBufRead, AsyncRead, AsyncWrite, ReadBuf};
 
 /// Anything an XML stream can run over (TCP, TLS, or a test pipe).
 pub trait Transport: AsyncRead + AsyncWrite + Unpin + Send {}
@@ -31,9 +31,9 @@ pub type BoxedTransport = Box<dyn Transport>;
 
 /// The I/O type of every XML stream: reads buffered, writes gathered
 /// until a flush.
-pub type StreamIo<T = BoxedTransport> = LimitedIo<BufReader<T>>;
+pub type StreamIo<T = BoxedTransport> = LimitedIo<ReadBuffer<T>>;
 
-/// Read buffer per connection.
+/// Size of a stream's read buffer while it has data to parse.
 pub const READ_BUFFER: usize = 4096;
 
 /// Most bytes gathered before writes go through to the transport without
@@ -45,10 +45,124 @@ pub fn stream_io<T: AsyncRead>(
     transport: T,
     max_stanza_bytes: usize,
 ) -> (StreamIo<T>, StanzaBudget) {
-    LimitedIo::new(
-        BufReader::with_capacity(READ_BUFFER, transport),
-        max_stanza_bytes,
-    )
+    LimitedIo::new(ReadBuffer::new(transport), max_stanza_bytes)
+}
+
+/// A read buffer that exists only while it holds unparsed bytes: it is
+/// allocated for a read and released once the parser has consumed
+/// everything (or the read found nothing), so an idle stream holds none.
+/// With thousands of idle connections that is [`READ_BUFFER`] bytes each.
+#[derive(Debug)]
+pub struct ReadBuffer<T> {
+    inner: T,
+    buffer: Vec<u8>,
+    /// Start of the unconsumed bytes in `buffer`.
+    position: usize,
+}
+
+impl<T> ReadBuffer<T> {
+    /// Wraps `inner`.
+    pub fn new(inner: T) -> Self {
+        Self {
+            inner,
+            buffer: Vec::new(),
+            position: 0,
+        }
+    }
+
+    /// The wrapped transport.
+    pub fn get_ref(&self) -> &T {
+        &self.inner
+    }
+
+    /// Returns the wrapped transport; bytes read but not consumed are
+    /// lost (there are none where a stream switches to TLS: the peer waits
+    /// for `<proceed/>`).
+    pub fn into_inner(self) -> T {
+        self.inner
+    }
+
+    fn release(&mut self) {
+        self.buffer = Vec::new();
+        self.position = 0;
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncBufRead for ReadBuffer<T> {
+    fn poll_fill_buf(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<&[u8]>> {
+        let this = self.get_mut();
+        if this.position == this.buffer.len() {
+            let mut buffer = vec![0; READ_BUFFER];
+            let mut read = ReadBuf::new(&mut buffer);
+            match Pin::new(&mut this.inner).poll_read(cx, &mut read) {
+                Poll::Ready(Ok(())) => {
+                    let filled = read.filled().len();
+                    buffer.truncate(filled);
+                    this.buffer = buffer;
+                    this.position = 0;
+                }
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        Poll::Ready(Ok(&this.buffer[this.position..]))
+    }
+
+    fn consume(self: Pin<&mut Self>, amount: usize) {
+        let this = self.get_mut();
+        this.position = (this.position + amount).min(this.buffer.len());
+        if this.position == this.buffer.len() {
+            this.release();
+        }
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for ReadBuffer<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        out: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if this.position == this.buffer.len() {
+            return Pin::new(&mut this.inner).poll_read(cx, out);
+        }
+        let available = &this.buffer[this.position..];
+        let n = available.len().min(out.remaining());
+        out.put_slice(&available[..n]);
+        Pin::new(this).consume(n);
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for ReadBuffer<T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
 }
 
 /// The error a read returns once a stanza is over the size limit.
@@ -220,6 +334,29 @@ mod tests {
         assert!(is_stanza_too_large(&err));
         budget.reset();
         assert!(io.fill_buf().await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn the_read_buffer_exists_only_while_it_holds_unparsed_bytes() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (ours, mut theirs) = tokio::io::duplex(64);
+        let mut reader = ReadBuffer::new(ours);
+        theirs.write_all(b"<a/><b/>").await.unwrap();
+        assert_eq!(reader.fill_buf().await.unwrap(), b"<a/><b/>");
+        Pin::new(&mut reader).consume(4);
+        assert_eq!(reader.fill_buf().await.unwrap(), b"<b/>");
+        let mut rest = [0u8; 2];
+        reader.read_exact(&mut rest).await.unwrap();
+        assert_eq!(&rest, b"<b");
+        Pin::new(&mut reader).consume(2);
+        assert_eq!(reader.buffer.capacity(), 0, "released once consumed");
+        // A read that finds nothing keeps no buffer either.
+        let waker = futures::task::noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        assert!(Pin::new(&mut reader).poll_fill_buf(&mut cx).is_pending());
+        assert_eq!(reader.buffer.capacity(), 0);
+        drop(theirs);
+        assert!(reader.fill_buf().await.unwrap().is_empty(), "end of stream");
     }
 
     #[tokio::test]

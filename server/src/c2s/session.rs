@@ -122,10 +122,12 @@ struct Session {
 
 impl Session {
     async fn run(mut self, mut stream: C2sXmlStream, mut budget: StanzaBudget) {
+        // The ways a connection ends are boxed: a task is as large as its
+        // largest state, and an idle connection would carry them all.
         loop {
             match self.serve(&mut stream, &budget).await {
                 Ended::Error(condition, text) => {
-                    refuse_in_place(&mut stream, condition, text).await;
+                    Box::pin(refuse_in_place(&mut stream, condition, text)).await;
                     break;
                 }
                 Ended::ClientClosed => {
@@ -138,21 +140,27 @@ impl Session {
                         self.held
                             .extend(unacked.into_iter().filter(|s| !mam::archived_by(s, &own)));
                     }
-                    let _ = tokio::time::timeout(Duration::from_secs(5), close_stream(&mut stream))
-                        .await;
+                    let _ = Box::pin(tokio::time::timeout(
+                        Duration::from_secs(5),
+                        close_stream(&mut stream),
+                    ))
+                    .await;
                     break;
                 }
                 Ended::TakenOver(request) => {
-                    let _ = tokio::time::timeout(Duration::from_secs(1), close_stream(&mut stream))
-                        .await;
+                    let _ = Box::pin(tokio::time::timeout(
+                        Duration::from_secs(1),
+                        close_stream(&mut stream),
+                    ))
+                    .await;
                     (stream, budget) = Box::pin(self.resume(*request)).await;
                 }
                 Ended::Broken { write_failed } => {
                     if write_failed {
-                        self.drain_input(&mut stream).await;
+                        Box::pin(self.drain_input(&mut stream)).await;
                     }
                     drop(stream);
-                    match self.wait_for_resumption().await {
+                    match Box::pin(self.wait_for_resumption()).await {
                         Some(request) => (stream, budget) = Box::pin(self.resume(request)).await,
                         None => return Box::pin(self.end()).await,
                     }
