@@ -27,7 +27,7 @@ use crate::muc::MucService;
 use crate::router::Destination;
 use crate::sasl::{ScramHash, StoredCredentials};
 use crate::sessions::{Outbound, SessionHandle, Sessions};
-use crate::storage::{ArchiveWriter, Storage, StorageError};
+use crate::storage::{ArchiveWriter, LogoutWriter, Storage, StorageError};
 use crate::tls::{ServerTls, TlsError};
 use crate::upload::UploadService;
 use crate::{s2s, stanza};
@@ -78,6 +78,8 @@ pub struct Server {
     pub upload: UploadService,
     /// The writer of the message archive.
     pub archive: ArchiveWriter,
+    /// The writer of users' last logouts.
+    pub logouts: LogoutWriter,
     /// The MUC service.
     pub muc: MucService,
     /// Sessions that may be resumed (XEP-0198).
@@ -304,6 +306,7 @@ impl RunningServer {
                 hub: Hub::new(config.groups_domain()),
                 upload,
                 archive: ArchiveWriter::spawn(storage.clone()),
+                logouts: LogoutWriter::spawn(storage.clone()),
                 muc: MucService::new(config.muc_domain()),
                 resumptions: Resumptions::default(),
                 blocklists: Blocklists::default(),

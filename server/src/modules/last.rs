@@ -60,11 +60,7 @@ pub async fn of_user(
 /// Records that `username`'s last session ended, with its last status.
 pub async fn record_logout(server: &Server, username: &str, status: &str) {
     let now = chrono::Utc::now().timestamp();
-    if let Err(e) = server
-        .storage
-        .set_last_activity(username, now, status)
-        .await
-    {
+    if let Err(e) = server.logouts.record(username, now, status).await {
         tracing::error!("recording last activity failed: {e}");
     }
 }

@@ -4,7 +4,69 @@
 
 use sqlx::Row;
 
+use super::batch::{BatchChange, BatchWriter};
 use super::{Result, Storage};
+
+/// Writes users' last logouts (XEP-0012) in group commits: clients that
+/// leave together (a network failure, a restart) share one `fsync`
+/// instead of paying one each.
+#[derive(Debug, Clone)]
+pub struct LogoutWriter {
+    writer: BatchWriter<Logout>,
+}
+
+/// One user's last logout.
+#[derive(Debug)]
+struct Logout {
+    username: String,
+    /// Unix seconds.
+    at: i64,
+    status: String,
+}
+
+impl LogoutWriter {
+    /// Starts the writer task; it ends when the last handle is dropped.
+    pub fn spawn(storage: Storage) -> Self {
+        Self {
+            writer: BatchWriter::spawn(storage),
+        }
+    }
+
+    /// Records that `username`'s last session ended at `at` (Unix
+    /// seconds) with `status`; returns once it is on disk.
+    pub async fn record(
+        &self,
+        username: &str,
+        at: i64,
+        status: &str,
+    ) -> std::result::Result<(), String> {
+        let logout = Logout {
+            username: username.to_owned(),
+            at,
+            status: status.to_owned(),
+        };
+        self.writer.write(logout).await.map(|_| ())
+    }
+}
+
+impl BatchChange for Logout {
+    async fn apply(storage: &Storage, changes: &[Self]) -> Result<Vec<i64>> {
+        let mut tx = storage.pool.begin().await?;
+        for logout in changes {
+            sqlx::query(
+                "INSERT INTO last_activity (username, at, status) VALUES (?, ?, ?)
+                 ON CONFLICT (username) DO UPDATE SET at = excluded.at, status = excluded.status",
+            )
+            .bind(&logout.username)
+            .bind(logout.at)
+            .bind(&logout.status)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(vec![0; changes.len()])
+    }
+}
 
 impl Storage {
     /// The JIDs `username` blocks.
@@ -121,21 +183,6 @@ impl Storage {
             .fetch_optional(&self.pool)
             .await?;
         Ok(row.map(|r| (r.get(0), r.get(1))))
-    }
-
-    /// Records that `username`'s last session ended now-ish (`at`, Unix
-    /// seconds) with `status`.
-    pub async fn set_last_activity(&self, username: &str, at: i64, status: &str) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO last_activity (username, at, status) VALUES (?, ?, ?)
-             ON CONFLICT (username) DO UPDATE SET at = excluded.at, status = excluded.status",
-        )
-        .bind(username)
-        .bind(at)
-        .bind(status)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
     }
 
     /// Registers (or updates) an app server for push notifications.

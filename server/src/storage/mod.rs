@@ -23,6 +23,7 @@ mod keys;
 mod muc;
 mod s2s_queue;
 
+pub use account_data::LogoutWriter;
 pub use s2s_queue::QueueWriter;
 mod uploads;
 pub use archive::{ArchiveEntry, ArchiveFilter, ArchiveKind, ArchiveWriter, ArchivedMessage};
