@@ -12,7 +12,9 @@
 # Each server runs pinned to CPU 0 and the generator to CPU 1 (taskset),
 # a fresh server per scenario. Scenarios: throughput (saturation, then
 # latency at half that load), connections (server RSS at two levels),
-# logins/s; for Tern also: throughput with the archive on, federation
+# logins/s, throughput with the archive on (Tern's, Prosody's mod_mam
+# with its default storage, ejabberd's mod_mam in Mnesia); for Tern also
+# federation
 # (two Tern servers for a.test and b.test found through dnsmasq, both on
 # CPU 0, pairs split across them) and throughput with Tern on both cores
 # (sharing CPU 1 with the generator). Every server gets the same
@@ -158,12 +160,17 @@ enabled = false"
     SERVER_PID=$TERN_PID
 }
 
-start_prosody() { # generational?
+start_prosody() { # generational? [archive?]
     local dir="$RUN/prosody"
     rm -rf "$dir"; mkdir -p "$dir/data" "$dir/certs"
     cp "$RUN/cert.pem" "$dir/certs/$DOMAIN.crt"; cp "$RUN/key.pem" "$dir/certs/$DOMAIN.key"
     local gc=""
     [[ "$1" == yes ]] && gc='gc = { mode = "generational" }'
+    local mam="" archive_policy=""
+    if [[ "${2:-no}" == yes ]]; then
+        mam='"mam";'
+        archive_policy='default_archive_policy = true'
+    fi
     cat >"$dir/prosody.cfg.lua" <<EOF
 local base = "$dir"
 run_as_root = true
@@ -178,7 +185,8 @@ allow_registration = true
 min_seconds_between_registrations = 0
 registration_throttle_max = 1000000
 $gc
-modules_enabled = { "disco"; "roster"; "saslauth"; "tls"; "register"; "ping" }
+modules_enabled = { "disco"; "roster"; "saslauth"; "tls"; "register"; "ping"; $mam }
+$archive_policy
 VirtualHost "$DOMAIN"
 EOF
     "${ON_SERVER[@]}" prosody -F --config "$dir/prosody.cfg.lua" >"$dir/stdout.log" 2>&1 &
@@ -186,8 +194,12 @@ EOF
     wait_listening
 }
 
-start_ejabberd() {
+start_ejabberd() { # [archive?]
     local dir="$RUN/ejabberd"
+    local mam=""
+    [[ "${1:-no}" == yes ]] && mam='  mod_mam:
+    default: always'
+
     rm -rf "$dir"; mkdir -p "$dir/conf" "$dir/logs" "$dir/spool"
     cat "$RUN/cert.pem" "$RUN/key.pem" >"$dir/conf/server.pem"
     cat >"$dir/conf/ejabberdctl.cfg" <<EOF
@@ -235,6 +247,7 @@ modules:
   mod_register:
     ip_access: all
     access: register
+$mam
 registration_timeout: infinity
 EOF
     chown -R ejabberd:ejabberd "$dir"
@@ -261,12 +274,19 @@ stop_server() {
 }
 trap stop_server EXIT
 
-start() {
+start() { # [archive?]
     case "$LABEL" in
-        tern) start_tern "$@" ;;
-        prosody) start_prosody no ;;
-        prosody-gen) start_prosody yes ;;
-        ejabberd) start_ejabberd ;;
+        tern)
+            if [[ "${1:-no}" == yes ]]; then
+                start_tern "[archive]
+enabled = true"
+            else
+                start_tern
+            fi
+            ;;
+        prosody) start_prosody no "${1:-no}" ;;
+        prosody-gen) start_prosody yes "${1:-no}" ;;
+        ejabberd) start_ejabberd "${1:-no}" ;;
     esac
 }
 
@@ -303,9 +323,8 @@ for LABEL in $SERVERS; do
         load logins --workers "$WORKERS" --seconds "$LOGIN_SECONDS"
         stop_server
     fi
-    if wanted archive && [[ "$LABEL" == tern ]]; then
-        start_tern "[archive]
-enabled = true"
+    if wanted archive; then
+        start yes
         load register --users $((2 * PAIRS))
         load --record-as throughput-archive throughput --pairs "$PAIRS" --window "$WINDOW" \
             --seconds "$MEASURE" --warmup "$WARMUP" --no-latency

@@ -268,13 +268,16 @@ pub async fn traffic(
     Ok(result)
 }
 
-/// The message a sender sends: about 200 bytes with an OMEMO-style
-/// encrypted payload, so that Tern accepts it; the id is the send time.
+/// The message a sender sends: about 200 bytes of OMEMO-style encrypted
+/// payload, so that Tern accepts it, with the `<store/>` hint OMEMO
+/// clients add (XEP-0334), so that every server's archive keeps it when
+/// archiving is on; the id is the send time.
 fn message(to: &str, sent_micros: u64) -> String {
     format!(
         "<message to='{to}' type='chat' id='{sent_micros}'><encrypted xmlns='eu.siacs.conversations.axolotl'>\
          <header sid='1'><key rid='2'>AAAA</key><iv>AAAAAAAAAAAAAAAA</iv></header>\
-         <payload>c2VhbGVkIGJ5IHRoZSBsb2FkIGdlbmVyYXRvcg==</payload></encrypted></message>"
+         <payload>c2VhbGVkIGJ5IHRoZSBsb2FkIGdlbmVyYXRvcg==</payload></encrypted>\
+         <store xmlns='urn:xmpp:hints'/></message>"
     )
 }
 
