@@ -105,6 +105,14 @@ enum Ended {
     TakenOver(Box<ResumeRequest>),
 }
 
+/// What follows the end of a connection.
+enum Next {
+    /// The session goes on over the connection that resumed it.
+    Resumed(Box<C2sXmlStream>, StanzaBudget),
+    /// The session ends.
+    End,
+}
+
 /// A bound session and what it keeps across connections.
 struct Session {
     server: Arc<Server>,
@@ -122,53 +130,63 @@ struct Session {
 
 impl Session {
     async fn run(mut self, mut stream: C2sXmlStream, mut budget: StanzaBudget) {
-        // The ways a connection ends are boxed: a task is as large as its
-        // largest state, and an idle connection would carry them all.
         loop {
-            match self.serve(&mut stream, &budget).await {
-                Ended::Error(condition, text) => {
-                    Box::pin(refuse_in_place(&mut stream, condition, text)).await;
-                    break;
+            let ended = self.serve(&mut stream, &budget).await;
+            // Boxed: a task is as large as its largest state, and an idle
+            // connection would carry the states of every way it can end.
+            match Box::pin(self.after(ended, stream)).await {
+                Next::Resumed(resumed, resumed_budget) => {
+                    stream = *resumed;
+                    budget = resumed_budget;
                 }
-                Ended::ClientClosed => {
-                    // The client chose to close: what it did not
-                    // acknowledge is re-routed, except what its archive
-                    // holds (it catches up there, without duplicates).
-                    if let Some(acks) = &mut self.acks {
-                        let own = self.ctx.bare().to_string();
-                        let unacked = acks.take_unacked();
-                        self.held
-                            .extend(unacked.into_iter().filter(|s| !mam::archived_by(s, &own)));
-                    }
-                    let _ = Box::pin(tokio::time::timeout(
-                        Duration::from_secs(5),
-                        close_stream(&mut stream),
-                    ))
-                    .await;
-                    break;
+                Next::End => return Box::pin(self.end()).await,
+            }
+        }
+    }
+
+    /// What follows the end of a connection: the connection of the client
+    /// that resumed the session, or the end of the session.
+    async fn after(&mut self, ended: Ended, mut stream: C2sXmlStream) -> Next {
+        match ended {
+            Ended::Error(condition, text) => {
+                refuse_in_place(&mut stream, condition, text).await;
+                Next::End
+            }
+            Ended::ClientClosed => {
+                // The client chose to close: what it did not acknowledge
+                // is re-routed, except what its archive holds (it catches
+                // up there, without duplicates).
+                if let Some(acks) = &mut self.acks {
+                    let own = self.ctx.bare().to_string();
+                    let unacked = acks.take_unacked();
+                    self.held
+                        .extend(unacked.into_iter().filter(|s| !mam::archived_by(s, &own)));
                 }
-                Ended::TakenOver(request) => {
-                    let _ = Box::pin(tokio::time::timeout(
-                        Duration::from_secs(1),
-                        close_stream(&mut stream),
-                    ))
-                    .await;
-                    (stream, budget) = Box::pin(self.resume(*request)).await;
+                let _ =
+                    tokio::time::timeout(Duration::from_secs(5), close_stream(&mut stream)).await;
+                Next::End
+            }
+            Ended::TakenOver(request) => {
+                let _ =
+                    tokio::time::timeout(Duration::from_secs(1), close_stream(&mut stream)).await;
+                drop(stream);
+                let (stream, budget) = self.resume(*request).await;
+                Next::Resumed(Box::new(stream), budget)
+            }
+            Ended::Broken { write_failed } => {
+                if write_failed {
+                    self.drain_input(&mut stream).await;
                 }
-                Ended::Broken { write_failed } => {
-                    if write_failed {
-                        Box::pin(self.drain_input(&mut stream)).await;
+                drop(stream);
+                match self.wait_for_resumption().await {
+                    Some(request) => {
+                        let (stream, budget) = self.resume(request).await;
+                        Next::Resumed(Box::new(stream), budget)
                     }
-                    drop(stream);
-                    match Box::pin(self.wait_for_resumption()).await {
-                        Some(request) => (stream, budget) = Box::pin(self.resume(request)).await,
-                        None => return Box::pin(self.end()).await,
-                    }
+                    None => Next::End,
                 }
             }
         }
-        drop(stream);
-        Box::pin(self.end()).await;
     }
 
     /// Serves one connection until it ends.
