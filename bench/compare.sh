@@ -6,12 +6,13 @@
 # the ratios of Tern to each.
 #
 #   bench/compare.sh [--quick] [--servers "tern prosody prosody-gen ejabberd"]
-#       [--scenarios "throughput connections logins archive federation both-cores"]
+#       [--scenarios "throughput latency connections logins archive federation both-cores"]
 #       [--key rsa|ecdsa]
 #
 # Each server runs pinned to CPU 0 and the generator to CPU 1 (taskset),
 # a fresh server per scenario. Scenarios: throughput (saturation, then
-# latency at half that load), connections (server RSS at two levels),
+# latency at half that load), latency (p99 at the same fixed offered
+# loads for every server), connections (server RSS at two levels),
 # logins/s, throughput with the archive on (Tern's, Prosody's mod_mam
 # with its default storage, ejabberd's mod_mam in Mnesia); for Tern also
 # federation
@@ -25,17 +26,18 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 SERVERS="tern prosody prosody-gen ejabberd"
-SCENARIOS="throughput connections logins archive federation both-cores"
+SCENARIOS="throughput latency connections logins archive federation both-cores"
 KEY=rsa
 PAIRS=100 WINDOW=16 MEASURE=10 WARMUP=2 LEVELS=2000,15000 WORKERS=32 LOGIN_SECONDS=10
+RATES="2000 5000 10000"
 while (($#)); do
     case "$1" in
-        --quick) PAIRS=10 MEASURE=2 WARMUP=1 LEVELS=100,400 WORKERS=8 LOGIN_SECONDS=2 ;;
+        --quick) PAIRS=10 MEASURE=2 WARMUP=1 LEVELS=100,400 WORKERS=8 LOGIN_SECONDS=2 RATES=2000 ;;
         --servers) SERVERS="$2"; shift ;;
         --scenarios) SCENARIOS="$2"; shift ;;
         --key) KEY="$2"; shift ;;
         *) echo "usage: $0 [--quick] [--servers \"tern prosody prosody-gen ejabberd\"]" \
-                "[--scenarios \"throughput connections logins archive federation both-cores\"]" \
+                "[--scenarios \"throughput latency connections logins archive federation both-cores\"]" \
                 "[--key rsa|ecdsa]" >&2; exit 2 ;;
     esac
     shift
@@ -309,6 +311,15 @@ for LABEL in $SERVERS; do
         start
         load register --users $((2 * PAIRS))
         load throughput --pairs "$PAIRS" --window "$WINDOW" --seconds "$MEASURE" --warmup "$WARMUP"
+        stop_server
+    fi
+    if wanted latency; then
+        start
+        load register --users $((2 * PAIRS))
+        for rate in $RATES; do
+            load --record-as "latency-$rate" throughput --pairs "$PAIRS" --rate "$rate" \
+                --seconds "$MEASURE" --warmup "$WARMUP"
+        done
         stop_server
     fi
     if wanted connections; then

@@ -8,14 +8,40 @@ use anyhow::{Context, Result};
 use serde_json::Value;
 
 /// One figure of the comparison: where it is, and whether more is better.
-struct Figure {
-    name: &'static str,
-    scenario: &'static str,
+struct Figure<'a> {
+    name: &'a str,
+    scenario: &'a str,
     path: &'static [&'static str],
     higher_is_better: bool,
 }
 
-const FIGURES: &[Figure] = &[
+/// The prefix of the scenarios of latency at a fixed offered load
+/// (`tern-load --record-as latency-<rate> throughput --rate <rate>`).
+const LATENCY_AT: &str = "latency-";
+
+/// The latency figures of the fixed-rate runs in `lines`, by rate.
+fn fixed_rates(lines: &[Value]) -> Vec<(u64, String, String)> {
+    let mut rates: Vec<(u64, String, String)> = Vec::new();
+    for line in lines {
+        let Some(scenario) = line["scenario"].as_str() else {
+            continue;
+        };
+        let rate = scenario
+            .strip_prefix(LATENCY_AT)
+            .and_then(|rest| rest.strip_suffix("-fixed"))
+            .and_then(|rate| rate.parse::<u64>().ok());
+        if let Some(rate) = rate {
+            if !rates.iter().any(|(r, ..)| *r == rate) {
+                let name = format!("p99 at {rate} msg/s (ms)");
+                rates.push((rate, name, scenario.to_owned()));
+            }
+        }
+    }
+    rates.sort();
+    rates
+}
+
+const FIGURES: &[Figure<'static>] = &[
     Figure {
         name: "throughput (msg/s)",
         scenario: "throughput",
@@ -106,7 +132,15 @@ pub fn compare(file: &Path) -> Result<()> {
         print!(" {:>20}", format!("{}/{label}", labels[0]));
     }
     println!();
-    for figure in FIGURES {
+    let rates = fixed_rates(&lines);
+    let latencies = rates.iter().map(|(_, name, scenario)| Figure {
+        name,
+        scenario,
+        path: &["latency_ms", "p99"],
+        higher_is_better: false,
+    });
+    for figure in FIGURES.iter().map(|f| Figure { ..*f }).chain(latencies) {
+        let figure = &figure;
         let values: Vec<Option<f64>> = labels.iter().map(|l| value(l, figure)).collect();
         if values.iter().all(Option::is_none) {
             continue;
