@@ -9,19 +9,19 @@
 #       [--scenarios "throughput latency connections logins archive federation both-cores"]
 #       [--key rsa|ecdsa]
 #
-# Each server runs pinned to CPU 0 and the generator to CPU 1 (taskset),
-# a fresh server per scenario. Scenarios: throughput (saturation, then
-# latency at half that load), latency (p99 at the same fixed offered
-# loads for every server), connections (server RSS at two levels),
-# logins/s, throughput with the archive on (Tern's, Prosody's mod_mam
-# with its default storage, ejabberd's mod_mam in Mnesia); for Tern also
-# federation
-# (two Tern servers for a.test and b.test found through dnsmasq, both on
-# CPU 0, pairs split across them) and throughput with Tern on both cores
-# (sharing CPU 1 with the generator). Every server gets the same
-# certificate, issued by a CA made here: RSA-2048 by default, `--key
-# ecdsa` for P-256 (what certbot issues by default). Results: a table, and
-# JSON lines in target/bench-run/<time>/results.jsonl.
+# Each server runs pinned to CPU 0 and the generator to CPU 1 (taskset), a
+# fresh server per scenario. Scenarios: throughput (saturation, then
+# latency at half that load), latency (p99 at the same fixed offered loads
+# for every server), connections (server RSS at two levels), logins/s,
+# throughput with the archive on (Tern's, Prosody's mod_mam with its
+# default storage, ejabberd's mod_mam in Mnesia), federation (two servers
+# of each kind for a.test and b.test found through dnsmasq, certificates
+# from the run's CA, both on CPU 0, pairs split across them); for Tern
+# also throughput on both cores (sharing CPU 1 with the generator). Every
+# server gets the same certificate, issued by a CA made here: RSA-2048 by
+# default, `--key ecdsa` for P-256 (what certbot issues by default).
+# Results: a table, and JSON lines in
+# target/bench-run/<time>/results.jsonl.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -45,7 +45,7 @@ done
 
 # shellcheck source=scripts/apt.sh
 source scripts/apt.sh
-ensure_packages prosody ejabberd openssl dnsmasq-base util-linux
+ensure_packages prosody lua-unbound ejabberd openssl dnsmasq-base util-linux
 
 cargo build --release -p tern-server -p tern-bench
 RUN="$PWD/target/bench-run/$(date +%Y%m%d-%H%M%S)"
@@ -130,9 +130,9 @@ EOF
     wait_listening "$port"
 }
 
-# Two federating Tern servers, a.test (c2s on PORT) and b.test (on
-# PORT+10), found through dnsmasq on PORT+20; SERVER_PID is a.test's.
-start_tern_pair() {
+# dnsmasq on PORT+20 (pid in DNS_PID) with the records of a.test (s2s on
+# PORT+3) and b.test (s2s on PORT+13), for the federation scenario.
+start_dns() {
     local dns="$RUN/dns"
     mkdir -p "$dns"
     cat >"$dns/dnsmasq.conf" <<EOF
@@ -150,6 +150,31 @@ srv-host=_xmpp-server._tcp.b.test,b.test,$((PORT + 13))
 EOF
     "$DNSMASQ" --no-daemon --conf-file="$dns/dnsmasq.conf" --pid-file= >"$dns/log" 2>&1 &
     DNS_PID=$!
+}
+
+# Two federating servers of the current kind, a.test (c2s on PORT) and
+# b.test (on PORT+10), found through dnsmasq; SERVER_PID is a.test's,
+# PEER_PID b.test's. Both run on the server core.
+start_pair() {
+    start_dns
+    case "$LABEL" in
+        tern) start_tern_pair ;;
+        prosody | prosody-gen)
+            local gc=no
+            [[ "$LABEL" == prosody-gen ]] && gc=yes
+            start_prosody_as prosody-b b.test $((PORT + 10)) "$gc" no yes
+            PEER_PID=$SERVER_PID
+            start_prosody_as prosody-a a.test "$PORT" "$gc" no yes
+            ;;
+        ejabberd)
+            start_ejabberd_as ejabberd-b b.test $((PORT + 10)) no yes
+            PEER_PID=$SERVER_PID
+            start_ejabberd_as ejabberd-a a.test "$PORT" no yes
+            ;;
+    esac
+}
+
+start_tern_pair() {
     local federation="[federation]
 enabled = true
 nameserver = \"$ADDR:$((PORT + 20))\"
@@ -163,15 +188,35 @@ enabled = false"
 }
 
 start_prosody() { # generational? [archive?]
-    local dir="$RUN/prosody"
+    start_prosody_as prosody "$DOMAIN" "$PORT" "$1" "${2:-no}" no
+}
+
+# Starts Prosody (pid in SERVER_PID) for `domain` with c2s on `port` and,
+# when federating, s2s on port+3 with certificate authentication and
+# peers found through start_dns's dnsmasq.
+start_prosody_as() { # name domain port generational? archive? federation?
+    local dir="$RUN/$1" domain=$2 port=$3
     rm -rf "$dir"; mkdir -p "$dir/data" "$dir/certs"
-    cp "$RUN/cert.pem" "$dir/certs/$DOMAIN.crt"; cp "$RUN/key.pem" "$dir/certs/$DOMAIN.key"
+    cp "$RUN/cert.pem" "$dir/certs/$domain.crt"; cp "$RUN/key.pem" "$dir/certs/$domain.key"
     local gc=""
-    [[ "$1" == yes ]] && gc='gc = { mode = "generational" }'
+    [[ "$4" == yes ]] && gc='gc = { mode = "generational" }'
     local mam="" archive_policy=""
-    if [[ "${2:-no}" == yes ]]; then
+    if [[ "$5" == yes ]]; then
         mam='"mam";'
         archive_policy='default_archive_policy = true'
+    fi
+    local s2s_ports="" federation="" dialback=""
+    if [[ "$6" == yes ]]; then
+        s2s_ports=$((port + 3))
+        dialback='"dialback";'
+        federation="s2s_require_encryption = true
+s2s_secure_auth = true
+ssl = { cafile = \"$RUN/ca.pem\" }
+unbound = {
+    resolvconf = false; hoststxt = false;
+    forward = { \"$ADDR@$((PORT + 20))\" };
+    options = { [\"do-not-query-localhost:\"] = \"no\"; [\"local-zone:\"] = \"test. transparent\" };
+}"
     fi
     cat >"$dir/prosody.cfg.lua" <<EOF
 local base = "$dir"
@@ -179,36 +224,61 @@ run_as_root = true
 pidfile = base.."/prosody.pid"; data_path = base.."/data"; certificates = base.."/certs"
 admin_socket = base.."/prosody.sock"
 interfaces = { "$ADDR" }; local_interfaces = { "$ADDR" }
-c2s_ports = { $PORT }; s2s_ports = { }; http_ports = { }; https_ports = { }
+c2s_ports = { $port }; s2s_ports = { $s2s_ports }; http_ports = { }; https_ports = { }
+c2s_direct_tls_ports = { }; s2s_direct_tls_ports = { }
 log = { warn = base.."/prosody.log" }
+$federation
 authentication = "internal_hashed"
 c2s_require_encryption = true
 allow_registration = true
 min_seconds_between_registrations = 0
 registration_throttle_max = 1000000
 $gc
-modules_enabled = { "disco"; "roster"; "saslauth"; "tls"; "register"; "ping"; $mam }
+modules_enabled = { "disco"; "roster"; "saslauth"; "tls"; "register"; "ping"; $mam $dialback }
 $archive_policy
-VirtualHost "$DOMAIN"
+VirtualHost "$domain"
 EOF
     "${ON_SERVER[@]}" prosody -F --config "$dir/prosody.cfg.lua" >"$dir/stdout.log" 2>&1 &
     SERVER_PID=$!
-    wait_listening
+    wait_listening "$port"
 }
 
 start_ejabberd() { # [archive?]
-    local dir="$RUN/ejabberd"
-    local mam=""
-    [[ "${1:-no}" == yes ]] && mam='  mod_mam:
-    default: always'
+    start_ejabberd_as ejabberd "$DOMAIN" "$PORT" "${1:-no}" no
+}
 
+# Starts ejabberd (pid of its Erlang VM in SERVER_PID) for `domain` with
+# c2s on `port` and, when federating, s2s on port+3 with peers found
+# through start_dns's dnsmasq (Erlang's resolver takes the SRV targets'
+# addresses from a hosts file, bound over /etc/hosts in a private mount
+# namespace).
+start_ejabberd_as() { # name domain port archive? federation?
+    local dir="$RUN/$1" domain=$2 port=$3 node="tern-bench-$1"
+    local mam=""
+    [[ "$4" == yes ]] && mam='  mod_mam:
+    default: always'
+    local s2s="" launch=()
     rm -rf "$dir"; mkdir -p "$dir/conf" "$dir/logs" "$dir/spool"
+    if [[ "$5" == yes ]]; then
+        s2s="  -
+    port: $((port + 3))
+    ip: \"$ADDR\"
+    module: ejabberd_s2s_in
+s2s_use_starttls: required
+ca_file: \"$RUN/ca.pem\""
+        mam="$mam
+  mod_s2s_dialback: {}"
+        printf '{resolv_conf, ""}.\n{hosts_file, ""}.\n{host, {127,0,0,1}, ["localhost"]}.\n{nameserver, {%s}, %s}.\n{lookup, [file, dns]}.\n' \
+            "${ADDR//./,}" $((PORT + 20)) >"$dir/conf/inetrc"
+        printf '127.0.0.1 localhost\n%s a.test\n%s b.test\n' "$ADDR" "$ADDR" >"$dir/hosts"
+        launch=(unshare --mount sh -c "mount --bind '$dir/hosts' /etc/hosts && exec \"\$@\"" sh)
+    fi
     cat "$RUN/cert.pem" "$RUN/key.pem" >"$dir/conf/server.pem"
     cat >"$dir/conf/ejabberdctl.cfg" <<EOF
-ERLANG_NODE=tern-bench@localhost
+ERLANG_NODE=$node@localhost
 INET_DIST_INTERFACE=127.0.0.1
 ERL_EPMD_ADDRESS=127.0.0.1
-ERL_DIST_PORT=25299
+ERL_DIST_PORT=$((port + 5))
 ERL_OPTIONS="+S 1:1"
 ERL_MAX_PORTS=65536
 EJABBERD_PID_PATH=$dir/spool/ejabberd.pid
@@ -216,18 +286,19 @@ EOF
     cat >"$dir/conf/ejabberd.yml" <<EOF
 loglevel: warning
 hosts:
-  - $DOMAIN
+  - $domain
 certfiles:
   - "$dir/conf/server.pem"
 listen:
   -
-    port: $PORT
+    port: $port
     ip: "$ADDR"
     module: ejabberd_c2s
     starttls_required: true
     shaper: none
     max_stanza_size: 262144
     backlog: 128
+$s2s
 auth_method: internal
 auth_password_format: scram
 shaper_rules:
@@ -255,22 +326,18 @@ EOF
     chown -R ejabberd:ejabberd "$dir"
     # Started as the ejabberd user directly (setpriv keeps this shell's
     # open-file limit; ejabberdctl's own su would reset it to 1024).
-    HOME="$dir/spool" "${ON_SERVER[@]}" setpriv --reuid=ejabberd --regid=ejabberd --init-groups \
-        ejabberdctl --config-dir "$dir/conf" --logs "$dir/logs" --spool "$dir/spool" foreground \
-        >"$dir/stdout.log" 2>&1 &
-    wait_listening
+    HOME="$dir/spool" "${ON_SERVER[@]}" "${launch[@]}" setpriv --reuid=ejabberd \
+        --regid=ejabberd --init-groups ejabberdctl --config-dir "$dir/conf" --logs "$dir/logs" \
+        --spool "$dir/spool" foreground >"$dir/stdout.log" 2>&1 &
+    wait_listening "$port"
     # The measured process is the Erlang VM, not its launcher.
-    SERVER_PID=$(pgrep -f "beam.*tern-bench@localhost" | head -1)
+    SERVER_PID=$(pgrep -f "beam.*$node@localhost" | head -1)
 }
 
 stop_server() {
-    if [[ "$LABEL" == ejabberd ]]; then
-        HOME="$RUN/ejabberd/spool" setpriv --reuid=ejabberd --regid=ejabberd --init-groups ejabberdctl --config-dir "$RUN/ejabberd/conf" --logs "$RUN/ejabberd/logs" \
-            --spool "$RUN/ejabberd/spool" stop >/dev/null 2>&1 || true
-    fi
     for pid in $SERVER_PID $PEER_PID $DNS_PID; do kill "$pid" 2>/dev/null || true; done
     PEER_PID= DNS_PID=
-    pkill -f "beam.*tern-bench@localhost" 2>/dev/null || true
+    pkill -f "beam.*tern-bench-" 2>/dev/null || true
     wait 2>/dev/null || true
     sleep 1
 }
@@ -341,8 +408,8 @@ for LABEL in $SERVERS; do
             --seconds "$MEASURE" --warmup "$WARMUP" --no-latency
         stop_server
     fi
-    if wanted federation && [[ "$LABEL" == tern ]]; then
-        start_tern_pair
+    if wanted federation; then
+        start_pair
         load_on a.test "$PORT" register --users "$PAIRS"
         load_on b.test $((PORT + 10)) register --users "$PAIRS"
         load_on a.test "$PORT" federation --peer-addr "$ADDR:$((PORT + 10))" --peer-domain b.test \
