@@ -1,6 +1,6 @@
 //! Federation's durable outbound queue ([`tern_federation::QueueStore`]).
 
-use sqlx::Row;
+use sqlx::{QueryBuilder, Row, Sqlite};
 use tern_federation::{Pair, Queued};
 
 use super::batch::{BatchChange, BatchWriter};
@@ -57,6 +57,10 @@ impl QueueWriter {
     }
 }
 
+/// Ids removed by one statement (far below SQLite's limit of 32766
+/// parameters).
+const IDS_PER_STATEMENT: usize = 500;
+
 impl BatchChange for Change {
     /// The new ids of appended stanzas (0 for removals).
     async fn apply(storage: &Storage, changes: &[Self]) -> Result<Vec<i64>> {
@@ -79,11 +83,14 @@ impl BatchChange for Change {
                 .await?
                 .last_insert_rowid(),
                 Change::Remove { ids } => {
-                    for id in ids {
-                        sqlx::query("DELETE FROM s2s_queue WHERE id = ?")
-                            .bind(id)
-                            .execute(&mut *tx)
-                            .await?;
+                    for chunk in ids.chunks(IDS_PER_STATEMENT) {
+                        let mut query =
+                            QueryBuilder::<Sqlite>::new("DELETE FROM s2s_queue WHERE id IN (");
+                        let mut list = query.separated(", ");
+                        for id in chunk {
+                            list.push_bind(id);
+                        }
+                        query.push(")").build().execute(&mut *tx).await?;
                     }
                     0
                 }
@@ -146,5 +153,38 @@ impl Storage {
                 remote: r.get(1),
             })
             .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn removals_leave_the_rest_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Storage::open(dir.path()).await.unwrap();
+        let queue = QueueWriter::spawn(storage.clone());
+        let pair = Pair {
+            local: "a.test".into(),
+            remote: "b.test".into(),
+        };
+        let mut ids = Vec::new();
+        for n in 0..(IDS_PER_STATEMENT + 3) {
+            let id = queue.push(pair.clone(), format!("<m n='{n}'/>"), 0).await;
+            ids.push(id.unwrap());
+        }
+        // More than one statement's worth, and not a prefix.
+        let kept = [ids[1], ids[IDS_PER_STATEMENT + 2]];
+        let removed: Vec<i64> = ids
+            .iter()
+            .copied()
+            .filter(|id| !kept.contains(id))
+            .collect();
+        queue.remove(removed).await.unwrap();
+        let left = storage.s2s_queue_pending(&pair, 0, 100).await.unwrap();
+        let left: Vec<i64> = left.iter().map(|q| q.id).collect();
+        assert_eq!(left, kept);
+        assert_eq!(storage.s2s_queue_count(&pair).await.unwrap(), 2);
     }
 }
