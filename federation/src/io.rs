@@ -95,6 +95,8 @@ impl<T: AsyncRead + Unpin> AsyncBufRead for ReadBuffer<T> {
             let mut buffer = vec![0; READ_BUFFER];
             let mut read = ReadBuf::new(&mut buffer);
             match Pin::new(&mut this.inner).poll_read(cx, &mut read) {
+                // Nothing read is the end of the stream: no buffer kept.
+                Poll::Ready(Ok(())) if read.filled().is_empty() => return Poll::Ready(Ok(&[])),
                 Poll::Ready(Ok(())) => {
                     let filled = read.filled().len();
                     buffer.truncate(filled);

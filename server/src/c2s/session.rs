@@ -149,10 +149,12 @@ impl Session {
     async fn after(&mut self, ended: Ended, mut stream: C2sXmlStream) -> Next {
         match ended {
             Ended::Error(condition, text) => {
+                self.unbind();
                 refuse_in_place(&mut stream, condition, text).await;
                 Next::End
             }
             Ended::ClientClosed => {
+                self.unbind();
                 // The client chose to close: what it did not acknowledge
                 // is re-routed, except what its archive holds (it catches
                 // up there, without duplicates).
@@ -531,19 +533,13 @@ impl Session {
     /// they may not be stored), IQ requests are answered with an error.
     async fn end(mut self) {
         let server = self.server.clone();
-        let ctx = &mut self.ctx;
-        server
-            .sessions
-            .unbind(&ctx.username, ctx.jid.resource().as_str(), ctx.handle.id);
+        self.unbind();
         if let Some(id) = self.acks.as_ref().and_then(|a| a.resume_id.as_deref()) {
             server.resumptions.remove(id);
         }
-        if let Err(e) = presence::go_unavailable(&server, ctx, None).await {
-            tracing::error!("broadcasting unavailable presence failed: {e}");
-        }
-        if server.sessions.resources(&ctx.username).is_empty() {
-            last::record_logout(&server, &ctx.username, "").await;
-        }
+        // What the client never got goes first, to where it is kept:
+        // everything after may take a while, and a crash meanwhile must
+        // not lose it.
         self.rx.close();
         let mut undelivered = self
             .acks
@@ -558,7 +554,24 @@ impl Session {
         for stanza in undelivered {
             reroute(&server, &self.ctx, stanza).await;
         }
+        let ctx = &mut self.ctx;
+        if let Err(e) = presence::go_unavailable(&server, ctx, None).await {
+            tracing::error!("broadcasting unavailable presence failed: {e}");
+        }
+        if server.sessions.resources(&ctx.username).is_empty() {
+            last::record_logout(&server, &ctx.username, "").await;
+        }
         tracing::info!(jid = %self.ctx.jid, "session ended");
+    }
+
+    /// Takes the session out of routing: from now on what arrives for
+    /// this resource goes elsewhere (other resources, offline storage).
+    /// Idempotent.
+    fn unbind(&self) {
+        let ctx = &self.ctx;
+        self.server
+            .sessions
+            .unbind(&ctx.username, ctx.jid.resource().as_str(), ctx.handle.id);
     }
 }
 
