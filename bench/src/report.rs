@@ -8,6 +8,7 @@ use anyhow::{Context, Result};
 use serde_json::Value;
 
 /// One figure of the comparison: where it is, and whether more is better.
+#[derive(Clone, Copy)]
 struct Figure<'a> {
     name: &'a str,
     scenario: &'a str,
@@ -139,7 +140,7 @@ pub fn compare(file: &Path) -> Result<()> {
         path: &["latency_ms", "p99"],
         higher_is_better: false,
     });
-    for figure in FIGURES.iter().map(|f| Figure { ..*f }).chain(latencies) {
+    for figure in FIGURES.iter().copied().chain(latencies) {
         let figure = &figure;
         let values: Vec<Option<f64>> = labels.iter().map(|l| value(l, figure)).collect();
         if values.iter().all(Option::is_none) {

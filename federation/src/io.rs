@@ -92,14 +92,12 @@ impl<T: AsyncRead + Unpin> AsyncBufRead for ReadBuffer<T> {
     fn poll_fill_buf(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<&[u8]>> {
         let this = self.get_mut();
         if this.position == this.buffer.len() {
-            let mut buffer = vec![0; READ_BUFFER];
-            let mut read = ReadBuf::new(&mut buffer);
-            match Pin::new(&mut this.inner).poll_read(cx, &mut read) {
+            // Read into spare capacity: nothing to zero first.
+            let mut buffer = Vec::with_capacity(READ_BUFFER);
+            match tokio_util::io::poll_read_buf(Pin::new(&mut this.inner), cx, &mut buffer) {
                 // Nothing read is the end of the stream: no buffer kept.
-                Poll::Ready(Ok(())) if read.filled().is_empty() => return Poll::Ready(Ok(&[])),
-                Poll::Ready(Ok(())) => {
-                    let filled = read.filled().len();
-                    buffer.truncate(filled);
+                Poll::Ready(Ok(0)) => return Poll::Ready(Ok(&[])),
+                Poll::Ready(Ok(_)) => {
                     this.buffer = buffer;
                     this.position = 0;
                 }
