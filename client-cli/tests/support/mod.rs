@@ -16,7 +16,7 @@ use serde_json::Value;
 #[path = "../../../server/tests/common/dns.rs"]
 mod dns;
 #[allow(unused_imports)]
-pub use dns::{federation_records, free_port, Dns};
+pub use dns::{federation_records, free_port, with_fresh_ports, Dns};
 
 pub const DOMAIN: &str = "tern.test";
 pub const PASSWORD: &str = "correct horse";
@@ -125,8 +125,8 @@ impl Default for ServerSpec<'_> {
 
 /// Starts `tern-server` with `config`, its log appended to `dir`'s, and
 /// reads its report: the process and its direct-TLS and STARTTLS
-/// addresses.
-fn launch(config: &Path, dir: &Path) -> (Child, String, String) {
+/// addresses, or why it exited before reporting (a port was taken).
+fn launch(config: &Path, dir: &Path) -> Result<(Child, String, String), String> {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -147,7 +147,16 @@ fn launch(config: &Path, dir: &Path) -> (Child, String, String) {
     // The whole report, up to its last line.
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
-        let line = rx.recv_timeout(left).expect("start-up report");
+        let line = match rx.recv_timeout(left) {
+            Ok(line) => line,
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                let status = child.wait().map_err(|e| e.to_string())?;
+                let log = std::fs::read_to_string(dir.join("server.log")).unwrap_or_default();
+                let last = log.lines().last().unwrap_or_default();
+                return Err(format!("tern-server exited ({status}): {last}"));
+            }
+            Err(timeout) => panic!("no start-up report from tern-server: {timeout}"),
+        };
         if let Some(addr) = line.trim().strip_prefix("c2s TLS") {
             direct_tls = Some(addr.trim().to_owned());
         }
@@ -160,7 +169,7 @@ fn launch(config: &Path, dir: &Path) -> (Child, String, String) {
     }
     let direct_tls = direct_tls.expect("the report names the direct-TLS port");
     let starttls = starttls.expect("the report names the STARTTLS port");
-    (child, direct_tls, starttls)
+    Ok((child, direct_tls, starttls))
 }
 
 /// A running tern-server, stopped on drop.
@@ -187,6 +196,12 @@ impl Server {
 
     /// A server as `spec` says, with a certificate from `ca`.
     pub fn start_with(ca: &Ca, spec: ServerSpec) -> Server {
+        with_fresh_ports("tern-server", || Server::try_start_with(ca, &spec))
+    }
+
+    /// As [`Server::start_with`], once: an error when the server exits
+    /// before its report.
+    fn try_start_with(ca: &Ca, spec: &ServerSpec) -> Result<Server, String> {
         let dir = tempfile::tempdir().expect("temp dir");
         let (cert, key) = ca.issue(spec.domain, spec.address, dir.path());
         let config = dir.path().join("tern.toml");
@@ -213,8 +228,8 @@ impl Server {
             ),
         )
         .expect("config");
-        let (child, direct_tls, starttls) = launch(&config, dir.path());
-        Server {
+        let (child, direct_tls, starttls) = launch(&config, dir.path())?;
+        Ok(Server {
             child: std::sync::Mutex::new(child),
             domain: spec.domain.to_owned(),
             ca: ca.path.clone(),
@@ -222,7 +237,7 @@ impl Server {
             starttls,
             _own_ca: None,
             _dir: dir,
-        }
+        })
     }
 
     /// Kills the server and starts it again on the same data and ports.
@@ -231,7 +246,8 @@ impl Server {
         let _ = running.kill();
         let _ = running.wait();
         let config = self._dir.path().join("tern.toml");
-        let (child, direct_tls, starttls) = launch(&config, self._dir.path());
+        let (child, direct_tls, starttls) =
+            launch(&config, self._dir.path()).unwrap_or_else(|why| panic!("restart: {why}"));
         assert_eq!(direct_tls, self.direct_tls, "restarted on another port");
         assert_eq!(starttls, self.starttls, "restarted on another port");
         *running = child;
@@ -277,6 +293,14 @@ impl Drop for Server {
 /// Two federating servers and their DNS; `None` without dnsmasq (allowed
 /// outside CI).
 pub fn two_domains(ca: &Ca) -> Option<(Server, Server, Dns)> {
+    with_fresh_ports("two federating servers and their DNS", || {
+        try_two_domains(ca)
+    })
+}
+
+/// As [`two_domains`], once: an error when a server or dnsmasq could not
+/// take its port.
+fn try_two_domains(ca: &Ca) -> Result<Option<(Server, Server, Dns)>, String> {
     let dns_port = free_port();
     let federation = |s2s: u16| {
         Some((
@@ -288,29 +312,29 @@ pub fn two_domains(ca: &Ca) -> Option<(Server, Server, Dns)> {
         ))
     };
     let (a_port, b_port) = (free_port(), free_port());
-    let a = Server::start_with(
+    let a = Server::try_start_with(
         ca,
-        ServerSpec {
+        &ServerSpec {
             domain: "a.test",
             address: "127.9.0.2",
             federation: federation(a_port),
         },
-    );
-    let b = Server::start_with(
+    )?;
+    let b = Server::try_start_with(
         ca,
-        ServerSpec {
+        &ServerSpec {
             domain: "b.test",
             address: "127.9.0.3",
             federation: federation(b_port),
         },
-    );
+    )?;
     let s2s = |address: &str, port: u16| format!("{address}:{port}").parse().expect("address");
     let records = federation_records([
         ("a.test", s2s("127.9.0.2", a_port)),
         ("b.test", s2s("127.9.0.3", b_port)),
     ]);
-    let dns = Dns::start_at(dns_port, &records)?;
-    Some((a, b, dns))
+    let dns = Dns::try_start_at(dns_port, &records)?;
+    Ok(dns.map(|dns| (a, b, dns)))
 }
 
 /// One user's `tern` profile.

@@ -16,13 +16,22 @@ pub struct Dns {
 impl Dns {
     /// `None` when dnsmasq is not installed (allowed outside CI).
     pub fn start(records: &str) -> Option<Dns> {
-        Self::start_at(free_port(), records)
+        dnsmasq()?;
+        with_fresh_ports("dnsmasq", || Self::try_start_at(free_port(), records))
     }
 
     /// Starts dnsmasq on `port` (see [`free_port`]); `None` as for
     /// [`Dns::start`].
     pub fn start_at(port: u16, records: &str) -> Option<Dns> {
-        let dnsmasq = dnsmasq()?;
+        Self::try_start_at(port, records).unwrap_or_else(|why| panic!("{why}"))
+    }
+
+    /// As [`Dns::start_at`], but a dnsmasq that exits at start (its port
+    /// was taken) is an error, for the caller to try other ports.
+    pub fn try_start_at(port: u16, records: &str) -> Result<Option<Dns>, String> {
+        let Some(dnsmasq) = dnsmasq() else {
+            return Ok(None);
+        };
         let dir = tempfile::tempdir().expect("dir");
         let conf = dir.path().join("dns.conf");
         std::fs::write(
@@ -33,27 +42,35 @@ impl Dns {
             ),
         )
         .expect("dns.conf");
-        let child = Command::new(dnsmasq)
+        let log = dir.path().join("dnsmasq.log");
+        let mut child = Command::new(dnsmasq)
             .arg("--no-daemon")
             .arg(format!("--conf-file={}", conf.display()))
             .arg("--pid-file=")
             .arg("--user=root")
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("dnsmasq.log"))
             .spawn()
             .expect("start dnsmasq");
-        // Ready when it answers on TCP.
+        // Ready when it answers on TCP; gone if it could not bind.
         let address = format!("127.0.0.1:{port}");
         let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(&address).is_err() {
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                let said = std::fs::read_to_string(&log).unwrap_or_default();
+                return Err(format!("dnsmasq on port {port} exited ({status}): {said}"));
+            }
+            if std::net::TcpStream::connect(&address).is_ok() {
+                break;
+            }
             assert!(Instant::now() < deadline, "dnsmasq did not start");
             std::thread::sleep(Duration::from_millis(20));
         }
-        Some(Dns {
+        Ok(Some(Dns {
             child,
             address,
             _dir: dir,
-        })
+        }))
     }
 }
 
@@ -64,12 +81,38 @@ impl Drop for Dns {
     }
 }
 
-/// A free UDP (and, almost surely, TCP) port on 127.0.0.1.
+/// A port on 127.0.0.1 free for both UDP and TCP right now. Another
+/// process may still take it before the caller binds it: start servers
+/// through [`with_fresh_ports`].
 pub fn free_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0")
-        .and_then(|s| s.local_addr())
-        .expect("a free port")
-        .port()
+    for _ in 0..100 {
+        let udp = std::net::UdpSocket::bind("127.0.0.1:0").expect("a free UDP port");
+        let port = udp.local_addr().expect("its address").port();
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no port free for both UDP and TCP");
+}
+
+/// How many times [`with_fresh_ports`] tries.
+pub const PORT_ATTEMPTS: u32 = 5;
+
+/// Runs `start`, which picks its ports with [`free_port`], again while it
+/// fails (a port it picked was taken before it could bind it), at most
+/// [`PORT_ATTEMPTS`] times.
+pub fn with_fresh_ports<T>(what: &str, mut start: impl FnMut() -> Result<T, String>) -> T {
+    let mut last = String::new();
+    for attempt in 1..=PORT_ATTEMPTS {
+        match start() {
+            Ok(started) => return started,
+            Err(why) => {
+                eprintln!("{what} did not start (attempt {attempt} of {PORT_ATTEMPTS}): {why}");
+                last = why;
+            }
+        }
+    }
+    panic!("{what} did not start in {PORT_ATTEMPTS} attempts: {last}");
 }
 
 /// The dnsmasq binary; `None` when it is not installed (allowed outside
