@@ -185,7 +185,7 @@ impl Federation {
         };
         self.ctx
             .queue
-            .push(pair.clone(), String::from(stanza))
+            .push(pair.clone(), crate::xml_text::to_text(stanza))
             .await?;
         self.link(pair).notify.notify_one();
         Ok(())

@@ -428,10 +428,24 @@ pub fn archived_by(message: &Element, owner: &str) -> bool {
         .any(|c| c.is("stanza-id", NS_SID) && c.attr("by") == Some(owner))
 }
 
-/// Queues `message` for `owner`'s archive under `id`, as exchanged with
-/// `with`.
-pub async fn append(server: &Server, owner: &str, id: String, with: &BareJid, message: &Element) {
-    append_to(server, ArchiveKind::User, owner, id, with, message).await;
+/// `message` as an entry of `owner`'s archive (a user's or a room's)
+/// under `id`, as exchanged with `with`: serialised now, so that the
+/// message itself can go on without a copy.
+pub fn entry(
+    kind: ArchiveKind,
+    owner: &str,
+    id: String,
+    with: &BareJid,
+    message: &Element,
+) -> ArchiveEntry {
+    ArchiveEntry {
+        kind,
+        username: owner.to_owned(),
+        id,
+        with: with.to_string(),
+        stamp: Utc::now().timestamp_micros(),
+        stanza: tern_federation::xml_text::to_text(message),
+    }
 }
 
 /// Queues `message` for the archive of `owner` (a user or a room) under
@@ -446,30 +460,18 @@ pub async fn append_to(
 ) {
     server
         .archive
-        .append(ArchiveEntry {
-            kind,
-            username: owner.to_owned(),
-            id,
-            with: with.to_string(),
-            stamp: Utc::now().timestamp_micros(),
-            stanza: String::from(message),
-        })
+        .append(entry(kind, owner, id, with, message))
         .await;
 }
 
-/// Archives a message a local user sent (if archivable), under a new id.
-pub async fn append_outgoing(server: &Server, owner: &str, message: &Element) {
+/// The entry of `owner`'s archive for a message they are sending, under
+/// a new id; `None` if it is not archivable or has no valid `to`.
+pub fn outgoing_entry(server: &Server, owner: &str, message: &Element) -> Option<ArchiveEntry> {
     if !archivable(server, message) {
-        return;
+        return None;
     }
-    let Some(with) = message
-        .attr("to")
-        .and_then(|to| Jid::new(to).ok())
-        .map(|to| to.to_bare())
-    else {
-        return;
-    };
-    append(server, owner, new_id(), &with, message).await;
+    let with = Jid::new(message.attr("to")?).ok()?.to_bare();
+    Some(entry(ArchiveKind::User, owner, new_id(), &with, message))
 }
 
 /// A new stanza id: the time in microseconds and 32 random bits, hex, so

@@ -13,6 +13,7 @@ use crate::router::{Destination, SessionCtx};
 use crate::server::Server;
 use crate::sessions::Resource;
 use crate::stanza::{self, errors};
+use crate::storage::ArchiveKind;
 
 /// The `type` of a message, RFC 6121 §5.2.2.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,21 +62,28 @@ pub async fn from_client(
         destination,
         Destination::Account(_) | Destination::Resource(..) | Destination::Remote(_)
     );
-    let outgoing = (one_to_one
-        && !ciphertext::is_plaintext(&message)
-        && (carbons::wanted(server, &session.username, &message)
-            || mam::archivable(server, &message)))
-    .then(|| message.clone());
+    let (archived, carbon) = if one_to_one && !ciphertext::is_plaintext(&message) {
+        (
+            mam::outgoing_entry(server, &session.username, &message),
+            carbons::wanted(server, &session.username, &message).then(|| message.clone()),
+        )
+    } else {
+        (None, None)
+    };
     let bounce = route(server, message, &session.bare(), destination).await;
-    if let (None, Some(sent)) = (&bounce, outgoing) {
-        carbons::copy(
-            server,
-            &session.username,
-            Direction::Sent,
-            &sent,
-            &[session.handle.id],
-        );
-        mam::append_outgoing(server, &session.username, &sent).await;
+    if bounce.is_none() {
+        if let Some(sent) = carbon {
+            carbons::copy(
+                server,
+                &session.username,
+                Direction::Sent,
+                &sent,
+                &[session.handle.id],
+            );
+        }
+        if let Some(entry) = archived {
+            server.archive.append(entry).await;
+        }
     }
     session.reply(bounce);
 }
@@ -150,21 +158,21 @@ async fn to_local_user(
     if super::blocking::blocks(server, user, &Jid::from(sender.clone())).await {
         return errors::service_unavailable(&message, "");
     }
-    let archive_id = match account_jid(user, &server.config.domain) {
-        Some(owner) if storable => mam::stamp_incoming(server, &owner, &mut message),
+    let archived = match account_jid(user, &server.config.domain) {
+        Some(owner) if storable => mam::stamp_incoming(server, &owner, &mut message)
+            .map(|id| mam::entry(ArchiveKind::User, user, id, sender, &message)),
         _ => None,
     };
-    let copy = (archive_id.is_some() || (storable && carbons::wanted(server, user, &message)))
-        .then(|| message.clone());
+    let carbon = (storable && carbons::wanted(server, user, &message)).then(|| message.clone());
     let delivered = match deliver(server, message, user, resource, storable).await {
         Ok(delivered) => delivered,
         Err(bounce) => return bounce,
     };
-    if let Some(copy) = copy {
+    if let Some(copy) = carbon {
         carbons::copy(server, user, Direction::Received, &copy, &delivered);
-        if let Some(id) = archive_id {
-            mam::append(server, user, id, sender, &copy).await;
-        }
+    }
+    if let Some(entry) = archived {
+        server.archive.append(entry).await;
     }
     None
 }

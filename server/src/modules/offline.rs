@@ -37,7 +37,7 @@ pub async fn store(
         data: Some("Offline storage".to_owned()),
     };
     message.append_child(delay.into());
-    let xml = String::from(&message);
+    let xml = tern_federation::xml_text::to_text(&message);
     let max = server.config.limits.max_offline_messages;
     if server.storage.store_offline(username, &xml, max).await? {
         Ok(())

@@ -161,11 +161,12 @@ fn insert_rows<'a>(kind: ArchiveKind, entries: &[&'a ArchiveEntry]) -> QueryBuil
     query.push_values(
         entries.iter().copied(),
         |mut row, entry: &'a ArchiveEntry| {
-            row.push_bind(&entry.username)
-                .push_bind(&entry.id)
-                .push_bind(&entry.with)
+            // As `&str`, bound without a copy.
+            row.push_bind(entry.username.as_str())
+                .push_bind(entry.id.as_str())
+                .push_bind(entry.with.as_str())
                 .push_bind(entry.stamp)
-                .push_bind(&entry.stanza);
+                .push_bind(entry.stanza.as_str());
         },
     );
     query.push(format!(
