@@ -244,6 +244,7 @@ impl RunningServer {
     /// Opens storage, loads the certificate and starts listening.
     pub async fn start(config: Config) -> Result<Self, StartError> {
         let storage = Storage::open(&config.data_dir).await?;
+        let archive_last_seq = storage.archive_last_seq().await?;
         let tls = ServerTls::load_or_generate(
             config.tls.cert.as_deref(),
             config.tls.key.as_deref(),
@@ -305,7 +306,7 @@ impl RunningServer {
                 connections: ConnectionLimiter::new(config.limits.max_connections_per_ip),
                 hub: Hub::new(config.groups_domain()),
                 upload,
-                archive: ArchiveWriter::spawn(storage.clone()),
+                archive: ArchiveWriter::spawn(storage.clone(), archive_last_seq),
                 logouts: LogoutWriter::spawn(storage.clone()),
                 muc: MucService::new(config.muc_domain()),
                 resumptions: Resumptions::default(),

@@ -8,14 +8,16 @@
 use chrono::{DateTime, SecondsFormat, Utc};
 use jid::{BareJid, Jid};
 use minidom::Element;
-use rand::Rng;
+use std::sync::Arc;
 
 use super::ciphertext;
 use super::message::MessageKind;
 use crate::router::{Destination, SessionCtx};
 use crate::server::Server;
 use crate::stanza::{self, errors, set_attr, NS_CLIENT};
-use crate::storage::{ArchiveEntry, ArchiveFilter, ArchiveKind, ArchivedMessage};
+use crate::storage::{
+    ArchiveEntry, ArchiveFilter, ArchiveKind, ArchiveSlot, ArchivedMessage, StoredMessage,
+};
 
 /// The MAM namespace.
 pub const NS: &str = "urn:xmpp:mam:2";
@@ -189,6 +191,16 @@ pub struct Archive {
     pub owner: String,
 }
 
+impl Archive {
+    /// The archive's JID, which its stanza ids are `by`.
+    pub fn jid(&self, server: &Server) -> String {
+        match self.kind {
+            ArchiveKind::User => format!("{}@{}", self.owner, server.config.domain),
+            ArchiveKind::Room => self.owner.clone(),
+        }
+    }
+}
+
 /// Answers a MAM request of `session` on `archive` (which the caller
 /// allowed it to read).
 pub async fn answer(
@@ -291,8 +303,9 @@ async fn query(
         page.reverse();
     }
     let to = session.jid.to_string();
+    let by = archive.jid(server);
     for archived in &page {
-        if let Some((message, stamp)) = parse_archived(archived) {
+        if let Some((message, stamp)) = restore(archived, &by) {
             let wrapped = result(query.query_id.as_deref(), &archived.id, stamp, message, &to);
             session.handle.send(wrapped);
         }
@@ -363,8 +376,11 @@ fn prefs() -> Element {
     prefs
 }
 
-fn parse_archived(archived: &ArchivedMessage) -> Option<(Element, DateTime<Utc>)> {
-    let message = match archived.stanza.parse::<Element>() {
+/// An archived message as the archive `by` serves it, with its time: the
+/// stored stanza with the archive's `<stanza-id/>` (and no other claiming
+/// to be by `by`).
+pub fn restore(archived: &ArchivedMessage, by: &str) -> Option<(Element, DateTime<Utc>)> {
+    let mut message = match archived.stanza.parse::<Element>() {
         Ok(message) => message,
         Err(e) => {
             tracing::error!(id = archived.id, "an archived message does not parse: {e}");
@@ -372,6 +388,7 @@ fn parse_archived(archived: &ArchivedMessage) -> Option<(Element, DateTime<Utc>)
         }
     };
     let stamp = DateTime::from_timestamp_micros(archived.stamp)?;
+    add_stanza_id(&mut message, by, &archived.id);
     Some((message, stamp))
 }
 
@@ -402,9 +419,16 @@ pub fn keeps(server: &Server, message: &Element) -> bool {
 
 /// Prepares an incoming message for `owner`'s archive: drops any
 /// `<stanza-id/>` claiming to be by `owner` (only this server may say
-/// that) and, if the message is archivable, adds a new one. Returns the
-/// id given.
-pub fn stamp_incoming(server: &Server, owner: &BareJid, message: &mut Element) -> Option<String> {
+/// that) and, if the message is archivable, adds the id it is archived
+/// under. That is `shared`'s when the message is stored already (its local
+/// sender archived it); otherwise the message is stored now. Returns the
+/// stored message.
+pub fn stamp_incoming(
+    server: &Server,
+    owner: &BareJid,
+    message: &mut Element,
+    shared: Option<&Arc<StoredMessage>>,
+) -> Option<Arc<StoredMessage>> {
     let by = owner.to_string();
     stanza::remove_children(message, |c| {
         c.is("stanza-id", NS_SID) && c.attr("by") == Some(by.as_str())
@@ -412,12 +436,24 @@ pub fn stamp_incoming(server: &Server, owner: &BareJid, message: &mut Element) -
     if !archivable(server, message) {
         return None;
     }
-    let id = new_id();
+    let stored = match shared {
+        Some(stored) => stored.clone(),
+        None => store(server.archive.slot(), message),
+    };
+    add_stanza_id(message, &by, &stored.id);
+    Some(stored)
+}
+
+/// Adds `<stanza-id by='{by}' id='{id}'/>`, after removing any that
+/// claims to be by `by`.
+fn add_stanza_id(message: &mut Element, by: &str, id: &str) {
+    stanza::remove_children(message, |c| {
+        c.is("stanza-id", NS_SID) && c.attr("by") == Some(by)
+    });
     let mut stanza_id = Element::bare("stanza-id", NS_SID);
     set_attr(&mut stanza_id, "by", by);
-    set_attr(&mut stanza_id, "id", id.clone());
+    set_attr(&mut stanza_id, "id", id);
     message.append_child(stanza_id);
-    Some(id)
 }
 
 /// Whether a message was archived in the archive of `owner` (a bare JID):
@@ -428,58 +464,56 @@ pub fn archived_by(message: &Element, owner: &str) -> bool {
         .any(|c| c.is("stanza-id", NS_SID) && c.attr("by") == Some(owner))
 }
 
-/// `message` as an entry of `owner`'s archive (a user's or a room's)
-/// under `id`, as exchanged with `with`: serialised now, so that the
-/// message itself can go on without a copy.
+/// `message` stored in `slot`, serialised now so that the message itself
+/// can go on without a copy.
+pub fn store(slot: ArchiveSlot, message: &Element) -> Arc<StoredMessage> {
+    slot.message(tern_federation::xml_text::to_text(message))
+}
+
+/// Lists `message` in the archive of `owner` (a user name or a room JID),
+/// as exchanged with `with`.
 pub fn entry(
     kind: ArchiveKind,
     owner: &str,
-    id: String,
     with: &BareJid,
-    message: &Element,
+    message: Arc<StoredMessage>,
 ) -> ArchiveEntry {
     ArchiveEntry {
         kind,
         username: owner.to_owned(),
-        id,
         with: with.to_string(),
-        stamp: Utc::now().timestamp_micros(),
-        stanza: tern_federation::xml_text::to_text(message),
+        message,
     }
 }
 
-/// Queues `message` for the archive of `owner` (a user or a room) under
-/// `id`.
+/// Stores `message` in `slot` and lists it in the archive of `owner` (a
+/// user or a room).
 pub async fn append_to(
     server: &Server,
     kind: ArchiveKind,
     owner: &str,
-    id: String,
+    slot: ArchiveSlot,
     with: &BareJid,
     message: &Element,
 ) {
+    let stored = store(slot, message);
     server
         .archive
-        .append(entry(kind, owner, id, with, message))
+        .append(entry(kind, owner, with, stored))
         .await;
 }
 
-/// The entry of `owner`'s archive for a message they are sending, under
-/// a new id; `None` if it is not archivable or has no valid `to`.
+/// The entry of `owner`'s archive for a message they are sending, stored
+/// now; `None` if it is not archivable or has no valid `to`. A local
+/// recipient's archive lists the same stored message
+/// ([`stamp_incoming`]).
 pub fn outgoing_entry(server: &Server, owner: &str, message: &Element) -> Option<ArchiveEntry> {
     if !archivable(server, message) {
         return None;
     }
     let with = Jid::new(message.attr("to")?).ok()?.to_bare();
-    Some(entry(ArchiveKind::User, owner, new_id(), &with, message))
-}
-
-/// A new stanza id: the time in microseconds and 32 random bits, hex, so
-/// that ids sort by time (index inserts append) and cannot be guessed.
-pub fn new_id() -> String {
-    let micros = Utc::now().timestamp_micros() as u64;
-    let random: u32 = rand::thread_rng().gen();
-    format!("{micros:016x}{random:08x}")
+    let stored = store(server.archive.slot(), message);
+    Some(entry(ArchiveKind::User, owner, &with, stored))
 }
 
 #[cfg(test)]

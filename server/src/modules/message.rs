@@ -1,6 +1,8 @@
 //! Message routing (RFC 6121 §8.5): to a full JID, to a bare JID by
 //! priority, to offline storage, or back to the sender as an error.
 
+use std::sync::Arc;
+
 use jid::{BareJid, Jid};
 use minidom::Element;
 use xmpp_parsers::stanza_error::{DefinedCondition, ErrorType};
@@ -13,7 +15,7 @@ use crate::router::{Destination, SessionCtx};
 use crate::server::Server;
 use crate::sessions::Resource;
 use crate::stanza::{self, errors};
-use crate::storage::ArchiveKind;
+use crate::storage::{ArchiveKind, StoredMessage};
 
 /// The `type` of a message, RFC 6121 §5.2.2.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,7 +72,8 @@ pub async fn from_client(
     } else {
         (None, None)
     };
-    let bounce = route(server, message, &session.bare(), destination).await;
+    let shared = archived.as_ref().map(|entry| &entry.message);
+    let bounce = route(server, message, &session.bare(), destination, shared).await;
     if bounce.is_none() {
         if let Some(sent) = carbon {
             carbons::copy(
@@ -96,17 +99,20 @@ pub async fn from_remote(
     from: &BareJid,
     destination: Destination,
 ) {
-    let bounce = route(server, message, from, destination).await;
+    let bounce = route(server, message, from, destination, None).await;
     server.send_remote_reply(bounce).await;
 }
 
 /// Applies the ciphertext rule, then routes the message to a local user,
-/// a group or another server. Returns the error for its sender, if any.
+/// a group or another server. `archived`: the message as its local sender's
+/// archive stored it, for a local recipient's archive to list too. Returns
+/// the error for its sender, if any.
 async fn route(
     server: &Server,
     message: Element,
     sender: &BareJid,
     destination: Destination,
+    archived: Option<&Arc<StoredMessage>>,
 ) -> Option<Element> {
     let plaintext = ciphertext::is_plaintext(&message);
     if plaintext && server.config.plaintext == PlaintextPolicy::Refuse {
@@ -139,28 +145,38 @@ async fn route(
             None
         }
         Destination::Account(user) | Destination::Resource(user, _) => {
-            to_local_user(server, message, sender, user, resource, !plaintext).await
+            let storable = !plaintext;
+            to_local_user(
+                server,
+                message,
+                sender,
+                (user, resource),
+                storable,
+                archived,
+            )
+            .await
         }
     }
 }
 
-/// Delivers a message to a local user, archives it in their archive and
-/// copies it to their carbons-enabled clients. Returns the error for its
-/// sender, if any.
+/// Delivers a message to a local user (and resource, if given), archives
+/// it in their archive (listing `archived` if the sender's archive stored
+/// it already) and copies it to their carbons-enabled clients. Returns the
+/// error for its sender, if any.
 async fn to_local_user(
     server: &Server,
     mut message: Element,
     sender: &BareJid,
-    user: &str,
-    resource: Option<&str>,
+    (user, resource): (&str, Option<&str>),
     storable: bool,
+    archived: Option<&Arc<StoredMessage>>,
 ) -> Option<Element> {
     if super::blocking::blocks(server, user, &Jid::from(sender.clone())).await {
         return errors::service_unavailable(&message, "");
     }
     let archived = match account_jid(user, &server.config.domain) {
-        Some(owner) if storable => mam::stamp_incoming(server, &owner, &mut message)
-            .map(|id| mam::entry(ArchiveKind::User, user, id, sender, &message)),
+        Some(owner) if storable => mam::stamp_incoming(server, &owner, &mut message, archived)
+            .map(|stored| mam::entry(ArchiveKind::User, user, sender, stored)),
         _ => None,
     };
     let carbon = (storable && carbons::wanted(server, user, &message)).then(|| message.clone());

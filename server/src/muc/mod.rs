@@ -341,8 +341,9 @@ async fn send_history(server: &Server, room_jid: &BareJid, to: &FullJid, count: 
             return;
         }
     };
+    let by = room_jid.to_string();
     for entry in archived {
-        let Ok(mut message) = entry.stanza.parse::<Element>() else {
+        let Some((mut message, _)) = mam::restore(&entry, &by) else {
             continue;
         };
         set_attr(&mut message, "to", to.to_string());
@@ -413,7 +414,8 @@ async fn groupchat(
     let is_subject = message.get_child("subject", NS_CLIENT).is_some()
         && message.get_child("body", NS_CLIENT).is_none()
         && !ciphertext::is_encrypted(&message);
-    let id = mam::new_id();
+    let slot = server.archive.slot();
+    let id = slot.id.clone();
     stanza::remove_children(&mut message, |c| {
         c.is("stanza-id", mam::NS_SID) && c.attr("by") == Some(&room_jid.to_string())
     });
@@ -463,7 +465,7 @@ async fn groupchat(
             server,
             ArchiveKind::Room,
             &room_jid.to_string(),
-            id,
+            slot,
             &from.to_bare(),
             &template,
         )

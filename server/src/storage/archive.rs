@@ -1,6 +1,14 @@
-//! The message archive (XEP-0313): encrypted messages per user, written in
-//! group commits by an [`ArchiveWriter`] and read back in pages.
+//! The message archive (XEP-0313): encrypted messages, each stored once
+//! and listed in the archive of every local user (or room) it belongs to,
+//! written in group commits by an [`ArchiveWriter`] and read back in
+//! pages. The layout is in `migrations/0011_archive_shared_messages.sql`.
 
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand::Rng;
 use sqlx::{QueryBuilder, Row, Sqlite};
 
 use super::batch::{BatchChange, BatchWriter};
@@ -16,11 +24,11 @@ pub enum ArchiveKind {
 }
 
 impl ArchiveKind {
-    /// The table and the column naming the owner.
+    /// The table of the archive's entries and the column naming the owner.
     fn table(self) -> (&'static str, &'static str) {
         match self {
-            Self::User => ("archive", "username"),
-            Self::Room => ("muc_archive", "room"),
+            Self::User => ("archive_entries", "username"),
+            Self::Room => ("muc_archive_entries", "room"),
         }
     }
 
@@ -33,21 +41,66 @@ impl ArchiveKind {
     }
 }
 
-/// One message to archive for one user or room.
+/// A message as the archive stores it, once, whichever archives list it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredMessage {
+    /// Its place in the archiving order.
+    pub seq: i64,
+    /// The stanza id every archive listing it knows it by.
+    pub id: String,
+    /// When it was archived, microseconds since the Unix epoch.
+    pub stamp: i64,
+    /// The serialised message, without the archive's own `<stanza-id/>`.
+    pub stanza: String,
+}
+
+/// A message's place in the archive, taken before the message is
+/// serialised (so that the id can go into what is delivered).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArchiveSlot {
+    /// The archiving order.
+    pub seq: i64,
+    /// The stanza id: `seq` in 16 hex digits, then 32 random bits in 8.
+    pub id: String,
+    /// When it was archived, microseconds since the Unix epoch.
+    pub stamp: i64,
+}
+
+impl ArchiveSlot {
+    /// The stored message of this slot.
+    pub fn message(self, stanza: String) -> Arc<StoredMessage> {
+        Arc::new(StoredMessage {
+            seq: self.seq,
+            id: self.id,
+            stamp: self.stamp,
+            stanza,
+        })
+    }
+}
+
+/// The seq an id of this server's format names; `None` for other ids
+/// (those of rows migrated from the per-archive tables).
+fn seq_of(id: &str) -> Option<i64> {
+    let hex = id.get(..16).filter(|_| id.len() == 24)?;
+    i64::from_str_radix(hex, 16).ok().filter(|seq| *seq >= 0)
+}
+
+/// Seqs below this are rows migrated from the per-archive tables, whose
+/// ids do not name their seq (new seqs are microseconds since 1970, above
+/// 10¹⁵ since 2001).
+const FIRST_TIMED_SEQ: i64 = 1_000_000_000_000_000;
+
+/// One archive's listing of a stored message.
 #[derive(Debug, Clone)]
 pub struct ArchiveEntry {
     /// Whose archive.
     pub kind: ArchiveKind,
     /// The archive's owner (user name or room JID).
     pub username: String,
-    /// The stanza id given to the message in this archive.
-    pub id: String,
     /// The other party's bare JID.
     pub with: String,
-    /// When it was archived, microseconds since the Unix epoch.
-    pub stamp: i64,
-    /// The serialised message.
-    pub stanza: String,
+    /// The message, shared with the other archives listing it.
+    pub message: Arc<StoredMessage>,
 }
 
 /// An archived message as read back.
@@ -57,7 +110,7 @@ pub struct ArchivedMessage {
     pub id: String,
     /// When it was archived, microseconds since the Unix epoch.
     pub stamp: i64,
-    /// The serialised message.
+    /// The serialised message, without this archive's `<stanza-id/>`.
     pub stanza: String,
 }
 
@@ -84,12 +137,21 @@ pub struct ArchiveFilter {
     pub from_the_end: bool,
 }
 
+/// How long the writer gathers archive entries before a commit, unless a
+/// reader waits ([`ArchiveWriter::flushed`]) or the batch is full.
+/// Routing never waits for the archive, so this costs no latency; larger
+/// commits rewrite each archive's last index page once instead of many
+/// times.
+const LINGER: Duration = Duration::from_millis(20);
+
 /// Writes archive entries in group commits without making message
 /// routing wait for them; [`ArchiveWriter::flushed`] waits for what was
 /// queued before, so a query sees every message routed before it.
 #[derive(Debug, Clone)]
 pub struct ArchiveWriter {
     writer: BatchWriter<Change>,
+    /// The last seq given out.
+    last_seq: Arc<AtomicI64>,
 }
 
 /// One archive change.
@@ -101,10 +163,31 @@ enum Change {
 }
 
 impl ArchiveWriter {
-    /// Starts the writer task; it ends when the last handle is dropped.
-    pub fn spawn(storage: Storage) -> Self {
+    /// Starts the writer task (it ends when the last handle is dropped);
+    /// `last_seq` is the archive's highest ([`Storage::archive_last_seq`]).
+    pub fn spawn(storage: Storage, last_seq: i64) -> Self {
         Self {
-            writer: BatchWriter::spawn(storage),
+            writer: BatchWriter::spawn_lingering(storage, LINGER),
+            last_seq: Arc::new(AtomicI64::new(last_seq)),
+        }
+    }
+
+    /// A new place in the archive: now, or just after the last one if the
+    /// clock has not moved on (or went back).
+    pub fn slot(&self) -> ArchiveSlot {
+        let now = chrono::Utc::now().timestamp_micros();
+        let previous = self
+            .last_seq
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |last| {
+                Some(last.saturating_add(1).max(now))
+            })
+            .unwrap_or(now);
+        let seq = previous.saturating_add(1).max(now);
+        let tag: u32 = rand::thread_rng().gen();
+        ArchiveSlot {
+            seq,
+            id: format!("{seq:016x}{tag:08x}"),
+            stamp: now,
         }
     }
 
@@ -123,52 +206,80 @@ impl ArchiveWriter {
     }
 }
 
-/// Rows written by one statement (5 parameters each, far below SQLite's
-/// limit of 32766).
+/// Rows written by one statement (at most 4 parameters each, far below
+/// SQLite's limit of 32766).
 const ROWS_PER_STATEMENT: usize = 100;
 
 impl BatchChange for Change {
-    /// Writes the batch's entries with one multi-row statement per
-    /// hundred rows and archive kind, in one transaction.
+    /// Writes the batch's messages (each once), then its entries per
+    /// archive kind, with one multi-row statement per hundred rows, in
+    /// one transaction.
     async fn apply(storage: &Storage, changes: &[Self]) -> Result<Vec<i64>> {
+        let entries: Vec<&ArchiveEntry> = changes
+            .iter()
+            .filter_map(|c| match c {
+                Change::Insert(entry) => Some(entry),
+                Change::Barrier => None,
+            })
+            .collect();
+        let mut seen = HashSet::with_capacity(entries.len());
+        let messages: Vec<&StoredMessage> = entries
+            .iter()
+            .map(|e| &*e.message)
+            .filter(|m| seen.insert(m.seq))
+            .collect();
         let mut tx = storage.pool.begin().await?;
+        for chunk in messages.chunks(ROWS_PER_STATEMENT) {
+            insert_messages(chunk).build().execute(&mut *tx).await?;
+        }
         for kind in [ArchiveKind::User, ArchiveKind::Room] {
-            let entries: Vec<&ArchiveEntry> = changes
-                .iter()
-                .filter_map(|c| match c {
-                    Change::Insert(entry) if entry.kind == kind => Some(entry),
-                    _ => None,
-                })
-                .collect();
-            for chunk in entries.chunks(ROWS_PER_STATEMENT) {
-                insert_rows(kind, chunk).build().execute(&mut *tx).await?;
+            let of_kind: Vec<&ArchiveEntry> =
+                entries.iter().copied().filter(|e| e.kind == kind).collect();
+            for chunk in of_kind.chunks(ROWS_PER_STATEMENT) {
+                insert_entries(kind, chunk)
+                    .build()
+                    .execute(&mut *tx)
+                    .await?;
             }
         }
         tx.commit().await?;
         Ok(vec![0; changes.len()])
     }
+
+    fn urgent(&self) -> bool {
+        matches!(self, Change::Barrier)
+    }
+}
+
+/// `INSERT` of stored messages; one already written by an earlier batch
+/// (listed by a second archive) is left as it is.
+fn insert_messages<'a>(messages: &[&'a StoredMessage]) -> QueryBuilder<'a, Sqlite> {
+    let mut query =
+        QueryBuilder::new("INSERT OR IGNORE INTO archive_messages (seq, id, stamp, stanza) ");
+    query.push_values(messages.iter().copied(), |mut row, message| {
+        // As `&str`, bound without a copy.
+        row.push_bind(message.seq)
+            .push_bind(message.id.as_str())
+            .push_bind(message.stamp)
+            .push_bind(message.stanza.as_str());
+    });
+    query
 }
 
 /// `INSERT … SELECT … FROM (VALUES …)` of entries of one kind; an owner
 /// deleted meanwhile makes its rows a no-op, not a failure of the batch.
-fn insert_rows<'a>(kind: ArchiveKind, entries: &[&'a ArchiveEntry]) -> QueryBuilder<'a, Sqlite> {
+fn insert_entries<'a>(kind: ArchiveKind, entries: &[&'a ArchiveEntry]) -> QueryBuilder<'a, Sqlite> {
     let (table, owner) = kind.table();
     let (owners, key) = kind.owners();
     let mut query = QueryBuilder::new(format!(
-        "INSERT OR IGNORE INTO {table} ({owner}, id, with_jid, stamp, stanza) \
-         SELECT column1, column2, column3, column4, column5 FROM ("
+        "INSERT OR IGNORE INTO {table} ({owner}, seq, with_jid) \
+         SELECT column1, column2, column3 FROM ("
     ));
-    query.push_values(
-        entries.iter().copied(),
-        |mut row, entry: &'a ArchiveEntry| {
-            // As `&str`, bound without a copy.
-            row.push_bind(entry.username.as_str())
-                .push_bind(entry.id.as_str())
-                .push_bind(entry.with.as_str())
-                .push_bind(entry.stamp)
-                .push_bind(entry.stanza.as_str());
-        },
-    );
+    query.push_values(entries.iter().copied(), |mut row, entry| {
+        row.push_bind(entry.username.as_str())
+            .push_bind(entry.message.seq)
+            .push_bind(entry.with.as_str());
+    });
     query.push(format!(
         ") WHERE EXISTS (SELECT 1 FROM {owners} WHERE {key} = column1)"
     ));
@@ -176,80 +287,121 @@ fn insert_rows<'a>(kind: ArchiveKind, entries: &[&'a ArchiveEntry]) -> QueryBuil
 }
 
 impl Storage {
+    /// The highest seq in the archive (0 when empty), for
+    /// [`ArchiveWriter::spawn`].
+    pub async fn archive_last_seq(&self) -> Result<i64> {
+        let last: Option<i64> = sqlx::query_scalar("SELECT MAX(seq) FROM archive_messages")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(last.unwrap_or(0))
+    }
+
     /// The messages of `username`'s archive that `filter` selects, oldest
-    /// first.
+    /// first. An `after_id` or `before_id` the archive does not hold
+    /// selects nothing.
     pub async fn archive_query(
         &self,
         kind: ArchiveKind,
         username: &str,
         filter: &ArchiveFilter,
     ) -> Result<Vec<ArchivedMessage>> {
+        let mut bounds = [None, None];
+        for (bound, id) in bounds.iter_mut().zip([&filter.after_id, &filter.before_id]) {
+            if let Some(id) = id {
+                match self.archive_seq(kind, username, id).await? {
+                    Some(seq) => *bound = Some(seq),
+                    None => return Ok(Vec::new()),
+                }
+            }
+        }
         let (table, owner) = kind.table();
         let mut query: QueryBuilder<Sqlite> = QueryBuilder::new(format!(
-            "SELECT id, stamp, stanza FROM {table} WHERE {owner} = "
+            "SELECT m.id, m.stamp, m.stanza FROM {table} e \
+             JOIN archive_messages m ON m.seq = e.seq WHERE e.{owner} = "
         ));
         query.push_bind(username);
         if let Some(with) = &filter.with {
-            query.push(" AND with_jid = ").push_bind(with);
+            query.push(" AND e.with_jid = ").push_bind(with);
         }
         if let Some(start) = filter.start {
-            query.push(" AND stamp >= ").push_bind(start);
+            query.push(" AND m.stamp >= ").push_bind(start);
         }
         if let Some(end) = filter.end {
-            query.push(" AND stamp <= ").push_bind(end);
+            query.push(" AND m.stamp <= ").push_bind(end);
         }
-        for (id, comparison) in [(&filter.after_id, " > "), (&filter.before_id, " < ")] {
-            if let Some(id) = id {
-                query
-                    .push(" AND seq")
-                    .push(comparison)
-                    .push(format!("(SELECT seq FROM {table} WHERE {owner} = "))
-                    .push_bind(username)
-                    .push(" AND id = ")
-                    .push_bind(id)
-                    .push(")");
+        for (seq, comparison) in bounds.into_iter().zip([" > ", " < "]) {
+            if let Some(seq) = seq {
+                query.push(" AND e.seq").push(comparison).push_bind(seq);
             }
         }
         if !filter.ids.is_empty() {
-            query.push(" AND id IN (");
-            let mut ids = query.separated(", ");
+            let seqs: Option<Vec<i64>> = filter.ids.iter().map(|id| seq_of(id)).collect();
+            // Ids of this server's format are looked up by seq; others
+            // (migrated rows) by a scan.
+            if let Some(seqs) = seqs {
+                query.push(" AND e.seq IN (");
+                let mut list = query.separated(", ");
+                for seq in seqs {
+                    list.push_bind(seq);
+                }
+                query.push(")");
+            }
+            query.push(" AND m.id IN (");
+            let mut list = query.separated(", ");
             for id in &filter.ids {
-                ids.push_bind(id);
+                list.push_bind(id);
             }
             query.push(")");
         }
         query.push(if filter.from_the_end {
-            " ORDER BY seq DESC LIMIT "
+            " ORDER BY e.seq DESC LIMIT "
         } else {
-            " ORDER BY seq LIMIT "
+            " ORDER BY e.seq LIMIT "
         });
         query.push_bind(filter.limit);
         let rows = query.build().fetch_all(&self.pool).await?;
-        let mut messages: Vec<ArchivedMessage> = rows
-            .into_iter()
-            .map(|r| ArchivedMessage {
-                id: r.get(0),
-                stamp: r.get(1),
-                stanza: r.get(2),
-            })
-            .collect();
+        let mut messages: Vec<ArchivedMessage> = rows.into_iter().map(archived).collect();
         if filter.from_the_end {
             messages.reverse();
         }
         Ok(messages)
     }
 
+    /// The seq of the message with this id in `username`'s archive.
+    async fn archive_seq(
+        &self,
+        kind: ArchiveKind,
+        username: &str,
+        id: &str,
+    ) -> Result<Option<i64>> {
+        let (table, owner) = kind.table();
+        let select = format!(
+            "SELECT e.seq FROM {table} e JOIN archive_messages m ON m.seq = e.seq \
+             WHERE e.{owner} = ?1 AND m.id = ?2 AND "
+        );
+        if let Some(seq) = seq_of(id) {
+            let found = sqlx::query_scalar(&format!("{select} e.seq = ?3"))
+                .bind(username)
+                .bind(id)
+                .bind(seq)
+                .fetch_optional(&self.pool)
+                .await?;
+            if found.is_some() {
+                return Ok(found);
+            }
+        }
+        // A migrated row keeps an id of another format.
+        Ok(sqlx::query_scalar(&format!("{select} e.seq < ?3"))
+            .bind(username)
+            .bind(id)
+            .bind(FIRST_TIMED_SEQ)
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+
     /// Whether `username`'s archive holds a message with this id.
     pub async fn archive_has(&self, kind: ArchiveKind, username: &str, id: &str) -> Result<bool> {
-        let (table, owner) = kind.table();
-        let found: Option<i64> = sqlx::query_scalar(&format!(
-            "SELECT seq FROM {table} WHERE {owner} = ? AND id = ?"
-        ))
-        .bind(username)
-        .bind(id)
-        .fetch_optional(&self.pool)
-        .await?;
-        Ok(found.is_some())
+        Ok(self.archive_seq(kind, username, id).await?.is_some())
     }
 
     /// The oldest and newest message of `username`'s archive.
@@ -262,17 +414,15 @@ impl Storage {
         let mut ends = Vec::with_capacity(2);
         for order in ["ASC", "DESC"] {
             let row = sqlx::query(&format!(
-                "SELECT id, stamp, stanza FROM {table} WHERE {owner} = ? ORDER BY seq {order} LIMIT 1"
+                "SELECT m.id, m.stamp, m.stanza FROM {table} e \
+                 JOIN archive_messages m ON m.seq = e.seq \
+                 WHERE e.{owner} = ? ORDER BY e.seq {order} LIMIT 1"
             ))
             .bind(username)
             .fetch_optional(&self.pool)
             .await?;
             match row {
-                Some(r) => ends.push(ArchivedMessage {
-                    id: r.get(0),
-                    stamp: r.get(1),
-                    stanza: r.get(2),
-                }),
+                Some(row) => ends.push(archived(row)),
                 None => return Ok(None),
             }
         }
@@ -281,23 +431,283 @@ impl Storage {
     }
 
     /// Deletes archived messages (of users and rooms) older than
-    /// `stamp`; how many.
+    /// `stamp`; how many archive entries went.
     pub async fn archive_expire(&self, stamp: i64) -> Result<u64> {
+        let mut tx = self.pool.begin().await?;
+        // Messages are stored in stamp order: everything before the first
+        // one stamped at or after the cut-off is older.
+        let cut: Option<i64> = sqlx::query_scalar(
+            "SELECT COALESCE(
+                 (SELECT seq FROM archive_messages WHERE stamp >= ?1 ORDER BY seq LIMIT 1),
+                 (SELECT MAX(seq) + 1 FROM archive_messages))",
+        )
+        .bind(stamp)
+        .fetch_one(&mut *tx)
+        .await?;
+        let Some(cut) = cut else {
+            return Ok(0);
+        };
         let mut deleted = 0;
         for kind in [ArchiveKind::User, ArchiveKind::Room] {
             let (table, _) = kind.table();
-            // Rows are appended in stamp order: everything before the
-            // first row stamped at or after the cut-off is older.
-            let done = sqlx::query(&format!(
-                "DELETE FROM {table} WHERE seq < COALESCE(
-                     (SELECT seq FROM {table} WHERE stamp >= ?1 ORDER BY seq LIMIT 1),
-                     (SELECT MAX(seq) + 1 FROM {table}))"
-            ))
-            .bind(stamp)
-            .execute(&self.pool)
-            .await?;
+            let done = sqlx::query(&format!("DELETE FROM {table} WHERE seq < ?"))
+                .bind(cut)
+                .execute(&mut *tx)
+                .await?;
             deleted += done.rows_affected();
         }
+        sqlx::query("DELETE FROM archive_messages WHERE seq < ?")
+            .bind(cut)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
         Ok(deleted)
+    }
+
+    /// Deletes the stored messages that only `owner`'s archive lists, in
+    /// `tx`, before the owner (and, by cascade, its entries) goes.
+    pub(super) async fn archive_forget(
+        tx: &mut sqlx::SqliteConnection,
+        kind: ArchiveKind,
+        owner: &str,
+    ) -> Result<()> {
+        let (table, column) = kind.table();
+        let (other_table, _) = match kind {
+            ArchiveKind::User => ArchiveKind::Room.table(),
+            ArchiveKind::Room => ArchiveKind::User.table(),
+        };
+        sqlx::query(&format!(
+            "DELETE FROM archive_messages WHERE seq IN (
+                 SELECT e.seq FROM {table} e WHERE e.{column} = ?1
+                 AND NOT EXISTS (SELECT 1 FROM {table} o WHERE o.seq = e.seq AND o.{column} != ?1)
+                 AND NOT EXISTS (SELECT 1 FROM {other_table} o WHERE o.seq = e.seq))"
+        ))
+        .bind(owner)
+        .execute(&mut *tx)
+        .await?;
+        Ok(())
+    }
+}
+
+/// An archived message from a row of `id, stamp, stanza`.
+fn archived(row: sqlx::sqlite::SqliteRow) -> ArchivedMessage {
+    ArchivedMessage {
+        id: row.get(0),
+        stamp: row.get(1),
+        stanza: row.get(2),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn open() -> (tempfile::TempDir, Storage) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let storage = Storage::open(dir.path()).await.expect("storage");
+        (dir, storage)
+    }
+
+    fn stanza(text: &str) -> String {
+        format!("<message xmlns='jabber:client'><body>{text}</body></message>")
+    }
+
+    fn entry(owner: &str, with: &str, message: &Arc<StoredMessage>) -> ArchiveEntry {
+        ArchiveEntry {
+            kind: ArchiveKind::User,
+            username: owner.into(),
+            with: with.into(),
+            message: message.clone(),
+        }
+    }
+
+    async fn stored_messages(storage: &Storage) -> i64 {
+        sqlx::query_scalar("SELECT COUNT(*) FROM archive_messages")
+            .fetch_one(&storage.pool)
+            .await
+            .expect("count")
+    }
+
+    async fn everything(storage: &Storage, owner: &str) -> Vec<ArchivedMessage> {
+        let filter = ArchiveFilter {
+            limit: 100,
+            ..ArchiveFilter::default()
+        };
+        storage
+            .archive_query(ArchiveKind::User, owner, &filter)
+            .await
+            .expect("query")
+    }
+
+    #[test]
+    fn ids_name_their_seq() {
+        assert_eq!(seq_of("0000000000000010deadbeef"), Some(16));
+        assert_eq!(seq_of("de305d54-75b4-431b-adb2-eb6b9e546013"), None);
+        assert_eq!(seq_of("zz00000000000010deadbeef"), None);
+        assert_eq!(seq_of("ffffffffffffffffdeadbeef"), None);
+    }
+
+    #[tokio::test]
+    async fn slots_increase_past_the_archive_and_the_clock() {
+        let (_dir, storage) = open().await;
+        let ahead = chrono::Utc::now().timestamp_micros() + 60_000_000;
+        let writer = ArchiveWriter::spawn(storage, ahead);
+        let (first, second) = (writer.slot(), writer.slot());
+        assert_eq!((first.seq, second.seq), (ahead + 1, ahead + 2));
+        assert_eq!(seq_of(&first.id), Some(first.seq));
+        assert_ne!(first.id, second.id);
+    }
+
+    #[tokio::test]
+    async fn a_message_between_two_users_is_stored_once_and_outlives_one_of_them() {
+        let (_dir, storage) = open().await;
+        for user in ["a", "b"] {
+            storage.create_account(user, "pw").await.expect("account");
+        }
+        let writer = ArchiveWriter::spawn(storage.clone(), 0);
+        let message = writer.slot().message(stanza("hi"));
+        writer.append(entry("a", "b@x", &message)).await;
+        writer.append(entry("b", "a@x", &message)).await;
+        writer.flushed().await;
+        assert_eq!(stored_messages(&storage).await, 1);
+        for user in ["a", "b"] {
+            let found = everything(&storage, user).await;
+            assert_eq!(found.len(), 1);
+            assert_eq!(found[0].id, message.id);
+            assert!(storage
+                .archive_has(ArchiveKind::User, user, &message.id)
+                .await
+                .expect("has"));
+        }
+        storage.delete_account("a").await.expect("delete");
+        assert_eq!(stored_messages(&storage).await, 1, "still in b's archive");
+        assert_eq!(everything(&storage, "b").await.len(), 1);
+        storage.delete_account("b").await.expect("delete");
+        assert_eq!(stored_messages(&storage).await, 0, "in nobody's archive");
+    }
+
+    #[tokio::test]
+    async fn pages_follow_ids_and_unknown_ids_select_nothing() {
+        let (_dir, storage) = open().await;
+        storage.create_account("a", "pw").await.expect("account");
+        let writer = ArchiveWriter::spawn(storage.clone(), 0);
+        let mut ids = Vec::new();
+        for n in 0..5 {
+            let message = writer.slot().message(stanza(&n.to_string()));
+            ids.push(message.id.clone());
+            let with = if n % 2 == 0 { "even@x" } else { "odd@x" };
+            writer.append(entry("a", with, &message)).await;
+        }
+        writer.flushed().await;
+        let query = |filter: ArchiveFilter| {
+            let storage = storage.clone();
+            async move {
+                let page = storage
+                    .archive_query(ArchiveKind::User, "a", &filter)
+                    .await
+                    .expect("query");
+                page.into_iter().map(|m| m.id).collect::<Vec<_>>()
+            }
+        };
+        let after = query(ArchiveFilter {
+            after_id: Some(ids[1].clone()),
+            limit: 2,
+            ..ArchiveFilter::default()
+        });
+        assert_eq!(after.await, ids[2..4]);
+        let last_odd = query(ArchiveFilter {
+            with: Some("odd@x".into()),
+            limit: 1,
+            from_the_end: true,
+            ..ArchiveFilter::default()
+        });
+        assert_eq!(last_odd.await, ids[3..4]);
+        let chosen = query(ArchiveFilter {
+            ids: vec![ids[0].clone(), ids[4].clone()],
+            limit: 10,
+            ..ArchiveFilter::default()
+        });
+        assert_eq!(chosen.await, [ids[0].clone(), ids[4].clone()]);
+        let forged = format!("{}00000000", &ids[2][..16]);
+        let unknown = query(ArchiveFilter {
+            after_id: Some(forged),
+            limit: 10,
+            ..ArchiveFilter::default()
+        });
+        assert!(unknown.await.is_empty(), "an id's random part is checked");
+    }
+
+    /// Archives written in the per-archive layout (before migration 11)
+    /// keep their messages, order and ids.
+    #[tokio::test]
+    async fn messages_of_the_earlier_layout_are_kept() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let earlier = dir.path().join("earlier-migrations");
+        std::fs::create_dir(&earlier).expect("dir");
+        let migrations = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations");
+        for file in std::fs::read_dir(&migrations)
+            .expect("migrations")
+            .flatten()
+        {
+            let name = file.file_name();
+            if name.to_string_lossy().as_ref() < "0011" {
+                std::fs::copy(file.path(), earlier.join(&name)).expect("copy");
+            }
+        }
+        let data = dir.path().join("data");
+        {
+            let storage = Storage::connect(&data).await.expect("open");
+            sqlx::migrate::Migrator::new(earlier.as_path())
+                .await
+                .expect("earlier migrations")
+                .run(&storage.pool)
+                .await
+                .expect("migrate");
+            for statement in [
+                "INSERT INTO accounts VALUES ('a', 'now')",
+                "INSERT INTO archive (username, id, with_jid, stamp, stanza) VALUES \
+                 ('a', 'uuid-1', 'b@x', 10, '<message xmlns=''jabber:client''/>'), \
+                 ('a', '0000000000000001deadbeef', 'c@x', 20, '<message xmlns=''jabber:client''/>')",
+                "INSERT INTO muc_rooms (room, created_at) VALUES ('r@muc.x', 'now')",
+                "INSERT INTO muc_archive (room, id, with_jid, stamp, stanza) VALUES \
+                 ('r@muc.x', 'room-1', 'b@x', 30, '<message xmlns=''jabber:client''/>')",
+            ] {
+                sqlx::query(statement)
+                    .execute(&storage.pool)
+                    .await
+                    .expect(statement);
+            }
+            storage.pool.close().await;
+        }
+        let storage = Storage::open(&data).await.expect("migrated");
+        let ids: Vec<String> = everything(&storage, "a")
+            .await
+            .into_iter()
+            .map(|m| m.id)
+            .collect();
+        assert_eq!(ids, ["uuid-1", "0000000000000001deadbeef"]);
+        for id in &ids {
+            assert!(storage
+                .archive_has(ArchiveKind::User, "a", id)
+                .await
+                .expect("has"));
+        }
+        let after_first = ArchiveFilter {
+            after_id: Some("uuid-1".into()),
+            limit: 10,
+            ..ArchiveFilter::default()
+        };
+        let page = storage
+            .archive_query(ArchiveKind::User, "a", &after_first)
+            .await
+            .expect("query");
+        assert_eq!(page.len(), 1);
+        assert!(storage
+            .archive_has(ArchiveKind::Room, "r@muc.x", "room-1")
+            .await
+            .expect("has"));
+        let last = storage.archive_last_seq().await.expect("last seq");
+        let writer = ArchiveWriter::spawn(storage, last);
+        assert!(writer.slot().seq > FIRST_TIMED_SEQ);
     }
 }

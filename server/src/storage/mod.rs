@@ -26,7 +26,10 @@ mod s2s_queue;
 pub use account_data::LogoutWriter;
 pub use s2s_queue::QueueWriter;
 mod uploads;
-pub use archive::{ArchiveEntry, ArchiveFilter, ArchiveKind, ArchiveWriter, ArchivedMessage};
+pub use archive::{
+    ArchiveEntry, ArchiveFilter, ArchiveKind, ArchiveSlot, ArchiveWriter, ArchivedMessage,
+    StoredMessage,
+};
 pub use hub::{Appended, CommitUpdate, HubGroup, LogAppend, StateChange};
 pub use keys::{ClaimedKeyPackage, KeyUpload};
 pub use muc::StoredRoom;
@@ -201,6 +204,13 @@ impl Storage {
     /// Opens (creating if needed) the database in `data_dir` and brings its
     /// schema up to date.
     pub async fn open(data_dir: &Path) -> Result<Self> {
+        let storage = Self::connect(data_dir).await?;
+        sqlx::migrate!("./migrations").run(&storage.pool).await?;
+        Ok(storage)
+    }
+
+    /// Opens (creating if needed) the database in `data_dir` as it is.
+    async fn connect(data_dir: &Path) -> Result<Self> {
         std::fs::create_dir_all(data_dir).map_err(|source| StorageError::DataDir {
             path: data_dir.to_owned(),
             source,
@@ -220,7 +230,6 @@ impl Storage {
             .max_connections(4)
             .connect_with(options)
             .await?;
-        sqlx::migrate!("./migrations").run(&pool).await?;
         Ok(Self { pool })
     }
 
@@ -275,10 +284,13 @@ impl Storage {
     /// Deletes an account and everything it owns. Returns false if there
     /// was no such account.
     pub async fn delete_account(&self, username: &str) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        Self::archive_forget(&mut tx, ArchiveKind::User, username).await?;
         let done = sqlx::query("DELETE FROM accounts WHERE username = ?")
             .bind(username)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
+        tx.commit().await?;
         Ok(done.rows_affected() == 1)
     }
 
@@ -792,15 +804,19 @@ mod tests {
         assert!(s.upload_slot("done").await.unwrap().is_some());
         assert_eq!(s.uploads_expire(future, future).await.unwrap(), ["done"]);
 
-        let archive = ArchiveWriter::spawn(s.clone());
-        for (id, stamp) in [("old", 1), ("new", i64::MAX)] {
+        let archive = ArchiveWriter::spawn(s.clone(), 0);
+        for (seq, id, stamp) in [(1, "old", 1), (2, "new", i64::MAX)] {
+            let message = std::sync::Arc::new(StoredMessage {
+                seq,
+                id: id.into(),
+                stamp,
+                stanza: "<message xmlns='jabber:client'/>".into(),
+            });
             let entry = ArchiveEntry {
                 kind: ArchiveKind::User,
                 username: "a".into(),
-                id: id.into(),
                 with: "b@x".into(),
-                stamp,
-                stanza: "<message xmlns='jabber:client'/>".into(),
+                message,
             };
             archive.append(entry).await;
         }
