@@ -11,8 +11,13 @@ use minidom::{Element, Node};
 /// namespace is declared on it as the default namespace.
 pub fn to_text(element: &Element) -> String {
     let mut text = String::with_capacity(512);
-    write_element(&mut text, element, None);
+    append_text(&mut text, element);
     text
+}
+
+/// Appends `element` to `text`, as [`to_text`] writes it.
+pub fn append_text(text: &mut String, element: &Element) {
+    write_element(text, element, None);
 }
 
 /// Appends `element` to `text`; `parent` is the default namespace in

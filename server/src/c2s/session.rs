@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::{SinkExt, StreamExt};
+use futures::StreamExt;
 use minidom::Element;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
@@ -18,8 +18,8 @@ use xmpp_parsers::stream_error::DefinedCondition as StreamCondition;
 
 use super::io::StanzaBudget;
 use super::negotiation::{
-    close_stream, flush_stream, negotiate, read_failure, refuse_in_place, C2sStream, C2sXmlStream,
-    Negotiated, TlsMode,
+    close_stream, flush_stream, negotiate, read_failure, refuse_in_place, write_element, C2sStream,
+    C2sXmlStream, Negotiated, TlsMode,
 };
 use super::stream_management::{self as sm, Acks, ResumeRequest};
 use crate::modules::{blocking, ciphertext, csi, last, mam, message, offline, presence, push};
@@ -324,7 +324,7 @@ impl Session {
         };
         let reply = reply?;
         let written = async {
-            stream.feed(&reply).await?;
+            write_element(stream, &reply).await?;
             flush_stream(stream).await
         };
         written
@@ -402,7 +402,7 @@ impl Session {
         acks.reset_request();
         let resent: Vec<Element> = acks.take_unacked();
         let written = async {
-            stream.feed(&sm::resumed(&previd, acks.handled)).await?;
+            write_element(&mut stream, &sm::resumed(&previd, acks.handled)).await?;
             flush_stream(&mut stream).await
         };
         if written.await.is_err() {
@@ -471,7 +471,7 @@ impl Session {
         if let Some(acks) = &mut self.acks {
             acks.sent(stanza);
         }
-        stream.feed(stanza).await
+        write_element(stream, stanza).await
     }
 
     /// Flushes, asking for an acknowledgement of what was sent when
@@ -479,7 +479,7 @@ impl Session {
     async fn flush(&mut self, stream: &mut C2sXmlStream) -> std::io::Result<()> {
         if let Some(acks) = &mut self.acks {
             if acks.should_request() {
-                stream.feed(&sm::request()).await?;
+                write_element(stream, &sm::request()).await?;
             }
         }
         flush_stream(stream).await
