@@ -163,8 +163,8 @@ impl Federation {
     }
 
     /// Queues a stanza (in `jabber:client`, `from` one of our domains,
-    /// `to` another server's) for its pair's stream. Returns once it is
-    /// durably queued.
+    /// `to` another server's) for its pair's stream, serialised as it will
+    /// be sent (in `jabber:server`). Returns once it is durably queued.
     pub async fn send(&self, stanza: &Element) -> Result<(), SendError> {
         let settings = &self.ctx.settings;
         let from =
@@ -185,7 +185,10 @@ impl Federation {
         };
         self.ctx
             .queue
-            .push(pair.clone(), crate::xml_text::to_text(stanza))
+            .push(
+                pair.clone(),
+                crate::xml_text::to_text_renamed(stanza, xml::NS_CLIENT, xml::NS_SERVER),
+            )
             .await?;
         self.link(pair).notify.notify_one();
         Ok(())

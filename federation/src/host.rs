@@ -49,7 +49,8 @@ pub struct QueueError(pub String);
 pub struct Queued {
     /// Increasing with the order of [`QueueStore::push`].
     pub id: i64,
-    /// The stanza, serialised in `jabber:client`.
+    /// The stanza, serialised as it goes to the peer (in `jabber:server`;
+    /// rows queued by earlier versions are in `jabber:client`).
     pub stanza: String,
     /// When it was queued, seconds since the Unix epoch.
     pub queued_at: i64,

@@ -258,6 +258,14 @@ impl<T> LimitedIo<T> {
         direct.len()
     }
 
+    /// As [`LimitedIo::write_element`], for an element serialised already
+    /// (by [`xml_text`](crate::xml_text), so known to be well-formed).
+    pub fn write_text(&self, text: &str) -> usize {
+        let mut direct = self.direct.lock().unwrap_or_else(PoisonError::into_inner);
+        direct.push_str(text);
+        direct.len()
+    }
+
     /// Moves what [`LimitedIo::write_element`] queued to the end of
     /// `gathered`.
     fn take_direct(&mut self) {

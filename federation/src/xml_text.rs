@@ -17,13 +17,31 @@ pub fn to_text(element: &Element) -> String {
 
 /// Appends `element` to `text`, as [`to_text`] writes it.
 pub fn append_text(text: &mut String, element: &Element) {
-    write_element(text, element, None);
+    write_element(text, element, None, None);
+}
+
+/// `element` as [`to_text`] writes it, with its elements in namespace
+/// `from` written in `to` instead (a stanza's `jabber:client` for
+/// `jabber:server`, as `xml::to_server` renames them).
+pub fn to_text_renamed(element: &Element, from: &str, to: &str) -> String {
+    let mut text = String::with_capacity(512);
+    write_element(&mut text, element, None, Some((from, to)));
+    text
 }
 
 /// Appends `element` to `text`; `parent` is the default namespace in
-/// scope (`None` at the root).
-fn write_element(text: &mut String, element: &Element, parent: Option<&str>) {
+/// scope (`None` at the root), `rename` a namespace to write as another.
+fn write_element(
+    text: &mut String,
+    element: &Element,
+    parent: Option<&str>,
+    rename: Option<(&str, &str)>,
+) {
     let ns = element.ns();
+    let ns = match rename {
+        Some((from, to)) if ns == from => to.to_owned(),
+        _ => ns,
+    };
     text.push('<');
     text.push_str(element.name());
     if parent != Some(ns.as_str()) {
@@ -40,7 +58,7 @@ fn write_element(text: &mut String, element: &Element, parent: Option<&str>) {
     text.push('>');
     for child in children {
         match child {
-            Node::Element(child) => write_element(text, child, Some(&ns)),
+            Node::Element(child) => write_element(text, child, Some(&ns), rename),
             Node::Text(content) => escape_into(text, content, Quoted::No),
         }
     }
@@ -158,6 +176,19 @@ mod tests {
             "<message xmlns='jabber:client' xml:lang='en' xmlns:p='urn:p' xmlns:q='urn:q' \
              p:one='1' q:two='2'><body xml:lang='fr'>salut</body></message>",
         );
+    }
+
+    #[test]
+    fn a_namespace_is_renamed_throughout() {
+        let stanza: Element = "<message xmlns='jabber:client' to='a@b'><body>x</body>\
+             <forwarded xmlns='urn:xmpp:forward:0'><message><body>y</body></message></forwarded>\
+             </message>"
+            .parse()
+            .expect("test XML");
+        let text = to_text_renamed(&stanza, "jabber:client", "jabber:server");
+        let renamed = crate::xml::to_server(stanza);
+        assert_eq!(text.parse::<Element>().expect("ours"), renamed);
+        assert!(text.starts_with("<message xmlns='jabber:server'"), "{text}");
     }
 
     #[test]
