@@ -587,6 +587,30 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn stanzas_come_back_byte_for_byte() {
+        let (_dir, storage) = open().await;
+        storage.create_account("a", "pw").await.expect("account");
+        let writer = ArchiveWriter::spawn(storage.clone(), 0);
+        let tricky = stanza("\"quoted\" back\\slash\ttab\nline\u{1}\u{7f} é 🦀 &amp; &lt;");
+        let message = writer.slot().message(tricky.clone());
+        writer.append(entry("a", "b\"@x", &message)).await;
+        writer.flushed().await;
+        let found = everything(&storage, "a").await;
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].stanza, tricky);
+        let with_quote = ArchiveFilter {
+            with: Some("b\"@x".into()),
+            limit: 1,
+            ..ArchiveFilter::default()
+        };
+        let page = storage
+            .archive_query(ArchiveKind::User, "a", &with_quote)
+            .await
+            .expect("query");
+        assert_eq!(page.len(), 1);
+    }
+
+    #[tokio::test]
     async fn pages_follow_ids_and_unknown_ids_select_nothing() {
         let (_dir, storage) = open().await;
         storage.create_account("a", "pw").await.expect("account");
