@@ -335,7 +335,17 @@ EOF
 }
 
 stop_server() {
-    for pid in $SERVER_PID $PEER_PID $DNS_PID; do kill "$pid" 2>/dev/null || true; done
+    local pids="$SERVER_PID $PEER_PID $DNS_PID"
+    for pid in $pids; do kill "$pid" 2>/dev/null || true; done
+    # Prosody can wait on an s2s peer that is gone already: what has not
+    # stopped within 10 s is killed.
+    for _ in $(seq 1 100); do
+        local alive=no
+        for pid in $pids; do kill -0 "$pid" 2>/dev/null && alive=yes; done
+        [[ $alive == no ]] && break
+        sleep 0.1
+    done
+    for pid in $pids; do kill -9 "$pid" 2>/dev/null || true; done
     PEER_PID= DNS_PID=
     pkill -f "beam.*tern-bench-" 2>/dev/null || true
     wait 2>/dev/null || true

@@ -223,7 +223,7 @@ impl Storage {
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10))
             // Up to 64 MiB of page cache per connection (SQLite's default
-            // is 2 MiB): the archive's per-user indexes are written all
+            // is 2 MiB): the archive's per-owner entries are written all
             // over, and pages not in cache are read back at every commit.
             .pragma("cache_size", "-65536");
         let pool = SqlitePoolOptions::new()
