@@ -328,7 +328,9 @@ async fn bounce_while(
 fn in_server_namespace(stanza: &str) -> bool {
     stanza
         .split_once(' ')
-        .is_some_and(|(_, rest)| rest.starts_with("xmlns='jabber:server'"))
+        .and_then(|(_, rest)| rest.strip_prefix("xmlns='"))
+        .and_then(|rest| rest.strip_prefix(xml::NS_SERVER))
+        .is_some_and(|rest| rest.starts_with('\''))
 }
 
 /// Seconds since the Unix epoch.

@@ -264,26 +264,13 @@ async fn query(
             filter.before_id = Some(before.to_owned());
         }
     }
-    for id in [&filter.after_id, &filter.before_id].into_iter().flatten() {
-        match server
-            .storage
-            .archive_has(archive.kind, &archive.owner, id)
-            .await
-        {
-            Ok(true) => {}
-            Ok(false) => return fail(errors::item_not_found(iq, "no message with that id")),
-            Err(e) => {
-                tracing::error!("reading the archive failed: {e}");
-                return fail(errors::internal(iq));
-            }
-        }
-    }
     let mut page = match server
         .storage
         .archive_query(archive.kind, &archive.owner, &filter)
         .await
     {
-        Ok(page) => page,
+        Ok(Some(page)) => page,
+        Ok(None) => return fail(errors::item_not_found(iq, "no message with that id")),
         Err(e) => {
             tracing::error!("reading the archive failed: {e}");
             return fail(errors::internal(iq));

@@ -335,7 +335,8 @@ async fn send_history(server: &Server, room_jid: &BareJid, to: &FullJid, count: 
         .archive_query(ArchiveKind::Room, &room_jid.to_string(), &filter)
         .await
     {
-        Ok(archived) => archived,
+        // No id bounds: always a page.
+        Ok(archived) => archived.unwrap_or_default(),
         Err(e) => {
             tracing::error!("reading a room's archive failed: {e}");
             return;

@@ -176,13 +176,14 @@ impl ArchiveWriter {
     /// clock has not moved on (or went back).
     pub fn slot(&self) -> ArchiveSlot {
         let now = chrono::Utc::now().timestamp_micros();
+        let after = |last: i64| last.saturating_add(1).max(now);
         let previous = self
             .last_seq
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |last| {
-                Some(last.saturating_add(1).max(now))
+                Some(after(last))
             })
-            .unwrap_or(now);
-        let seq = previous.saturating_add(1).max(now);
+            .unwrap_or_else(|last| last);
+        let seq = after(previous);
         let tag: u32 = rand::thread_rng().gen();
         ArchiveSlot {
             seq,
@@ -257,7 +258,8 @@ fn insert_messages<'a>(messages: &[&'a StoredMessage]) -> QueryBuilder<'a, Sqlit
     let mut query =
         QueryBuilder::new("INSERT OR IGNORE INTO archive_messages (seq, id, stamp, stanza) ");
     query.push_values(messages.iter().copied(), |mut row, message| {
-        // As `&str`, bound without a copy.
+        // As `&str`: borrowed until the query runs (sqlx then copies each
+        // value once, for its worker thread).
         row.push_bind(message.seq)
             .push_bind(message.id.as_str())
             .push_bind(message.stamp)
@@ -297,20 +299,20 @@ impl Storage {
     }
 
     /// The messages of `username`'s archive that `filter` selects, oldest
-    /// first. An `after_id` or `before_id` the archive does not hold
-    /// selects nothing.
+    /// first; `None` when its `after_id` or `before_id` is not in the
+    /// archive.
     pub async fn archive_query(
         &self,
         kind: ArchiveKind,
         username: &str,
         filter: &ArchiveFilter,
-    ) -> Result<Vec<ArchivedMessage>> {
+    ) -> Result<Option<Vec<ArchivedMessage>>> {
         let mut bounds = [None, None];
         for (bound, id) in bounds.iter_mut().zip([&filter.after_id, &filter.before_id]) {
             if let Some(id) = id {
                 match self.archive_seq(kind, username, id).await? {
                     Some(seq) => *bound = Some(seq),
-                    None => return Ok(Vec::new()),
+                    None => return Ok(None),
                 }
             }
         }
@@ -364,7 +366,7 @@ impl Storage {
         if filter.from_the_end {
             messages.reverse();
         }
-        Ok(messages)
+        Ok(Some(messages))
     }
 
     /// The seq of the message with this id in `username`'s archive.
@@ -400,6 +402,7 @@ impl Storage {
     }
 
     /// Whether `username`'s archive holds a message with this id.
+    #[cfg(test)]
     pub async fn archive_has(&self, kind: ArchiveKind, username: &str, id: &str) -> Result<bool> {
         Ok(self.archive_seq(kind, username, id).await?.is_some())
     }
@@ -537,6 +540,7 @@ mod tests {
             .archive_query(ArchiveKind::User, owner, &filter)
             .await
             .expect("query")
+            .expect("no id bounds")
     }
 
     #[test]
@@ -606,7 +610,8 @@ mod tests {
         let page = storage
             .archive_query(ArchiveKind::User, "a", &with_quote)
             .await
-            .expect("query");
+            .expect("query")
+            .expect("no id bounds");
         assert_eq!(page.len(), 1);
     }
 
@@ -629,7 +634,9 @@ mod tests {
                 let page = storage
                     .archive_query(ArchiveKind::User, "a", &filter)
                     .await
-                    .expect("query");
+                    .expect("query")
+                    // An unknown id bound selects nothing.
+                    .unwrap_or_default();
                 page.into_iter().map(|m| m.id).collect::<Vec<_>>()
             }
         };
@@ -724,7 +731,8 @@ mod tests {
         let page = storage
             .archive_query(ArchiveKind::User, "a", &after_first)
             .await
-            .expect("query");
+            .expect("query")
+            .expect("a known id");
         assert_eq!(page.len(), 1);
         assert!(storage
             .archive_has(ArchiveKind::Room, "r@muc.x", "room-1")
