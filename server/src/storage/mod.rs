@@ -228,6 +228,11 @@ impl Storage {
             .pragma("cache_size", "-65536");
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
+            // sqlx pings a connection at every acquire by default: a
+            // round trip to the connection's worker thread before each
+            // query, which detects dropped network connections. A SQLite
+            // connection is in-process and cannot drop.
+            .test_before_acquire(false)
             .connect_with(options)
             .await?;
         Ok(Self { pool })
