@@ -32,6 +32,7 @@ pub mod settings;
 pub mod status;
 pub mod tls;
 pub mod xml;
+pub mod xml_reader;
 pub mod xml_text;
 
 mod federation;
