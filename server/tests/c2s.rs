@@ -599,3 +599,65 @@ async fn scram_sha1_login_and_legacy_session_iq() {
         "{reply}"
     );
 }
+
+/// A bound session reads stanzas with its own reader: what the client
+/// sent along with the bind request, stanzas split across writes at any
+/// byte, prefixed namespaces, CDATA and references all arrive as sent,
+/// and the stream's end closes the session cleanly.
+#[tokio::test]
+async fn a_session_reads_what_was_sent_ahead_split_or_prefixed() {
+    use base64::Engine;
+    let server = TestServer::start();
+    server.add_user("alice", "pw");
+    server.add_user("bob", "pw");
+    let mut bob = TestClient::login(&server, "bob", "pw").await;
+    bob.available().await;
+    let mut raw = common::RawClient::connect_tls(&server).await;
+    raw.received.clear();
+    let creds = base64::engine::general_purpose::STANDARD.encode("\0alice\0pw");
+    raw.send(&format!(
+        "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{creds}</auth>"
+    ))
+    .await;
+    raw.read_until("<success").await;
+    raw.received.clear();
+    raw.send(&common::stream_header(DOMAIN)).await;
+    raw.read_until("</stream:features>").await;
+    raw.received.clear();
+    // The bind request and a ping in one write.
+    raw.send(
+        "<iq type='set' id='b'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/></iq>\
+         <iq type='get' id='p1'><ping xmlns='urn:xmpp:ping'/></iq>",
+    )
+    .await;
+    raw.read_until("id='p1'").await;
+    // A ping with a prefixed namespace, one byte per write.
+    let ping = "<iq type='get' id='p2'><u:ping xmlns:u='urn:xmpp:ping'/></iq>";
+    for byte in ping.as_bytes() {
+        raw.try_send(&[*byte]).await;
+    }
+    raw.read_until("id='p2'").await;
+    // A message whose payload uses CDATA and references, split in two.
+    let message = omemo_message(
+        &format!("bob@{DOMAIN}"),
+        "m1",
+        "<![CDATA[AAAA]]>&#x42;&amp;C",
+    );
+    let (first, second) = message.split_at(message.len() / 2);
+    raw.send(first).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    raw.send(second).await;
+    let got = bob.expect("alice's message", message_with(NS_OMEMO)).await;
+    let payload = got
+        .get_child("encrypted", NS_OMEMO)
+        .and_then(|e| e.get_child("payload", NS_OMEMO))
+        .map(Element::text);
+    assert_eq!(payload.as_deref(), Some("AAAAB&C"));
+    // The stream's end: the server answers with its own and closes.
+    raw.send("</stream:stream>").await;
+    let rest = raw
+        .read_to_close(Duration::from_secs(5))
+        .await
+        .expect("the server closes");
+    assert!(rest.contains("</stream:stream>"), "{rest}");
+}

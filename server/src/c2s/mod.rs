@@ -5,5 +5,6 @@ pub mod io;
 pub mod limits;
 pub mod negotiation;
 pub(crate) mod session;
+pub mod stanza_stream;
 pub mod stream_management;
 pub mod websocket;

@@ -665,22 +665,6 @@ enum Stage {
     Bind,
 }
 
-/// Flushes what was fed into the stream.
-pub async fn flush_stream(stream: &mut C2sXmlStream) -> std::io::Result<()> {
-    SinkExt::<&Element>::flush(stream).await
-}
-
-/// Writes an element of a bound session, serialised by our own writer
-/// around the stream's encoder (`LimitedIo::write_element`; every element
-/// of a session goes this way), flushing once a TLS record's worth waits.
-pub async fn write_element(stream: &mut C2sXmlStream, element: &Element) -> std::io::Result<()> {
-    let queued = stream.get_stream().write_element(element);
-    if queued >= tern_federation::io::WRITE_GATHER {
-        flush_stream(stream).await?;
-    }
-    Ok(())
-}
-
 /// Sends the stream footer and closes the transport.
 pub async fn close_stream(stream: &mut C2sXmlStream) -> std::io::Result<()> {
     SinkExt::<&Element>::close(stream).await

@@ -9,18 +9,16 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use minidom::Element;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio_xmpp::xmlstream::ReadError;
+
+use super::stanza_stream::StanzaStream;
 use xmpp_parsers::stream_error::DefinedCondition as StreamCondition;
 
 use super::io::StanzaBudget;
-use super::negotiation::{
-    close_stream, flush_stream, negotiate, read_failure, refuse_in_place, write_element, C2sStream,
-    C2sXmlStream, Negotiated, TlsMode,
-};
+use super::negotiation::{negotiate, C2sStream, Negotiated, TlsMode};
 use super::stream_management::{self as sm, Acks, ResumeRequest};
 use crate::modules::{blocking, ciphertext, csi, last, mam, message, offline, presence, push};
 use crate::router::{self, SessionCtx};
@@ -87,6 +85,7 @@ pub async fn serve_connection(
         held: Vec::new(),
         csi: csi::State::default(),
     };
+    let stream = StanzaStream::new(stream, session.server.c2s.timeouts);
     session.run(stream, budget).await;
 }
 
@@ -108,7 +107,7 @@ enum Ended {
 /// What follows the end of a connection.
 enum Next {
     /// The session goes on over the connection that resumed it.
-    Resumed(Box<C2sXmlStream>, StanzaBudget),
+    Resumed(Box<StanzaStream>, StanzaBudget),
     /// The session ends.
     End,
 }
@@ -129,7 +128,7 @@ struct Session {
 }
 
 impl Session {
-    async fn run(mut self, mut stream: C2sXmlStream, mut budget: StanzaBudget) {
+    async fn run(mut self, mut stream: StanzaStream, mut budget: StanzaBudget) {
         loop {
             let ended = self.serve(&mut stream, &budget).await;
             // Boxed: a task is as large as its largest state, and an idle
@@ -146,11 +145,11 @@ impl Session {
 
     /// What follows the end of a connection: the connection of the client
     /// that resumed the session, or the end of the session.
-    async fn after(&mut self, ended: Ended, mut stream: C2sXmlStream) -> Next {
+    async fn after(&mut self, ended: Ended, mut stream: StanzaStream) -> Next {
         match ended {
             Ended::Error(condition, text) => {
                 self.unbind();
-                refuse_in_place(&mut stream, condition, text).await;
+                stream.refuse(condition, text).await;
                 Next::End
             }
             Ended::ClientClosed => {
@@ -164,13 +163,11 @@ impl Session {
                     self.held
                         .extend(unacked.into_iter().filter(|s| !mam::archived_by(s, &own)));
                 }
-                let _ =
-                    tokio::time::timeout(Duration::from_secs(5), close_stream(&mut stream)).await;
+                let _ = tokio::time::timeout(Duration::from_secs(5), stream.close()).await;
                 Next::End
             }
             Ended::TakenOver(request) => {
-                let _ =
-                    tokio::time::timeout(Duration::from_secs(1), close_stream(&mut stream)).await;
+                let _ = tokio::time::timeout(Duration::from_secs(1), stream.close()).await;
                 drop(stream);
                 let (stream, budget) = self.resume(*request).await;
                 Next::Resumed(Box::new(stream), budget)
@@ -192,7 +189,7 @@ impl Session {
     }
 
     /// Serves one connection until it ends.
-    async fn serve(&mut self, stream: &mut C2sXmlStream, budget: &StanzaBudget) -> Ended {
+    async fn serve(&mut self, stream: &mut StanzaStream, budget: &StanzaBudget) -> Ended {
         if let Err(ended) = self.write_held(stream).await {
             return ended;
         }
@@ -246,7 +243,7 @@ impl Session {
                         }
                     }
                     Some(Err(ReadError::HardError(e))) => {
-                        tracing::info!(jid = %self.ctx.jid, "stream ended: {}", read_failure(stream, e).await);
+                        tracing::info!(jid = %self.ctx.jid, "stream ended: {}", stream.read_failure(e).await);
                         return Ended::Broken { write_failed: false };
                     }
                     Some(Err(ReadError::ParseError(e))) => {
@@ -263,7 +260,7 @@ impl Session {
     }
 
     /// Handles one element from the client.
-    async fn inbound(&mut self, stream: &mut C2sXmlStream, element: Element) -> Option<Ended> {
+    async fn inbound(&mut self, stream: &mut StanzaStream, element: Element) -> Option<Ended> {
         if element.ns() == sm::NS {
             return self.stream_management(stream, &element).await;
         }
@@ -304,7 +301,7 @@ impl Session {
     /// Answers `<enable/>`, `<r/>` and `<a/>`.
     async fn stream_management(
         &mut self,
-        stream: &mut C2sXmlStream,
+        stream: &mut StanzaStream,
         element: &Element,
     ) -> Option<Ended> {
         let reply = match (element.name(), &mut self.acks) {
@@ -324,8 +321,8 @@ impl Session {
         };
         let reply = reply?;
         let written = async {
-            write_element(stream, &reply).await?;
-            flush_stream(stream).await
+            stream.write_element(&reply).await?;
+            stream.flush().await
         };
         written
             .await
@@ -383,15 +380,16 @@ impl Session {
 
     /// Continues on a resuming connection: `<resumed/>`, then every
     /// stanza the client did not acknowledge, then what was held.
-    async fn resume(&mut self, request: ResumeRequest) -> (C2sXmlStream, StanzaBudget) {
+    async fn resume(&mut self, request: ResumeRequest) -> (StanzaStream, StanzaBudget) {
         let ResumeRequest {
-            mut stream,
+            stream,
             budget,
             h,
             previd,
             peer,
             ..
         } = request;
+        let mut stream = StanzaStream::new(stream, self.server.c2s.timeouts);
         tracing::info!(jid = %self.ctx.jid, %peer, "session resumed");
         let Some(acks) = &mut self.acks else {
             return (stream, budget);
@@ -402,8 +400,10 @@ impl Session {
         acks.reset_request();
         let resent: Vec<Element> = acks.take_unacked();
         let written = async {
-            write_element(&mut stream, &sm::resumed(&previd, acks.handled)).await?;
-            flush_stream(&mut stream).await
+            stream
+                .write_element(&sm::resumed(&previd, acks.handled))
+                .await?;
+            stream.flush().await
         };
         if written.await.is_err() {
             self.held.splice(0..0, resent);
@@ -414,7 +414,7 @@ impl Session {
     }
 
     /// Writes the stanzas held while no connection was there.
-    async fn write_held(&mut self, stream: &mut C2sXmlStream) -> Result<(), Ended> {
+    async fn write_held(&mut self, stream: &mut StanzaStream) -> Result<(), Ended> {
         let held = std::mem::take(&mut self.held);
         let mut pending = held.into_iter();
         for stanza in pending.by_ref() {
@@ -433,7 +433,7 @@ impl Session {
     /// without waiting for our answers): what the client sent before is
     /// still read and handled, for a short while, so that none of it is
     /// lost.
-    async fn drain_input(&mut self, stream: &mut C2sXmlStream) {
+    async fn drain_input(&mut self, stream: &mut StanzaStream) {
         let server = self.server.clone();
         let ctx = &mut self.ctx;
         let acks = &mut self.acks;
@@ -456,7 +456,7 @@ impl Session {
 
     /// Writes a stanza, flushing only when nothing else is queued, so that
     /// bursts go out in few TLS records.
-    async fn write(&mut self, stream: &mut C2sXmlStream, stanza: &Element) -> std::io::Result<()> {
+    async fn write(&mut self, stream: &mut StanzaStream, stanza: &Element) -> std::io::Result<()> {
         tracing::trace!(name = stanza.name(), id = ?stanza.attr("id"), "stanza to client");
         self.feed(stream, stanza).await?;
         if self.rx.is_empty() {
@@ -467,38 +467,38 @@ impl Session {
 
     /// Feeds a stanza to the stream, keeping it until acknowledged when
     /// Stream Management is on.
-    async fn feed(&mut self, stream: &mut C2sXmlStream, stanza: &Element) -> std::io::Result<()> {
+    async fn feed(&mut self, stream: &mut StanzaStream, stanza: &Element) -> std::io::Result<()> {
         if let Some(acks) = &mut self.acks {
             acks.sent(stanza);
         }
-        write_element(stream, stanza).await
+        stream.write_element(stanza).await
     }
 
     /// Flushes, asking for an acknowledgement of what was sent when
     /// Stream Management is on.
-    async fn flush(&mut self, stream: &mut C2sXmlStream) -> std::io::Result<()> {
+    async fn flush(&mut self, stream: &mut StanzaStream) -> std::io::Result<()> {
         if let Some(acks) = &mut self.acks {
             if acks.should_request() {
-                write_element(stream, &sm::request()).await?;
+                stream.write_element(&sm::request()).await?;
             }
         }
-        flush_stream(stream).await
+        stream.flush().await
     }
 
     /// Writes out what is already queued (before a handler-requested close).
-    async fn flush_queue(&mut self, stream: &mut C2sXmlStream) {
+    async fn flush_queue(&mut self, stream: &mut StanzaStream) {
         while let Some(stanza) = self.rx.try_recv().ok().and_then(Outbound::into_stanza) {
             if self.feed(stream, &stanza).await.is_err() {
                 return;
             }
         }
-        let _ = flush_stream(stream).await;
+        let _ = stream.flush().await;
     }
 
     /// Writes the user's offline messages to this session and deletes them
     /// once they are flushed to the connection (and, with Stream
     /// Management, kept until acknowledged).
-    async fn deliver_offline(&mut self, stream: &mut C2sXmlStream) -> std::io::Result<()> {
+    async fn deliver_offline(&mut self, stream: &mut StanzaStream) -> std::io::Result<()> {
         let server = self.server.clone();
         let stored = match server.storage.offline_messages(&self.ctx.username).await {
             Ok(stored) => stored,
