@@ -13,17 +13,16 @@ use minidom::Element;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio_xmpp::xmlstream::ReadError;
-
-use super::stanza_stream::StanzaStream;
 use xmpp_parsers::stream_error::DefinedCondition as StreamCondition;
 
 use super::io::StanzaBudget;
 use super::negotiation::{negotiate, C2sStream, Negotiated, TlsMode};
+use super::stanza_stream::StanzaStream;
 use super::stream_management::{self as sm, Acks, ResumeRequest};
 use crate::modules::{blocking, ciphertext, csi, last, mam, message, offline, presence, push};
 use crate::router::{self, SessionCtx};
 use crate::server::Server;
-use crate::sessions::{Outbound, SESSION_QUEUE};
+use crate::sessions::{Outbound, SessionHandle, SESSION_QUEUE};
 use crate::stanza::{self, errors};
 
 /// Runs a client connection from accept to close.
@@ -46,14 +45,8 @@ pub async fn serve_connection(
         result = negotiation => result,
         _ = server.shutdown.cancelled() => return,
     };
-    let C2sStream {
-        stream,
-        budget,
-        jid,
-        binding: (handle, rx),
-        ..
-    } = match negotiated {
-        Ok(Negotiated::Bound(stream)) => *stream,
+    let bound = match negotiated {
+        Ok(Negotiated::Bound(bound)) => bound,
         Ok(Negotiated::Resumed) => {
             tracing::debug!(%peer, "connection resumed an earlier session");
             return;
@@ -63,29 +56,7 @@ pub async fn serve_connection(
             return;
         }
     };
-    tracing::info!(%jid, %peer, "session started");
-    let ctx = SessionCtx {
-        username: jid
-            .node()
-            .map(|n| n.as_str().to_owned())
-            .unwrap_or_default(),
-        jid,
-        handle,
-        available: false,
-        directed_presence: Vec::new(),
-        deliver_offline: false,
-        close_after: None,
-    };
-    let session = Session {
-        server,
-        ctx,
-        rx,
-        acks: None,
-        takeovers: None,
-        held: Vec::new(),
-        csi: csi::State::default(),
-    };
-    let stream = StanzaStream::new(stream, session.server.c2s.timeouts);
+    let (session, stream, budget) = Session::start(server, bound);
     session.run(stream, budget).await;
 }
 
@@ -128,6 +99,47 @@ struct Session {
 }
 
 impl Session {
+    /// A session for a newly bound stream, and the stream it is served
+    /// on. (Not inline in the connection's task: the negotiated stream
+    /// is large, and a local of the task would keep its size for the
+    /// life of the connection.)
+    fn start(
+        server: Arc<Server>,
+        bound: Box<C2sStream<(SessionHandle, mpsc::Receiver<Outbound>)>>,
+    ) -> (Session, StanzaStream, StanzaBudget) {
+        let C2sStream {
+            stream,
+            budget,
+            jid,
+            binding: (handle, rx),
+            peer,
+        } = *bound;
+        tracing::info!(%jid, %peer, "session started");
+        let ctx = SessionCtx {
+            username: jid
+                .node()
+                .map(|n| n.as_str().to_owned())
+                .unwrap_or_default(),
+            jid,
+            handle,
+            available: false,
+            directed_presence: Vec::new(),
+            deliver_offline: false,
+            close_after: None,
+        };
+        let stream = StanzaStream::new(stream, server.c2s.timeouts);
+        let session = Session {
+            server,
+            ctx,
+            rx,
+            acks: None,
+            takeovers: None,
+            held: Vec::new(),
+            csi: csi::State::default(),
+        };
+        (session, stream, budget)
+    }
+
     async fn run(mut self, mut stream: StanzaStream, mut budget: StanzaBudget) {
         loop {
             let ended = self.serve(&mut stream, &budget).await;
@@ -214,7 +226,7 @@ impl Session {
                             *stanza
                         }
                         Some(Outbound::Reply(stanza)) => *stanza,
-                        Some(Outbound::Close(condition, text)) => return Ended::Error(condition, text),
+                        Some(Outbound::Close(close)) => return Ended::Error(close.0, close.1),
                         None => return Ended::Broken { write_failed: false },
                     };
                     for stanza in self.csi.process(stanza) {
