@@ -23,8 +23,9 @@ pub enum Outbound {
     /// Write this answer of the server to the client's own request (not
     /// subject to the client's blocklist).
     Reply(Box<Element>),
-    /// Close the stream with this stream error.
-    Close(StreamCondition, &'static str),
+    /// Close the stream with this stream error. (Boxed too: the rare
+    /// case should not size every slot.)
+    Close(Box<(StreamCondition, &'static str)>),
 }
 
 impl Outbound {
@@ -74,7 +75,7 @@ impl SessionHandle {
         let tx = self.tx.clone();
         // Closing must get through even when the queue is full.
         tokio::spawn(async move {
-            let _ = tx.send(Outbound::Close(condition, text)).await;
+            let _ = tx.send(Outbound::Close(Box::new((condition, text)))).await;
         });
     }
 }
@@ -246,5 +247,18 @@ mod tests {
         assert_eq!(sessions.resources("alice").len(), 1);
         assert!(sessions.unbind("alice", "phone", b.id));
         assert_eq!(sessions.count(), 0);
+    }
+}
+
+#[cfg(test)]
+mod size {
+    /// Every session's queue allocates its first block of 32 slots up
+    /// front: a slot is two words.
+    #[test]
+    fn an_outbound_slot_is_two_words() {
+        assert_eq!(
+            std::mem::size_of::<super::Outbound>(),
+            2 * std::mem::size_of::<usize>()
+        );
     }
 }
