@@ -32,10 +32,16 @@ pub const MAX_DEPTH: u32 = 128;
 pub struct NotWellFormed {
     /// What is wrong, for logs.
     pub reason: &'static str,
+    /// A prefix no declaration in scope binds: RFC 6120 has a stream
+    /// error of its own for it (`<bad-namespace-prefix/>`).
+    pub undeclared_prefix: bool,
 }
 
 fn bad<T>(reason: &'static str) -> Result<T, NotWellFormed> {
-    Err(NotWellFormed { reason })
+    Err(NotWellFormed {
+        reason,
+        undeclared_prefix: false,
+    })
 }
 
 /// What [`StanzaReader::read`] found.
@@ -558,7 +564,10 @@ impl<'t> Builder<'t> {
     fn namespace_of(&self, prefix: &str) -> Result<&str, NotWellFormed> {
         match self.bindings.iter().rev().find(|(p, _)| *p == prefix) {
             Some((_, ns)) => Ok(ns),
-            None => bad("undeclared namespace prefix"),
+            None => Err(NotWellFormed {
+                reason: "undeclared namespace prefix",
+                undeclared_prefix: true,
+            }),
         }
     }
 
@@ -849,6 +858,7 @@ mod tests {
                 "duplicate",
             ),
             (b"<p:message/>", "undeclared"),
+            (b"<message><p:x/></message>", "undeclared"),
             (b"<message p:a='1'/>", "undeclared"),
             (b"<message><body>\x01</body></message>", "control"),
             (
@@ -892,6 +902,14 @@ mod tests {
                 error.reason
             );
         }
+    }
+
+    #[test]
+    fn only_an_undeclared_prefix_is_reported_as_one() {
+        let undeclared = read_all(b"<message p:a='1'/>", 4).expect_err("undeclared");
+        assert!(undeclared.undeclared_prefix);
+        let other = read_all(b"<message a='1' a='1'/>", 4).expect_err("duplicate");
+        assert!(!other.undeclared_prefix);
     }
 
     #[test]

@@ -56,6 +56,14 @@ async fn malformed_xml_gets_not_well_formed_before_and_after_auth() {
         raw.read_to_close(Duration::from_secs(5)).await,
         "not-well-formed",
     );
+
+    let mut raw = RawClient::login(&server, "alice", "pw").await;
+    raw.send("<message to='bystander@tern.test'><x:body>hi</x:body></message>")
+        .await;
+    closed_with(
+        raw.read_to_close(Duration::from_secs(5)).await,
+        "bad-namespace-prefix",
+    );
     bystander.sync().await;
 }
 

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use minidom::Element;
 use tern_federation::io::WRITE_GATHER;
-use tern_federation::xml_reader::{Read, StanzaReader};
+use tern_federation::xml_reader::{NotWellFormed, Read, StanzaReader};
 use tokio::io::{AsyncBufRead, AsyncWriteExt};
 use tokio::time::{Instant, Sleep};
 use tokio_xmpp::xmlstream::{ReadError, Timeouts};
@@ -118,6 +118,16 @@ impl StanzaStream {
         if is_stanza_too_large(&e) {
             self.refuse(StreamCondition::PolicyViolation, "stanza too large")
                 .await
+        } else if e
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<NotWellFormed>())
+            .is_some_and(|e| e.undeclared_prefix)
+        {
+            self.refuse(
+                StreamCondition::BadNamespacePrefix,
+                "a namespace prefix is not declared",
+            )
+            .await
         } else if e.kind() == std::io::ErrorKind::InvalidData {
             self.refuse(StreamCondition::NotWellFormed, "XML not well-formed")
                 .await
@@ -128,9 +138,7 @@ impl StanzaStream {
 }
 
 /// What a read of the reader means to the session.
-fn outcome(
-    read: Result<Read, tern_federation::xml_reader::NotWellFormed>,
-) -> Option<Result<Element, ReadError>> {
+fn outcome(read: Result<Read, NotWellFormed>) -> Option<Result<Element, ReadError>> {
     match read {
         Ok(Read::Element(element)) => Some(Ok(element)),
         Ok(Read::Footer) => Some(Err(ReadError::StreamFooterReceived)),
