@@ -49,6 +49,8 @@ fn bad<T>(reason: &'static str) -> Result<T, NotWellFormed> {
 pub enum Read {
     /// A complete stanza (or other stream-level element).
     Element(Element),
+    /// The opening tag of a new stream.
+    Header(StreamHeader),
     /// The stream's closing tag: the peer ends the stream.
     Footer,
     /// The input so far ends inside an element (or holds only
@@ -56,12 +58,57 @@ pub enum Read {
     NeedMore,
 }
 
-/// Reads stream-level elements from the bytes of a stream, fed in pieces
+/// The opening tag of a stream (RFC 6120 §4.7), as the peer sent it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamHeader {
+    /// The element's namespace (the streams namespace, for a stream).
+    pub namespace: String,
+    /// The element's local name (`stream`).
+    pub name: String,
+    /// Its attributes other than namespace declarations, by qualified
+    /// name: `to`, `from`, `id`, `version`, `xml:lang`.
+    pub attributes: Vec<(String, String)>,
+    /// The namespaces it declares: prefix (`""` for the default
+    /// namespace) and name. They are in scope for every stanza.
+    pub declarations: Vec<(String, String)>,
+}
+
+impl StreamHeader {
+    /// The value of the attribute with this qualified name.
+    pub fn attr(&self, name: &str) -> Option<&str> {
+        self.attributes
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The default namespace it declares (`jabber:client` for a client).
+    pub fn default_namespace(&self) -> Option<&str> {
+        self.declarations
+            .iter()
+            .find(|(p, _)| p.is_empty())
+            .map(|(_, ns)| ns.as_str())
+    }
+
+    /// Whether it opens an XMPP stream: `stream` in the streams namespace.
+    pub fn is_stream(&self) -> bool {
+        self.name == "stream" && self.namespace == NS_STREAM
+    }
+}
+
+/// Longest stream header (with its XML declaration) read.
+pub const MAX_HEADER: usize = 4096;
+
+/// Reads a stream's header, stanzas and end from its bytes, fed in pieces
 /// as they arrive.
 #[derive(Debug)]
 pub struct StanzaReader {
-    /// The stream's default namespace (`jabber:client` for clients).
-    default_ns: &'static str,
+    /// Prefixes bound for every stanza: the stream header's declarations.
+    scope: Vec<(String, String)>,
+    /// The stream element's qualified name, which its closing tag repeats.
+    stream_qname: String,
+    /// Whether the next thing to read is a stream header.
+    expect_header: bool,
     /// An element begun but not complete, with whatever followed it in
     /// the same read; empty (and unallocated) between elements.
     pending: Vec<u8>,
@@ -72,14 +119,35 @@ pub struct StanzaReader {
 }
 
 impl StanzaReader {
-    /// A reader for a stream whose default namespace is `default_ns`.
-    pub fn new(default_ns: &'static str) -> Self {
+    /// A reader for the stanzas of a stream whose header was read
+    /// elsewhere, with `default_ns` and `stream:` in scope.
+    pub fn new(default_ns: &str) -> Self {
+        let mut reader = Self::new_stream();
+        reader.scope = vec![
+            (String::new(), default_ns.to_owned()),
+            ("stream".to_owned(), NS_STREAM.to_owned()),
+        ];
+        reader.expect_header = false;
+        reader
+    }
+
+    /// A reader for a new stream: its header comes first.
+    pub fn new_stream() -> Self {
         Self {
-            default_ns,
+            scope: Vec::new(),
+            stream_qname: "stream:stream".to_owned(),
+            expect_header: true,
             pending: Vec::new(),
             pending_start: 0,
             scan: Scan::default(),
         }
+    }
+
+    /// Expects a new stream header next (a stream restart, RFC 6120
+    /// §4.3.3); bytes already fed are kept.
+    pub fn restart(&mut self) {
+        self.expect_header = true;
+        self.scan = Scan::default();
     }
 
     /// Whether bytes of an element are waiting for the rest of it (or a
@@ -89,8 +157,8 @@ impl StanzaReader {
     }
 
     /// Feeds `input` (possibly empty: then what is pending is read) and
-    /// returns how many of its bytes were taken, and the first element
-    /// complete. Bytes not taken must be passed again. After an element,
+    /// returns how many of its bytes were taken, and the first item
+    /// complete. Bytes not taken must be passed again. After an item,
     /// call again with an empty input while [`StanzaReader::has_pending`]:
     /// a read may have brought several.
     pub fn read(&mut self, input: &[u8]) -> (usize, Result<Read, NotWellFormed>) {
@@ -101,19 +169,21 @@ impl StanzaReader {
         (input.len(), self.read_pending())
     }
 
-    /// Reads from `input` itself, keeping a tail that is not a complete
-    /// element.
+    /// Reads from `input` itself, keeping a tail that is not complete.
     fn read_direct(&mut self, input: &[u8]) -> (usize, Result<Read, NotWellFormed>) {
         let mut scan = Scan::default();
-        match scan.run(input) {
+        match self.find(&mut scan, input) {
             Err(e) => (input.len(), Err(e)),
-            Ok(Some(Found::Element { start, end })) => (
-                end,
-                parse(&input[start..end], self.default_ns).map(Read::Element),
-            ),
-            Ok(Some(Found::Footer { end })) => (end, Ok(Read::Footer)),
+            Ok(Some(found)) => {
+                let (taken, read) = self.interpret(found, input);
+                (taken, read)
+            }
             Ok(None) => {
-                let skip = scan.skippable();
+                let skip = if self.expect_header {
+                    0
+                } else {
+                    scan.skippable()
+                };
                 self.pending = input[skip..].to_vec();
                 self.pending_start = 0;
                 self.scan = scan.shifted(skip);
@@ -123,24 +193,113 @@ impl StanzaReader {
     }
 
     fn read_pending(&mut self) -> Result<Read, NotWellFormed> {
-        let unread = &self.pending[self.pending_start..];
-        let found = self.scan.run(unread);
-        let (result, taken) = match found {
+        let mut scan = self.scan;
+        let pending = std::mem::take(&mut self.pending);
+        let unread = &pending[self.pending_start..];
+        let (read, taken) = match self.find(&mut scan, unread) {
             Err(e) => (Err(e), unread.len()),
-            Ok(Some(Found::Element { start, end })) => (
-                parse(&unread[start..end], self.default_ns).map(Read::Element),
-                end,
-            ),
-            Ok(Some(Found::Footer { end })) => (Ok(Read::Footer), end),
-            Ok(None) => return Ok(Read::NeedMore),
+            Ok(Some(found)) => {
+                let (taken, read) = self.interpret(found, unread);
+                (read, taken)
+            }
+            Ok(None) => {
+                self.pending = pending;
+                self.scan = scan;
+                return Ok(Read::NeedMore);
+            }
         };
+        self.pending = pending;
         self.pending_start += taken;
         self.scan = Scan::default();
         if !self.has_pending() {
             self.pending = Vec::new();
             self.pending_start = 0;
         }
-        result
+        read
+    }
+
+    /// Scans `buf` for the next complete item.
+    fn find(&self, scan: &mut Scan, buf: &[u8]) -> Result<Option<Found>, NotWellFormed> {
+        if !self.expect_header {
+            return scan.run(buf);
+        }
+        let found = scan_header(buf)?;
+        if found.is_none() && buf.len() > MAX_HEADER {
+            return bad("stream header too long");
+        }
+        Ok(found)
+    }
+
+    /// What a complete item of `buf` is; how many bytes it took.
+    fn interpret(&mut self, found: Found, buf: &[u8]) -> (usize, Result<Read, NotWellFormed>) {
+        match found {
+            Found::Element { start, end } => {
+                (end, parse(&buf[start..end], &self.scope).map(Read::Element))
+            }
+            Found::Footer { start, end } => {
+                let tag = &buf[start + 2..end - 1];
+                let name = tag.trim_ascii_end();
+                if name == self.stream_qname.as_bytes() {
+                    (end, Ok(Read::Footer))
+                } else {
+                    (end, bad("closing tag of an element never opened"))
+                }
+            }
+            Found::Header { start, end } => (end, self.header(&buf[start..end])),
+        }
+    }
+
+    fn header(&mut self, tag: &[u8]) -> Result<Read, NotWellFormed> {
+        let text = std::str::from_utf8(tag).or(bad("invalid UTF-8"))?;
+        check_characters(tag)?;
+        let (qname, header) = Builder::new(text, &[]).header()?;
+        self.stream_qname = qname;
+        self.scope = header.declarations.clone();
+        self.expect_header = false;
+        Ok(Read::Header(header))
+    }
+}
+
+/// Finds a stream header, after whitespace and an optional XML
+/// declaration.
+fn scan_header(buf: &[u8]) -> Result<Option<Found>, NotWellFormed> {
+    let skip_space = |at: usize| {
+        at + buf[at..]
+            .iter()
+            .take_while(|b| b.is_ascii_whitespace())
+            .count()
+    };
+    let mut at = skip_space(0);
+    if buf[at..].starts_with(b"<?") {
+        let Some(declaration) = buf.get(at..at + 6) else {
+            return Ok(None);
+        };
+        if !declaration.starts_with(b"<?xml") || !declaration[5].is_ascii_whitespace() {
+            return bad("processing instruction");
+        }
+        let Some(end) = find(&buf[at..], b"?>") else {
+            return Ok(None);
+        };
+        at = skip_space(at + end + 2);
+    }
+    if at == buf.len() {
+        return Ok(None);
+    }
+    if buf[at] != b'<' {
+        return bad("text before the stream header");
+    }
+    match Markup::at(&buf[at..]) {
+        None => Ok(None),
+        Some(Markup::StartTag) => match start_tag_end(&buf[at..]) {
+            None => Ok(None),
+            Some((_, true)) => bad("an empty stream element"),
+            Some((end, false)) => Ok(Some(Found::Header {
+                start: at,
+                end: at + end,
+            })),
+        },
+        Some(Markup::Forbidden(reason)) => bad(reason),
+        Some(Markup::EndTag | Markup::CData) => bad("no stream header"),
     }
 }
 
@@ -149,8 +308,10 @@ impl StanzaReader {
 enum Found {
     /// `start..end` is one element; before it, only whitespace.
     Element { start: usize, end: usize },
-    /// `..end` is whitespace and the stream's closing tag.
-    Footer { end: usize },
+    /// `start..end` is the stream's closing tag (whitespace before it).
+    Footer { start: usize, end: usize },
+    /// `start..end` is a stream's opening tag.
+    Header { start: usize, end: usize },
 }
 
 /// A scan for the end of the first element of a buffer, resumable when
@@ -208,9 +369,13 @@ impl Scan {
                     let Some(end) = memchr::memchr(b'>', &buf[self.at..]) else {
                         return Ok(None);
                     };
+                    let start = self.at;
                     self.at += end + 1;
                     if self.depth == 0 {
-                        return Ok(Some(Found::Footer { end: self.at }));
+                        return Ok(Some(Found::Footer {
+                            start,
+                            end: self.at,
+                        }));
                     }
                     self.depth -= 1;
                     if self.depth == 0 {
@@ -307,11 +472,12 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
 
 // ----- building the element ---------------------------------------------
 
-/// Parses one complete element, with `default_ns` and `stream:` in scope.
-pub fn parse(text: &[u8], default_ns: &str) -> Result<Element, NotWellFormed> {
+/// Parses one complete element, with the prefixes of `scope` (prefix,
+/// namespace; `""` the default namespace) bound.
+pub fn parse(text: &[u8], scope: &[(String, String)]) -> Result<Element, NotWellFormed> {
     let text = std::str::from_utf8(text).or(bad("invalid UTF-8"))?;
     check_characters(text.as_bytes())?;
-    Builder::new(text, default_ns).run()
+    Builder::new(text, scope).run()
 }
 
 /// Rejects characters XML 1.0 does not allow: controls other than tab,
@@ -343,8 +509,10 @@ struct Open<'t> {
 struct Builder<'t> {
     text: &'t str,
     at: usize,
-    /// Prefix bindings in scope, innermost last; `""` is the default
-    /// namespace.
+    /// Prefix bindings of the stream, in scope throughout.
+    scope: &'t [(String, String)],
+    /// Prefix bindings of the open elements, innermost last; `""` is the
+    /// default namespace.
     bindings: Vec<(&'t str, String)>,
     open: Vec<Open<'t>>,
     /// Attributes of the tag being read: qualified name and value.
@@ -352,17 +520,59 @@ struct Builder<'t> {
 }
 
 impl<'t> Builder<'t> {
-    fn new(text: &'t str, default_ns: &str) -> Self {
+    fn new(text: &'t str, scope: &'t [(String, String)]) -> Self {
         Self {
             text,
             at: 0,
-            bindings: vec![
-                ("", default_ns.to_owned()),
-                ("stream", NS_STREAM.to_owned()),
-            ],
+            scope,
+            bindings: Vec::new(),
             open: Vec::new(),
             attributes: Vec::new(),
         }
+    }
+
+    /// Reads a stream's opening tag (the whole of `text`); returns its
+    /// qualified name and what it says.
+    fn header(mut self) -> Result<(String, StreamHeader), NotWellFormed> {
+        self.at = 1;
+        let qname = self.name()?;
+        loop {
+            let spaced = self.skip_space();
+            match self.bytes().get(self.at) {
+                Some(b'>') if self.at + 1 == self.text.len() => break,
+                Some(_) if spaced => self.attribute()?,
+                _ => return bad("malformed stream header"),
+            }
+        }
+        self.declare_namespaces()?;
+        let (prefix, local) = split_qname(qname)?;
+        let namespace = self.namespace_of(prefix)?.to_owned();
+        let mut attributes = Vec::new();
+        for (name, value) in std::mem::take(&mut self.attributes) {
+            if name == "xmlns" || name.starts_with("xmlns:") {
+                continue;
+            }
+            let (prefix, _) = split_qname(name)?;
+            if !prefix.is_empty() && prefix != "xml" {
+                self.namespace_of_bound(prefix)?;
+            }
+            if attributes.iter().any(|(n, _): &(String, String)| n == name) {
+                return bad("duplicate attribute");
+            }
+            attributes.push((name.to_owned(), value));
+        }
+        let declarations = self
+            .bindings
+            .iter()
+            .map(|(prefix, ns)| ((*prefix).to_owned(), ns.clone()))
+            .collect();
+        let header = StreamHeader {
+            namespace,
+            name: local.to_owned(),
+            attributes,
+            declarations,
+        };
+        Ok((qname.to_owned(), header))
     }
 
     fn bytes(&self) -> &'t [u8] {
@@ -562,13 +772,25 @@ impl<'t> Builder<'t> {
     }
 
     fn namespace_of(&self, prefix: &str) -> Result<&str, NotWellFormed> {
-        match self.bindings.iter().rev().find(|(p, _)| *p == prefix) {
-            Some((_, ns)) => Ok(ns),
+        let own = self.bindings.iter().rev().find(|(p, _)| *p == prefix);
+        match own.map(|(_, ns)| ns).or_else(|| {
+            self.scope
+                .iter()
+                .rev()
+                .find(|(p, _)| p == prefix)
+                .map(|(_, ns)| ns)
+        }) {
+            Some(ns) => Ok(ns),
             None => Err(NotWellFormed {
                 reason: "undeclared namespace prefix",
                 undeclared_prefix: true,
             }),
         }
+    }
+
+    /// Checks that `prefix` is bound.
+    fn namespace_of_bound(&self, prefix: &str) -> Result<(), NotWellFormed> {
+        self.namespace_of(prefix).map(|_| ())
     }
 
     /// The element a start tag opens, with its attributes.
@@ -755,7 +977,15 @@ mod tests {
 
     /// Reads `input` fed in pieces of `piece` bytes.
     fn read_all(input: &[u8], piece: usize) -> Result<Vec<Read>, NotWellFormed> {
-        let mut reader = StanzaReader::new(NS);
+        read_with(StanzaReader::new(NS), input, piece)
+    }
+
+    /// Reads `input` with `reader`, fed in pieces of `piece` bytes.
+    fn read_with(
+        mut reader: StanzaReader,
+        input: &[u8],
+        piece: usize,
+    ) -> Result<Vec<Read>, NotWellFormed> {
         let mut out = Vec::new();
         for chunk in input.chunks(piece) {
             let mut chunk = chunk;
@@ -900,6 +1130,85 @@ mod tests {
                 "{}: {} (expected {expected})",
                 String::from_utf8_lossy(input),
                 error.reason
+            );
+        }
+    }
+
+    const HEADER: &str = "<?xml version='1.0'?>\n<stream:stream xmlns='jabber:client' \
+        xmlns:stream='http://etherx.jabber.org/streams' xmlns:db='jabber:server:dialback' \
+        to='a.test' version='1.0' xml:lang='en'>";
+
+    /// Reads a whole stream, header first, in pieces of `piece` bytes.
+    fn read_stream(input: &[u8], piece: usize) -> Result<Vec<Read>, NotWellFormed> {
+        read_with(StanzaReader::new_stream(), input, piece)
+    }
+
+    #[test]
+    fn a_stream_header_is_read_and_its_prefixes_stay_in_scope() {
+        let stream = format!(
+            "{HEADER}<db:result to='b' from='a'>key</db:result><presence/></stream:stream>"
+        );
+        for piece in [1, 2, 7, 100, 4096] {
+            let read = read_stream(stream.as_bytes(), piece).expect("a stream");
+            let [Read::Header(header), Read::Element(result), Read::Element(presence), Read::Footer] =
+                &read[..]
+            else {
+                panic!("{read:?}");
+            };
+            assert!(header.is_stream());
+            assert_eq!(header.attr("to"), Some("a.test"));
+            assert_eq!(header.attr("xml:lang"), Some("en"));
+            assert_eq!(header.default_namespace(), Some("jabber:client"));
+            assert!(result.is("result", "jabber:server:dialback"), "{result:?}");
+            assert!(presence.is("presence", "jabber:client"));
+        }
+    }
+
+    #[test]
+    fn a_restart_reads_a_new_header() {
+        let mut reader = StanzaReader::new_stream();
+        let input = format!("{HEADER}<auth xmlns='urn:x'/>{HEADER}<iq/>");
+        let (taken, read) = reader.read(input.as_bytes());
+        assert!(matches!(read, Ok(Read::Header(_))));
+        let rest = &input.as_bytes()[taken..];
+        let (taken, read) = reader.read(rest);
+        assert!(matches!(read, Ok(Read::Element(_))));
+        reader.restart();
+        let rest = &rest[taken..];
+        let (taken, read) = reader.read(rest);
+        assert!(matches!(read, Ok(Read::Header(_))));
+        let (_, read) = reader.read(&rest[taken..]);
+        assert!(matches!(read, Ok(Read::Element(e)) if e.is("iq", "jabber:client")));
+    }
+
+    #[test]
+    fn bad_stream_headers_are_refused() {
+        let long = format!("<stream:stream a='{}'", "x".repeat(MAX_HEADER));
+        let cases: Vec<(String, &str)> = vec![
+            ("<?php x ?><stream:stream>".into(), "processing instruction"),
+            ("hello <stream:stream>".into(), "text before"),
+            (
+                "<stream:stream xmlns:stream='urn:s'/>".into(),
+                "empty stream",
+            ),
+            ("</stream:stream>".into(), "no stream header"),
+            ("<!-- x --><stream:stream>".into(), "comment"),
+            ("<stream:stream to='a'>".into(), "undeclared"),
+            (
+                "<stream:stream xmlns:stream='urn:s' a='1' a='2'>".into(),
+                "duplicate",
+            ),
+            (long, "too long"),
+            (
+                format!("{HEADER}<presence/></stream:other>"),
+                "never opened",
+            ),
+        ];
+        for (input, expected) in cases {
+            let error = read_stream(input.as_bytes(), 64).expect_err(&input);
+            assert!(
+                error.reason.contains(expected),
+                "{input}: {error} (expected {expected})"
             );
         }
     }
