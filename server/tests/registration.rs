@@ -36,8 +36,10 @@ async fn open_registration_creates_once_and_rejects_taken_names() {
     let server = TestServer::start();
     let mut raw = RawClient::connect_tls(&server).await;
     assert!(raw.received.contains("iq-register"), "{}", raw.received);
+    raw.received.clear();
     raw.send(REGISTER).await;
-    let reply = raw.read_until("</iq>").await;
+    // An empty result: `<iq …/>`.
+    let reply = raw.read_until("id='reg'").await;
     assert!(reply.contains("type='result'"), "{reply}");
     raw.received.clear();
     raw.send(REGISTER).await;

@@ -9,7 +9,6 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use futures::{SinkExt, StreamExt};
 use jid::FullJid;
 use minidom::Element;
 use tern_server::c2s::negotiation::{
@@ -224,6 +223,6 @@ async fn client(
         }
     }
     backend.clients.remove(id);
-    let _ = tern_server::c2s::negotiation::close_stream(&mut stream).await;
+    let _ = stream.close().await;
     tracing::info!(%jid, "client disconnected");
 }

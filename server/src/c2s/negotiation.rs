@@ -15,39 +15,29 @@
 //! deadline (the unauthenticated timeout); every refusal sends the stream
 //! error RFC 6120 names and closes the stream.
 
-use std::borrow::Cow;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::{SinkExt, StreamExt};
 use jid::{BareJid, DomainPart, FullJid, NodePart};
 use minidom::Element;
 use rand::Rng;
 use tokio::time::Instant;
-use tokio_xmpp::xmlstream::{
-    accept_stream, AcceptedStream, ReadError, StreamHeader, Timeouts, XmlStream,
-};
-use xmpp_parsers::bind::{BindFeature, BindQuery, BindResponse};
+use tokio_xmpp::xmlstream::{ReadError, Timeouts};
+use xmpp_parsers::bind::{BindQuery, BindResponse};
 use xmpp_parsers::sasl::{self, Auth, Challenge, Failure, Mechanism, Success};
-use xmpp_parsers::starttls::{Proceed, StartTls};
-use xmpp_parsers::stream_error::{
-    DefinedCondition as StreamCondition, SentStreamError, StreamError,
-};
-use xmpp_parsers::stream_features::StreamFeatures;
+use xmpp_parsers::stream_error::DefinedCondition as StreamCondition;
 
-use super::io::{c2s_io, is_stanza_too_large, BoxedTransport, C2sIo, StanzaBudget};
+use super::io::{BoxedTransport, StanzaBudget};
 use super::limits::AuthLimiter;
+use super::stanza_stream::{HeaderError, StanzaStream};
 use super::stream_management::{self as sm, ResumeRequest};
 use crate::modules::register;
 use crate::sasl::{
     ClientFirst, PlainCredentials, SaslError, ScramHash, ScramServer, StoredCredentials,
 };
 use crate::stanza::{self, NS_CLIENT};
-
-/// An XML stream of stanzas from a client.
-pub type C2sXmlStream = XmlStream<C2sIo, Element>;
 
 const NS_TLS: &str = "urn:ietf:params:xml:ns:xmpp-tls";
 const NS_SASL: &str = "urn:ietf:params:xml:ns:xmpp-sasl";
@@ -152,7 +142,7 @@ pub struct C2sSettings {
 /// A negotiated, authenticated, bound client stream.
 pub struct C2sStream<B> {
     /// The XML stream, ready for stanzas.
-    pub stream: C2sXmlStream,
+    pub stream: StanzaStream,
     /// Per-stanza size budget: reset after every stanza read.
     pub budget: StanzaBudget,
     /// The bound full JID.
@@ -246,8 +236,9 @@ impl<B: AccountBackend> Negotiation<'_, B> {
         };
         let (mut stream, budget) = self.open_stream(transport, Stage::Sasl).await?;
         let Authenticated::User { username, success } = self.authenticate(&mut stream).await?;
-        let accepted = stream.accept_reset(&success).await?;
-        let stream = self.send_header_and_features(accepted, Stage::Bind).await?;
+        stream.send(&to_element(&success)?).await?;
+        stream.restart();
+        self.answer_header(&mut stream, Stage::Bind).await?;
         self.bind(stream, budget, username).await
     }
 
@@ -269,87 +260,92 @@ impl<B: AccountBackend> Negotiation<'_, B> {
         &self,
         transport: BoxedTransport,
         stage: Stage,
-    ) -> Result<(C2sXmlStream, StanzaBudget), NegotiationError> {
-        let (io, budget) = c2s_io(transport, self.settings.max_stanza_bytes);
-        let accepted = accept_stream(io, NS_CLIENT, self.settings.timeouts).await?;
-        let stream = self.send_header_and_features(accepted, stage).await?;
+    ) -> Result<(StanzaStream, StanzaBudget), NegotiationError> {
+        let (mut stream, budget) = StanzaStream::open(
+            transport,
+            self.settings.max_stanza_bytes,
+            self.settings.timeouts,
+        );
+        self.answer_header(&mut stream, stage).await?;
         Ok((stream, budget))
     }
 
-    async fn send_header_and_features(
+    /// Reads a stream header; answers with ours and the features of
+    /// `stage`, or with the stream error the header deserves (sent in a
+    /// stream of our own, as RFC 6120 §4.9.1.2 requires).
+    async fn answer_header(
         &self,
-        mut accepted: AcceptedStream<C2sIo>,
+        stream: &mut StanzaStream,
         stage: Stage,
-    ) -> Result<C2sXmlStream, NegotiationError> {
-        let header = accepted.take_header();
+    ) -> Result<(), NegotiationError> {
         let domain = self.settings.domain.as_str();
-        let pending = accepted
-            .send_header(StreamHeader {
-                from: Some(Cow::Borrowed(domain)),
-                to: None,
-                id: Some(Cow::Owned(random_id())),
-            })
-            .await?;
-        if header.to.as_deref() != Some(domain) {
-            let text = "this server does not serve that domain";
-            pending
-                .send_error(&StreamError::new(StreamCondition::HostUnknown, "en", text))
-                .await?;
-            return Err(NegotiationError::Refused {
-                condition: StreamCondition::HostUnknown,
-                text,
-            });
+        let header = stream.read_header().await;
+        stream.write_header(domain, &random_id());
+        let header = match header {
+            Ok(header) => header,
+            Err(HeaderError::Closed) => return Err(NegotiationError::Closed),
+            Err(HeaderError::Failed(e)) => return Err(stream.read_failure(e).await),
+        };
+        if !header.is_stream() || header.default_namespace() != Some(NS_CLIENT) {
+            let text = "this is a client stream (jabber:client)";
+            return Err(stream.refuse(StreamCondition::InvalidNamespace, text).await);
         }
-        Ok(pending.send_features(&self.features(stage)).await?)
+        if header.attr("to") != Some(domain) {
+            let text = "this server does not serve that domain";
+            return Err(stream.refuse(StreamCondition::HostUnknown, text).await);
+        }
+        stream.write_features(&self.features(stage));
+        Ok(stream.flush().await?)
     }
 
-    fn features(&self, stage: Stage) -> StreamFeatures {
-        let mut features = StreamFeatures::default();
+    /// The stream features of `stage`, in the order offered.
+    fn features(&self, stage: Stage) -> Vec<Element> {
         match stage {
-            Stage::StartTls => features.starttls = Some(StartTls { required: true }),
+            Stage::StartTls => vec![Element::builder("starttls", NS_TLS)
+                .append(Element::bare("required", NS_TLS))
+                .build()],
             Stage::Sasl => {
-                features.sasl_mechanisms = crate::sasl::MECHANISMS
+                let mechanisms = crate::sasl::MECHANISMS
                     .iter()
-                    .map(|m| m.to_string())
-                    .collect();
+                    .map(|m| Element::builder("mechanism", NS_SASL).append(*m).build());
+                let mut features = vec![Element::builder("mechanisms", NS_SASL)
+                    .append_all(mechanisms)
+                    .build()];
                 if self.backend.registration_open() {
-                    features
-                        .others
-                        .push(Element::bare("register", NS_REGISTER_FEATURE));
+                    features.push(Element::bare("register", NS_REGISTER_FEATURE));
                 }
+                features
             }
             Stage::Bind => {
-                features.bind = Some(BindFeature { required: true });
-                features.others.push(
+                let mut features = vec![
+                    Element::builder("bind", NS_BIND)
+                        .append(Element::bare("required", NS_BIND))
+                        .build(),
                     Element::builder("session", NS_SESSION)
                         .append(Element::bare("optional", NS_SESSION))
                         .build(),
-                );
-                features.others.push(Element::bare("ver", NS_ROSTERVER));
-                features.others.extend(self.backend.session_features());
+                    Element::bare("ver", NS_ROSTERVER),
+                ];
+                features.extend(self.backend.session_features());
+                features
             }
         }
-        features
     }
 
-    async fn starttls(&self, mut stream: C2sXmlStream) -> Result<BoxedTransport, NegotiationError> {
+    async fn starttls(&self, mut stream: StanzaStream) -> Result<BoxedTransport, NegotiationError> {
         let element = self.recv(&mut stream).await?;
         if !element.is("starttls", NS_TLS) {
-            return Err(refuse(
-                stream,
-                StreamCondition::PolicyViolation,
-                "STARTTLS is required",
-            )
-            .await);
+            return Err(stream
+                .refuse(StreamCondition::PolicyViolation, "STARTTLS is required")
+                .await);
         }
-        stream.send(&Proceed).await?;
-        let buffered = stream.into_inner().into_inner();
-        self.tls_handshake(buffered.into_inner()).await
+        stream.send(&Element::bare("proceed", NS_TLS)).await?;
+        self.tls_handshake(stream.into_transport()).await
     }
 
     async fn authenticate(
         &self,
-        stream: &mut C2sXmlStream,
+        stream: &mut StanzaStream,
     ) -> Result<Authenticated, NegotiationError> {
         let mut attempts = 0;
         loop {
@@ -360,23 +356,20 @@ impl<B: AccountBackend> Negotiation<'_, B> {
                     return Ok(done);
                 }
                 if attempts >= MAX_AUTH_ATTEMPTS {
-                    return Err(refuse_in_place(
-                        stream,
-                        StreamCondition::PolicyViolation,
-                        "too many failed authentication attempts",
-                    )
-                    .await);
+                    return Err(stream
+                        .refuse(
+                            StreamCondition::PolicyViolation,
+                            "too many failed authentication attempts",
+                        )
+                        .await);
                 }
             } else if element.is("iq", NS_CLIENT) && register::is_register_iq(&element) {
                 let reply = self.pre_auth_registration(&element).await?;
                 stream.send(&reply).await?;
             } else {
-                return Err(refuse_in_place(
-                    stream,
-                    StreamCondition::NotAuthorized,
-                    "authenticate first",
-                )
-                .await);
+                return Err(stream
+                    .refuse(StreamCondition::NotAuthorized, "authenticate first")
+                    .await);
             }
         }
     }
@@ -384,7 +377,7 @@ impl<B: AccountBackend> Negotiation<'_, B> {
     /// Runs one SASL exchange. `Ok(None)`: it failed and the client was told.
     async fn sasl_exchange(
         &self,
-        stream: &mut C2sXmlStream,
+        stream: &mut StanzaStream,
         element: Element,
     ) -> Result<Option<Authenticated>, NegotiationError> {
         let limiter = &self.settings.auth_limiter;
@@ -462,7 +455,7 @@ impl<B: AccountBackend> Negotiation<'_, B> {
 
     async fn scram(
         &self,
-        stream: &mut C2sXmlStream,
+        stream: &mut StanzaStream,
         hash: ScramHash,
         data: &[u8],
     ) -> Result<SaslOutcome, NegotiationError> {
@@ -485,7 +478,9 @@ impl<B: AccountBackend> Negotiation<'_, B> {
             first,
             stored.unwrap_or_else(|| StoredCredentials::decoy(hash)),
         );
-        stream.send(&Challenge { data: challenge }).await?;
+        stream
+            .send(&to_element(&Challenge { data: challenge })?)
+            .await?;
         let response = self.recv(stream).await?;
         if response.is("abort", NS_SASL) {
             return Ok(Err(SaslError::Malformed("aborted by client")));
@@ -555,7 +550,7 @@ impl<B: AccountBackend> Negotiation<'_, B> {
     /// asks to (XEP-0198) and the backend has it.
     async fn bind(
         &self,
-        mut stream: C2sXmlStream,
+        mut stream: StanzaStream,
         budget: StanzaBudget,
         username: String,
     ) -> Result<Negotiated<B::Binding>, NegotiationError> {
@@ -594,12 +589,9 @@ impl<B: AccountBackend> Negotiation<'_, B> {
                     stream.send(&stanza::iq_result(&iq, None)).await?;
                     continue;
                 }
-                return Err(refuse_in_place(
-                    &mut stream,
-                    StreamCondition::NotAuthorized,
-                    "bind a resource first",
-                )
-                .await);
+                return Err(stream
+                    .refuse(StreamCondition::NotAuthorized, "bind a resource first")
+                    .await);
             };
             let requested = BindQuery::try_from(query).ok().and_then(|q| q.resource);
             let resource = requested
@@ -626,31 +618,22 @@ impl<B: AccountBackend> Negotiation<'_, B> {
 
     /// The next element, or a stream error once the deadline has passed or
     /// the input is bad.
-    async fn recv(&self, stream: &mut C2sXmlStream) -> Result<Element, NegotiationError> {
+    async fn recv(&self, stream: &mut StanzaStream) -> Result<Element, NegotiationError> {
         loop {
-            let next = match tokio::time::timeout_at(self.deadline, stream.next()).await {
-                Ok(next) => next,
-                Err(_) => {
-                    return Err(refuse_in_place(
-                        stream,
-                        StreamCondition::ConnectionTimeout,
-                        "authenticate sooner",
-                    )
-                    .await)
-                }
+            let Ok(next) = tokio::time::timeout_at(self.deadline, stream.next()).await else {
+                return Err(stream
+                    .refuse(StreamCondition::ConnectionTimeout, "authenticate sooner")
+                    .await);
             };
             return match next {
                 Some(Ok(element)) => Ok(element),
                 Some(Err(ReadError::SoftTimeout)) => continue,
-                Some(Err(ReadError::HardError(e))) => Err(read_failure(stream, e).await),
-                Some(Err(ReadError::ParseError(_))) => Err(refuse_in_place(
-                    stream,
-                    StreamCondition::BadFormat,
-                    "cannot parse that element",
-                )
-                .await),
+                Some(Err(ReadError::HardError(e))) => Err(stream.read_failure(e).await),
+                Some(Err(ReadError::ParseError(_))) => Err(stream
+                    .refuse(StreamCondition::BadFormat, "cannot parse that element")
+                    .await),
                 Some(Err(ReadError::StreamFooterReceived)) | None => {
-                    let _ = close_stream(stream).await;
+                    let _ = stream.close().await;
                     Err(NegotiationError::Closed)
                 }
             };
@@ -665,52 +648,13 @@ enum Stage {
     Bind,
 }
 
-/// Sends the stream footer and closes the transport.
-pub async fn close_stream(stream: &mut C2sXmlStream) -> std::io::Result<()> {
-    SinkExt::<&Element>::close(stream).await
-}
-
-/// Maps a fatal read error to the stream error it deserves and sends it.
-pub async fn read_failure(stream: &mut C2sXmlStream, e: std::io::Error) -> NegotiationError {
-    if is_stanza_too_large(&e) {
-        refuse_in_place(stream, StreamCondition::PolicyViolation, "stanza too large").await
-    } else if e.kind() == std::io::ErrorKind::InvalidData {
-        refuse_in_place(
-            stream,
-            StreamCondition::NotWellFormed,
-            "XML not well-formed",
-        )
-        .await
-    } else {
-        NegotiationError::Io(e)
-    }
-}
-
-/// Sends a stream error and the stream footer, then closes the transport.
-pub async fn refuse_in_place(
-    stream: &mut C2sXmlStream,
-    condition: StreamCondition,
-    text: &'static str,
-) -> NegotiationError {
-    let error = SentStreamError(StreamError::new(condition.clone(), "en", text));
-    let _ = tokio::time::timeout(Duration::from_secs(5), async {
-        let _ = stream.send(&error).await;
-        let _ = close_stream(stream).await;
-    })
-    .await;
-    NegotiationError::Refused { condition, text }
-}
-
-async fn refuse(
-    mut stream: C2sXmlStream,
-    condition: StreamCondition,
-    text: &'static str,
-) -> NegotiationError {
-    refuse_in_place(&mut stream, condition, text).await
+/// An element of xmpp-parsers' types, as minidom.
+fn to_element<T: xso::AsXml>(value: &T) -> Result<Element, NegotiationError> {
+    xso::transform(value).map_err(|e| NegotiationError::Io(std::io::Error::other(e.to_string())))
 }
 
 async fn send_failure(
-    stream: &mut C2sXmlStream,
+    stream: &mut StanzaStream,
     condition: sasl::DefinedCondition,
     text: &str,
 ) -> Result<(), NegotiationError> {
@@ -721,7 +665,7 @@ async fn send_failure(
     if !text.is_empty() {
         failure.texts.insert("en".into(), text.to_owned());
     }
-    stream.send(&failure).await?;
+    stream.send(&to_element(&failure)?).await?;
     Ok(())
 }
 

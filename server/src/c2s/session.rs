@@ -127,7 +127,6 @@ impl Session {
             deliver_offline: false,
             close_after: None,
         };
-        let stream = StanzaStream::new(stream, server.c2s.timeouts);
         let session = Session {
             server,
             ctx,
@@ -394,14 +393,13 @@ impl Session {
     /// stanza the client did not acknowledge, then what was held.
     async fn resume(&mut self, request: ResumeRequest) -> (StanzaStream, StanzaBudget) {
         let ResumeRequest {
-            stream,
+            mut stream,
             budget,
             h,
             previd,
             peer,
             ..
         } = request;
-        let mut stream = StanzaStream::new(stream, self.server.c2s.timeouts);
         tracing::info!(jid = %self.ctx.jid, %peer, "session resumed");
         let Some(acks) = &mut self.acks else {
             return (stream, budget);

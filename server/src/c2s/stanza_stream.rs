@@ -1,10 +1,9 @@
-//! The stream of a bound session. Negotiation runs on tokio-xmpp's XML
-//! streams; once a resource is bound, the session takes the transport
-//! from under it and reads stanzas with
+//! A client's XML stream, from its header to its end, through
+//! negotiation and the bound session. Stanzas are read with
 //! [`StanzaReader`](tern_federation::xml_reader::StanzaReader), which
-//! holds nothing between stanzas and builds each in one pass, and writes
-//! them with [`xml_text`](tern_federation::xml_text). An idle session
-//! keeps no parser state and no buffers.
+//! holds nothing between stanzas and builds each in one pass, and written
+//! with [`xml_text`](tern_federation::xml_text). An idle session keeps no
+//! parser state and no buffers.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -13,36 +12,113 @@ use std::time::Duration;
 
 use minidom::Element;
 use tern_federation::io::WRITE_GATHER;
-use tern_federation::xml_reader::{NotWellFormed, Read, StanzaReader};
+use tern_federation::xml_reader::{NotWellFormed, Read, StanzaReader, StreamHeader, NS_STREAM};
 use tokio::io::{AsyncBufRead, AsyncWriteExt};
 use tokio::time::{Instant, Sleep};
 use tokio_xmpp::xmlstream::{ReadError, Timeouts};
 use xmpp_parsers::stream_error::DefinedCondition as StreamCondition;
 
-use super::io::{is_stanza_too_large, C2sIo};
-use super::negotiation::{C2sXmlStream, NegotiationError};
+use super::io::{c2s_io, is_stanza_too_large, BoxedTransport, C2sIo, StanzaBudget};
+use super::negotiation::NegotiationError;
 use crate::stanza::NS_CLIENT;
 
 const NS_STREAM_ERRORS: &str = "urn:ietf:params:xml:ns:xmpp-streams";
 
-/// A bound session's stream: stanzas in, stanzas out.
+/// A client's stream: its header, stanzas in, stanzas out.
 pub struct StanzaStream {
     io: C2sIo,
     reader: StanzaReader,
     silence: Silence,
 }
 
+/// Why a stream header was not read.
+#[derive(Debug)]
+pub enum HeaderError {
+    /// The connection ended first.
+    Closed,
+    /// Reading failed, or the input is not a stream header.
+    Failed(std::io::Error),
+}
+
 impl StanzaStream {
-    /// Takes over the transport of a negotiated stream (at a stanza
-    /// boundary, with nothing left to write: negotiation flushes its
-    /// last answer). Bytes the client sent ahead stay in the transport's
-    /// read buffer and are read here.
-    pub fn new(stream: C2sXmlStream, timeouts: Timeouts) -> Self {
-        Self {
-            io: stream.into_inner(),
-            reader: StanzaReader::new(NS_CLIENT),
+    /// A new stream over `transport` (at accept, or after TLS): the
+    /// client's header is read first. The budget counts the bytes read
+    /// against `max_stanza_bytes` until it is reset.
+    pub fn open(
+        transport: BoxedTransport,
+        max_stanza_bytes: usize,
+        timeouts: Timeouts,
+    ) -> (Self, StanzaBudget) {
+        let (io, budget) = c2s_io(transport, max_stanza_bytes);
+        let stream = Self {
+            io,
+            reader: StanzaReader::new_stream(),
             silence: Silence::new(timeouts),
+        };
+        (stream, budget)
+    }
+
+    /// Reads the client's stream header (within the caller's deadline).
+    pub async fn read_header(&mut self) -> Result<StreamHeader, HeaderError> {
+        loop {
+            match std::future::poll_fn(|cx| self.poll_read(cx)).await {
+                Ok(Read::Header(header)) => return Ok(header),
+                Ok(_) => {
+                    let e =
+                        std::io::Error::new(std::io::ErrorKind::InvalidData, "no stream header");
+                    return Err(HeaderError::Failed(e));
+                }
+                Err(ReadError::SoftTimeout) => continue,
+                Err(ReadError::HardError(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                    return Err(HeaderError::Closed)
+                }
+                Err(ReadError::HardError(e)) => return Err(HeaderError::Failed(e)),
+                Err(_) => return Err(HeaderError::Closed),
+            }
         }
+    }
+
+    /// Writes our stream header (RFC 6120 §4.7) for `domain`.
+    pub fn write_header(&mut self, domain: &str, id: &str) {
+        let mut header = String::with_capacity(256);
+        header.push_str("<?xml version='1.0'?><stream:stream xmlns='");
+        header.push_str(NS_CLIENT);
+        header.push_str("' xmlns:stream='");
+        header.push_str(NS_STREAM);
+        header.push_str("' from='");
+        push_escaped(&mut header, domain);
+        header.push_str("' id='");
+        push_escaped(&mut header, id);
+        header.push_str("' version='1.0' xml:lang='en'>");
+        self.io.write_text(&header);
+    }
+
+    /// Writes `<stream:features/>` with `features` in it.
+    pub fn write_features(&mut self, features: &[Element]) {
+        let mut text = String::from("<stream:features>");
+        for feature in features {
+            tern_federation::xml_text::append_text(&mut text, feature);
+        }
+        text.push_str("</stream:features>");
+        self.io.write_text(&text);
+    }
+
+    /// After `<success/>` went out: the client opens a new stream over
+    /// the same connection (RFC 6120 §6.4.6).
+    pub fn restart(&mut self) {
+        self.reader.restart();
+    }
+
+    /// The transport, for TLS (after `<proceed/>`, when the client sends
+    /// nothing more until the handshake).
+    pub fn into_transport(self) -> BoxedTransport {
+        self.io.into_inner().into_inner()
+    }
+
+    /// Writes an element and flushes.
+    pub async fn send(&mut self, element: &Element) -> std::io::Result<()> {
+        self.io.write_element(element);
+        self.flush().await
     }
 
     /// The next element from the client: `None` once the connection
@@ -54,29 +130,46 @@ impl StanzaStream {
     }
 
     fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Element, ReadError>>> {
+        let read = ready!(self.poll_read(cx));
+        Poll::Ready(match read {
+            Ok(Read::Element(element)) => Some(Ok(element)),
+            Ok(Read::Footer) => Some(Err(ReadError::StreamFooterReceived)),
+            Ok(Read::Header(_) | Read::NeedMore) => {
+                let e = std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    "a stream header mid-stream",
+                );
+                Some(Err(ReadError::HardError(e)))
+            }
+            Err(e) => Some(Err(e)),
+        })
+    }
+
+    /// The next item of the stream.
+    fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<Result<Read, ReadError>> {
         loop {
             if self.reader.has_pending() {
                 match self.reader.read(&[]).1 {
                     Ok(Read::NeedMore) => {}
-                    read => return Poll::Ready(outcome(read)),
+                    read => return Poll::Ready(checked(read)),
                 }
             }
             let input = match Pin::new(&mut self.io).poll_fill_buf(cx) {
                 Poll::Ready(Ok(input)) => input,
-                Poll::Ready(Err(e)) => return Poll::Ready(Some(Err(ReadError::HardError(e)))),
-                Poll::Pending => return self.silence.poll(cx),
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(ReadError::HardError(e))),
+                Poll::Pending => return self.silence.poll(cx).map(Err),
             };
             if input.is_empty() {
                 // The end of the connection without the end of the stream.
                 let e = std::io::Error::from(std::io::ErrorKind::UnexpectedEof);
-                return Poll::Ready(Some(Err(ReadError::HardError(e))));
+                return Poll::Ready(Err(ReadError::HardError(e)));
             }
             self.silence.heard();
             let (taken, read) = self.reader.read(input);
             Pin::new(&mut self.io).consume(taken);
             match read {
                 Ok(Read::NeedMore) => {}
-                read => return Poll::Ready(outcome(read)),
+                read => return Poll::Ready(checked(read)),
             }
         }
     }
@@ -137,16 +230,22 @@ impl StanzaStream {
     }
 }
 
-/// What a read of the reader means to the session.
-fn outcome(read: Result<Read, NotWellFormed>) -> Option<Result<Element, ReadError>> {
-    match read {
-        Ok(Read::Element(element)) => Some(Ok(element)),
-        Ok(Read::Footer) => Some(Err(ReadError::StreamFooterReceived)),
-        Ok(Read::NeedMore) => None,
-        Err(e) => {
-            tracing::debug!("client input refused: {e}");
-            let e = std::io::Error::new(std::io::ErrorKind::InvalidData, e);
-            Some(Err(ReadError::HardError(e)))
+/// A read of the reader, its refusal as an I/O error of invalid data.
+fn checked(read: Result<Read, NotWellFormed>) -> Result<Read, ReadError> {
+    read.map_err(|e| {
+        tracing::debug!("client input refused: {e}");
+        ReadError::HardError(std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+    })
+}
+
+/// Appends `value` for a single-quoted attribute.
+fn push_escaped(text: &mut String, value: &str) {
+    for c in value.chars() {
+        match c {
+            '&' => text.push_str("&amp;"),
+            '<' => text.push_str("&lt;"),
+            '\'' => text.push_str("&apos;"),
+            c => text.push(c),
         }
     }
 }
@@ -201,7 +300,8 @@ impl Silence {
         }
     }
 
-    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Element, ReadError>>> {
+    /// Ready with a soft timeout, then with the hard one.
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<ReadError> {
         loop {
             ready!(self.timer.as_mut().poll(cx));
             let due = self.due();
@@ -211,12 +311,12 @@ impl Silence {
             }
             if self.warned {
                 let e = std::io::Error::new(std::io::ErrorKind::TimedOut, "the client fell silent");
-                return Poll::Ready(Some(Err(ReadError::HardError(e))));
+                return Poll::Ready(ReadError::HardError(e));
             }
             self.warned = true;
             let due = self.due();
             self.timer.as_mut().reset(due);
-            return Poll::Ready(Some(Err(ReadError::SoftTimeout)));
+            return Poll::Ready(ReadError::SoftTimeout);
         }
     }
 }

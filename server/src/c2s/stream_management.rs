@@ -19,7 +19,7 @@ use rand::Rng;
 use tokio::sync::mpsc;
 
 use super::io::StanzaBudget;
-use super::negotiation::C2sXmlStream;
+use super::stanza_stream::StanzaStream;
 use crate::stanza::set_attr;
 
 /// The Stream Management namespace.
@@ -35,7 +35,7 @@ pub struct ResumeRequest {
     /// How many stanzas from the session the client says it handled.
     pub h: u32,
     /// The new, authenticated stream.
-    pub stream: C2sXmlStream,
+    pub stream: StanzaStream,
     /// Its stanza size budget.
     pub budget: StanzaBudget,
     /// The new connection's address.
