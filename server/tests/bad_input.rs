@@ -111,6 +111,36 @@ async fn wrong_domain_gets_host_unknown() {
 }
 
 #[tokio::test]
+async fn a_stream_that_is_not_a_client_stream_gets_invalid_namespace() {
+    let (server, mut bystander) = server_with_bystander("").await;
+    for header in [
+        stream_header(DOMAIN).replace("jabber:client", "jabber:server"),
+        stream_header(DOMAIN).replace("http://etherx.jabber.org/streams", "urn:other"),
+    ] {
+        let mut raw = RawClient::connect(&server).await;
+        raw.send(&header).await;
+        let text = closed_with(
+            raw.read_to_close(Duration::from_secs(5)).await,
+            "invalid-namespace",
+        );
+        // The error comes in a stream of the server's own.
+        assert!(
+            text.starts_with("<?xml version='1.0'?><stream:stream"),
+            "{text}"
+        );
+    }
+    // A malformed header gets not-well-formed the same way.
+    let mut raw = RawClient::connect(&server).await;
+    raw.send("<?xml version='1.0'?><stream:stream to=tern.test>")
+        .await;
+    closed_with(
+        raw.read_to_close(Duration::from_secs(5)).await,
+        "not-well-formed",
+    );
+    bystander.sync().await;
+}
+
+#[tokio::test]
 async fn auth_failures_are_rate_limited_per_ip_with_a_delay() {
     let (server, mut bystander) = server_with_bystander("auth_failures_per_minute = 2").await;
     let plain = |user: &str, pw: &str| {
