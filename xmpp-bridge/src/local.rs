@@ -14,10 +14,10 @@ use minidom::Element;
 use tern_server::c2s::negotiation::{
     negotiate, AccountBackend, BackendError, C2sSettings, C2sStream, Negotiated, TlsMode,
 };
+use tern_server::c2s::stanza_stream::Input;
 use tern_server::sasl::{ScramHash, StoredCredentials};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
-use tokio_xmpp::xmlstream::ReadError;
 
 /// Stanzas queued for one client before it counts as stuck.
 const CLIENT_QUEUE: usize = 1024;
@@ -209,7 +209,7 @@ async fn client(
                 }
             }
             read = stream.next() => match read {
-                Some(Ok(mut stanza)) => {
+                Input::Element(mut stanza) => {
                     budget.reset();
                     tern_server::stanza::set_attr(&mut stanza, "from", jid.to_string());
                     let request = FromClient { client: id, jid: jid.clone(), stanza };
@@ -217,8 +217,8 @@ async fn client(
                         break;
                     }
                 }
-                Some(Err(ReadError::SoftTimeout)) => {}
-                Some(Err(_)) | None => break,
+                Input::Silent => {}
+                Input::Ended | Input::Failed(_) => break,
             }
         }
     }

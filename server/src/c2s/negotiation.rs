@@ -24,14 +24,14 @@ use jid::{BareJid, DomainPart, FullJid, NodePart};
 use minidom::Element;
 use rand::Rng;
 use tokio::time::Instant;
-use tokio_xmpp::xmlstream::{ReadError, Timeouts};
+use tokio_xmpp::xmlstream::Timeouts;
 use xmpp_parsers::bind::{BindQuery, BindResponse};
 use xmpp_parsers::sasl::{self, Auth, Challenge, Failure, Mechanism, Success};
 use xmpp_parsers::stream_error::DefinedCondition as StreamCondition;
 
 use super::io::{BoxedTransport, StanzaBudget};
 use super::limits::AuthLimiter;
-use super::stanza_stream::{HeaderError, StanzaStream};
+use super::stanza_stream::{HeaderError, Input, StanzaStream};
 use super::stream_management::{self as sm, ResumeRequest};
 use crate::modules::register;
 use crate::sasl::{
@@ -626,13 +626,10 @@ impl<B: AccountBackend> Negotiation<'_, B> {
                     .await);
             };
             return match next {
-                Some(Ok(element)) => Ok(element),
-                Some(Err(ReadError::SoftTimeout)) => continue,
-                Some(Err(ReadError::HardError(e))) => Err(stream.read_failure(e).await),
-                Some(Err(ReadError::ParseError(_))) => Err(stream
-                    .refuse(StreamCondition::BadFormat, "cannot parse that element")
-                    .await),
-                Some(Err(ReadError::StreamFooterReceived)) | None => {
+                Input::Element(element) => Ok(element),
+                Input::Silent => continue,
+                Input::Failed(e) => Err(stream.read_failure(e).await),
+                Input::Ended => {
                     let _ = stream.close().await;
                     Err(NegotiationError::Closed)
                 }

@@ -12,12 +12,11 @@ use std::time::Duration;
 use minidom::Element;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
-use tokio_xmpp::xmlstream::ReadError;
 use xmpp_parsers::stream_error::DefinedCondition as StreamCondition;
 
 use super::io::StanzaBudget;
 use super::negotiation::{negotiate, C2sStream, Negotiated, TlsMode};
-use super::stanza_stream::StanzaStream;
+use super::stanza_stream::{Input, StanzaStream};
 use super::stream_management::{self as sm, Acks, ResumeRequest};
 use crate::modules::{blocking, ciphertext, csi, last, mam, message, offline, presence, push};
 use crate::router::{self, SessionCtx};
@@ -241,27 +240,23 @@ impl Session {
                     }
                 }
                 inbound = stream.next() => match inbound {
-                    Some(Ok(element)) => {
+                    Input::Element(element) => {
                         budget.reset();
                         if let Some(ended) = self.inbound(stream, element).await {
                             return ended;
                         }
                     }
-                    Some(Err(ReadError::SoftTimeout)) => {
+                    Input::Silent => {
                         let ping = keepalive_ping(&self.server, &self.ctx);
                         if self.write(stream, &ping).await.is_err() {
                             return Ended::Broken { write_failed: false };
                         }
                     }
-                    Some(Err(ReadError::HardError(e))) => {
+                    Input::Failed(e) => {
                         tracing::info!(jid = %self.ctx.jid, "stream ended: {}", stream.read_failure(e).await);
                         return Ended::Broken { write_failed: false };
                     }
-                    Some(Err(ReadError::ParseError(e))) => {
-                        tracing::info!(jid = %self.ctx.jid, "unparsable element: {e}");
-                        return Ended::Error(StreamCondition::BadFormat, "cannot parse that element");
-                    }
-                    Some(Err(ReadError::StreamFooterReceived)) | None => {
+                    Input::Ended => {
                         tracing::debug!(jid = %self.ctx.jid, "the client closed the stream");
                         return Ended::ClientClosed;
                     }
@@ -448,7 +443,7 @@ impl Session {
         let ctx = &mut self.ctx;
         let acks = &mut self.acks;
         let drained = tokio::time::timeout(DRAIN_TIME, async {
-            while let Some(Ok(element)) = stream.next().await {
+            while let Input::Element(element) = stream.next().await {
                 if !sm::is_stanza(&element) {
                     continue;
                 }

@@ -15,7 +15,7 @@ use tern_federation::io::WRITE_GATHER;
 use tern_federation::xml_reader::{NotWellFormed, Read, StanzaReader, StreamHeader, NS_STREAM};
 use tokio::io::{AsyncBufRead, AsyncWriteExt};
 use tokio::time::{Instant, Sleep};
-use tokio_xmpp::xmlstream::{ReadError, Timeouts};
+use tokio_xmpp::xmlstream::Timeouts;
 use xmpp_parsers::stream_error::DefinedCondition as StreamCondition;
 
 use super::io::{c2s_io, is_stanza_too_large, BoxedTransport, C2sIo, StanzaBudget};
@@ -29,6 +29,27 @@ pub struct StanzaStream {
     io: C2sIo,
     reader: StanzaReader,
     silence: Silence,
+}
+
+/// What the client's stream brought next.
+#[derive(Debug)]
+pub enum Input {
+    /// A stanza (or another stream-level element).
+    Element(Element),
+    /// Nothing for [`Timeouts::read_timeout`]: time to ping the client.
+    /// Silence for [`Timeouts::response_timeout`] more is a failure.
+    Silent,
+    /// The client ended its stream (`</stream:stream>`).
+    Ended,
+    /// The connection broke or timed out, or the input cannot be read (an
+    /// error of kind `InvalidData`, or the stanza size limit).
+    Failed(std::io::Error),
+}
+
+/// Why a read stopped before an item of the stream.
+enum Interrupt {
+    Silent,
+    Failed(std::io::Error),
 }
 
 /// Why a stream header was not read.
@@ -68,12 +89,11 @@ impl StanzaStream {
                         std::io::Error::new(std::io::ErrorKind::InvalidData, "no stream header");
                     return Err(HeaderError::Failed(e));
                 }
-                Err(ReadError::SoftTimeout) => continue,
-                Err(ReadError::HardError(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                Err(Interrupt::Silent) => continue,
+                Err(Interrupt::Failed(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
                     return Err(HeaderError::Closed)
                 }
-                Err(ReadError::HardError(e)) => return Err(HeaderError::Failed(e)),
-                Err(_) => return Err(HeaderError::Closed),
+                Err(Interrupt::Failed(e)) => return Err(HeaderError::Failed(e)),
             }
         }
     }
@@ -121,32 +141,27 @@ impl StanzaStream {
         self.flush().await
     }
 
-    /// The next element from the client: `None` once the connection
-    /// closed cleanly after the stream's end; a soft timeout after
-    /// [`Timeouts::read_timeout`] of silence, then a hard error if the
-    /// silence lasts [`Timeouts::response_timeout`] longer. Cancel-safe.
-    pub async fn next(&mut self) -> Option<Result<Element, ReadError>> {
+    /// What the client sent next. Cancel-safe.
+    pub async fn next(&mut self) -> Input {
         std::future::poll_fn(|cx| self.poll_next(cx)).await
     }
 
-    fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Element, ReadError>>> {
+    fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Input> {
         let read = ready!(self.poll_read(cx));
         Poll::Ready(match read {
-            Ok(Read::Element(element)) => Some(Ok(element)),
-            Ok(Read::Footer) => Some(Err(ReadError::StreamFooterReceived)),
-            Ok(Read::Header(_) | Read::NeedMore) => {
-                let e = std::io::Error::new(
-                    std::io::ErrorKind::InvalidData,
-                    "a stream header mid-stream",
-                );
-                Some(Err(ReadError::HardError(e)))
-            }
-            Err(e) => Some(Err(e)),
+            Ok(Read::Element(element)) => Input::Element(element),
+            Ok(Read::Footer) => Input::Ended,
+            Ok(Read::Header(_) | Read::NeedMore) => Input::Failed(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "a stream header mid-stream",
+            )),
+            Err(Interrupt::Silent) => Input::Silent,
+            Err(Interrupt::Failed(e)) => Input::Failed(e),
         })
     }
 
     /// The next item of the stream.
-    fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<Result<Read, ReadError>> {
+    fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<Result<Read, Interrupt>> {
         loop {
             if self.reader.has_pending() {
                 match self.reader.read(&[]).1 {
@@ -156,13 +171,13 @@ impl StanzaStream {
             }
             let input = match Pin::new(&mut self.io).poll_fill_buf(cx) {
                 Poll::Ready(Ok(input)) => input,
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(ReadError::HardError(e))),
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(Interrupt::Failed(e))),
                 Poll::Pending => return self.silence.poll(cx).map(Err),
             };
             if input.is_empty() {
                 // The end of the connection without the end of the stream.
                 let e = std::io::Error::from(std::io::ErrorKind::UnexpectedEof);
-                return Poll::Ready(Err(ReadError::HardError(e)));
+                return Poll::Ready(Err(Interrupt::Failed(e)));
             }
             self.silence.heard();
             let (taken, read) = self.reader.read(input);
@@ -231,10 +246,10 @@ impl StanzaStream {
 }
 
 /// A read of the reader, its refusal as an I/O error of invalid data.
-fn checked(read: Result<Read, NotWellFormed>) -> Result<Read, ReadError> {
+fn checked(read: Result<Read, NotWellFormed>) -> Result<Read, Interrupt> {
     read.map_err(|e| {
         tracing::debug!("client input refused: {e}");
-        ReadError::HardError(std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+        Interrupt::Failed(std::io::Error::new(std::io::ErrorKind::InvalidData, e))
     })
 }
 
@@ -301,7 +316,7 @@ impl Silence {
     }
 
     /// Ready with a soft timeout, then with the hard one.
-    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<ReadError> {
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Interrupt> {
         loop {
             ready!(self.timer.as_mut().poll(cx));
             let due = self.due();
@@ -311,12 +326,12 @@ impl Silence {
             }
             if self.warned {
                 let e = std::io::Error::new(std::io::ErrorKind::TimedOut, "the client fell silent");
-                return Poll::Ready(ReadError::HardError(e));
+                return Poll::Ready(Interrupt::Failed(e));
             }
             self.warned = true;
             let due = self.due();
             self.timer.as_mut().reset(due);
-            return Poll::Ready(ReadError::SoftTimeout);
+            return Poll::Ready(Interrupt::Silent);
         }
     }
 }
