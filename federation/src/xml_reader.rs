@@ -174,10 +174,7 @@ impl StanzaReader {
         let mut scan = Scan::default();
         match self.find(&mut scan, input) {
             Err(e) => (input.len(), Err(e)),
-            Ok(Some(found)) => {
-                let (taken, read) = self.interpret(found, input);
-                (taken, read)
-            }
+            Ok(Some(found)) => self.interpret(found, input),
             Ok(None) => {
                 let skip = if self.expect_header {
                     0
@@ -196,12 +193,9 @@ impl StanzaReader {
         let mut scan = self.scan;
         let pending = std::mem::take(&mut self.pending);
         let unread = &pending[self.pending_start..];
-        let (read, taken) = match self.find(&mut scan, unread) {
-            Err(e) => (Err(e), unread.len()),
-            Ok(Some(found)) => {
-                let (taken, read) = self.interpret(found, unread);
-                (read, taken)
-            }
+        let (taken, read) = match self.find(&mut scan, unread) {
+            Err(e) => (unread.len(), Err(e)),
+            Ok(Some(found)) => self.interpret(found, unread),
             Ok(None) => {
                 self.pending = pending;
                 self.scan = scan;
@@ -250,9 +244,7 @@ impl StanzaReader {
     }
 
     fn header(&mut self, tag: &[u8]) -> Result<Read, NotWellFormed> {
-        let text = std::str::from_utf8(tag).or(bad("invalid UTF-8"))?;
-        check_characters(tag)?;
-        let (qname, header) = Builder::new(text, &[]).header()?;
+        let (qname, header) = Builder::new(xml_text(tag)?, &[]).header()?;
         self.stream_qname = qname;
         self.scope = header.declarations.clone();
         self.expect_header = false;
@@ -470,9 +462,14 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
 /// Parses one complete element, with the prefixes of `scope` (prefix,
 /// namespace; `""` the default namespace) bound.
 pub fn parse(text: &[u8], scope: &[(String, String)]) -> Result<Element, NotWellFormed> {
-    let text = std::str::from_utf8(text).or(bad("invalid UTF-8"))?;
-    check_characters(text.as_bytes())?;
-    Builder::new(text, scope).run()
+    Builder::new(xml_text(text)?, scope).run()
+}
+
+/// `bytes` as text, if they are UTF-8 of characters XML allows.
+fn xml_text(bytes: &[u8]) -> Result<&str, NotWellFormed> {
+    let text = std::str::from_utf8(bytes).or(bad("invalid UTF-8"))?;
+    check_characters(bytes)?;
+    Ok(text)
 }
 
 /// Rejects characters XML 1.0 does not allow: controls other than tab,
@@ -529,15 +526,9 @@ impl<'t> Builder<'t> {
     /// Reads a stream's opening tag (the whole of `text`); returns its
     /// qualified name and what it says.
     fn header(mut self) -> Result<(String, StreamHeader), NotWellFormed> {
-        self.at = 1;
-        let qname = self.name()?;
-        loop {
-            let spaced = self.skip_space();
-            match self.bytes().get(self.at) {
-                Some(b'>') if self.at + 1 == self.text.len() => break,
-                Some(_) if spaced => self.attribute()?,
-                _ => return bad("malformed stream header"),
-            }
+        let (qname, empty) = self.tag()?;
+        if empty || self.at != self.text.len() {
+            return bad("malformed stream header");
         }
         self.declare_namespaces()?;
         let (prefix, local) = split_qname(qname)?;
@@ -549,7 +540,7 @@ impl<'t> Builder<'t> {
             }
             let (prefix, _) = split_qname(name)?;
             if !prefix.is_empty() && prefix != "xml" {
-                self.namespace_of_bound(prefix)?;
+                self.namespace_of(prefix)?;
             }
             if attributes.iter().any(|(n, _): &(String, String)| n == name) {
                 return bad("duplicate attribute");
@@ -612,24 +603,7 @@ impl<'t> Builder<'t> {
     /// Reads a start tag; returns the element if it was the outermost
     /// one and empty.
     fn start_tag(&mut self) -> Result<Option<Element>, NotWellFormed> {
-        self.at += 1;
-        let qname = self.name()?;
-        self.attributes.clear();
-        let empty = loop {
-            let spaced = self.skip_space();
-            match self.bytes().get(self.at) {
-                Some(b'>') => {
-                    self.at += 1;
-                    break false;
-                }
-                Some(b'/') if self.bytes().get(self.at + 1) == Some(&b'>') => {
-                    self.at += 2;
-                    break true;
-                }
-                Some(_) if spaced => self.attribute()?,
-                _ => return bad("malformed start tag"),
-            }
-        };
+        let (qname, empty) = self.tag()?;
         let bindings = self.bindings.len();
         self.declare_namespaces()?;
         let element = self.element(qname)?;
@@ -643,6 +617,30 @@ impl<'t> Builder<'t> {
         } else {
             self.open.push(open);
             Ok(None)
+        }
+    }
+
+    /// Reads the tag at `at` (`<name attributes…>` or `…/>`) into
+    /// `attributes`; returns its name and whether it is an empty-element
+    /// tag.
+    fn tag(&mut self) -> Result<(&'t str, bool), NotWellFormed> {
+        self.at += 1;
+        let qname = self.name()?;
+        self.attributes.clear();
+        loop {
+            let spaced = self.skip_space();
+            match self.bytes().get(self.at) {
+                Some(b'>') => {
+                    self.at += 1;
+                    return Ok((qname, false));
+                }
+                Some(b'/') if self.bytes().get(self.at + 1) == Some(&b'>') => {
+                    self.at += 2;
+                    return Ok((qname, true));
+                }
+                Some(_) if spaced => self.attribute()?,
+                _ => return bad("malformed start tag"),
+            }
         }
     }
 
@@ -784,11 +782,6 @@ impl<'t> Builder<'t> {
                 undeclared_prefix: true,
             }),
         }
-    }
-
-    /// Checks that `prefix` is bound.
-    fn namespace_of_bound(&self, prefix: &str) -> Result<(), NotWellFormed> {
-        self.namespace_of(prefix).map(|_| ())
     }
 
     /// The element a start tag opens, with its attributes.

@@ -29,6 +29,12 @@ pub fn to_text_renamed(element: &Element, from: &str, to: &str) -> String {
     text
 }
 
+/// Appends `raw` escaped for a single-quoted attribute value (for text
+/// written around elements, such as a stream header).
+pub fn append_attribute_value(text: &mut String, raw: &str) {
+    escape_into(text, raw, Quoted::Yes);
+}
+
 /// Appends `element` to `text`; `parent` is the default namespace in
 /// scope (`None` at the root), `rename` a namespace to write as another.
 fn write_element(

@@ -13,6 +13,7 @@ use std::time::Duration;
 use minidom::Element;
 use tern_federation::io::WRITE_GATHER;
 use tern_federation::xml_reader::{NotWellFormed, Read, StanzaReader, StreamHeader, NS_STREAM};
+use tern_federation::xml_text::append_attribute_value;
 use tokio::io::{AsyncBufRead, AsyncWriteExt};
 use tokio::time::{Instant, Sleep};
 use tokio_xmpp::xmlstream::Timeouts;
@@ -106,9 +107,9 @@ impl StanzaStream {
         header.push_str("' xmlns:stream='");
         header.push_str(NS_STREAM);
         header.push_str("' from='");
-        push_escaped(&mut header, domain);
+        append_attribute_value(&mut header, domain);
         header.push_str("' id='");
-        push_escaped(&mut header, id);
+        append_attribute_value(&mut header, id);
         header.push_str("' version='1.0' xml:lang='en'>");
         self.io.write_text(&header);
     }
@@ -253,19 +254,7 @@ fn checked(read: Result<Read, NotWellFormed>) -> Result<Read, Interrupt> {
     })
 }
 
-/// Appends `value` for a single-quoted attribute.
-fn push_escaped(text: &mut String, value: &str) {
-    for c in value.chars() {
-        match c {
-            '&' => text.push_str("&amp;"),
-            '<' => text.push_str("&lt;"),
-            '\'' => text.push_str("&apos;"),
-            c => text.push(c),
-        }
-    }
-}
-
-/// `<stream:error/>` with `condition` and `text`, and the stream's end.
+/// `<stream:error/>` with `condition` and `text`.
 fn stream_error(condition: &StreamCondition, text: &str) -> String {
     let mut error = String::from("<stream:error>");
     tern_federation::xml_text::append_text(
