@@ -194,7 +194,7 @@ impl ArchiveWriter {
 
     /// Queues an entry (waits only while the writer's queue is full).
     pub async fn append(&self, entry: ArchiveEntry) {
-        if let Err(e) = self.writer.submit(Change::Insert(entry)).await {
+        if let Err(e) = self.writer.queue(Change::Insert(entry)).await {
             tracing::error!("cannot archive a message: {e}");
         }
     }
