@@ -60,9 +60,7 @@ pub fn stream_io<T: AsyncRead>(
 #[derive(Debug)]
 pub struct ReadBuffer<T> {
     inner: T,
-    buffer: Vec<u8>,
-    /// Start of the unconsumed bytes in `buffer`.
-    position: usize,
+    buffer: Unread,
 }
 
 impl<T> ReadBuffer<T> {
@@ -70,8 +68,7 @@ impl<T> ReadBuffer<T> {
     pub fn new(inner: T) -> Self {
         Self {
             inner,
-            buffer: Vec::new(),
-            position: 0,
+            buffer: Unread::default(),
         }
     }
 
@@ -86,39 +83,27 @@ impl<T> ReadBuffer<T> {
     pub fn into_inner(self) -> T {
         self.inner
     }
-
-    fn release(&mut self) {
-        self.buffer = Vec::new();
-        self.position = 0;
-    }
 }
 
 impl<T: AsyncRead + Unpin> AsyncBufRead for ReadBuffer<T> {
     fn poll_fill_buf(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<&[u8]>> {
         let this = self.get_mut();
-        if this.position == this.buffer.len() {
+        if this.buffer.is_empty() {
             // Read into spare capacity: nothing to zero first.
             let mut buffer = Vec::with_capacity(READ_BUFFER);
             match tokio_util::io::poll_read_buf(Pin::new(&mut this.inner), cx, &mut buffer) {
                 // Nothing read is the end of the stream: no buffer kept.
                 Poll::Ready(Ok(0)) => return Poll::Ready(Ok(&[])),
-                Poll::Ready(Ok(_)) => {
-                    this.buffer = buffer;
-                    this.position = 0;
-                }
+                Poll::Ready(Ok(_)) => this.buffer = Unread::new(buffer),
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                 Poll::Pending => return Poll::Pending,
             }
         }
-        Poll::Ready(Ok(&this.buffer[this.position..]))
+        Poll::Ready(Ok(this.buffer.as_slice()))
     }
 
     fn consume(self: Pin<&mut Self>, amount: usize) {
-        let this = self.get_mut();
-        this.position = (this.position + amount).min(this.buffer.len());
-        if this.position == this.buffer.len() {
-            this.release();
-        }
+        self.get_mut().buffer.consume(amount);
     }
 }
 
@@ -129,13 +114,10 @@ impl<T: AsyncRead + Unpin> AsyncRead for ReadBuffer<T> {
         out: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        if this.position == this.buffer.len() {
+        if this.buffer.is_empty() {
             return Pin::new(&mut this.inner).poll_read(cx, out);
         }
-        let available = &this.buffer[this.position..];
-        let n = available.len().min(out.remaining());
-        out.put_slice(&available[..n]);
-        Pin::new(this).consume(n);
+        this.buffer.read_into(out);
         Poll::Ready(Ok(()))
     }
 }
@@ -204,11 +186,8 @@ pub struct LimitedIo<T> {
     inner: T,
     consumed: Arc<AtomicUsize>,
     limit: usize,
-    /// Written, not yet passed to `inner`; released once passed on, so
-    /// an idle stream holds no write buffer.
-    gathered: Vec<u8>,
-    /// How much of `gathered` `inner` has taken.
-    passed: usize,
+    /// Written, not yet passed to `inner`.
+    gathered: Outgoing,
     /// Elements written around the XML stream ([`LimitedIo::write_element`]),
     /// taken into `gathered` before anything written after them.
     direct: Mutex<String>,
@@ -226,8 +205,7 @@ impl<T> LimitedIo<T> {
                 inner,
                 consumed,
                 limit,
-                gathered: Vec::new(),
-                passed: 0,
+                gathered: Outgoing::default(),
                 direct: Mutex::new(String::new()),
             },
             budget,
@@ -276,12 +254,7 @@ impl<T> LimitedIo<T> {
         if direct.is_empty() {
             return;
         }
-        if self.gathered.is_empty() {
-            self.gathered = std::mem::take(direct).into_bytes();
-        } else {
-            self.gathered.extend_from_slice(direct.as_bytes());
-            *direct = String::new();
-        }
+        self.gathered.append(std::mem::take(direct).into_bytes());
     }
 
     /// The wrapped transport.
@@ -327,17 +300,135 @@ impl<T: AsyncRead + Unpin> AsyncRead for LimitedIo<T> {
 impl<T: AsyncWrite + Unpin> LimitedIo<T> {
     /// Passes everything gathered to the transport.
     fn poll_pass_on(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        while self.passed < self.gathered.len() {
+        self.gathered.poll_write_to(&mut self.inner, cx)
+    }
+}
+
+/// Bytes received and not yet read: released once all are read, so an
+/// idle stream holds none.
+#[derive(Debug, Default)]
+pub struct Unread {
+    bytes: Vec<u8>,
+    /// Start of the unread bytes in `bytes`.
+    position: usize,
+}
+
+impl Unread {
+    /// `bytes`, none read yet.
+    pub fn new(bytes: Vec<u8>) -> Self {
+        Self { bytes, position: 0 }
+    }
+
+    /// Whether every byte is read.
+    pub fn is_empty(&self) -> bool {
+        self.position == self.bytes.len()
+    }
+
+    /// The buffer's capacity (0 once everything is read).
+    pub fn capacity(&self) -> usize {
+        self.bytes.capacity()
+    }
+
+    /// The bytes not yet read.
+    pub fn as_slice(&self) -> &[u8] {
+        &self.bytes[self.position..]
+    }
+
+    /// The bytes not yet read, to change in place.
+    pub fn as_mut_slice(&mut self) -> &mut [u8] {
+        &mut self.bytes[self.position..]
+    }
+
+    /// Appends `bytes` (dropping those read first, so that the buffer only
+    /// ever holds what is unread).
+    pub fn extend_from_slice(&mut self, bytes: &[u8]) {
+        if self.position > 0 {
+            self.bytes.drain(..self.position);
+            self.position = 0;
+        }
+        self.bytes.extend_from_slice(bytes);
+    }
+
+    /// Marks `amount` bytes read.
+    pub fn consume(&mut self, amount: usize) {
+        self.position = (self.position + amount).min(self.bytes.len());
+        if self.is_empty() {
+            *self = Self::default();
+        }
+    }
+
+    /// Moves as many bytes as fit to `out`.
+    pub fn read_into(&mut self, out: &mut ReadBuf<'_>) {
+        let available = self.as_slice();
+        let n = available.len().min(out.remaining());
+        out.put_slice(&available[..n]);
+        self.consume(n);
+    }
+}
+
+/// Bytes on their way to a transport: appended to, then written out by
+/// [`Outgoing::poll_write_to`], which releases the buffer once the
+/// transport has taken everything, so an idle stream holds none.
+#[derive(Debug, Default)]
+pub struct Outgoing {
+    bytes: Vec<u8>,
+    /// How much of `bytes` the transport has taken.
+    written: usize,
+}
+
+impl Outgoing {
+    /// Bytes not yet written.
+    pub fn len(&self) -> usize {
+        self.bytes.len() - self.written
+    }
+
+    /// Whether every byte is written.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The buffer's capacity (0 once everything is written).
+    pub fn capacity(&self) -> usize {
+        self.bytes.capacity()
+    }
+
+    /// Appends `bytes`.
+    pub fn extend_from_slice(&mut self, bytes: &[u8]) {
+        self.bytes.extend_from_slice(bytes);
+    }
+
+    /// Appends `bytes`, taking the vector itself when nothing waits.
+    pub fn append(&mut self, bytes: Vec<u8>) {
+        if self.bytes.is_empty() {
+            self.bytes = bytes;
+        } else {
+            self.bytes.extend_from_slice(&bytes);
+        }
+    }
+
+    /// The buffer, to write into at its end (bytes already written may
+    /// still be at its start).
+    pub fn buffer_mut(&mut self) -> &mut Vec<u8> {
+        &mut self.bytes
+    }
+
+    /// Writes to `transport` until everything is taken, then releases the
+    /// buffer.
+    pub fn poll_write_to<T: AsyncWrite + Unpin>(
+        &mut self,
+        transport: &mut T,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<()>> {
+        while self.written < self.bytes.len() {
             let taken = std::task::ready!(
-                Pin::new(&mut self.inner).poll_write(cx, &self.gathered[self.passed..])
+                Pin::new(&mut *transport).poll_write(cx, &self.bytes[self.written..])
             )?;
             if taken == 0 {
                 return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
             }
-            self.passed += taken;
+            self.written += taken;
         }
-        self.gathered = Vec::new();
-        self.passed = 0;
+        *self = Self::default();
         Poll::Ready(Ok(()))
     }
 }
@@ -476,5 +567,45 @@ mod tests {
         let all = reader.await.unwrap();
         let expected: Vec<u8> = (0..100u8).flat_map(|i| [i; 7]).collect();
         assert_eq!(all, expected);
+    }
+
+    #[test]
+    fn unread_bytes_keep_only_what_is_unread_and_are_released_once_read() {
+        let mut unread = Unread::default();
+        unread.extend_from_slice(b"abcdef");
+        unread.consume(4);
+        assert_eq!(unread.as_slice(), b"ef");
+        // Appending drops what was read: the buffer never grows with it.
+        unread.extend_from_slice(b"gh");
+        assert_eq!(unread.as_mut_slice(), b"efgh");
+        let mut out = [0u8; 3];
+        let mut out = ReadBuf::new(&mut out);
+        unread.read_into(&mut out);
+        assert_eq!(out.filled(), b"efg");
+        unread.consume(10);
+        assert!(unread.is_empty());
+        assert_eq!(unread.capacity(), 0);
+    }
+
+    #[tokio::test]
+    async fn outgoing_bytes_are_written_in_order_then_released() {
+        let mut outgoing = Outgoing::default();
+        outgoing.extend_from_slice(b"<a/>");
+        outgoing.append(b"<b/>".to_vec());
+        assert_eq!(outgoing.len(), 8);
+        let (mut transport, mut peer) = tokio::io::duplex(3);
+        let reader = tokio::spawn(async move {
+            let mut all = Vec::new();
+            tokio::io::AsyncReadExt::read_to_end(&mut peer, &mut all)
+                .await
+                .map(|_| all)
+        });
+        std::future::poll_fn(|cx| outgoing.poll_write_to(&mut transport, cx))
+            .await
+            .unwrap();
+        assert!(outgoing.is_empty());
+        assert_eq!(outgoing.capacity(), 0);
+        drop(transport);
+        assert_eq!(reader.await.unwrap().unwrap(), b"<a/><b/>");
     }
 }

@@ -7,4 +7,5 @@ pub mod negotiation;
 pub(crate) mod session;
 pub mod stanza_stream;
 pub mod stream_management;
+pub mod tls_stream;
 pub mod websocket;

@@ -246,9 +246,7 @@ impl<B: AccountBackend> Negotiation<'_, B> {
         &self,
         transport: BoxedTransport,
     ) -> Result<BoxedTransport, NegotiationError> {
-        let acceptor = tokio_rustls::TlsAcceptor::from(self.settings.tls.clone());
-        let tls = acceptor
-            .accept(transport)
+        let tls = super::tls_stream::TlsStream::accept(transport, self.settings.tls.clone())
             .await
             .map_err(NegotiationError::Tls)?;
         Ok(Box::new(tls))
