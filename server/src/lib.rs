@@ -21,6 +21,7 @@ pub mod router;
 pub mod s2s;
 pub mod sasl;
 pub mod server;
+pub mod session_queue;
 pub mod sessions;
 pub mod stanza;
 pub mod storage;

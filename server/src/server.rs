@@ -10,7 +10,6 @@ use jid::BareJid;
 use minidom::Element;
 use tern_federation::{Federation, SendError};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tokio_xmpp::xmlstream::Timeouts;
@@ -26,6 +25,7 @@ use crate::modules::blocking::Blocklists;
 use crate::muc::MucService;
 use crate::router::Destination;
 use crate::sasl::{ScramHash, StoredCredentials};
+use crate::session_queue::QueueReceiver;
 use crate::sessions::{Outbound, SessionHandle, Sessions};
 use crate::storage::{ArchiveWriter, LogoutWriter, Storage, StorageError};
 use crate::tls::{ServerTls, TlsError};
@@ -173,7 +173,7 @@ impl Server {
 }
 
 impl AccountBackend for Server {
-    type Binding = (SessionHandle, mpsc::Receiver<Outbound>);
+    type Binding = (SessionHandle, QueueReceiver<Outbound>);
 
     async fn credentials(
         &self,

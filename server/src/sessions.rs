@@ -8,8 +8,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use minidom::Element;
-use tokio::sync::mpsc;
 use xmpp_parsers::stream_error::DefinedCondition as StreamCondition;
+
+use crate::session_queue::{queue, QueueReceiver, QueueSender, TrySendError};
 
 /// Stanzas a session may have queued before it counts as stuck.
 pub const SESSION_QUEUE: usize = 4096;
@@ -43,7 +44,7 @@ impl Outbound {
 pub struct SessionHandle {
     /// Unique id, to tell a session from its replacement.
     pub id: u64,
-    tx: mpsc::Sender<Outbound>,
+    tx: QueueSender<Outbound>,
 }
 
 impl SessionHandle {
@@ -61,22 +62,21 @@ impl SessionHandle {
     fn queue(&self, outbound: Outbound) -> bool {
         match self.tx.try_send(outbound) {
             Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => {
+            Err(TrySendError::Full(_)) => {
                 tracing::warn!(session = self.id, "session queue full, closing it");
                 self.close(StreamCondition::PolicyViolation, "not reading fast enough");
                 false
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
+            Err(TrySendError::Closed(_)) => false,
         }
     }
 
-    /// Asks the session to close its stream with a stream error.
+    /// Asks the session to close its stream with a stream error (queued
+    /// even when the queue is full).
     pub fn close(&self, condition: StreamCondition, text: &'static str) {
-        let tx = self.tx.clone();
-        // Closing must get through even when the queue is full.
-        tokio::spawn(async move {
-            let _ = tx.send(Outbound::Close(Box::new((condition, text)))).await;
-        });
+        let _ = self
+            .tx
+            .force_send(Outbound::Close(Box::new((condition, text))));
     }
 }
 
@@ -123,10 +123,10 @@ impl Sessions {
         resource: &str,
     ) -> (
         SessionHandle,
-        mpsc::Receiver<Outbound>,
+        QueueReceiver<Outbound>,
         Option<SessionHandle>,
     ) {
-        let (tx, rx) = mpsc::channel(SESSION_QUEUE);
+        let (tx, rx) = queue(SESSION_QUEUE);
         let handle = SessionHandle {
             id: self.next_id.fetch_add(1, Ordering::Relaxed),
             tx,

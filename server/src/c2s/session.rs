@@ -21,6 +21,7 @@ use super::stream_management::{self as sm, Acks, ResumeRequest};
 use crate::modules::{blocking, ciphertext, csi, last, mam, message, offline, presence, push};
 use crate::router::{self, SessionCtx};
 use crate::server::Server;
+use crate::session_queue::QueueReceiver;
 use crate::sessions::{Outbound, SessionHandle, SESSION_QUEUE};
 use crate::stanza::{self, errors};
 
@@ -86,7 +87,7 @@ enum Next {
 struct Session {
     server: Arc<Server>,
     ctx: SessionCtx,
-    rx: mpsc::Receiver<Outbound>,
+    rx: QueueReceiver<Outbound>,
     /// Stream Management state, once the client enabled it.
     acks: Option<Acks>,
     /// Takeover requests, while the session is resumable.
@@ -104,7 +105,7 @@ impl Session {
     /// life of the connection.)
     fn start(
         server: Arc<Server>,
-        bound: Box<C2sStream<(SessionHandle, mpsc::Receiver<Outbound>)>>,
+        bound: Box<C2sStream<(SessionHandle, QueueReceiver<Outbound>)>>,
     ) -> (Session, StanzaStream, StanzaBudget) {
         let C2sStream {
             stream,
@@ -492,7 +493,7 @@ impl Session {
 
     /// Writes out what is already queued (before a handler-requested close).
     async fn flush_queue(&mut self, stream: &mut StanzaStream) {
-        while let Some(stanza) = self.rx.try_recv().ok().and_then(Outbound::into_stanza) {
+        while let Some(stanza) = self.rx.try_recv().and_then(Outbound::into_stanza) {
             if self.feed(stream, &stanza).await.is_err() {
                 return;
             }
@@ -553,7 +554,7 @@ impl Session {
             .unwrap_or_default();
         undelivered.append(&mut self.held);
         undelivered.extend(self.csi.take_held());
-        while let Ok(outbound) = self.rx.try_recv() {
+        while let Some(outbound) = self.rx.try_recv() {
             undelivered.extend(outbound.into_stanza());
         }
         for stanza in undelivered {
