@@ -57,7 +57,9 @@ pub async fn serve_connection(
         }
     };
     let (session, stream, budget) = Session::start(server, bound);
-    session.run(stream, budget).await;
+    // Boxed: an async fn keeps its arguments twice in its state (as
+    // received and as moved into its body); boxes make both copies small.
+    Box::new(session).run(Box::new(stream), budget).await;
 }
 
 /// How one connection of a session ended.
@@ -139,14 +141,14 @@ impl Session {
         (session, stream, budget)
     }
 
-    async fn run(mut self, mut stream: StanzaStream, mut budget: StanzaBudget) {
+    async fn run(mut self: Box<Self>, mut stream: Box<StanzaStream>, mut budget: StanzaBudget) {
         loop {
             let ended = self.serve(&mut stream, &budget).await;
             // Boxed: a task is as large as its largest state, and an idle
             // connection would carry the states of every way it can end.
             match Box::pin(self.after(ended, stream)).await {
                 Next::Resumed(resumed, resumed_budget) => {
-                    stream = *resumed;
+                    stream = resumed;
                     budget = resumed_budget;
                 }
                 Next::End => return Box::pin(self.end()).await,
@@ -156,7 +158,7 @@ impl Session {
 
     /// What follows the end of a connection: the connection of the client
     /// that resumed the session, or the end of the session.
-    async fn after(&mut self, ended: Ended, mut stream: StanzaStream) -> Next {
+    async fn after(&mut self, ended: Ended, mut stream: Box<StanzaStream>) -> Next {
         match ended {
             Ended::Error(condition, text) => {
                 self.unbind();
@@ -201,7 +203,10 @@ impl Session {
 
     /// Serves one connection until it ends.
     async fn serve(&mut self, stream: &mut StanzaStream, budget: &StanzaBudget) -> Ended {
-        if let Err(ended) = self.write_held(stream).await {
+        // Boxed, here and for an inbound stanza and a failure: this future
+        // is as large as its largest state, and an idle session waits in
+        // the smallest (in the select below).
+        if let Err(ended) = Box::pin(self.write_held(stream)).await {
             return ended;
         }
         loop {
@@ -210,7 +215,7 @@ impl Session {
                 _ = self.server.shutdown.cancelled() => {
                     return Ended::Error(StreamCondition::SystemShutdown, "the server is shutting down");
                 }
-                Some(request) = next_takeover(&mut self.takeovers) => return Ended::TakenOver(Box::new(request)),
+                Some(request) = next_takeover(&mut self.takeovers) => return Ended::TakenOver(request),
                 outbound = self.rx.recv() => {
                     let stanza = match outbound {
                         Some(Outbound::Stanza(stanza)) => {
@@ -243,7 +248,7 @@ impl Session {
                 inbound = stream.next() => match inbound {
                     Input::Element(element) => {
                         budget.reset();
-                        if let Some(ended) = self.inbound(stream, element).await {
+                        if let Some(ended) = Box::pin(self.inbound(stream, element)).await {
                             return ended;
                         }
                     }
@@ -254,7 +259,8 @@ impl Session {
                         }
                     }
                     Input::Failed(e) => {
-                        tracing::info!(jid = %self.ctx.jid, "stream ended: {}", stream.read_failure(e).await);
+                        let failure = Box::pin(stream.read_failure(e)).await;
+                        tracing::info!(jid = %self.ctx.jid, "stream ended: {failure}");
                         return Ended::Broken { write_failed: false };
                     }
                     Input::Ended => {
@@ -366,7 +372,7 @@ impl Session {
                     tracing::info!(jid = %self.ctx.jid, "the session was not resumed in time");
                     return None;
                 }
-                Some(request) = next_takeover(&mut self.takeovers) => return Some(request),
+                Some(request) = next_takeover(&mut self.takeovers) => return Some(*request),
                 outbound = self.rx.recv() => match outbound.and_then(Outbound::into_stanza) {
                     Some(stanza) if self.held.len() < SESSION_QUEUE => {
                         if stanza.name() == "message" && push::worth_notifying(&stanza) {
@@ -625,9 +631,11 @@ async fn refuse_blocked(server: &Server, stanza: Element) {
 /// resumable.
 async fn next_takeover(
     takeovers: &mut Option<mpsc::Receiver<ResumeRequest>>,
-) -> Option<ResumeRequest> {
+) -> Option<Box<ResumeRequest>> {
     match takeovers {
-        Some(rx) => rx.recv().await,
+        // Boxed: the request holds a whole stream, and the session's
+        // select would keep room for it while idle.
+        Some(rx) => rx.recv().await.map(Box::new),
         None => std::future::pending().await,
     }
 }
