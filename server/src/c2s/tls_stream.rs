@@ -15,7 +15,7 @@ use rustls::unbuffered::{
     ConnectionState, EncodeError, EncryptError, UnbufferedStatus, WriteTraffic,
 };
 use tern_federation::io::{Outgoing, Unread};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 
 /// Most bytes read from the transport at once (one TLS record with its
 /// header is at most 16 KiB plus 261 bytes).
@@ -76,25 +76,18 @@ impl<T: AsyncRead + AsyncWrite + Unpin> TlsStream<T> {
                 }
             };
             stream.send_queued().await?;
-            match wait {
+            let more = match wait {
                 Wait::Established if !stream.tls.is_handshaking() => return Ok(stream),
-                Wait::PeerClosed => {
-                    return Err(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        "the peer closed the connection during the TLS handshake",
-                    ))
-                }
+                Wait::PeerClosed => false,
                 Wait::ForRecords | Wait::Established => {
-                    let mut chunk = [0u8; READ_CHUNK];
-                    let n = stream.transport.read(&mut chunk).await?;
-                    if n == 0 {
-                        return Err(io::Error::new(
-                            io::ErrorKind::UnexpectedEof,
-                            "the peer closed the connection during the TLS handshake",
-                        ));
-                    }
-                    stream.received.extend_from_slice(&chunk[..n]);
+                    std::future::poll_fn(|cx| stream.poll_receive(cx)).await?
                 }
+            };
+            if !more {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the peer closed the connection during the TLS handshake",
+                ));
             }
         }
     }
@@ -230,8 +223,9 @@ impl<T: AsyncRead + AsyncWrite + Unpin> TlsStream<T> {
             &mut [u8],
         ) -> Result<usize, EncryptError>,
     ) -> io::Result<()> {
-        // Received records were taken by `process` before: with none
-        // given here, rustls only reports whether it may send.
+        // What rustls still has to take or send comes first; then, with
+        // no records given, it only reports whether it may send.
+        self.process()?;
         let UnbufferedStatus { state, .. } = self.tls.process_tls_records(&mut []);
         let ConnectionState::WriteTraffic(mut writer) = state.map_err(tls_error)? else {
             return Err(io::Error::new(
@@ -325,7 +319,6 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncWrite for TlsStream<T> {
         if this.queued.len() >= MAX_QUEUED {
             ready!(this.poll_send_queued(cx))?;
         }
-        this.process()?;
         this.encrypt(data)?;
         // Sent as far as the transport takes it now; the rest by flush.
         if let Poll::Ready(Err(e)) = this.poll_send_queued(cx) {
@@ -342,12 +335,9 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncWrite for TlsStream<T> {
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        if !this.close_queued {
-            // Without a handshake done there is nothing to close.
-            let queued = this.process().and_then(|_| this.queue_close_notify());
-            if let Err(e) = queued {
-                tracing::debug!("no TLS close_notify: {e}");
-            }
+        // Without a handshake done there is nothing to close.
+        if let Err(e) = this.queue_close_notify() {
+            tracing::debug!("no TLS close_notify: {e}");
         }
         ready!(this.poll_send_queued(cx))?;
         Pin::new(&mut this.transport).poll_shutdown(cx)
@@ -356,7 +346,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncWrite for TlsStream<T> {
 
 #[cfg(test)]
 mod tests {
-    use tokio::io::{duplex, DuplexStream};
+    use tokio::io::{duplex, AsyncReadExt, DuplexStream};
 
     use super::*;
     use crate::tls::ServerTls;
