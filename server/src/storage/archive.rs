@@ -1,9 +1,10 @@
-//! The message archive (XEP-0313): encrypted messages, each stored once
-//! and listed in the archive of every local user (or room) it belongs to,
-//! written in group commits by an [`ArchiveWriter`] and read back in
-//! pages. The layout is in `migrations/0011_archive_shared_messages.sql`.
+//! The message archive (XEP-0313): the encrypted messages of each local
+//! user (or room), written in group commits by an [`ArchiveWriter`] as
+//! chunks of consecutive entries ([`archive_chunk`](super::archive_chunk))
+//! and read back in pages. The layout is in
+//! `migrations/0012_archive_chunks.sql`.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,11 +12,12 @@ use std::time::Duration;
 use rand::Rng;
 use sqlx::{QueryBuilder, Row, Sqlite};
 
+use super::archive_chunk::{self, ChunkEntry};
 use super::batch::{BatchChange, BatchWriter};
 use super::{Result, Storage};
 
 /// Whose archive: a user's or a room's.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum ArchiveKind {
     /// A local user's (owner: the user name).
     User,
@@ -24,11 +26,11 @@ pub enum ArchiveKind {
 }
 
 impl ArchiveKind {
-    /// The table of the archive's entries and the column naming the owner.
+    /// The table of the archive's chunks and the column naming the owner.
     fn table(self) -> (&'static str, &'static str) {
         match self {
-            Self::User => ("archive_entries", "username"),
-            Self::Room => ("muc_archive_entries", "room"),
+            Self::User => ("archive_chunks", "username"),
+            Self::Room => ("muc_archive_chunks", "room"),
         }
     }
 
@@ -41,7 +43,8 @@ impl ArchiveKind {
     }
 }
 
-/// A message as the archive stores it, once, whichever archives list it.
+/// A message as the archive stores it, shared by the entries that list it
+/// until they are written.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredMessage {
     /// Its place in the archiving order.
@@ -207,37 +210,48 @@ impl ArchiveWriter {
     }
 }
 
-/// Rows written by one statement (at most 4 parameters each, far below
+/// Rows written by one statement (at most 7 parameters each, far below
 /// SQLite's limit of 32766).
 const ROWS_PER_STATEMENT: usize = 100;
 
+/// Most entries of one chunk the writer makes, and most bytes (an entry
+/// larger than that is a chunk of its own): a query decodes whole chunks.
+const CHUNK_ENTRIES: usize = 256;
+const CHUNK_BYTES: usize = 256 * 1024;
+
 impl BatchChange for Change {
-    /// Writes the batch's messages (each once), then its entries per
-    /// archive kind, with one multi-row statement per hundred rows, in
-    /// one transaction.
+    /// Writes the batch's entries in one transaction: one new chunk per
+    /// archive (more for a long run). An entry whose archive already has
+    /// a later message (its slot was taken before theirs but it was
+    /// queued after) goes into the chunk its seq falls in, so that
+    /// chunks never overlap.
     async fn apply(storage: &Storage, changes: &[Self]) -> Result<Vec<i64>> {
-        let entries: Vec<&ArchiveEntry> = changes
-            .iter()
-            .filter_map(|c| match c {
-                Change::Insert(entry) => Some(entry),
-                Change::Barrier => None,
-            })
-            .collect();
-        let mut seen = HashSet::with_capacity(entries.len());
-        let messages: Vec<&StoredMessage> = entries
-            .iter()
-            .map(|e| &*e.message)
-            .filter(|m| seen.insert(m.seq))
-            .collect();
+        let runs = runs_by_archive(changes);
         let mut tx = storage.pool.begin().await?;
-        for chunk in messages.chunks(ROWS_PER_STATEMENT) {
-            insert_messages(chunk).build().execute(&mut *tx).await?;
-        }
         for kind in [ArchiveKind::User, ArchiveKind::Room] {
-            let of_kind: Vec<&ArchiveEntry> =
-                entries.iter().copied().filter(|e| e.kind == kind).collect();
-            for chunk in of_kind.chunks(ROWS_PER_STATEMENT) {
-                insert_entries(kind, chunk)
+            let runs: Vec<(&str, &[ChunkEntry])> = runs
+                .iter()
+                .filter(|((of, _), _)| *of == kind)
+                .map(|((_, owner), run)| (*owner, run.as_slice()))
+                .collect();
+            if runs.is_empty() {
+                continue;
+            }
+            let owners: Vec<&str> = runs.iter().map(|(owner, _)| *owner).collect();
+            let newest = newest_seqs(&mut tx, kind, &owners).await?;
+            let mut chunks = Vec::with_capacity(runs.len());
+            for (owner, run) in runs {
+                let late = newest
+                    .get(owner)
+                    .map_or(0, |newest| run.partition_point(|e| e.seq <= *newest));
+                for entry in &run[..late] {
+                    merge_late(&mut tx, kind, owner, entry).await?;
+                }
+                chunks.extend(Chunk::pieces(owner, &run[late..]));
+            }
+            let mut chunks = chunks.into_iter().peekable();
+            while chunks.peek().is_some() {
+                insert_chunks(kind, chunks.by_ref().take(ROWS_PER_STATEMENT))
                     .build()
                     .execute(&mut *tx)
                     .await?;
@@ -252,35 +266,107 @@ impl BatchChange for Change {
     }
 }
 
-/// `INSERT` of stored messages; one already written by an earlier batch
-/// (listed by a second archive) is left as it is.
-fn insert_messages<'a>(messages: &[&'a StoredMessage]) -> QueryBuilder<'a, Sqlite> {
-    let mut query =
-        QueryBuilder::new("INSERT OR IGNORE INTO archive_messages (seq, id, stamp, stanza) ");
-    query.push_values(messages.iter().copied(), |mut row, message| {
-        // As `&str`: borrowed until the query runs (sqlx then copies each
-        // value once, for its worker thread).
-        row.push_bind(message.seq)
-            .push_bind(message.id.as_str())
-            .push_bind(message.stamp)
-            .push_bind(message.stanza.as_str());
-    });
-    query
+/// The entries of a batch by archive, each run in seq order without
+/// repeats.
+fn runs_by_archive(changes: &[Change]) -> BTreeMap<(ArchiveKind, &str), Vec<ChunkEntry<'_>>> {
+    let mut runs: BTreeMap<(ArchiveKind, &str), Vec<ChunkEntry>> = BTreeMap::new();
+    for change in changes {
+        if let Change::Insert(entry) = change {
+            let message = &*entry.message;
+            runs.entry((entry.kind, entry.username.as_str()))
+                .or_default()
+                .push(ChunkEntry {
+                    seq: message.seq,
+                    stamp: message.stamp,
+                    id: &message.id,
+                    with: &entry.with,
+                    stanza: &message.stanza,
+                });
+        }
+    }
+    for run in runs.values_mut() {
+        run.sort_by_key(|e| e.seq);
+        run.dedup_by_key(|e| e.seq);
+    }
+    runs
 }
 
-/// `INSERT … SELECT … FROM (VALUES …)` of entries of one kind; an owner
+/// A chunk to write: encoded entries of one archive, with what the
+/// chunk's row says of them.
+#[derive(Debug)]
+struct Chunk<'a> {
+    owner: &'a str,
+    first_seq: i64,
+    last_seq: i64,
+    min_stamp: i64,
+    max_stamp: i64,
+    count: i64,
+    entries: Vec<u8>,
+}
+
+impl<'a> Chunk<'a> {
+    /// The chunk of `entries` (in seq order, at least one).
+    fn encode(owner: &'a str, entries: &[ChunkEntry]) -> Self {
+        let stamps = entries.iter().map(|e| e.stamp);
+        let mut bytes = Vec::with_capacity(entries.iter().map(ChunkEntry::encoded_len).sum());
+        for entry in entries {
+            entry.encode_into(&mut bytes);
+        }
+        Self {
+            owner,
+            first_seq: entries.first().map_or(0, |e| e.seq),
+            last_seq: entries.last().map_or(0, |e| e.seq),
+            min_stamp: stamps.clone().min().unwrap_or(0),
+            max_stamp: stamps.max().unwrap_or(0),
+            count: entries.len() as i64,
+            entries: bytes,
+        }
+    }
+
+    /// The chunks of a run of entries (in seq order), each within
+    /// [`CHUNK_ENTRIES`] and [`CHUNK_BYTES`].
+    fn pieces(owner: &'a str, mut run: &[ChunkEntry]) -> Vec<Self> {
+        let mut pieces = Vec::new();
+        while !run.is_empty() {
+            let mut bytes = 0;
+            let end = run
+                .iter()
+                .take(CHUNK_ENTRIES)
+                .position(|e| {
+                    bytes += e.encoded_len();
+                    bytes > CHUNK_BYTES
+                })
+                .unwrap_or(run.len().min(CHUNK_ENTRIES))
+                .max(1);
+            let (piece, rest) = run.split_at(end);
+            pieces.push(Self::encode(owner, piece));
+            run = rest;
+        }
+        pieces
+    }
+}
+
+/// `INSERT … SELECT … FROM (VALUES …)` of chunks of one kind; an owner
 /// deleted meanwhile makes its rows a no-op, not a failure of the batch.
-fn insert_entries<'a>(kind: ArchiveKind, entries: &[&'a ArchiveEntry]) -> QueryBuilder<'a, Sqlite> {
+fn insert_chunks<'a>(
+    kind: ArchiveKind,
+    chunks: impl IntoIterator<Item = Chunk<'a>>,
+) -> QueryBuilder<'a, Sqlite> {
     let (table, owner) = kind.table();
     let (owners, key) = kind.owners();
     let mut query = QueryBuilder::new(format!(
-        "INSERT OR IGNORE INTO {table} ({owner}, seq, with_jid) \
-         SELECT column1, column2, column3 FROM ("
+        "INSERT OR IGNORE INTO {table} \
+         ({owner}, last_seq, first_seq, min_stamp, max_stamp, entry_count, entries) \
+         SELECT column1, column2, column3, column4, column5, column6, column7 FROM ("
     ));
-    query.push_values(entries.iter().copied(), |mut row, entry| {
-        row.push_bind(entry.username.as_str())
-            .push_bind(entry.message.seq)
-            .push_bind(entry.with.as_str());
+    query.push_values(chunks, |mut row, chunk| {
+        row.push_bind(chunk.owner)
+            .push_bind(chunk.last_seq)
+            .push_bind(chunk.first_seq)
+            .push_bind(chunk.min_stamp)
+            .push_bind(chunk.max_stamp)
+            .push_bind(chunk.count)
+            .push_bind(chunk.entries);
     });
     query.push(format!(
         ") WHERE EXISTS (SELECT 1 FROM {owners} WHERE {key} = column1)"
@@ -288,144 +374,366 @@ fn insert_entries<'a>(kind: ArchiveKind, entries: &[&'a ArchiveEntry]) -> QueryB
     query
 }
 
+/// Owners looked up by one statement.
+const OWNERS_PER_STATEMENT: usize = 500;
+
+/// The highest seq in each of these archives that has one.
+async fn newest_seqs(
+    tx: &mut sqlx::SqliteConnection,
+    kind: ArchiveKind,
+    owners: &[&str],
+) -> Result<HashMap<String, i64>> {
+    let (table, column) = kind.table();
+    let mut newest = HashMap::with_capacity(owners.len());
+    for some in owners.chunks(OWNERS_PER_STATEMENT) {
+        // A subquery per owner: SQLite finds each maximum at the end of
+        // the owner's index range, where `GROUP BY` would read it all.
+        let mut query = QueryBuilder::<Sqlite>::new(format!(
+            "SELECT column1, (SELECT MAX(last_seq) FROM {table} WHERE {column} = column1) \
+             FROM (VALUES "
+        ));
+        let mut list = query.separated(", ");
+        for owner in some {
+            list.push("(")
+                .push_bind_unseparated(*owner)
+                .push_unseparated(")");
+        }
+        query.push(")");
+        for row in query.build().fetch_all(&mut *tx).await? {
+            if let Some(seq) = row.get::<Option<i64>, _>(1) {
+                newest.insert(row.get(0), seq);
+            }
+        }
+    }
+    Ok(newest)
+}
+
+/// Writes `entry` into the first chunk of `owner`'s archive that ends at
+/// or after it (it lies after the chunk before, so chunks still do not
+/// overlap); a message already listed there is left as it is.
+async fn merge_late(
+    tx: &mut sqlx::SqliteConnection,
+    kind: ArchiveKind,
+    owner: &str,
+    entry: &ChunkEntry<'_>,
+) -> Result<()> {
+    let (table, column) = kind.table();
+    let row = sqlx::query(&format!(
+        "SELECT last_seq, entries FROM {table} WHERE {column} = ?1 AND last_seq >= ?2 \
+         ORDER BY last_seq LIMIT 1"
+    ))
+    .bind(owner)
+    .bind(entry.seq)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some(row) = row else {
+        // Its archive has nothing after it: an ordinary new chunk.
+        insert_chunks(kind, [Chunk::encode(owner, &[*entry])])
+            .build()
+            .execute(&mut *tx)
+            .await?;
+        return Ok(());
+    };
+    let last_seq: i64 = row.get(0);
+    let bytes: Vec<u8> = row.get(1);
+    let mut entries = archive_chunk::decode(&bytes)?;
+    let at = entries.partition_point(|e| e.seq < entry.seq);
+    if entries.get(at).is_some_and(|e| e.seq == entry.seq) {
+        return Ok(());
+    }
+    entries.insert(at, *entry);
+    rewrite_chunk(tx, kind, last_seq, &Chunk::encode(owner, &entries)).await
+}
+
+/// Replaces the chunk of `chunk.owner`'s archive that ended at `last_seq`.
+async fn rewrite_chunk(
+    tx: &mut sqlx::SqliteConnection,
+    kind: ArchiveKind,
+    last_seq: i64,
+    chunk: &Chunk<'_>,
+) -> Result<()> {
+    let (table, column) = kind.table();
+    sqlx::query(&format!(
+        "UPDATE {table} SET last_seq = ?, first_seq = ?, min_stamp = ?, max_stamp = ?, \
+         entry_count = ?, entries = ? WHERE {column} = ? AND last_seq = ?"
+    ))
+    .bind(chunk.last_seq)
+    .bind(chunk.first_seq)
+    .bind(chunk.min_stamp)
+    .bind(chunk.max_stamp)
+    .bind(chunk.count)
+    .bind(chunk.entries.as_slice())
+    .bind(chunk.owner)
+    .bind(last_seq)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+/// A chunk as read back.
+#[derive(Debug)]
+struct StoredChunk {
+    first_seq: i64,
+    last_seq: i64,
+    entries: Vec<u8>,
+}
+
+impl StoredChunk {
+    fn from_row(row: sqlx::sqlite::SqliteRow) -> Self {
+        Self {
+            first_seq: row.get(0),
+            last_seq: row.get(1),
+            entries: row.get(2),
+        }
+    }
+}
+
+/// Which entries of the chunks it reads a query keeps.
+#[derive(Debug, Default)]
+struct Wanted<'a> {
+    /// Only seqs above this.
+    after: Option<i64>,
+    /// Only seqs below this.
+    before: Option<i64>,
+    with: Option<&'a str>,
+    start: Option<i64>,
+    end: Option<i64>,
+}
+
+impl Wanted<'_> {
+    fn matches(&self, entry: &ChunkEntry) -> bool {
+        self.after.is_none_or(|after| entry.seq > after)
+            && self.before.is_none_or(|before| entry.seq < before)
+            && self.with.is_none_or(|with| entry.with == with)
+            && self.start.is_none_or(|start| entry.stamp >= start)
+            && self.end.is_none_or(|end| entry.stamp <= end)
+    }
+
+    /// Whether no chunk past `chunk`, in the direction read, holds a
+    /// wanted entry.
+    fn passed(&self, chunk: &StoredChunk, backwards: bool) -> bool {
+        if backwards {
+            self.after.is_some_and(|after| chunk.last_seq <= after)
+        } else {
+            self.before.is_some_and(|before| chunk.first_seq >= before)
+        }
+    }
+}
+
+/// Chunks read by one statement while a query pages through an archive.
+const CHUNKS_PER_READ: u32 = 32;
+
+/// An archived message from a chunk's entry.
+fn archived(entry: &ChunkEntry) -> ArchivedMessage {
+    ArchivedMessage {
+        id: entry.id.to_owned(),
+        stamp: entry.stamp,
+        stanza: entry.stanza.to_owned(),
+    }
+}
+
 impl Storage {
     /// The highest seq in the archive (0 when empty), for
     /// [`ArchiveWriter::spawn`].
     pub async fn archive_last_seq(&self) -> Result<i64> {
-        let last: Option<i64> = sqlx::query_scalar("SELECT MAX(seq) FROM archive_messages")
-            .fetch_one(&self.pool)
-            .await?;
+        // One index lookup per owner, where `MAX` over a table would read
+        // every chunk's key.
+        let last: Option<i64> = sqlx::query_scalar(
+            "SELECT MAX(last) FROM (
+                 SELECT (SELECT MAX(last_seq) FROM archive_chunks c
+                         WHERE c.username = a.username) AS last FROM accounts a
+                 UNION ALL
+                 SELECT (SELECT MAX(last_seq) FROM muc_archive_chunks c
+                         WHERE c.room = r.room) FROM muc_rooms r)",
+        )
+        .fetch_one(&self.pool)
+        .await?;
         Ok(last.unwrap_or(0))
     }
 
-    /// The messages of `username`'s archive that `filter` selects, oldest
+    /// The messages of `owner`'s archive that `filter` selects, oldest
     /// first; `None` when its `after_id` or `before_id` is not in the
     /// archive.
     pub async fn archive_query(
         &self,
         kind: ArchiveKind,
-        username: &str,
+        owner: &str,
         filter: &ArchiveFilter,
     ) -> Result<Option<Vec<ArchivedMessage>>> {
         let mut bounds = [None, None];
         for (bound, id) in bounds.iter_mut().zip([&filter.after_id, &filter.before_id]) {
             if let Some(id) = id {
-                match self.archive_seq(kind, username, id).await? {
+                match self.archive_seq(kind, owner, id).await? {
                     Some(seq) => *bound = Some(seq),
                     None => return Ok(None),
                 }
             }
         }
-        let (table, owner) = kind.table();
-        let mut query: QueryBuilder<Sqlite> = QueryBuilder::new(format!(
-            "SELECT m.id, m.stamp, m.stanza FROM {table} e \
-             JOIN archive_messages m ON m.seq = e.seq WHERE e.{owner} = "
-        ));
-        query.push_bind(username);
-        if let Some(with) = &filter.with {
-            query.push(" AND e.with_jid = ").push_bind(with);
-        }
-        if let Some(start) = filter.start {
-            query.push(" AND m.stamp >= ").push_bind(start);
-        }
-        if let Some(end) = filter.end {
-            query.push(" AND m.stamp <= ").push_bind(end);
-        }
-        for (seq, comparison) in bounds.into_iter().zip([" > ", " < "]) {
-            if let Some(seq) = seq {
-                query.push(" AND e.seq").push(comparison).push_bind(seq);
-            }
-        }
-        if !filter.ids.is_empty() {
-            let seqs: Option<Vec<i64>> = filter.ids.iter().map(|id| seq_of(id)).collect();
-            // Ids of this server's format are looked up by seq; others
-            // (migrated rows) by a scan.
-            if let Some(seqs) = seqs {
-                query.push(" AND e.seq IN (");
-                let mut list = query.separated(", ");
-                for seq in seqs {
-                    list.push_bind(seq);
-                }
-                query.push(")");
-            }
-            query.push(" AND m.id IN (");
-            let mut list = query.separated(", ");
-            for id in &filter.ids {
-                list.push_bind(id);
-            }
-            query.push(")");
-        }
-        query.push(if filter.from_the_end {
-            " ORDER BY e.seq DESC LIMIT "
+        let [after, before] = bounds;
+        let wanted = Wanted {
+            after,
+            before,
+            with: filter.with.as_deref(),
+            start: filter.start,
+            end: filter.end,
+        };
+        let limit = filter.limit as usize;
+        let mut found = if filter.ids.is_empty() {
+            self.archive_scan(kind, owner, &wanted, limit, filter.from_the_end)
+                .await?
         } else {
-            " ORDER BY e.seq LIMIT "
-        });
-        query.push_bind(filter.limit);
-        let rows = query.build().fetch_all(&self.pool).await?;
-        let mut messages: Vec<ArchivedMessage> = rows.into_iter().map(archived).collect();
-        if filter.from_the_end {
-            messages.reverse();
+            self.archive_pick(kind, owner, &filter.ids, &wanted).await?
+        };
+        if found.len() > limit {
+            let extra = found.len() - limit;
+            if filter.from_the_end {
+                found.drain(..extra);
+            } else {
+                found.truncate(limit);
+            }
         }
-        Ok(Some(messages))
+        Ok(Some(found))
     }
 
-    /// The seq of the message with this id in `username`'s archive.
-    async fn archive_seq(
+    /// Up to `limit` wanted messages of an archive, read from its oldest
+    /// (or newest) chunks on, oldest first.
+    async fn archive_scan(
         &self,
         kind: ArchiveKind,
-        username: &str,
-        id: &str,
-    ) -> Result<Option<i64>> {
-        let (table, owner) = kind.table();
-        let select = format!(
-            "SELECT e.seq FROM {table} e JOIN archive_messages m ON m.seq = e.seq \
-             WHERE e.{owner} = ?1 AND m.id = ?2 AND "
-        );
-        if let Some(seq) = seq_of(id) {
-            let found = sqlx::query_scalar(&format!("{select} e.seq = ?3"))
-                .bind(username)
-                .bind(id)
-                .bind(seq)
-                .fetch_optional(&self.pool)
-                .await?;
-            if found.is_some() {
-                return Ok(found);
+        owner: &str,
+        wanted: &Wanted<'_>,
+        limit: usize,
+        backwards: bool,
+    ) -> Result<Vec<ArchivedMessage>> {
+        let mut found = Vec::new();
+        let mut pages = ChunkPages::new(kind, owner, wanted, backwards);
+        'pages: while found.len() < limit {
+            let page = pages.next(self).await?;
+            if page.is_empty() {
+                break;
+            }
+            for chunk in &page {
+                if wanted.passed(chunk, backwards) {
+                    break 'pages;
+                }
+                let entries = archive_chunk::decode(&chunk.entries)?;
+                let matching = entries.iter().filter(|e| wanted.matches(e));
+                let room = limit - found.len();
+                if backwards {
+                    found.extend(matching.rev().take(room).map(archived));
+                } else {
+                    found.extend(matching.take(room).map(archived));
+                }
+                if found.len() == limit {
+                    break 'pages;
+                }
             }
         }
-        // A migrated row keeps an id of another format.
-        Ok(sqlx::query_scalar(&format!("{select} e.seq < ?3"))
-            .bind(username)
-            .bind(id)
-            .bind(FIRST_TIMED_SEQ)
-            .fetch_optional(&self.pool)
-            .await?)
+        if backwards {
+            found.reverse();
+        }
+        Ok(found)
     }
 
-    /// Whether `username`'s archive holds a message with this id.
+    /// The wanted messages of an archive among those with these ids,
+    /// oldest first.
+    async fn archive_pick(
+        &self,
+        kind: ArchiveKind,
+        owner: &str,
+        ids: &[String],
+        wanted: &Wanted<'_>,
+    ) -> Result<Vec<ArchivedMessage>> {
+        let mut found = Vec::new();
+        for id in ids {
+            if let Some(chunk) = self.archive_chunk_with(kind, owner, id).await? {
+                let entries = archive_chunk::decode(&chunk.entries)?;
+                found.extend(
+                    entries
+                        .iter()
+                        .filter(|e| e.id == id && wanted.matches(e))
+                        .map(|e| (e.seq, archived(e))),
+                );
+            }
+        }
+        found.sort_by_key(|(seq, _)| *seq);
+        found.dedup_by_key(|(seq, _)| *seq);
+        Ok(found.into_iter().map(|(_, message)| message).collect())
+    }
+
+    /// The seq of the message with this id in `owner`'s archive.
+    async fn archive_seq(&self, kind: ArchiveKind, owner: &str, id: &str) -> Result<Option<i64>> {
+        let Some(chunk) = self.archive_chunk_with(kind, owner, id).await? else {
+            return Ok(None);
+        };
+        let entries = archive_chunk::decode(&chunk.entries)?;
+        Ok(entries.iter().find(|e| e.id == id).map(|e| e.seq))
+    }
+
+    /// The chunk of `owner`'s archive that lists the message with this id.
+    async fn archive_chunk_with(
+        &self,
+        kind: ArchiveKind,
+        owner: &str,
+        id: &str,
+    ) -> Result<Option<StoredChunk>> {
+        let holds = |chunk: &StoredChunk| -> Result<bool> {
+            Ok(archive_chunk::decode(&chunk.entries)?
+                .iter()
+                .any(|e| e.id == id))
+        };
+        if let Some(seq) = seq_of(id) {
+            let wanted = Wanted::default();
+            let mut pages = ChunkPages::new(kind, owner, &wanted, false).starting_at(seq, 1);
+            if let Some(chunk) = pages.next(self).await?.pop() {
+                if chunk.first_seq <= seq && holds(&chunk)? {
+                    return Ok(Some(chunk));
+                }
+            }
+        }
+        // A message of the earliest layout keeps an id of another format:
+        // its chunk is found among the chunks of that time.
+        let earliest = Wanted {
+            before: Some(FIRST_TIMED_SEQ),
+            ..Wanted::default()
+        };
+        let mut pages = ChunkPages::new(kind, owner, &earliest, false);
+        loop {
+            let page = pages.next(self).await?;
+            if page.is_empty() {
+                return Ok(None);
+            }
+            for chunk in page {
+                if earliest.passed(&chunk, false) {
+                    return Ok(None);
+                }
+                if holds(&chunk)? {
+                    return Ok(Some(chunk));
+                }
+            }
+        }
+    }
+
+    /// Whether `owner`'s archive holds a message with this id.
     #[cfg(test)]
-    pub async fn archive_has(&self, kind: ArchiveKind, username: &str, id: &str) -> Result<bool> {
-        Ok(self.archive_seq(kind, username, id).await?.is_some())
+    pub async fn archive_has(&self, kind: ArchiveKind, owner: &str, id: &str) -> Result<bool> {
+        Ok(self.archive_seq(kind, owner, id).await?.is_some())
     }
 
-    /// The oldest and newest message of `username`'s archive.
+    /// The oldest and newest message of `owner`'s archive.
     pub async fn archive_bounds(
         &self,
         kind: ArchiveKind,
-        username: &str,
+        owner: &str,
     ) -> Result<Option<(ArchivedMessage, ArchivedMessage)>> {
-        let (table, owner) = kind.table();
+        let everything = Wanted::default();
         let mut ends = Vec::with_capacity(2);
-        for order in ["ASC", "DESC"] {
-            let row = sqlx::query(&format!(
-                "SELECT m.id, m.stamp, m.stanza FROM {table} e \
-                 JOIN archive_messages m ON m.seq = e.seq \
-                 WHERE e.{owner} = ? ORDER BY e.seq {order} LIMIT 1"
-            ))
-            .bind(username)
-            .fetch_optional(&self.pool)
-            .await?;
-            match row {
-                Some(row) => ends.push(archived(row)),
+        for backwards in [false, true] {
+            let found = self
+                .archive_scan(kind, owner, &everything, 1, backwards)
+                .await?;
+            match found.into_iter().next() {
+                Some(end) => ends.push(end),
                 None => return Ok(None),
             }
         }
@@ -433,71 +741,167 @@ impl Storage {
         Ok(ends.pop().zip(newest))
     }
 
-    /// Deletes archived messages (of users and rooms) older than
-    /// `stamp`; how many archive entries went.
+    /// Deletes archived messages (of users and rooms) stamped before
+    /// `stamp`; how many went.
     pub async fn archive_expire(&self, stamp: i64) -> Result<u64> {
         let mut tx = self.pool.begin().await?;
-        // Messages are stored in stamp order: everything before the first
-        // one stamped at or after the cut-off is older.
-        let cut: Option<i64> = sqlx::query_scalar(
-            "SELECT COALESCE(
-                 (SELECT seq FROM archive_messages WHERE stamp >= ?1 ORDER BY seq LIMIT 1),
-                 (SELECT MAX(seq) + 1 FROM archive_messages))",
-        )
-        .bind(stamp)
-        .fetch_one(&mut *tx)
-        .await?;
-        let Some(cut) = cut else {
-            return Ok(0);
-        };
         let mut deleted = 0;
         for kind in [ArchiveKind::User, ArchiveKind::Room] {
-            let (table, _) = kind.table();
-            let done = sqlx::query(&format!("DELETE FROM {table} WHERE seq < ?"))
-                .bind(cut)
-                .execute(&mut *tx)
-                .await?;
-            deleted += done.rows_affected();
-        }
-        sqlx::query("DELETE FROM archive_messages WHERE seq < ?")
-            .bind(cut)
+            let (table, column) = kind.table();
+            let gone: i64 = sqlx::query_scalar(&format!(
+                "SELECT COALESCE(SUM(entry_count), 0) FROM {table} \
+                 WHERE min_stamp < ?1 AND max_stamp < ?1"
+            ))
+            .bind(stamp)
+            .fetch_one(&mut *tx)
+            .await?;
+            sqlx::query(&format!(
+                "DELETE FROM {table} WHERE min_stamp < ?1 AND max_stamp < ?1"
+            ))
+            .bind(stamp)
             .execute(&mut *tx)
             .await?;
+            deleted += gone as u64;
+            // What is left with older entries is the chunk that straddles
+            // the cut-off, at most one per archive.
+            let straddling = sqlx::query(&format!(
+                "SELECT {column}, last_seq, entries FROM {table} WHERE min_stamp < ?"
+            ))
+            .bind(stamp)
+            .fetch_all(&mut *tx)
+            .await?;
+            for row in straddling {
+                let owner: String = row.get(0);
+                let bytes: Vec<u8> = row.get(2);
+                let entries = archive_chunk::decode(&bytes)?;
+                let kept: Vec<ChunkEntry> = entries
+                    .iter()
+                    .copied()
+                    .filter(|e| e.stamp >= stamp)
+                    .collect();
+                deleted += (entries.len() - kept.len()) as u64;
+                // Its max_stamp is at or after the cut-off, so something is
+                // kept; stamps need not follow seqs, so its last seq may go.
+                let chunk = Chunk::encode(&owner, &kept);
+                rewrite_chunk(&mut tx, kind, row.get(1), &chunk).await?;
+            }
+        }
         tx.commit().await?;
         Ok(deleted)
     }
-
-    /// Deletes the stored messages that only `owner`'s archive lists, in
-    /// `tx`, before the owner (and, by cascade, its entries) goes.
-    pub(super) async fn archive_forget(
-        tx: &mut sqlx::SqliteConnection,
-        kind: ArchiveKind,
-        owner: &str,
-    ) -> Result<()> {
-        let (table, column) = kind.table();
-        let (other_table, _) = match kind {
-            ArchiveKind::User => ArchiveKind::Room.table(),
-            ArchiveKind::Room => ArchiveKind::User.table(),
-        };
-        sqlx::query(&format!(
-            "DELETE FROM archive_messages WHERE seq IN (
-                 SELECT e.seq FROM {table} e WHERE e.{column} = ?1
-                 AND NOT EXISTS (SELECT 1 FROM {table} o WHERE o.seq = e.seq AND o.{column} != ?1)
-                 AND NOT EXISTS (SELECT 1 FROM {other_table} o WHERE o.seq = e.seq))"
-        ))
-        .bind(owner)
-        .execute(&mut *tx)
-        .await?;
-        Ok(())
-    }
 }
 
-/// An archived message from a row of `id, stamp, stanza`.
-fn archived(row: sqlx::sqlite::SqliteRow) -> ArchivedMessage {
-    ArchivedMessage {
-        id: row.get(0),
-        stamp: row.get(1),
-        stanza: row.get(2),
+/// Reads an archive's chunks page by page, in seq order or backwards,
+/// skipping chunks without a stamp `wanted` takes.
+struct ChunkPages<'a> {
+    kind: ArchiveKind,
+    owner: &'a str,
+    wanted: &'a Wanted<'a>,
+    backwards: bool,
+    /// The last seq of the next chunk to read is at or after (backwards:
+    /// at or before) this.
+    next: i64,
+    /// A chunk to read first, backwards, before `next`: the one that may
+    /// straddle the `before` bound.
+    straddling: Option<i64>,
+    per_read: u32,
+    done: bool,
+}
+
+impl<'a> ChunkPages<'a> {
+    fn new(kind: ArchiveKind, owner: &'a str, wanted: &'a Wanted<'a>, backwards: bool) -> Self {
+        let (next, straddling) = if backwards {
+            match wanted.before {
+                Some(before) => (before.saturating_sub(1), Some(before)),
+                None => (i64::MAX, None),
+            }
+        } else {
+            (wanted.after.map_or(i64::MIN, |a| a.saturating_add(1)), None)
+        };
+        Self {
+            kind,
+            owner,
+            wanted,
+            backwards,
+            next,
+            straddling,
+            per_read: CHUNKS_PER_READ,
+            done: false,
+        }
+    }
+
+    /// Reads forwards from the chunk that ends at or after `seq`, `per_read`
+    /// chunks at a time.
+    fn starting_at(mut self, seq: i64, per_read: u32) -> Self {
+        self.next = seq;
+        self.per_read = per_read;
+        self
+    }
+
+    /// The next chunks; none once the archive is read.
+    async fn next(&mut self, storage: &Storage) -> Result<Vec<StoredChunk>> {
+        if let Some(before) = self.straddling.take() {
+            let first = self.read(storage, before, false, 1).await?;
+            if first.iter().any(|chunk| chunk.first_seq < before) {
+                return Ok(first);
+            }
+        }
+        if self.done {
+            return Ok(Vec::new());
+        }
+        let page = self
+            .read(storage, self.next, self.backwards, self.per_read)
+            .await?;
+        match page.last() {
+            Some(last) if page.len() == self.per_read as usize => {
+                self.next = if self.backwards {
+                    last.last_seq.checked_sub(1)
+                } else {
+                    last.last_seq.checked_add(1)
+                }
+                .unwrap_or_else(|| {
+                    self.done = true;
+                    0
+                });
+            }
+            _ => self.done = true,
+        }
+        Ok(page)
+    }
+
+    /// Up to `count` chunks from the one ending at `from` on.
+    async fn read(
+        &self,
+        storage: &Storage,
+        from: i64,
+        backwards: bool,
+        count: u32,
+    ) -> Result<Vec<StoredChunk>> {
+        let (table, column) = self.kind.table();
+        let mut query = QueryBuilder::<Sqlite>::new(format!(
+            "SELECT first_seq, last_seq, entries FROM {table} WHERE {column} = "
+        ));
+        query.push_bind(self.owner);
+        query.push(if backwards {
+            " AND last_seq <= "
+        } else {
+            " AND last_seq >= "
+        });
+        query.push_bind(from);
+        if let Some(start) = self.wanted.start {
+            query.push(" AND max_stamp >= ").push_bind(start);
+        }
+        if let Some(end) = self.wanted.end {
+            query.push(" AND min_stamp <= ").push_bind(end);
+        }
+        query.push(if backwards {
+            " ORDER BY last_seq DESC LIMIT "
+        } else {
+            " ORDER BY last_seq LIMIT "
+        });
+        query.push_bind(count);
+        let rows = query.build().fetch_all(&storage.pool).await?;
+        Ok(rows.into_iter().map(StoredChunk::from_row).collect())
     }
 }
 
@@ -524,11 +928,25 @@ mod tests {
         }
     }
 
-    async fn stored_messages(storage: &Storage) -> i64 {
-        sqlx::query_scalar("SELECT COUNT(*) FROM archive_messages")
-            .fetch_one(&storage.pool)
-            .await
-            .expect("count")
+    /// Chunks in the users' and the rooms' archives.
+    async fn chunks(storage: &Storage) -> i64 {
+        sqlx::query_scalar(
+            "SELECT (SELECT COUNT(*) FROM archive_chunks) \
+             + (SELECT COUNT(*) FROM muc_archive_chunks)",
+        )
+        .fetch_one(&storage.pool)
+        .await
+        .expect("count")
+    }
+
+    /// A message of a chosen seq and stamp.
+    fn message_at(seq: i64, stamp: i64) -> Arc<StoredMessage> {
+        Arc::new(StoredMessage {
+            seq,
+            id: format!("{seq:016x}0000000{}", seq % 10),
+            stamp,
+            stanza: stanza(&seq.to_string()),
+        })
     }
 
     async fn everything(storage: &Storage, owner: &str) -> Vec<ArchivedMessage> {
@@ -563,7 +981,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_message_between_two_users_is_stored_once_and_outlives_one_of_them() {
+    async fn a_message_between_two_users_is_in_both_archives_and_outlives_one_of_them() {
         let (_dir, storage) = open().await;
         for user in ["a", "b"] {
             storage.create_account(user, "pw").await.expect("account");
@@ -573,7 +991,6 @@ mod tests {
         writer.append(entry("a", "b@x", &message)).await;
         writer.append(entry("b", "a@x", &message)).await;
         writer.flushed().await;
-        assert_eq!(stored_messages(&storage).await, 1);
         for user in ["a", "b"] {
             let found = everything(&storage, user).await;
             assert_eq!(found.len(), 1);
@@ -584,10 +1001,147 @@ mod tests {
                 .expect("has"));
         }
         storage.delete_account("a").await.expect("delete");
-        assert_eq!(stored_messages(&storage).await, 1, "still in b's archive");
+        assert_eq!(chunks(&storage).await, 1, "still in b's archive");
         assert_eq!(everything(&storage, "b").await.len(), 1);
         storage.delete_account("b").await.expect("delete");
-        assert_eq!(stored_messages(&storage).await, 0, "in nobody's archive");
+        assert_eq!(chunks(&storage).await, 0, "in nobody's archive");
+    }
+
+    /// A message queued after a later one of its archive was written goes
+    /// into the chunk its seq falls in: the archive stays in seq order.
+    #[tokio::test]
+    async fn late_messages_take_their_place_in_the_order() {
+        let (_dir, storage) = open().await;
+        storage.create_account("a", "pw").await.expect("account");
+        let writer = ArchiveWriter::spawn(storage.clone(), 0);
+        let messages: Vec<_> = (1..=5).map(|n| message_at(n * 10, n * 10)).collect();
+        for batch in [&[0, 2][..], &[1, 4], &[2, 3]] {
+            for &n in batch {
+                writer.append(entry("a", "b@x", &messages[n])).await;
+            }
+            writer.flushed().await;
+        }
+        let ids: Vec<String> = everything(&storage, "a")
+            .await
+            .into_iter()
+            .map(|m| m.id)
+            .collect();
+        let expected: Vec<String> = messages.iter().map(|m| m.id.clone()).collect();
+        assert_eq!(ids, expected, "in order, the repeated one once");
+        assert_eq!(chunks(&storage).await, 2, "late ones joined a chunk");
+    }
+
+    #[tokio::test]
+    async fn long_runs_are_read_in_pages_across_chunks() {
+        let (_dir, storage) = open().await;
+        storage.create_account("a", "pw").await.expect("account");
+        let writer = ArchiveWriter::spawn(storage.clone(), 0);
+        let messages: Vec<_> = (1..=600).map(|n| message_at(n, n)).collect();
+        for (n, message) in messages.iter().enumerate() {
+            let with = if n % 7 == 0 { "seven@x" } else { "other@x" };
+            writer.append(entry("a", with, message)).await;
+        }
+        writer.flushed().await;
+        assert!(chunks(&storage).await >= 3, "{}", chunks(&storage).await);
+        let ids = |range: std::ops::Range<usize>| -> Vec<String> {
+            messages[range].iter().map(|m| m.id.clone()).collect()
+        };
+        let query = |filter: ArchiveFilter| {
+            let storage = storage.clone();
+            async move {
+                let page = storage
+                    .archive_query(ArchiveKind::User, "a", &filter)
+                    .await
+                    .expect("query")
+                    .expect("known ids");
+                page.into_iter().map(|m| m.id).collect::<Vec<_>>()
+            }
+        };
+        let id = |n: usize| Some(messages[n].id.clone());
+        let forwards = ArchiveFilter {
+            after_id: id(250),
+            limit: 100,
+            ..ArchiveFilter::default()
+        };
+        assert_eq!(query(forwards).await, ids(251..351));
+        let backwards = ArchiveFilter {
+            before_id: id(300),
+            limit: 100,
+            from_the_end: true,
+            ..ArchiveFilter::default()
+        };
+        assert_eq!(query(backwards).await, ids(200..300));
+        let between = ArchiveFilter {
+            after_id: id(10),
+            before_id: id(520),
+            limit: 1000,
+            ..ArchiveFilter::default()
+        };
+        assert_eq!(query(between).await, ids(11..520));
+        let last_sevens = ArchiveFilter {
+            with: Some("seven@x".into()),
+            before_id: id(599),
+            limit: 3,
+            from_the_end: true,
+            ..ArchiveFilter::default()
+        };
+        let sevens: Vec<String> = [581, 588, 595]
+            .iter()
+            .map(|&n| messages[n].id.clone())
+            .collect();
+        assert_eq!(query(last_sevens).await, sevens);
+        let stamped = ArchiveFilter {
+            start: Some(300),
+            end: Some(302),
+            limit: 10,
+            ..ArchiveFilter::default()
+        };
+        assert_eq!(query(stamped).await, ids(299..302));
+        let picked = ArchiveFilter {
+            ids: vec![messages[599].id.clone(), messages[0].id.clone()],
+            limit: 10,
+            ..ArchiveFilter::default()
+        };
+        assert_eq!(
+            query(picked).await,
+            [messages[0].id.clone(), messages[599].id.clone()]
+        );
+        let (oldest, newest) = storage
+            .archive_bounds(ArchiveKind::User, "a")
+            .await
+            .expect("bounds")
+            .expect("not empty");
+        assert_eq!(
+            (oldest.id, newest.id),
+            (messages[0].id.clone(), messages[599].id.clone())
+        );
+    }
+
+    /// Expiry goes by each message's stamp, inside a chunk too, even where
+    /// stamps do not follow seqs.
+    #[tokio::test]
+    async fn expiry_cuts_inside_a_chunk() {
+        let (_dir, storage) = open().await;
+        storage.create_account("a", "pw").await.expect("account");
+        let writer = ArchiveWriter::spawn(storage.clone(), 0);
+        let messages = [message_at(1, 10), message_at(2, 30), message_at(3, 20)];
+        for message in &messages {
+            writer.append(entry("a", "b@x", message)).await;
+        }
+        writer.flushed().await;
+        assert_eq!(storage.archive_expire(25).await.expect("expire"), 2);
+        let left: Vec<String> = everything(&storage, "a")
+            .await
+            .into_iter()
+            .map(|m| m.id)
+            .collect();
+        assert_eq!(left, [messages[1].id.clone()]);
+        let later = message_at(4, 40);
+        writer.append(entry("a", "b@x", &later)).await;
+        writer.flushed().await;
+        assert_eq!(everything(&storage, "a").await.len(), 2);
+        assert_eq!(storage.archive_expire(100).await.expect("expire"), 2);
+        assert_eq!(chunks(&storage).await, 0);
     }
 
     #[tokio::test]
@@ -668,12 +1222,14 @@ mod tests {
         assert!(unknown.await.is_empty(), "an id's random part is checked");
     }
 
-    /// Archives written in the per-archive layout (before migration 11)
-    /// keep their messages, order and ids.
-    #[tokio::test]
-    async fn messages_of_the_earlier_layout_are_kept() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let earlier = dir.path().join("earlier-migrations");
+    /// The data directory of a database brought up to the migrations
+    /// before `first_left_out`, then given `statements`.
+    async fn database_before(
+        dir: &std::path::Path,
+        first_left_out: &str,
+        statements: &[&str],
+    ) -> std::path::PathBuf {
+        let earlier = dir.join("earlier-migrations");
         std::fs::create_dir(&earlier).expect("dir");
         let migrations = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations");
         for file in std::fs::read_dir(&migrations)
@@ -681,20 +1237,37 @@ mod tests {
             .flatten()
         {
             let name = file.file_name();
-            if name.to_string_lossy().as_ref() < "0011" {
+            if name.to_string_lossy().as_ref() < first_left_out {
                 std::fs::copy(file.path(), earlier.join(&name)).expect("copy");
             }
         }
-        let data = dir.path().join("data");
-        {
-            let storage = Storage::connect(&data).await.expect("open");
-            sqlx::migrate::Migrator::new(earlier.as_path())
+        let data = dir.join("data");
+        let storage = Storage::connect(&data).await.expect("open");
+        sqlx::migrate::Migrator::new(earlier.as_path())
+            .await
+            .expect("earlier migrations")
+            .run(&storage.pool)
+            .await
+            .expect("migrate");
+        for statement in statements {
+            sqlx::query(statement)
+                .execute(&storage.pool)
                 .await
-                .expect("earlier migrations")
-                .run(&storage.pool)
-                .await
-                .expect("migrate");
-            for statement in [
+                .expect(statement);
+        }
+        storage.pool.close().await;
+        data
+    }
+
+    /// Archives written in the per-archive layout (before migration 11)
+    /// keep their messages, order and ids.
+    #[tokio::test]
+    async fn messages_of_the_earlier_layout_are_kept() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let data = database_before(
+            dir.path(),
+            "0011",
+            &[
                 "INSERT INTO accounts VALUES ('a', 'now')",
                 "INSERT INTO archive (username, id, with_jid, stamp, stanza) VALUES \
                  ('a', 'uuid-1', 'b@x', 10, '<message xmlns=''jabber:client''/>'), \
@@ -702,14 +1275,9 @@ mod tests {
                 "INSERT INTO muc_rooms (room, created_at) VALUES ('r@muc.x', 'now')",
                 "INSERT INTO muc_archive (room, id, with_jid, stamp, stanza) VALUES \
                  ('r@muc.x', 'room-1', 'b@x', 30, '<message xmlns=''jabber:client''/>')",
-            ] {
-                sqlx::query(statement)
-                    .execute(&storage.pool)
-                    .await
-                    .expect(statement);
-            }
-            storage.pool.close().await;
-        }
+            ],
+        )
+        .await;
         let storage = Storage::open(&data).await.expect("migrated");
         let ids: Vec<String> = everything(&storage, "a")
             .await
@@ -741,5 +1309,72 @@ mod tests {
         let last = storage.archive_last_seq().await.expect("last seq");
         let writer = ArchiveWriter::spawn(storage, last);
         assert!(writer.slot().seq > FIRST_TIMED_SEQ);
+    }
+
+    /// Archives of the shared-message layout (migration 11) become chunks
+    /// with every byte of their messages, in order, for users and rooms.
+    #[tokio::test]
+    async fn messages_of_the_shared_layout_become_chunks() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let tricky =
+            "<message xmlns=''jabber:client''><body>é 🦀 \"q\" ''s'' \t\n&amp;</body></message>";
+        let first = "0006000000000001deadbeef";
+        let second = "0006000000000002cafebabe";
+        let messages = format!(
+            "INSERT INTO archive_messages (seq, id, stamp, stanza) VALUES \
+             (1688849860263937, '{first}', 1688849860263937, '{tricky}'), \
+             (1688849860263938, '{second}', 1688849860263900, '<message/>')"
+        );
+        let data = database_before(
+            dir.path(),
+            "0012",
+            &[
+                "INSERT INTO accounts VALUES ('a', 'now'), ('b', 'now')",
+                "INSERT INTO muc_rooms (room, created_at) VALUES ('r@muc.x', 'now')",
+                &messages,
+                "INSERT INTO archive_entries (username, seq, with_jid) VALUES \
+                 ('a', 1688849860263937, 'b@x'), ('b', 1688849860263937, 'a@x'), \
+                 ('a', 1688849860263938, 'ü@x')",
+                "INSERT INTO muc_archive_entries (room, seq, with_jid) VALUES \
+                 ('r@muc.x', 1688849860263938, 'a@x')",
+            ],
+        )
+        .await;
+        let storage = Storage::open(&data).await.expect("migrated");
+        let tricky = tricky.replace("''", "'");
+        let of_a = everything(&storage, "a").await;
+        let expected = [
+            ArchivedMessage {
+                id: first.into(),
+                stamp: 1688849860263937,
+                stanza: tricky.clone(),
+            },
+            ArchivedMessage {
+                id: second.into(),
+                stamp: 1688849860263900,
+                stanza: "<message/>".into(),
+            },
+        ];
+        assert_eq!(of_a, expected);
+        assert_eq!(everything(&storage, "b").await, expected[..1]);
+        let with_umlaut = ArchiveFilter {
+            with: Some("ü@x".into()),
+            limit: 10,
+            ..ArchiveFilter::default()
+        };
+        let found = storage
+            .archive_query(ArchiveKind::User, "a", &with_umlaut)
+            .await
+            .expect("query")
+            .expect("no id bounds");
+        assert_eq!(found, expected[1..]);
+        assert!(storage
+            .archive_has(ArchiveKind::Room, "r@muc.x", second)
+            .await
+            .expect("has"));
+        assert_eq!(
+            storage.archive_last_seq().await.expect("last"),
+            1688849860263938
+        );
     }
 }

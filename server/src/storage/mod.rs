@@ -17,6 +17,7 @@ use crate::sasl::{ScramHash, StoredCredentials};
 
 mod account_data;
 mod archive;
+mod archive_chunk;
 mod batch;
 mod hub;
 mod keys;
@@ -289,13 +290,10 @@ impl Storage {
     /// Deletes an account and everything it owns. Returns false if there
     /// was no such account.
     pub async fn delete_account(&self, username: &str) -> Result<bool> {
-        let mut tx = self.pool.begin().await?;
-        Self::archive_forget(&mut tx, ArchiveKind::User, username).await?;
         let done = sqlx::query("DELETE FROM accounts WHERE username = ?")
             .bind(username)
-            .execute(&mut *tx)
+            .execute(&self.pool)
             .await?;
-        tx.commit().await?;
         Ok(done.rows_affected() == 1)
     }
 

@@ -3,7 +3,7 @@
 
 use sqlx::Row;
 
-use super::{now_rfc3339, ArchiveKind, Result, Storage};
+use super::{now_rfc3339, Result, Storage};
 
 /// A stored room.
 #[derive(Debug, Clone, Default)]
@@ -101,13 +101,10 @@ impl Storage {
 
     /// Deletes a room with its affiliations and archive.
     pub async fn muc_destroy(&self, room: &str) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
-        Self::archive_forget(&mut tx, ArchiveKind::Room, room).await?;
         sqlx::query("DELETE FROM muc_rooms WHERE room = ?")
             .bind(room)
-            .execute(&mut *tx)
+            .execute(&self.pool)
             .await?;
-        tx.commit().await?;
         Ok(())
     }
 
