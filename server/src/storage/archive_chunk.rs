@@ -39,22 +39,25 @@ impl ChunkEntry<'_> {
 
     /// Appends this entry to the chunk `bytes`.
     pub fn encode_into(&self, bytes: &mut Vec<u8>) {
-        use std::io::Write as _;
         bytes.reserve(self.encoded_len());
-        // Writing into a Vec cannot fail.
-        let _ = write!(
-            bytes,
-            "{:016x}{:016x}{:08x}{:08x}{:08x}",
-            self.seq,
-            self.stamp,
-            self.id.len(),
-            self.with.len(),
-            self.stanza.len()
-        );
+        // Sign bits are kept: a negative number reads back as itself.
+        push_hex(bytes, self.seq as u64, 16);
+        push_hex(bytes, self.stamp as u64, 16);
+        for field in [self.id, self.with, self.stanza] {
+            // Stanzas are limited far below 4 GiB.
+            debug_assert!(u32::try_from(field.len()).is_ok());
+            push_hex(bytes, field.len() as u64, 8);
+        }
         for field in [self.id, self.with, self.stanza] {
             bytes.extend_from_slice(field.as_bytes());
         }
     }
+}
+
+/// Appends the last `digits` hexadecimal digits of `value`, lowercase.
+fn push_hex(bytes: &mut Vec<u8>, value: u64, digits: u32) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    bytes.extend((0..digits).rev().map(|n| DIGITS[(value >> (4 * n)) as usize & 0xf]));
 }
 
 /// The entries of a chunk, in order.
@@ -147,6 +150,18 @@ mod tests {
         );
         assert_eq!(decode(&bytes).expect("decodes"), written);
         assert!(decode(b"").expect("empty").is_empty());
+    }
+
+    #[test]
+    fn headers_are_written_as_printf_writes_them() {
+        for value in [0, 1, 0xabc, i64::MAX, -1, i64::MIN] {
+            let mut bytes = Vec::new();
+            push_hex(&mut bytes, value as u64, 16);
+            assert_eq!(bytes, format!("{value:016x}").as_bytes());
+        }
+        let mut bytes = Vec::new();
+        push_hex(&mut bytes, 0x1234_5678_9abc, 8);
+        assert_eq!(bytes, b"56789abc");
     }
 
     #[test]
