@@ -219,6 +219,11 @@ impl Storage {
         let options = SqliteConnectOptions::new()
             .filename(data_dir.join("tern.sqlite3"))
             .create_if_missing(true)
+            // 16 KiB pages for a new database (an existing one keeps its
+            // own): the archive writes tens of MiB a second at full load,
+            // and the WAL and its checkpoints move it a page per system
+            // call.
+            .page_size(16384)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
