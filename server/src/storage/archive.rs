@@ -915,6 +915,23 @@ mod tests {
         (dir, storage)
     }
 
+    /// A database with the account `a`, and its archive writer.
+    async fn archive_of_a() -> (tempfile::TempDir, Storage, ArchiveWriter) {
+        let (dir, storage) = open().await;
+        storage.create_account("a", "pw").await.expect("account");
+        let writer = ArchiveWriter::spawn(storage.clone(), 0);
+        (dir, storage, writer)
+    }
+
+    /// The ids of everything in `owner`'s archive, oldest first.
+    async fn ids_of(storage: &Storage, owner: &str) -> Vec<String> {
+        everything(storage, owner)
+            .await
+            .into_iter()
+            .map(|m| m.id)
+            .collect()
+    }
+
     fn stanza(text: &str) -> String {
         format!("<message xmlns='jabber:client'><body>{text}</body></message>")
     }
@@ -949,16 +966,25 @@ mod tests {
         })
     }
 
-    async fn everything(storage: &Storage, owner: &str) -> Vec<ArchivedMessage> {
-        let filter = ArchiveFilter {
-            limit: 100,
-            ..ArchiveFilter::default()
-        };
+    /// What `filter` selects in user `owner`'s archive (no unknown ids).
+    async fn select(
+        storage: &Storage,
+        owner: &str,
+        filter: &ArchiveFilter,
+    ) -> Vec<ArchivedMessage> {
         storage
-            .archive_query(ArchiveKind::User, owner, &filter)
+            .archive_query(ArchiveKind::User, owner, filter)
             .await
             .expect("query")
-            .expect("no id bounds")
+            .expect("no unknown id bounds")
+    }
+
+    async fn everything(storage: &Storage, owner: &str) -> Vec<ArchivedMessage> {
+        let filter = ArchiveFilter {
+            limit: 1000,
+            ..ArchiveFilter::default()
+        };
+        select(storage, owner, &filter).await
     }
 
     #[test]
@@ -1011,9 +1037,7 @@ mod tests {
     /// into the chunk its seq falls in: the archive stays in seq order.
     #[tokio::test]
     async fn late_messages_take_their_place_in_the_order() {
-        let (_dir, storage) = open().await;
-        storage.create_account("a", "pw").await.expect("account");
-        let writer = ArchiveWriter::spawn(storage.clone(), 0);
+        let (_dir, storage, writer) = archive_of_a().await;
         let messages: Vec<_> = (1..=5).map(|n| message_at(n * 10, n * 10)).collect();
         for batch in [&[0, 2][..], &[1, 4], &[2, 3]] {
             for &n in batch {
@@ -1021,21 +1045,15 @@ mod tests {
             }
             writer.flushed().await;
         }
-        let ids: Vec<String> = everything(&storage, "a")
-            .await
-            .into_iter()
-            .map(|m| m.id)
-            .collect();
         let expected: Vec<String> = messages.iter().map(|m| m.id.clone()).collect();
+        let ids = ids_of(&storage, "a").await;
         assert_eq!(ids, expected, "in order, the repeated one once");
         assert_eq!(chunks(&storage).await, 2, "late ones joined a chunk");
     }
 
     #[tokio::test]
     async fn long_runs_are_read_in_pages_across_chunks() {
-        let (_dir, storage) = open().await;
-        storage.create_account("a", "pw").await.expect("account");
-        let writer = ArchiveWriter::spawn(storage.clone(), 0);
+        let (_dir, storage, writer) = archive_of_a().await;
         let messages: Vec<_> = (1..=600).map(|n| message_at(n, n)).collect();
         for (n, message) in messages.iter().enumerate() {
             let with = if n % 7 == 0 { "seven@x" } else { "other@x" };
@@ -1049,11 +1067,7 @@ mod tests {
         let query = |filter: ArchiveFilter| {
             let storage = storage.clone();
             async move {
-                let page = storage
-                    .archive_query(ArchiveKind::User, "a", &filter)
-                    .await
-                    .expect("query")
-                    .expect("known ids");
+                let page = select(&storage, "a", &filter).await;
                 page.into_iter().map(|m| m.id).collect::<Vec<_>>()
             }
         };
@@ -1121,21 +1135,14 @@ mod tests {
     /// stamps do not follow seqs.
     #[tokio::test]
     async fn expiry_cuts_inside_a_chunk() {
-        let (_dir, storage) = open().await;
-        storage.create_account("a", "pw").await.expect("account");
-        let writer = ArchiveWriter::spawn(storage.clone(), 0);
+        let (_dir, storage, writer) = archive_of_a().await;
         let messages = [message_at(1, 10), message_at(2, 30), message_at(3, 20)];
         for message in &messages {
             writer.append(entry("a", "b@x", message)).await;
         }
         writer.flushed().await;
         assert_eq!(storage.archive_expire(25).await.expect("expire"), 2);
-        let left: Vec<String> = everything(&storage, "a")
-            .await
-            .into_iter()
-            .map(|m| m.id)
-            .collect();
-        assert_eq!(left, [messages[1].id.clone()]);
+        assert_eq!(ids_of(&storage, "a").await, [messages[1].id.clone()]);
         let later = message_at(4, 40);
         writer.append(entry("a", "b@x", &later)).await;
         writer.flushed().await;
@@ -1146,9 +1153,7 @@ mod tests {
 
     #[tokio::test]
     async fn stanzas_come_back_byte_for_byte() {
-        let (_dir, storage) = open().await;
-        storage.create_account("a", "pw").await.expect("account");
-        let writer = ArchiveWriter::spawn(storage.clone(), 0);
+        let (_dir, storage, writer) = archive_of_a().await;
         let tricky = stanza("\"quoted\" back\\slash\ttab\nline\u{1}\u{7f} é 🦀 &amp; &lt;");
         let message = writer.slot().message(tricky.clone());
         writer.append(entry("a", "b\"@x", &message)).await;
@@ -1161,19 +1166,13 @@ mod tests {
             limit: 1,
             ..ArchiveFilter::default()
         };
-        let page = storage
-            .archive_query(ArchiveKind::User, "a", &with_quote)
-            .await
-            .expect("query")
-            .expect("no id bounds");
+        let page = select(&storage, "a", &with_quote).await;
         assert_eq!(page.len(), 1);
     }
 
     #[tokio::test]
     async fn pages_follow_ids_and_unknown_ids_select_nothing() {
-        let (_dir, storage) = open().await;
-        storage.create_account("a", "pw").await.expect("account");
-        let writer = ArchiveWriter::spawn(storage.clone(), 0);
+        let (_dir, storage, writer) = archive_of_a().await;
         let mut ids = Vec::new();
         for n in 0..5 {
             let message = writer.slot().message(stanza(&n.to_string()));
@@ -1279,11 +1278,7 @@ mod tests {
         )
         .await;
         let storage = Storage::open(&data).await.expect("migrated");
-        let ids: Vec<String> = everything(&storage, "a")
-            .await
-            .into_iter()
-            .map(|m| m.id)
-            .collect();
+        let ids = ids_of(&storage, "a").await;
         assert_eq!(ids, ["uuid-1", "0000000000000001deadbeef"]);
         for id in &ids {
             assert!(storage
@@ -1362,11 +1357,7 @@ mod tests {
             limit: 10,
             ..ArchiveFilter::default()
         };
-        let found = storage
-            .archive_query(ArchiveKind::User, "a", &with_umlaut)
-            .await
-            .expect("query")
-            .expect("no id bounds");
+        let found = select(&storage, "a", &with_umlaut).await;
         assert_eq!(found, expected[1..]);
         assert!(storage
             .archive_has(ArchiveKind::Room, "r@muc.x", second)

@@ -57,7 +57,11 @@ impl ChunkEntry<'_> {
 /// Appends the last `digits` hexadecimal digits of `value`, lowercase.
 fn push_hex(bytes: &mut Vec<u8>, value: u64, digits: u32) {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    bytes.extend((0..digits).rev().map(|n| DIGITS[(value >> (4 * n)) as usize & 0xf]));
+    bytes.extend(
+        (0..digits)
+            .rev()
+            .map(|n| DIGITS[(value >> (4 * n)) as usize & 0xf]),
+    );
 }
 
 /// The entries of a chunk, in order.
