@@ -383,8 +383,12 @@ impl RunningServer {
         if let Some(federation) = &self.server.federation {
             federation.wait(Duration::from_secs(10)).await;
         }
-        // What the archive writer still holds goes to disk first.
+        // What the archive and logout writers still hold goes to disk
+        // first.
         self.server.archive.flushed().await;
+        if let Err(e) = self.server.logouts.flushed().await {
+            tracing::warn!("the last logouts were not written: {e}");
+        }
         self.server.storage.close().await;
     }
 }

@@ -44,6 +44,9 @@ pub async fn of_user(
     {
         return Some(stanza::iq_result(iq, Some(query(0, ""))));
     }
+    if let Err(e) = server.logouts.flushed().await {
+        tracing::error!("the last activity writer failed: {e}");
+    }
     match server.storage.last_activity(owner).await {
         Ok(Some((at, status))) => {
             let seconds = (chrono::Utc::now().timestamp() - at).max(0) as u64;

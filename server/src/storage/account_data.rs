@@ -2,69 +2,118 @@
 //! the blocklist, private XML, the vCard, last activity and push
 //! registrations.
 
-use sqlx::Row;
+use std::collections::HashMap;
+use std::time::Duration;
+
+use sqlx::{QueryBuilder, Row, Sqlite};
 
 use super::batch::{BatchChange, BatchWriter};
 use super::{Result, Storage};
 
-/// Writes users' last logouts (XEP-0012) in group commits: clients that
-/// leave together (a network failure, a restart) share one `fsync`
-/// instead of paying one each.
+/// Writes users' last logouts (XEP-0012) in group commits that gather
+/// for up to [`LINGER`]: a busy server's logins and logouts would
+/// otherwise commit (and `fsync`) every few logouts. Nobody waits for a
+/// logout to be written; a reader of last activity waits for those
+/// recorded before ([`LogoutWriter::flushed`]).
 #[derive(Debug, Clone)]
 pub struct LogoutWriter {
-    writer: BatchWriter<Logout>,
+    writer: BatchWriter<Change>,
 }
 
-/// One user's last logout.
+/// How long the writer gathers logouts before a commit, unless a reader
+/// waits. A crash loses at most this much of the record of who logged out
+/// when (the users' data does not depend on it).
+const LINGER: Duration = Duration::from_millis(200);
+
+/// One change of the writer.
 #[derive(Debug)]
-struct Logout {
-    username: String,
-    /// Unix seconds.
-    at: i64,
-    status: String,
+enum Change {
+    /// One user's last logout.
+    Logout {
+        username: String,
+        /// Unix seconds.
+        at: i64,
+        status: String,
+    },
+    /// Nothing to write: its completion says the logouts before it are.
+    Barrier,
 }
 
 impl LogoutWriter {
     /// Starts the writer task; it ends when the last handle is dropped.
     pub fn spawn(storage: Storage) -> Self {
         Self {
-            writer: BatchWriter::spawn(storage),
+            writer: BatchWriter::spawn_lingering(storage, LINGER),
         }
     }
 
-    /// Records that `username`'s last session ended at `at` (Unix
-    /// seconds) with `status`; returns once it is on disk.
+    /// Queues that `username`'s last session ended at `at` (Unix seconds)
+    /// with `status` (waits only while the writer's queue is full).
     pub async fn record(
         &self,
         username: &str,
         at: i64,
         status: &str,
     ) -> std::result::Result<(), String> {
-        let logout = Logout {
+        let logout = Change::Logout {
             username: username.to_owned(),
             at,
             status: status.to_owned(),
         };
-        self.writer.write(logout).await.map(|_| ())
+        self.writer.queue(logout).await
+    }
+
+    /// Returns once every logout recorded before is on disk.
+    pub async fn flushed(&self) -> std::result::Result<(), String> {
+        self.writer.write(Change::Barrier).await.map(|_| ())
     }
 }
 
-impl BatchChange for Logout {
+/// Rows written by one statement (3 parameters each).
+const ROWS_PER_STATEMENT: usize = 100;
+
+impl BatchChange for Change {
+    /// Writes each user's latest logout of the batch, a hundred users a
+    /// statement, in one transaction.
     async fn apply(storage: &Storage, changes: &[Self]) -> Result<Vec<i64>> {
-        let mut tx = storage.pool.begin().await?;
-        for logout in changes {
-            sqlx::query(
-                "INSERT INTO last_activity (username, at, status) VALUES (?, ?, ?)
-                 ON CONFLICT (username) DO UPDATE SET at = excluded.at, status = excluded.status",
-            )
-            .bind(&logout.username)
-            .bind(logout.at)
-            .bind(&logout.status)
-            .execute(&mut *tx)
-            .await?;
+        let mut latest: HashMap<&str, (i64, &str)> = HashMap::new();
+        for change in changes {
+            if let Change::Logout {
+                username,
+                at,
+                status,
+            } = change
+            {
+                latest.insert(username, (*at, status));
+            }
         }
-        tx.commit().await?;
+        if !latest.is_empty() {
+            let latest: Vec<_> = latest.into_iter().collect();
+            let mut tx = storage.pool.begin().await?;
+            for rows in latest.chunks(ROWS_PER_STATEMENT) {
+                // An account deleted meanwhile makes its row a no-op, not a
+                // failure of the batch.
+                let mut query = QueryBuilder::<Sqlite>::new(
+                    "INSERT INTO last_activity (username, at, status) \
+                     SELECT column1, column2, column3 FROM (",
+                );
+                query.push_values(rows, |mut row, (username, (at, status))| {
+                    row.push_bind(*username).push_bind(*at).push_bind(*status);
+                });
+                query.push(
+                    ") WHERE EXISTS (SELECT 1 FROM accounts WHERE username = column1) \
+                     ON CONFLICT (username) DO UPDATE \
+                     SET at = excluded.at, status = excluded.status",
+                );
+                query.build().execute(&mut *tx).await?;
+            }
+            tx.commit().await?;
+        }
         Ok(vec![0; changes.len()])
+    }
+
+    fn urgent(&self) -> bool {
+        matches!(self, Change::Barrier)
     }
 }
 
@@ -235,5 +284,36 @@ impl Storage {
             .into_iter()
             .map(|r| (r.get(0), r.get(1), r.get(2)))
             .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Logouts queued together are written as each user's latest (one of
+    /// an account deleted meanwhile is dropped), and a reader that waits
+    /// for the writer sees them.
+    #[tokio::test]
+    async fn each_users_latest_logout_is_written_before_a_reader_looks() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let storage = Storage::open(dir.path()).await.expect("storage");
+        for user in ["a", "b"] {
+            storage.create_account(user, "pw").await.expect("account");
+        }
+        let writer = LogoutWriter::spawn(storage.clone());
+        writer.record("a", 10, "first").await.expect("queued");
+        writer.record("a", 20, "second").await.expect("queued");
+        writer.record("b", 30, "").await.expect("queued");
+        writer.record("deleted", 30, "").await.expect("queued");
+        writer.flushed().await.expect("written");
+        let a = storage.last_activity("a").await.expect("read");
+        assert_eq!(a, Some((20, "second".to_owned())));
+        let b = storage.last_activity("b").await.expect("read");
+        assert_eq!(b, Some((30, String::new())));
+        writer.record("a", 40, "third").await.expect("queued");
+        writer.flushed().await.expect("written");
+        let a = storage.last_activity("a").await.expect("read");
+        assert_eq!(a, Some((40, "third".to_owned())));
     }
 }
