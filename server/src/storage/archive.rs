@@ -646,15 +646,12 @@ impl Storage {
     ) -> Result<Vec<ArchivedMessage>> {
         let mut found = Vec::new();
         for id in ids {
-            if let Some(chunk) = self.archive_chunk_with(kind, owner, id).await? {
-                let entries = archive_chunk::decode(&chunk.entries)?;
-                found.extend(
-                    entries
-                        .iter()
-                        .filter(|e| e.id == id && wanted.matches(e))
-                        .map(|e| (e.seq, archived(e))),
-                );
-            }
+            let picked = self
+                .archive_find(kind, owner, id, |e| {
+                    wanted.matches(e).then(|| (e.seq, archived(e)))
+                })
+                .await?;
+            found.extend(picked.flatten());
         }
         found.sort_by_key(|(seq, _)| *seq);
         found.dedup_by_key(|(seq, _)| *seq);
@@ -663,36 +660,36 @@ impl Storage {
 
     /// The seq of the message with this id in `owner`'s archive.
     async fn archive_seq(&self, kind: ArchiveKind, owner: &str, id: &str) -> Result<Option<i64>> {
-        let Some(chunk) = self.archive_chunk_with(kind, owner, id).await? else {
-            return Ok(None);
-        };
-        let entries = archive_chunk::decode(&chunk.entries)?;
-        Ok(entries.iter().find(|e| e.id == id).map(|e| e.seq))
+        self.archive_find(kind, owner, id, |e| e.seq).await
     }
 
-    /// The chunk of `owner`'s archive that lists the message with this id.
-    async fn archive_chunk_with(
+    /// What `read` takes from the entry of `owner`'s archive with this id.
+    async fn archive_find<R>(
         &self,
         kind: ArchiveKind,
         owner: &str,
         id: &str,
-    ) -> Result<Option<StoredChunk>> {
-        let holds = |chunk: &StoredChunk| -> Result<bool> {
+        read: impl Fn(&ChunkEntry) -> R,
+    ) -> Result<Option<R>> {
+        let read_in = |chunk: &StoredChunk| -> Result<Option<R>> {
             Ok(archive_chunk::decode(&chunk.entries)?
                 .iter()
-                .any(|e| e.id == id))
+                .find(|e| e.id == id)
+                .map(&read))
         };
         if let Some(seq) = seq_of(id) {
             let wanted = Wanted::default();
             let mut pages = ChunkPages::new(kind, owner, &wanted, false).starting_at(seq, 1);
             if let Some(chunk) = pages.next(self).await?.pop() {
-                if chunk.first_seq <= seq && holds(&chunk)? {
-                    return Ok(Some(chunk));
+                if chunk.first_seq <= seq {
+                    if let Some(found) = read_in(&chunk)? {
+                        return Ok(Some(found));
+                    }
                 }
             }
         }
         // A message of the earliest layout keeps an id of another format:
-        // its chunk is found among the chunks of that time.
+        // it is found among the chunks of that time.
         let earliest = Wanted {
             before: Some(FIRST_TIMED_SEQ),
             ..Wanted::default()
@@ -707,8 +704,8 @@ impl Storage {
                 if earliest.passed(&chunk, false) {
                     return Ok(None);
                 }
-                if holds(&chunk)? {
-                    return Ok(Some(chunk));
+                if let Some(found) = read_in(&chunk)? {
+                    return Ok(Some(found));
                 }
             }
         }
@@ -748,20 +745,14 @@ impl Storage {
         let mut deleted = 0;
         for kind in [ArchiveKind::User, ArchiveKind::Room] {
             let (table, column) = kind.table();
-            let gone: i64 = sqlx::query_scalar(&format!(
-                "SELECT COALESCE(SUM(entry_count), 0) FROM {table} \
-                 WHERE min_stamp < ?1 AND max_stamp < ?1"
+            let gone: Vec<i64> = sqlx::query_scalar(&format!(
+                "DELETE FROM {table} WHERE min_stamp < ?1 AND max_stamp < ?1 \
+                 RETURNING entry_count"
             ))
             .bind(stamp)
-            .fetch_one(&mut *tx)
+            .fetch_all(&mut *tx)
             .await?;
-            sqlx::query(&format!(
-                "DELETE FROM {table} WHERE min_stamp < ?1 AND max_stamp < ?1"
-            ))
-            .bind(stamp)
-            .execute(&mut *tx)
-            .await?;
-            deleted += gone as u64;
+            deleted += gone.iter().sum::<i64>() as u64;
             // What is left with older entries is the chunk that straddles
             // the cut-off, at most one per archive.
             let straddling = sqlx::query(&format!(
