@@ -389,34 +389,30 @@ mod tests {
         assert_eq!(stream.queued.capacity(), 0, "queued");
     }
 
+    /// What `to` reads of `data` while `from` writes and flushes it.
+    async fn cross(
+        from: &mut (impl AsyncWrite + Unpin),
+        to: &mut (impl AsyncRead + Unpin),
+        data: &[u8],
+    ) -> Vec<u8> {
+        let ((), read) = tokio::join!(
+            async {
+                from.write_all(data).await.unwrap();
+                from.flush().await.unwrap();
+            },
+            async {
+                let mut read = vec![0; data.len()];
+                to.read_exact(&mut read).await.unwrap();
+                read
+            }
+        );
+        read
+    }
+
     async fn exchange(server: &mut TlsStream<DuplexStream>, client: &mut Client, len: usize) {
         let data = pattern(len);
-        let (written, read) = tokio::join!(
-            async {
-                client.write_all(&data).await.unwrap();
-                client.flush().await.unwrap();
-            },
-            async {
-                let mut read = vec![0; len];
-                server.read_exact(&mut read).await.unwrap();
-                read
-            }
-        );
-        let () = written;
-        assert_eq!(read, data, "client to server");
-        let (written, read) = tokio::join!(
-            async {
-                server.write_all(&data).await.unwrap();
-                server.flush().await.unwrap();
-            },
-            async {
-                let mut read = vec![0; len];
-                client.read_exact(&mut read).await.unwrap();
-                read
-            }
-        );
-        let () = written;
-        assert_eq!(read, data, "server to client");
+        assert_eq!(cross(client, server, &data).await, data, "client to server");
+        assert_eq!(cross(server, client, &data).await, data, "server to client");
     }
 
     #[tokio::test]
