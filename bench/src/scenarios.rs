@@ -203,12 +203,11 @@ pub async fn traffic(
         errors: AtomicU64::new(0),
     });
     let senders = a.len() * 2;
-    let interval = settings
-        .rate
-        .map(|rate| Duration::from_secs_f64(senders as f64 / rate.max(1.0)));
+    let turns: Vec<Arc<Notify>> = (0..senders).map(|_| Arc::new(Notify::new())).collect();
     let mut readers = JoinSet::new();
     let mut writers = JoinSet::new();
     let mut samples = Vec::new();
+    let mut sender_turns = turns.iter();
     for (x, y) in a.into_iter().zip(b) {
         let to_y = Arc::new(Lane::default());
         let to_x = Arc::new(Lane::default());
@@ -227,10 +226,14 @@ pub async fn traffic(
                 outgoing,
                 run.clone(),
                 settings.window as u64,
-                interval,
+                settings.rate.and(sender_turns.next()).cloned(),
             ));
         }
     }
+    let pacer = settings
+        .rate
+        .map(|rate| Pacer::spawn(rate, turns, run.clone()))
+        .transpose()?;
     tokio::time::sleep(Duration::from_secs_f64(settings.warmup_secs)).await;
     let generator = CpuClock::own();
     let server = server_pid.map(CpuClock::of);
@@ -244,6 +247,9 @@ pub async fn traffic(
     let generator_cpu = generator.cores_since();
     let server_cpu = server.and_then(|s| s.cores_since_checked());
     run.stop.store(true, Ordering::Relaxed);
+    if let Some(pacer) = pacer {
+        pacer.stop().await;
+    }
     let mut writer_halves = Vec::new();
     while let Some(done) = writers.join_next().await {
         writer_halves.push(done??);
@@ -287,21 +293,20 @@ async fn write_messages(
     lane: Arc<Lane>,
     run: Arc<Run>,
     window: u64,
-    interval: Option<Duration>,
+    turn: Option<Arc<Notify>>,
 ) -> Result<tokio::io::WriteHalf<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>> {
     let mut sent = 0u64;
-    // Senders start at random phases: started together they would send
-    // in bursts, and the burst would be measured, not the server.
-    let mut ticks = interval.map(|every| {
-        let phase = every.mul_f64(rand::random::<f64>());
-        let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + phase, every);
-        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        ticks
-    });
     while !run.stop.load(Ordering::Relaxed) {
-        match &mut ticks {
-            Some(ticks) => {
-                ticks.tick().await;
+        match &turn {
+            Some(turn) => {
+                // Turns missed while a write waited are not made up for
+                // (a `Notify` keeps at most one).
+                if tokio::time::timeout(Duration::from_millis(100), turn.notified())
+                    .await
+                    .is_err()
+                {
+                    continue;
+                }
             }
             None => {
                 while sent - lane.received.load(Ordering::Relaxed) >= window {
@@ -321,6 +326,69 @@ async fn write_messages(
         sent += 1;
     }
     Ok(writer)
+}
+
+/// Gives senders their turns at a fixed overall rate, evenly spaced and
+/// round the senders in turn. tokio's timers tick in whole milliseconds:
+/// senders paced by them would all send at each millisecond (50 messages
+/// at once at 50,000/s), and the server would be measured on bursts, not
+/// on the offered load. So a thread of its own ticks every
+/// [`Pacer::TICK`] and wakes a task that gives the turns due meanwhile
+/// (one wake across threads per tick, not one per message).
+struct Pacer {
+    ticker: std::thread::JoinHandle<()>,
+    giver: tokio::task::JoinHandle<()>,
+}
+
+impl Pacer {
+    /// Shortest time between ticks (when turns are due more often);
+    /// sleeps end up to the kernel's timer slack (50 µs by default) late,
+    /// so turns then come about every 100 µs (5 at once at 50,000/s).
+    const TICK: Duration = Duration::from_micros(50);
+
+    fn spawn(rate: f64, turns: Vec<Arc<Notify>>, run: Arc<Run>) -> Result<Self> {
+        let tick = Arc::new(Notify::new());
+        let ticking = (tick.clone(), run.clone());
+        let rate = rate.max(1.0);
+        let every = Duration::from_secs_f64(1.0 / rate).max(Self::TICK);
+        let ticker = std::thread::Builder::new()
+            .name("pacer".into())
+            .spawn(move || {
+                let (tick, run) = ticking;
+                while !run.stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(every);
+                    tick.notify_one();
+                }
+            })
+            .context("starting the pacer thread")?;
+        let giver = tokio::spawn(Self::give_turns(rate, turns, tick, run));
+        Ok(Self { ticker, giver })
+    }
+
+    async fn give_turns(rate: f64, turns: Vec<Arc<Notify>>, tick: Arc<Notify>, run: Arc<Run>) {
+        let start = Instant::now();
+        let mut given = 0u64;
+        while !run.stop.load(Ordering::Relaxed) {
+            let due = (start.elapsed().as_secs_f64() * rate) as u64;
+            for turn in given..due {
+                turns[(turn % turns.len() as u64) as usize].notify_one();
+            }
+            given = given.max(due);
+            // Bounded, to see the stop even if the ticker has ended.
+            let _ = tokio::time::timeout(Duration::from_millis(100), tick.notified()).await;
+        }
+    }
+
+    /// Waits for the pacer, which ends once the run is stopped.
+    async fn stop(self) {
+        let ticker = tokio::task::spawn_blocking(move || self.ticker.join());
+        if !matches!(ticker.await, Ok(Ok(()))) {
+            eprintln!("the pacer thread panicked");
+        }
+        if let Err(e) = self.giver.await {
+            eprintln!("the pacer task failed: {e}");
+        }
+    }
 }
 
 /// Reads messages until aborted, recording the latencies (µs) seen while
