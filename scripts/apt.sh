@@ -11,8 +11,11 @@ apt_install() {
         chmod +x /usr/sbin/policy-rc.d
         trap 'rm -f /usr/sbin/policy-rc.d' EXIT
     fi
-    apt-get update -q
-    apt-get install -y -q --no-install-recommends "$@"
+    # Another apt (a machine's boot-time upgrades, another script) may
+    # hold dpkg's lock for a while: wait for it rather than fail.
+    local wait_for_lock=(-o DPkg::Lock::Timeout=600)
+    apt-get "${wait_for_lock[@]}" update -q
+    apt-get "${wait_for_lock[@]}" install -y -q --no-install-recommends "$@"
 }
 
 # Installs those of the named packages that are missing.
