@@ -345,12 +345,15 @@ impl Pacer {
     /// sleeps end up to the kernel's timer slack (50 µs by default) late,
     /// so turns then come about every 100 µs (5 at once at 50,000/s).
     const TICK: Duration = Duration::from_micros(50);
+    /// Longest time between ticks (when turns are due less often), so
+    /// that the thread sees the end of the run soon.
+    const LONGEST_TICK: Duration = Duration::from_millis(10);
 
     fn spawn(rate: f64, turns: Vec<Arc<Notify>>, run: Arc<Run>) -> Result<Self> {
         let tick = Arc::new(Notify::new());
         let ticking = (tick.clone(), run.clone());
         let rate = rate.max(1.0);
-        let every = Duration::from_secs_f64(1.0 / rate).max(Self::TICK);
+        let every = Duration::from_secs_f64(1.0 / rate).clamp(Self::TICK, Self::LONGEST_TICK);
         let ticker = std::thread::Builder::new()
             .name("pacer".into())
             .spawn(move || {
