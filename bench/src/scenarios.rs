@@ -172,6 +172,16 @@ struct Run {
 }
 
 impl Run {
+    fn new() -> Self {
+        Self {
+            start: Instant::now(),
+            measuring: AtomicBool::new(false),
+            stop: AtomicBool::new(false),
+            delivered: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+        }
+    }
+
     fn micros(&self) -> u64 {
         self.start.elapsed().as_micros() as u64
     }
@@ -195,13 +205,7 @@ pub async fn traffic(
     if a.len() != b.len() || a.is_empty() {
         bail!("traffic needs the same number (at least one) of users on each side");
     }
-    let run = Arc::new(Run {
-        start: Instant::now(),
-        measuring: AtomicBool::new(false),
-        stop: AtomicBool::new(false),
-        delivered: AtomicU64::new(0),
-        errors: AtomicU64::new(0),
-    });
+    let run = Arc::new(Run::new());
     let senders = a.len() * 2;
     let turns: Vec<Arc<Notify>> = (0..senders).map(|_| Arc::new(Notify::new())).collect();
     let mut readers = JoinSet::new();
@@ -559,6 +563,53 @@ pub async fn logins(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The pacer never gives more turns than are due, gives them round
+    /// the senders, and stops with the run.
+    #[tokio::test]
+    async fn the_pacer_gives_the_turns_due_round_the_senders() {
+        let run = Arc::new(Run::new());
+        let turns: Vec<Arc<Notify>> = (0..4).map(|_| Arc::new(Notify::new())).collect();
+        let mut takers = JoinSet::new();
+        for turn in &turns {
+            let (turn, run) = (turn.clone(), run.clone());
+            takers.spawn(async move {
+                let mut taken = 0u64;
+                while !run.stop.load(Ordering::Relaxed) {
+                    if tokio::time::timeout(Duration::from_millis(20), turn.notified())
+                        .await
+                        .is_ok()
+                    {
+                        taken += 1;
+                    }
+                }
+                taken
+            });
+        }
+        let rate = 2000.0;
+        let started = Instant::now();
+        let pacer = Pacer::spawn(rate, turns, run.clone()).unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        run.stop.store(true, Ordering::Relaxed);
+        let elapsed = started.elapsed().as_secs_f64();
+        pacer.stop().await;
+        let mut taken = Vec::new();
+        while let Some(count) = takers.join_next().await {
+            taken.push(count.unwrap());
+        }
+        let total: u64 = taken.iter().sum();
+        assert!(
+            total as f64 <= rate * elapsed + 1.0,
+            "{taken:?} in {elapsed} s"
+        );
+        // Liveness only (a busy machine may give fewer, never more).
+        assert!(total >= 100, "{taken:?} in {elapsed} s");
+        let (fewest, most) = (taken.iter().min(), taken.iter().max());
+        assert!(
+            most.zip(fewest).is_some_and(|(m, f)| m - f <= 1 + m / 4),
+            "{taken:?}"
+        );
+    }
 
     #[test]
     fn send_times_are_read_back_whatever_the_quoting() {
