@@ -227,7 +227,7 @@ impl BatchChange for Change {
     /// chunks never overlap.
     async fn apply(storage: &Storage, changes: &[Self]) -> Result<Vec<i64>> {
         let runs = runs_by_archive(changes);
-        let mut tx = storage.pool.begin().await?;
+        let mut tx = storage.archive_writes().begin().await?;
         for kind in [ArchiveKind::User, ArchiveKind::Room] {
             let runs: Vec<(&str, &[ChunkEntry])> = runs
                 .iter()

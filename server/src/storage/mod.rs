@@ -199,7 +199,24 @@ pub struct OfflineMessage {
 #[derive(Debug, Clone)]
 pub struct Storage {
     pool: SqlitePool,
+    /// The archive writer's own connection ([`ARCHIVE_THREAD`]).
+    archive_pool: SqlitePool,
 }
+
+/// The name of the archive writer's SQLite thread (Linux keeps 15 bytes
+/// of a thread's name).
+const ARCHIVE_THREAD: &str = "tern-archive-db";
+
+/// How far below routing the archive writer's thread runs, as a nice
+/// increment. Its group commits are bursts of some milliseconds of CPU;
+/// at the same priority they take the core from routing for that long.
+/// At 28,000 msg/s on one core with the archive on, delivery latency was
+/// p90 3.7–4.4 ms and p99 6.8–8.9 ms without this, 1.1–1.3 ms and 2.6–3.7
+/// ms with it. Archived throughput at saturation is the same (routing
+/// waits for the archive when its queue is full). A larger increment, or
+/// `SCHED_IDLE`, starves the writer until routing waits, and cost a
+/// quarter to a third of that throughput.
+const ARCHIVE_NICENESS: i32 = 5;
 
 impl Storage {
     /// Opens (creating if needed) the database in `data_dir` and brings its
@@ -239,13 +256,31 @@ impl Storage {
             // query, which detects dropped network connections. A SQLite
             // connection is in-process and cannot drop.
             .test_before_acquire(false)
-            .connect_with(options)
+            .connect_with(options.clone())
             .await?;
-        Ok(Self { pool })
+        let archive_pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .test_before_acquire(false)
+            .after_connect(|_, _| {
+                Box::pin(async {
+                    lower_priority_of_threads(ARCHIVE_THREAD, ARCHIVE_NICENESS);
+                    Ok(())
+                })
+            })
+            .connect_with(options.thread_name(|_| ARCHIVE_THREAD.to_owned()))
+            .await?;
+        Ok(Self { pool, archive_pool })
+    }
+
+    /// The connection pool for archive writes (one connection, on a thread
+    /// of lower priority than routing).
+    pub(crate) fn archive_writes(&self) -> &SqlitePool {
+        &self.archive_pool
     }
 
     /// Checkpoints the WAL and closes every connection.
     pub async fn close(&self) {
+        self.archive_pool.close().await;
         if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
             .execute(&self.pool)
             .await
@@ -705,6 +740,40 @@ fn now_rfc3339() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
+/// Runs this process's threads called `name` at `niceness` below the
+/// calling thread (Linux: a thread's nice value is its own); a failure is
+/// logged, and the threads run as they were.
+fn lower_priority_of_threads(name: &str, niceness: i32) {
+    #[cfg(target_os = "linux")]
+    {
+        let own = rustix::process::getpriority_process(None).unwrap_or(0);
+        let lowered = own.saturating_add(niceness).min(19);
+        let tasks = match std::fs::read_dir("/proc/self/task") {
+            Ok(tasks) => tasks,
+            Err(e) => {
+                tracing::warn!("cannot list this process's threads: {e}");
+                return;
+            }
+        };
+        for task in tasks.flatten() {
+            let named = std::fs::read_to_string(task.path().join("comm"))
+                .is_ok_and(|comm| comm.trim_end() == name);
+            let tid = task.file_name().to_str().and_then(|t| t.parse().ok());
+            // With PRIO_PROCESS, Linux takes a thread id for that thread.
+            if let Some(tid) = tid
+                .filter(|_| named)
+                .and_then(rustix::process::Pid::from_raw)
+            {
+                if let Err(e) = rustix::process::setpriority_process(Some(tid), lowered) {
+                    tracing::warn!("cannot lower the priority of thread {name}: {e}");
+                }
+            }
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = (name, niceness);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -713,6 +782,34 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let storage = Storage::open(dir.path()).await.unwrap();
         (dir, storage)
+    }
+
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn the_archive_writer_runs_below_routing() {
+        let (_dir, s) = open().await;
+        let own = rustix::process::getpriority_process(None).unwrap();
+        let lowered = (own + ARCHIVE_NICENESS).min(19);
+        // Other tests open databases meanwhile, so some writer threads may
+        // not be lowered yet; this database's is.
+        let mut lowered_writers = 0;
+        for task in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
+            let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+            if comm.trim_end() != ARCHIVE_THREAD {
+                continue;
+            }
+            let stat = std::fs::read_to_string(task.path().join("stat")).unwrap();
+            // The nice value is the 19th field; the name before is in
+            // parentheses and has no spaces here.
+            let nice: i32 = stat.split(' ').nth(18).unwrap().parse().unwrap();
+            assert!(nice == own || nice == lowered, "{stat}");
+            lowered_writers += usize::from(nice == lowered);
+        }
+        assert!(
+            lowered_writers >= 1,
+            "no {ARCHIVE_THREAD} thread at nice {lowered}"
+        );
+        s.close().await;
     }
 
     #[tokio::test]
