@@ -1,7 +1,8 @@
 //! Deletes what has outlived its keeping time: archived messages after
 //! `archive.expire_after_days`, uploaded files after
-//! `upload.expire_after_days`, and upload slots never used within a day.
-//! Runs at start-up and then every hour.
+//! `upload.expire_after_days`, and upload slots never used within a day;
+//! and compacts the archive's message log, so that deleted messages leave
+//! the disk. Runs at start-up and then every hour.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,11 +32,15 @@ async fn sweep(server: &Server) {
     let archive_days = server.config.archive.expire_after_days;
     if archive_days > 0 {
         let before = days_ago(archive_days).timestamp_micros();
-        match server.storage.archive_expire(before).await {
+        match server.archive.expire(before).await {
             Ok(0) => {}
             Ok(count) => tracing::info!(count, "expired archived messages"),
             Err(e) => tracing::error!("expiring archived messages failed: {e}"),
         }
+    } else {
+        // Accounts deleted from the command line while the server runs
+        // leave their messages for this.
+        server.archive.sweep().await;
     }
     let upload_days = server.config.upload.expire_after_days;
     let stamp = |t: chrono::DateTime<Utc>| t.to_rfc3339_opts(SecondsFormat::Millis, true);

@@ -115,6 +115,8 @@ async fn cancel(server: &Server, session: &mut SessionCtx, iq: &Element) -> Elem
     match server.storage.delete_account(&session.username).await {
         Ok(_) => {
             tracing::info!(user = %session.username, "account cancelled in-band");
+            // Its archived messages leave the message log too.
+            server.archive.sweep_soon();
             for resource in server.sessions.resources(&session.username) {
                 if resource.handle.id != session.handle.id {
                     resource

@@ -860,6 +860,8 @@ async fn owner(
             tracing::error!("destroying a room failed: {e}");
             return fail(errors::internal(iq));
         }
+        // Its archived messages leave the message log too.
+        server.archive.sweep_soon();
         let mut out = Vec::new();
         for occupant in &occupants {
             let mut presence = Room::presence_of(room_jid, occupant, &occupant.jid, true, &[110]);

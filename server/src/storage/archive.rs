@@ -1,8 +1,13 @@
 //! The message archive (XEP-0313): the encrypted messages of each local
-//! user (or room), written in group commits by an [`ArchiveWriter`] as
-//! chunks of consecutive entries ([`archive_chunk`](super::archive_chunk))
-//! and read back in pages. The layout is in
-//! `migrations/0012_archive_chunks.sql`.
+//! user (or room), written in group commits by an [`ArchiveWriter`] and
+//! read back in pages. Each commit appends the messages' stanzas to the
+//! message log ([`message_log`](super::message_log)), once per message
+//! however many archives list it, and writes in SQLite one chunk per
+//! archive: a run of consecutive entries saying where their stanzas are
+//! ([`archive_chunk`](super::archive_chunk)). The layout is in
+//! `migrations/0012_archive_chunks.sql` and
+//! `migrations/0013_archive_message_log.sql`; compaction, which takes
+//! deleted messages off the disk, in [`compaction`].
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -12,9 +17,14 @@ use std::time::Duration;
 use rand::Rng;
 use sqlx::{QueryBuilder, Row, Sqlite};
 
-use super::archive_chunk::{self, ChunkEntry};
+use sqlx::Connection;
+
+use super::archive_chunk::{self, ChunkEntry, EntryId, Format, Stanza};
 use super::batch::{BatchChange, BatchWriter};
+use super::message_log::{Appended, Place};
 use super::{Result, Storage};
+
+mod compaction;
 
 /// Whose archive: a user's or a room's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -163,16 +173,25 @@ enum Change {
     Insert(ArchiveEntry),
     /// Nothing to write: its completion says the changes before it are.
     Barrier,
+    /// Delete the messages stamped before this, then compact.
+    Expire(i64),
+    /// Compact the message log: remove segments nothing points into, copy
+    /// the live messages out of those holding deleted ones.
+    Sweep,
 }
 
 impl ArchiveWriter {
     /// Starts the writer task (it ends when the last handle is dropped);
     /// `last_seq` is the archive's highest ([`Storage::archive_last_seq`]).
+    /// It compacts the message log first (deletions may have waited for
+    /// it: an account deleted from the command line, a crash).
     pub fn spawn(storage: Storage, last_seq: i64) -> Self {
-        Self {
+        let writer = Self {
             writer: BatchWriter::spawn_lingering(storage, LINGER),
             last_seq: Arc::new(AtomicI64::new(last_seq)),
-        }
+        };
+        writer.sweep_soon();
+        writer
     }
 
     /// A new place in the archive: now, or just after the last one if the
@@ -208,68 +227,81 @@ impl ArchiveWriter {
             tracing::error!("the archive writer failed: {e}");
         }
     }
+
+    /// Deletes archived messages (of users and rooms) stamped before
+    /// `stamp`, from the database and the message log; how many went.
+    pub async fn expire(&self, stamp: i64) -> std::result::Result<u64, String> {
+        let expired = self.writer.write(Change::Expire(stamp)).await?;
+        Ok(u64::try_from(expired).unwrap_or(0))
+    }
+
+    /// Removes from the message log what no archive lists any more (a
+    /// deleted account's or room's messages); returns when done.
+    pub async fn sweep(&self) {
+        if let Err(e) = self.writer.write(Change::Sweep).await {
+            tracing::error!("compacting the message log failed: {e}");
+        }
+    }
+
+    /// As [`ArchiveWriter::sweep`], without waiting: after an account or
+    /// a room was deleted.
+    pub fn sweep_soon(&self) {
+        let writer = self.clone();
+        tokio::spawn(async move { writer.sweep().await });
+    }
 }
 
-/// Rows written by one statement (at most 7 parameters each, far below
+/// Rows written by one statement (at most 8 parameters each, far below
 /// SQLite's limit of 32766).
 const ROWS_PER_STATEMENT: usize = 100;
 
-/// Most entries of one chunk the writer makes, and most bytes (an entry
-/// larger than that is a chunk of its own): a query decodes whole chunks.
+/// Most entries of one chunk the writer makes, and most bytes of stanzas
+/// (an entry larger than that is a chunk of its own): a query reads whole
+/// chunks.
 const CHUNK_ENTRIES: usize = 256;
 const CHUNK_BYTES: usize = 256 * 1024;
 
 impl BatchChange for Change {
-    /// Writes the batch's entries in one transaction: one new chunk per
-    /// archive (more for a long run). An entry whose archive already has
-    /// a later message (its slot was taken before theirs but it was
-    /// queued after) goes into the chunk its seq falls in, so that
-    /// chunks never overlap.
+    /// Writes the batch's entries: their stanzas to the message log, once
+    /// per message, then in one transaction one new chunk per archive
+    /// (more for a long run). An entry whose archive already has a later
+    /// message (its slot was taken before theirs but it was queued after)
+    /// goes into the chunk its seq falls in, so that chunks never overlap.
+    /// Then expiry and compaction, if asked for.
     async fn apply(storage: &Storage, changes: &[Self]) -> Result<Vec<i64>> {
         let runs = runs_by_archive(changes);
-        let mut tx = storage.archive_writes().begin().await?;
-        for kind in [ArchiveKind::User, ArchiveKind::Room] {
-            let runs: Vec<(&str, &[ChunkEntry])> = runs
-                .iter()
-                .filter(|((of, _), _)| *of == kind)
-                .map(|((_, owner), run)| (*owner, run.as_slice()))
-                .collect();
-            if runs.is_empty() {
-                continue;
-            }
-            let owners: Vec<&str> = runs.iter().map(|(owner, _)| *owner).collect();
-            let newest = newest_seqs(&mut tx, kind, &owners).await?;
-            let mut chunks = Vec::with_capacity(runs.len());
-            for (owner, run) in runs {
-                let late = newest
-                    .get(owner)
-                    .map_or(0, |newest| run.partition_point(|e| e.seq <= *newest));
-                for entry in &run[..late] {
-                    merge_late(&mut tx, kind, owner, entry).await?;
+        if !runs.is_empty() {
+            write_runs(storage, &runs).await?;
+        }
+        let mut results = vec![0; changes.len()];
+        let mut sweep = false;
+        for (change, result) in changes.iter().zip(&mut results) {
+            match change {
+                Change::Expire(stamp) => {
+                    *result = storage.archive_expire(*stamp).await? as i64;
+                    sweep = true;
                 }
-                chunks.extend(Chunk::pieces(owner, &run[late..]));
-            }
-            let mut chunks = chunks.into_iter().peekable();
-            while chunks.peek().is_some() {
-                insert_chunks(kind, chunks.by_ref().take(ROWS_PER_STATEMENT))
-                    .build()
-                    .execute(&mut *tx)
-                    .await?;
+                Change::Sweep => sweep = true,
+                Change::Insert(_) | Change::Barrier => {}
             }
         }
-        tx.commit().await?;
-        Ok(vec![0; changes.len()])
+        if sweep {
+            compaction::sweep(storage).await?;
+        }
+        Ok(results)
     }
 
     fn urgent(&self) -> bool {
-        matches!(self, Change::Barrier)
+        !matches!(self, Change::Insert(_))
     }
 }
 
-/// The entries of a batch by archive, each run in seq order without
-/// repeats.
-fn runs_by_archive(changes: &[Change]) -> BTreeMap<(ArchiveKind, &str), Vec<ChunkEntry<'_>>> {
-    let mut runs: BTreeMap<(ArchiveKind, &str), Vec<ChunkEntry>> = BTreeMap::new();
+/// A batch's entries by archive, each run in seq order without repeats.
+type Runs<'a> = BTreeMap<(ArchiveKind, &'a str), Vec<ChunkEntry<'a>>>;
+
+/// The entries of a batch by archive.
+fn runs_by_archive(changes: &[Change]) -> Runs<'_> {
+    let mut runs: Runs = BTreeMap::new();
     for change in changes {
         if let Change::Insert(entry) = change {
             let message = &*entry.message;
@@ -278,9 +310,9 @@ fn runs_by_archive(changes: &[Change]) -> BTreeMap<(ArchiveKind, &str), Vec<Chun
                 .push(ChunkEntry {
                     seq: message.seq,
                     stamp: message.stamp,
-                    id: &message.id,
+                    id: EntryId::Text(&message.id),
                     with: &entry.with,
-                    stanza: &message.stanza,
+                    stanza: Stanza::Inline(&message.stanza),
                 });
         }
     }
@@ -291,11 +323,121 @@ fn runs_by_archive(changes: &[Change]) -> BTreeMap<(ArchiveKind, &str), Vec<Chun
     runs
 }
 
+/// Writes the runs of a batch (entries with inline stanzas).
+async fn write_runs(storage: &Storage, runs: &Runs<'_>) -> Result<()> {
+    let mut conn = storage.archive_writes().acquire().await?;
+    let mut fresh = Vec::with_capacity(runs.len());
+    let mut merges = Vec::new();
+    for kind in [ArchiveKind::User, ArchiveKind::Room] {
+        let of_kind: Vec<(&str, &[ChunkEntry])> = runs
+            .iter()
+            .filter(|((of, _), _)| *of == kind)
+            .map(|((_, owner), run)| (*owner, run.as_slice()))
+            .collect();
+        if of_kind.is_empty() {
+            continue;
+        }
+        let owners: Vec<&str> = of_kind.iter().map(|(owner, _)| *owner).collect();
+        let newest = newest_seqs(&mut conn, kind, &owners).await?;
+        for (owner, run) in of_kind {
+            let late = newest
+                .get(owner)
+                .map_or(0, |newest| run.partition_point(|e| e.seq <= *newest));
+            if late > 0 {
+                merges.extend(Merge::load(storage, &mut conn, kind, owner, &run[..late]).await?);
+            }
+            fresh.push((kind, owner, &run[late..]));
+        }
+    }
+    let mut log = LogBatch::default();
+    let fresh: Vec<_> = fresh
+        .into_iter()
+        .map(|(kind, owner, run)| (kind, owner, log.place_all(run)))
+        .collect();
+    let merged: Vec<_> = merges
+        .iter()
+        .map(|merge| (merge, log.place_all(&merge.borrowed())))
+        .collect();
+    let at = Some(log.append(storage).await?);
+
+    let mut tx = conn.begin().await?;
+    for kind in [ArchiveKind::User, ArchiveKind::Room] {
+        let mut chunks = Vec::new();
+        for (of, owner, run) in &fresh {
+            if *of == kind {
+                chunks.extend(Chunk::pieces(owner, at, run));
+            }
+        }
+        let mut chunks = chunks.into_iter().peekable();
+        while chunks.peek().is_some() {
+            insert_chunks(kind, chunks.by_ref().take(ROWS_PER_STATEMENT))
+                .build()
+                .execute(&mut *tx)
+                .await?;
+        }
+    }
+    for (merge, entries) in &merged {
+        let chunk = Chunk::encode(&merge.owner, at, entries);
+        rewrite_chunk(&mut tx, merge.kind, merge.last_seq, &chunk).await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+/// The stanzas of a batch, as they go to the message log: each once, at
+/// a place relative to the start of the batch until it is written.
+#[derive(Debug, Default)]
+struct LogBatch {
+    bytes: Vec<u8>,
+    /// Where each stanza went, by its address: the archives listing a
+    /// message share one string.
+    placed: HashMap<(usize, usize), Place>,
+}
+
+impl LogBatch {
+    /// `entries` (inline) with their stanzas placed in the batch.
+    fn place_all<'a>(&mut self, entries: &[ChunkEntry<'a>]) -> Vec<ChunkEntry<'a>> {
+        entries
+            .iter()
+            .map(|entry| ChunkEntry {
+                stanza: match entry.stanza {
+                    Stanza::Inline(text) => Stanza::Logged(self.place(text)),
+                    logged @ Stanza::Logged(_) => logged,
+                },
+                ..*entry
+            })
+            .collect()
+    }
+
+    fn place(&mut self, text: &str) -> Place {
+        *self
+            .placed
+            .entry((text.as_ptr() as usize, text.len()))
+            .or_insert_with(|| {
+                let offset = self.bytes.len() as u64;
+                self.bytes.extend_from_slice(text.as_bytes());
+                Place {
+                    offset,
+                    // Stanzas are limited far below 4 GiB.
+                    len: text.len() as u32,
+                }
+            })
+    }
+
+    /// Writes the batch to the log: where it went.
+    async fn append(self, storage: &Storage) -> Result<Appended> {
+        storage.log.append(self.bytes).await
+    }
+}
+
 /// A chunk to write: encoded entries of one archive, with what the
 /// chunk's row says of them.
 #[derive(Debug)]
 struct Chunk<'a> {
     owner: &'a str,
+    /// The segment of the message log its stanzas are in; `None` when
+    /// they are in the chunk.
+    segment: Option<u32>,
     first_seq: i64,
     last_seq: i64,
     min_stamp: i64,
@@ -305,15 +447,15 @@ struct Chunk<'a> {
 }
 
 impl<'a> Chunk<'a> {
-    /// The chunk of `entries` (in seq order, at least one).
-    fn encode(owner: &'a str, entries: &[ChunkEntry]) -> Self {
+    /// The chunk of `entries` (in seq order, at least one), whose
+    /// stanzas are all inline (`at` is `None`) or all logged; logged ones
+    /// are placed relative to `at`.
+    fn encode(owner: &'a str, at: Option<Appended>, entries: &[ChunkEntry]) -> Self {
         let stamps = entries.iter().map(|e| e.stamp);
-        let mut bytes = Vec::with_capacity(entries.iter().map(ChunkEntry::encoded_len).sum());
-        for entry in entries {
-            entry.encode_into(&mut bytes);
-        }
+        let bytes = archive_chunk::encode(entries, at.map_or(0, |at| at.offset));
         Self {
             owner,
+            segment: at.map(|at| at.segment),
             first_seq: entries.first().map_or(0, |e| e.seq),
             last_seq: entries.last().map_or(0, |e| e.seq),
             min_stamp: stamps.clone().min().unwrap_or(0),
@@ -324,8 +466,8 @@ impl<'a> Chunk<'a> {
     }
 
     /// The chunks of a run of entries (in seq order), each within
-    /// [`CHUNK_ENTRIES`] and [`CHUNK_BYTES`].
-    fn pieces(owner: &'a str, mut run: &[ChunkEntry]) -> Vec<Self> {
+    /// [`CHUNK_ENTRIES`] and [`CHUNK_BYTES`] of stanzas.
+    fn pieces(owner: &'a str, at: Option<Appended>, mut run: &[ChunkEntry]) -> Vec<Self> {
         let mut pieces = Vec::new();
         while !run.is_empty() {
             let mut bytes = 0;
@@ -333,13 +475,13 @@ impl<'a> Chunk<'a> {
                 .iter()
                 .take(CHUNK_ENTRIES)
                 .position(|e| {
-                    bytes += e.encoded_len();
+                    bytes += e.stanza_len();
                     bytes > CHUNK_BYTES
                 })
                 .unwrap_or(run.len().min(CHUNK_ENTRIES))
                 .max(1);
             let (piece, rest) = run.split_at(end);
-            pieces.push(Self::encode(owner, piece));
+            pieces.push(Self::encode(owner, at, piece));
             run = rest;
         }
         pieces
@@ -356,8 +498,8 @@ fn insert_chunks<'a>(
     let (owners, key) = kind.owners();
     let mut query = QueryBuilder::new(format!(
         "INSERT OR IGNORE INTO {table} \
-         ({owner}, last_seq, first_seq, min_stamp, max_stamp, entry_count, entries) \
-         SELECT column1, column2, column3, column4, column5, column6, column7 FROM ("
+         ({owner}, last_seq, first_seq, min_stamp, max_stamp, entry_count, entries, segment) \
+         SELECT column1, column2, column3, column4, column5, column6, column7, column8 FROM ("
     ));
     query.push_values(chunks, |mut row, chunk| {
         row.push_bind(chunk.owner)
@@ -366,7 +508,8 @@ fn insert_chunks<'a>(
             .push_bind(chunk.min_stamp)
             .push_bind(chunk.max_stamp)
             .push_bind(chunk.count)
-            .push_bind(chunk.entries);
+            .push_bind(chunk.entries)
+            .push_bind(chunk.segment);
     });
     query.push(format!(
         ") WHERE EXISTS (SELECT 1 FROM {owners} WHERE {key} = column1)"
@@ -408,54 +551,116 @@ async fn newest_seqs(
     Ok(newest)
 }
 
-/// Writes `entry` into the first chunk of `owner`'s archive that ends at
-/// or after it (it lies after the chunk before, so chunks still do not
-/// overlap); a message already listed there is left as it is.
-async fn merge_late(
-    tx: &mut sqlx::SqliteConnection,
+/// A chunk that late entries join, read back with its stanzas.
+#[derive(Debug)]
+struct Merge {
     kind: ArchiveKind,
-    owner: &str,
-    entry: &ChunkEntry<'_>,
-) -> Result<()> {
-    let (table, column) = kind.table();
-    let row = sqlx::query(&format!(
-        "SELECT last_seq, entries FROM {table} WHERE {column} = ?1 AND last_seq >= ?2 \
-         ORDER BY last_seq LIMIT 1"
-    ))
-    .bind(owner)
-    .bind(entry.seq)
-    .fetch_optional(&mut *tx)
-    .await?;
-    let Some(row) = row else {
-        // Its archive has nothing after it: an ordinary new chunk.
-        insert_chunks(kind, [Chunk::encode(owner, &[*entry])])
-            .build()
-            .execute(&mut *tx)
-            .await?;
-        return Ok(());
-    };
-    let last_seq: i64 = row.get(0);
-    let bytes: Vec<u8> = row.get(1);
-    let mut entries = archive_chunk::decode(&bytes)?;
-    let at = entries.partition_point(|e| e.seq < entry.seq);
-    if entries.get(at).is_some_and(|e| e.seq == entry.seq) {
-        return Ok(());
-    }
-    entries.insert(at, *entry);
-    rewrite_chunk(tx, kind, last_seq, &Chunk::encode(owner, &entries)).await
+    owner: String,
+    /// The chunk's last seq as stored (its key).
+    last_seq: i64,
+    /// Its entries and the late ones, in seq order.
+    entries: Vec<OwnedEntry>,
 }
 
-/// Replaces the chunk of `chunk.owner`'s archive that ended at `last_seq`.
+/// A chunk entry with its stanza, owning its strings.
+#[derive(Debug)]
+struct OwnedEntry {
+    seq: i64,
+    stamp: i64,
+    id: String,
+    with: String,
+    stanza: String,
+}
+
+impl OwnedEntry {
+    fn of(entry: &ChunkEntry, stanza: String) -> Self {
+        Self {
+            seq: entry.seq,
+            stamp: entry.stamp,
+            id: entry.id.text(entry.seq),
+            with: entry.with.to_owned(),
+            stanza,
+        }
+    }
+}
+
+impl Merge {
+    /// The chunks of `owner`'s archive that `late` entries (in seq
+    /// order, inline) fall in: each the first that ends at or after
+    /// them, so chunks still do not overlap. A message already listed
+    /// there is left as it is.
+    async fn load(
+        storage: &Storage,
+        conn: &mut sqlx::SqliteConnection,
+        kind: ArchiveKind,
+        owner: &str,
+        late: &[ChunkEntry<'_>],
+    ) -> Result<Vec<Self>> {
+        let (table, column) = kind.table();
+        let mut merges: Vec<Self> = Vec::new();
+        for entry in late {
+            let Stanza::Inline(stanza) = entry.stanza else {
+                continue;
+            };
+            if merges.last().is_none_or(|merge| merge.last_seq < entry.seq) {
+                let row = sqlx::query(&format!(
+                    "SELECT first_seq, last_seq, segment, entries FROM {table} \
+                         WHERE {column} = ?1 AND last_seq >= ?2 ORDER BY last_seq LIMIT 1"
+                ))
+                .bind(owner)
+                .bind(entry.seq)
+                .fetch_optional(&mut *conn)
+                .await?;
+                // Without one, the archive went meanwhile.
+                let Some(row) = row else { continue };
+                let chunk = StoredChunk::from_row(row);
+                let entries = storage.owned_entries(&chunk).await?;
+                merges.push(Self {
+                    kind,
+                    owner: owner.to_owned(),
+                    last_seq: chunk.last_seq,
+                    entries,
+                });
+            }
+            let Some(merge) = merges.last_mut() else {
+                continue;
+            };
+            let at = merge.entries.partition_point(|e| e.seq < entry.seq);
+            if merge.entries.get(at).is_none_or(|e| e.seq != entry.seq) {
+                let owned = OwnedEntry::of(entry, stanza.to_owned());
+                merge.entries.insert(at, owned);
+            }
+        }
+        Ok(merges)
+    }
+
+    /// The entries, borrowed, with their stanzas inline.
+    fn borrowed(&self) -> Vec<ChunkEntry<'_>> {
+        self.entries
+            .iter()
+            .map(|e| ChunkEntry {
+                seq: e.seq,
+                stamp: e.stamp,
+                id: EntryId::Text(&e.id),
+                with: &e.with,
+                stanza: Stanza::Inline(&e.stanza),
+            })
+            .collect()
+    }
+}
+
+/// Replaces the chunk of `chunk.owner`'s archive that ended at `last_seq`;
+/// whether it was still there.
 async fn rewrite_chunk(
     tx: &mut sqlx::SqliteConnection,
     kind: ArchiveKind,
     last_seq: i64,
     chunk: &Chunk<'_>,
-) -> Result<()> {
+) -> Result<bool> {
     let (table, column) = kind.table();
-    sqlx::query(&format!(
+    let done = sqlx::query(&format!(
         "UPDATE {table} SET last_seq = ?, first_seq = ?, min_stamp = ?, max_stamp = ?, \
-         entry_count = ?, entries = ? WHERE {column} = ? AND last_seq = ?"
+         entry_count = ?, entries = ?, segment = ? WHERE {column} = ? AND last_seq = ?"
     ))
     .bind(chunk.last_seq)
     .bind(chunk.first_seq)
@@ -463,11 +668,12 @@ async fn rewrite_chunk(
     .bind(chunk.max_stamp)
     .bind(chunk.count)
     .bind(chunk.entries.as_slice())
+    .bind(chunk.segment)
     .bind(chunk.owner)
     .bind(last_seq)
     .execute(&mut *tx)
     .await?;
-    Ok(())
+    Ok(done.rows_affected() == 1)
 }
 
 /// A chunk as read back.
@@ -475,16 +681,28 @@ async fn rewrite_chunk(
 struct StoredChunk {
     first_seq: i64,
     last_seq: i64,
+    /// The segment of the message log its stanzas are in, if logged.
+    segment: Option<u32>,
     entries: Vec<u8>,
 }
 
 impl StoredChunk {
+    /// The chunk of a row of `first_seq, last_seq, segment, entries`.
     fn from_row(row: sqlx::sqlite::SqliteRow) -> Self {
         Self {
             first_seq: row.get(0),
             last_seq: row.get(1),
-            entries: row.get(2),
+            segment: row.get(2),
+            entries: row.get(3),
         }
+    }
+
+    fn decode(&self) -> Result<Vec<ChunkEntry<'_>>> {
+        let format = match self.segment {
+            Some(_) => Format::Logged,
+            None => Format::Inline,
+        };
+        archive_chunk::decode(&self.entries, format)
     }
 }
 
@@ -523,12 +741,36 @@ impl Wanted<'_> {
 /// Chunks read by one statement while a query pages through an archive.
 const CHUNKS_PER_READ: u32 = 32;
 
-/// An archived message from a chunk's entry.
-fn archived(entry: &ChunkEntry) -> ArchivedMessage {
-    ArchivedMessage {
-        id: entry.id.to_owned(),
-        stamp: entry.stamp,
-        stanza: entry.stanza.to_owned(),
+/// An archived message found in a chunk, its stanza perhaps still to be
+/// read from the message log.
+#[derive(Debug)]
+struct Found {
+    id: String,
+    stamp: i64,
+    stanza: FoundStanza,
+}
+
+#[derive(Debug)]
+enum FoundStanza {
+    Text(String),
+    Logged(u32, Place),
+}
+
+impl Found {
+    /// The message of an entry of `chunk`.
+    fn of(chunk: &StoredChunk, entry: &ChunkEntry) -> Self {
+        let stanza = match (entry.stanza, chunk.segment) {
+            (Stanza::Logged(place), Some(segment)) => FoundStanza::Logged(segment, place),
+            (Stanza::Inline(text), _) => FoundStanza::Text(text.to_owned()),
+            // Decoding goes by the chunk's segment: no logged entry
+            // comes from a chunk without one.
+            (Stanza::Logged(_), None) => FoundStanza::Text(String::new()),
+        };
+        Self {
+            id: entry.id.text(entry.seq),
+            stamp: entry.stamp,
+            stanza,
+        }
     }
 }
 
@@ -560,6 +802,7 @@ impl Storage {
         owner: &str,
         filter: &ArchiveFilter,
     ) -> Result<Option<Vec<ArchivedMessage>>> {
+        let _reading = self.log.reading().await;
         let mut bounds = [None, None];
         for (bound, id) in bounds.iter_mut().zip([&filter.after_id, &filter.before_id]) {
             if let Some(id) = id {
@@ -592,7 +835,53 @@ impl Storage {
                 found.truncate(limit);
             }
         }
-        Ok(Some(found))
+        Ok(Some(self.read_stanzas(found).await?))
+    }
+
+    /// The messages found, with their stanzas read from the log (one read
+    /// of each segment).
+    async fn read_stanzas(&self, found: Vec<Found>) -> Result<Vec<ArchivedMessage>> {
+        let mut by_segment: BTreeMap<u32, Vec<(usize, Place)>> = BTreeMap::new();
+        for (at, message) in found.iter().enumerate() {
+            if let FoundStanza::Logged(segment, place) = message.stanza {
+                by_segment.entry(segment).or_default().push((at, place));
+            }
+        }
+        let mut texts: Vec<Option<String>> = found
+            .iter()
+            .map(|message| match &message.stanza {
+                FoundStanza::Text(text) => Some(text.clone()),
+                FoundStanza::Logged(..) => None,
+            })
+            .collect();
+        for (segment, wanted) in by_segment {
+            let places = wanted.iter().map(|(_, place)| *place).collect();
+            let read = self.log.read(segment, places).await?;
+            for ((at, _), text) in wanted.into_iter().zip(read) {
+                texts[at] = Some(text);
+            }
+        }
+        Ok(found
+            .into_iter()
+            .zip(texts)
+            .map(|(message, text)| ArchivedMessage {
+                id: message.id,
+                stamp: message.stamp,
+                stanza: text.unwrap_or_default(),
+            })
+            .collect())
+    }
+
+    /// The entries of `chunk` with their stanzas, for a rewrite.
+    async fn owned_entries(&self, chunk: &StoredChunk) -> Result<Vec<OwnedEntry>> {
+        let entries = chunk.decode()?;
+        let found = entries.iter().map(|e| Found::of(chunk, e)).collect();
+        let read = self.read_stanzas(found).await?;
+        Ok(entries
+            .iter()
+            .zip(read)
+            .map(|(entry, message)| OwnedEntry::of(entry, message.stanza))
+            .collect())
     }
 
     /// Up to `limit` wanted messages of an archive, read from its oldest
@@ -604,7 +893,7 @@ impl Storage {
         wanted: &Wanted<'_>,
         limit: usize,
         backwards: bool,
-    ) -> Result<Vec<ArchivedMessage>> {
+    ) -> Result<Vec<Found>> {
         let mut found = Vec::new();
         let mut pages = ChunkPages::new(kind, owner, wanted, backwards);
         'pages: while found.len() < limit {
@@ -616,13 +905,14 @@ impl Storage {
                 if wanted.passed(chunk, backwards) {
                     break 'pages;
                 }
-                let entries = archive_chunk::decode(&chunk.entries)?;
+                let entries = chunk.decode()?;
                 let matching = entries.iter().filter(|e| wanted.matches(e));
                 let room = limit - found.len();
+                let of_chunk = |e: &ChunkEntry| Found::of(chunk, e);
                 if backwards {
-                    found.extend(matching.rev().take(room).map(archived));
+                    found.extend(matching.rev().take(room).map(of_chunk));
                 } else {
-                    found.extend(matching.take(room).map(archived));
+                    found.extend(matching.take(room).map(of_chunk));
                 }
                 if found.len() == limit {
                     break 'pages;
@@ -643,12 +933,12 @@ impl Storage {
         owner: &str,
         ids: &[String],
         wanted: &Wanted<'_>,
-    ) -> Result<Vec<ArchivedMessage>> {
+    ) -> Result<Vec<Found>> {
         let mut found = Vec::new();
         for id in ids {
             let picked = self
-                .archive_find(kind, owner, id, |e| {
-                    wanted.matches(e).then(|| (e.seq, archived(e)))
+                .archive_find(kind, owner, id, |chunk, e| {
+                    wanted.matches(e).then(|| (e.seq, Found::of(chunk, e)))
                 })
                 .await?;
             found.extend(picked.flatten());
@@ -660,7 +950,7 @@ impl Storage {
 
     /// The seq of the message with this id in `owner`'s archive.
     async fn archive_seq(&self, kind: ArchiveKind, owner: &str, id: &str) -> Result<Option<i64>> {
-        self.archive_find(kind, owner, id, |e| e.seq).await
+        self.archive_find(kind, owner, id, |_, e| e.seq).await
     }
 
     /// What `read` takes from the entry of `owner`'s archive with this id.
@@ -669,13 +959,14 @@ impl Storage {
         kind: ArchiveKind,
         owner: &str,
         id: &str,
-        read: impl Fn(&ChunkEntry) -> R,
+        read: impl Fn(&StoredChunk, &ChunkEntry) -> R,
     ) -> Result<Option<R>> {
         let read_in = |chunk: &StoredChunk| -> Result<Option<R>> {
-            Ok(archive_chunk::decode(&chunk.entries)?
+            Ok(chunk
+                .decode()?
                 .iter()
-                .find(|e| e.id == id)
-                .map(&read))
+                .find(|e| e.id.is(e.seq, id))
+                .map(|e| read(chunk, e)))
         };
         if let Some(seq) = seq_of(id) {
             let wanted = Wanted::default();
@@ -714,6 +1005,7 @@ impl Storage {
     /// Whether `owner`'s archive holds a message with this id.
     #[cfg(test)]
     pub async fn archive_has(&self, kind: ArchiveKind, owner: &str, id: &str) -> Result<bool> {
+        let _reading = self.log.reading().await;
         Ok(self.archive_seq(kind, owner, id).await?.is_some())
     }
 
@@ -723,6 +1015,7 @@ impl Storage {
         kind: ArchiveKind,
         owner: &str,
     ) -> Result<Option<(ArchivedMessage, ArchivedMessage)>> {
+        let _reading = self.log.reading().await;
         let everything = Wanted::default();
         let mut ends = Vec::with_capacity(2);
         for backwards in [false, true] {
@@ -734,14 +1027,18 @@ impl Storage {
                 None => return Ok(None),
             }
         }
+        let mut ends = self.read_stanzas(ends).await?;
         let newest = ends.pop();
         Ok(ends.pop().zip(newest))
     }
 
     /// Deletes archived messages (of users and rooms) stamped before
-    /// `stamp`; how many went.
-    pub async fn archive_expire(&self, stamp: i64) -> Result<u64> {
-        let mut tx = self.pool.begin().await?;
+    /// `stamp`; how many went. Their bytes in the message log go at the
+    /// next compaction: the segments they were in are marked for it.
+    /// Runs on the archive writer ([`ArchiveWriter::expire`]), which alone
+    /// rewrites chunks.
+    async fn archive_expire(&self, stamp: i64) -> Result<u64> {
+        let mut tx = self.archive_pool.begin().await?;
         let mut deleted = 0;
         for kind in [ArchiveKind::User, ArchiveKind::Room] {
             let (table, column) = kind.table();
@@ -756,15 +1053,21 @@ impl Storage {
             // What is left with older entries is the chunk that straddles
             // the cut-off, at most one per archive.
             let straddling = sqlx::query(&format!(
-                "SELECT {column}, last_seq, entries FROM {table} WHERE min_stamp < ?"
+                "SELECT {column}, first_seq, last_seq, segment, entries FROM {table} \
+                 WHERE min_stamp < ?"
             ))
             .bind(stamp)
             .fetch_all(&mut *tx)
             .await?;
             for row in straddling {
                 let owner: String = row.get(0);
-                let bytes: Vec<u8> = row.get(2);
-                let entries = archive_chunk::decode(&bytes)?;
+                let chunk = StoredChunk {
+                    first_seq: row.get(1),
+                    last_seq: row.get(2),
+                    segment: row.get(3),
+                    entries: row.get(4),
+                };
+                let entries = chunk.decode()?;
                 let kept: Vec<ChunkEntry> = entries
                     .iter()
                     .copied()
@@ -773,8 +1076,13 @@ impl Storage {
                 deleted += (entries.len() - kept.len()) as u64;
                 // Its max_stamp is at or after the cut-off, so something is
                 // kept; stamps need not follow seqs, so its last seq may go.
-                let chunk = Chunk::encode(&owner, &kept);
-                rewrite_chunk(&mut tx, kind, row.get(1), &chunk).await?;
+                // Logged places stay as they are (relative to offset 0).
+                let at = chunk.segment.map(|segment| Appended { segment, offset: 0 });
+                let rewritten = Chunk::encode(&owner, at, &kept);
+                rewrite_chunk(&mut tx, kind, chunk.last_seq, &rewritten).await?;
+                if let Some(segment) = chunk.segment {
+                    compaction::mark_dirty(&mut tx, segment).await?;
+                }
             }
         }
         tx.commit().await?;
@@ -870,7 +1178,7 @@ impl<'a> ChunkPages<'a> {
     ) -> Result<Vec<StoredChunk>> {
         let (table, column) = self.kind.table();
         let mut query = QueryBuilder::<Sqlite>::new(format!(
-            "SELECT first_seq, last_seq, entries FROM {table} WHERE {column} = "
+            "SELECT first_seq, last_seq, segment, entries FROM {table} WHERE {column} = "
         ));
         query.push_bind(self.owner);
         query.push(if backwards {
@@ -1022,6 +1330,138 @@ mod tests {
         assert_eq!(everything(&storage, "b").await.len(), 1);
         storage.delete_account("b").await.expect("delete");
         assert_eq!(chunks(&storage).await, 0, "in nobody's archive");
+    }
+
+    /// Whether any file of the message log holds `text`.
+    fn logged_anywhere(dir: &std::path::Path, text: &str) -> bool {
+        let log = dir.join("archive-log");
+        std::fs::read_dir(&log)
+            .expect("log dir")
+            .flatten()
+            .any(|file| {
+                let bytes = std::fs::read(file.path()).expect("read");
+                bytes.windows(text.len()).any(|w| w == text.as_bytes())
+            })
+    }
+
+    /// The message log's segment numbers.
+    fn segments(storage: &Storage) -> Vec<u32> {
+        storage
+            .log
+            .segments()
+            .expect("segments")
+            .into_keys()
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn stanzas_go_to_the_log_once_and_the_database_holds_none() {
+        let (dir, storage) = open().await;
+        for user in ["a", "b"] {
+            storage.create_account(user, "pw").await.expect("account");
+        }
+        let writer = ArchiveWriter::spawn(storage.clone(), 0);
+        let message = writer.slot().message(stanza("only-once"));
+        writer.append(entry("a", "b@x", &message)).await;
+        writer.append(entry("b", "a@x", &message)).await;
+        writer.flushed().await;
+        let logged: u64 = storage.log.segments().expect("segments").values().sum();
+        assert_eq!(
+            logged,
+            message.stanza.len() as u64,
+            "one copy for two archives"
+        );
+        storage.close().await;
+        let database = std::fs::read(dir.path().join("tern.sqlite3")).expect("database");
+        assert!(!database.windows(9).any(|w| w == b"only-once"));
+    }
+
+    #[tokio::test]
+    async fn the_archive_reads_back_after_a_restart_and_goes_on_in_the_same_segment() {
+        let (dir, storage, writer) = archive_of_a().await;
+        let first = writer.slot().message(stanza("before"));
+        writer.append(entry("a", "b@x", &first)).await;
+        writer.flushed().await;
+        storage.close().await;
+        drop(writer);
+
+        let storage = Storage::open(dir.path()).await.expect("reopen");
+        let last = storage.archive_last_seq().await.expect("last seq");
+        let writer = ArchiveWriter::spawn(storage.clone(), last);
+        let second = writer.slot().message(stanza("after"));
+        writer.append(entry("a", "b@x", &second)).await;
+        writer.flushed().await;
+        let found = everything(&storage, "a").await;
+        let texts: Vec<&str> = found.iter().map(|m| m.stanza.as_str()).collect();
+        assert_eq!(texts, [first.stanza.as_str(), second.stanza.as_str()]);
+        assert_eq!(segments(&storage), [1]);
+    }
+
+    /// Deleting an account takes its messages off the disk at the next
+    /// sweep, and leaves the messages of the others readable.
+    #[tokio::test]
+    async fn a_deleted_accounts_messages_leave_the_disk() {
+        let (dir, storage) = open().await;
+        for user in ["a", "b"] {
+            storage.create_account(user, "pw").await.expect("account");
+        }
+        let writer = ArchiveWriter::spawn(storage.clone(), 0);
+        let secret = writer.slot().message(stanza("secret-of-a"));
+        let kept = writer.slot().message(stanza("kept-by-b"));
+        writer.append(entry("a", "c@x", &secret)).await;
+        writer.append(entry("b", "c@x", &kept)).await;
+        writer.flushed().await;
+        assert!(logged_anywhere(dir.path(), "secret-of-a"));
+
+        storage.delete_account("a").await.expect("delete");
+        writer.sweep().await;
+        assert!(!logged_anywhere(dir.path(), "secret-of-a"));
+        assert_eq!(segments(&storage), [2], "compacted into a new segment");
+        let found = everything(&storage, "b").await;
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].stanza, kept.stanza);
+
+        // Appends go on in the new segment, and a sweep with nothing to
+        // do changes nothing.
+        let later = writer.slot().message(stanza("later"));
+        writer.append(entry("b", "c@x", &later)).await;
+        writer.flushed().await;
+        writer.sweep().await;
+        assert_eq!(segments(&storage), [2]);
+        assert_eq!(everything(&storage, "b").await.len(), 2);
+        storage.delete_account("b").await.expect("delete");
+        writer.sweep().await;
+        assert!(!logged_anywhere(dir.path(), "kept-by-b"));
+        assert!(!logged_anywhere(dir.path(), "later"));
+    }
+
+    #[tokio::test]
+    async fn expired_messages_leave_the_log() {
+        let (dir, storage, writer) = archive_of_a().await;
+        let old = message_at(1, 10);
+        let new = message_at(2, 30);
+        for message in [&old, &new] {
+            writer.append(entry("a", "b@x", message)).await;
+        }
+        writer.flushed().await;
+        assert_eq!(writer.expire(20).await.expect("expire"), 1);
+        assert!(!logged_anywhere(dir.path(), &old.stanza));
+        assert_eq!(everything(&storage, "a").await[0].stanza, new.stanza);
+        assert_eq!(writer.expire(40).await.expect("expire"), 1);
+        assert!(!logged_anywhere(dir.path(), &new.stanza));
+    }
+
+    /// Segments nothing points into (an interrupted commit's) go when the
+    /// writer starts, all but the one appends go to.
+    #[tokio::test]
+    async fn unlisted_segments_are_removed_when_the_writer_starts() {
+        let (dir, storage) = open().await;
+        let log = dir.path().join("archive-log");
+        std::fs::write(log.join("00000001.log"), "<message>lost</message>").expect("write");
+        std::fs::write(log.join("00000002.log"), "<message>lost</message>").expect("write");
+        let writer = ArchiveWriter::spawn(storage.clone(), 0);
+        writer.sweep().await;
+        assert_eq!(segments(&storage), [2]);
     }
 
     /// A message queued after a later one of its archive was written goes
@@ -1358,5 +1798,16 @@ mod tests {
             storage.archive_last_seq().await.expect("last"),
             1688849860263938
         );
+
+        // A late message joins a chunk of the earlier format: the chunk
+        // moves to the log, every stanza with it.
+        storage.create_account("c", "pw").await.expect("account");
+        let writer = ArchiveWriter::spawn(storage.clone(), 0);
+        let late = message_at(1688849860263937 - 1, 5);
+        writer.append(entry("a", "c@x", &late)).await;
+        writer.flushed().await;
+        let of_a = everything(&storage, "a").await;
+        let texts: Vec<&str> = of_a.iter().map(|m| m.stanza.as_str()).collect();
+        assert_eq!(texts, [late.stanza.as_str(), &tricky, "<message/>"]);
     }
 }

@@ -21,6 +21,7 @@ mod archive_chunk;
 mod batch;
 mod hub;
 mod keys;
+mod message_log;
 mod muc;
 mod s2s_queue;
 
@@ -54,6 +55,9 @@ pub enum StorageError {
     /// The schema migration failed.
     #[error("database migration failed: {0}")]
     Migration(#[from] sqlx::migrate::MigrateError),
+    /// The archive's message log failed.
+    #[error("message log error: {0}")]
+    Log(std::io::Error),
     /// A stored value could not be read back.
     #[error("corrupt stored value: {0}")]
     Corrupt(String),
@@ -201,6 +205,8 @@ pub struct Storage {
     pool: SqlitePool,
     /// The archive writer's own connection ([`ARCHIVE_THREAD`]).
     archive_pool: SqlitePool,
+    /// The archived stanzas.
+    log: std::sync::Arc<message_log::MessageLog>,
 }
 
 /// The name of the archive writer's SQLite thread (Linux keeps 15 bytes
@@ -269,7 +275,12 @@ impl Storage {
             })
             .connect_with(options.thread_name(|_| ARCHIVE_THREAD.to_owned()))
             .await?;
-        Ok(Self { pool, archive_pool })
+        let log = message_log::MessageLog::open(&data_dir.join("archive-log"))?;
+        Ok(Self {
+            pool,
+            archive_pool,
+            log: std::sync::Arc::new(log),
+        })
     }
 
     /// The connection pool for archive writes (one connection, on a thread
@@ -281,6 +292,7 @@ impl Storage {
     /// Checkpoints the WAL and closes every connection.
     pub async fn close(&self) {
         self.archive_pool.close().await;
+        self.log.close();
         if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
             .execute(&self.pool)
             .await
@@ -926,7 +938,7 @@ mod tests {
             archive.append(entry).await;
         }
         archive.flushed().await;
-        assert_eq!(s.archive_expire(2).await.unwrap(), 1);
+        assert_eq!(archive.expire(2).await.unwrap(), 1);
         assert!(!s.archive_has(ArchiveKind::User, "a", "old").await.unwrap());
         assert!(s.archive_has(ArchiveKind::User, "a", "new").await.unwrap());
     }
