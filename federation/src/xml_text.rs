@@ -4,6 +4,8 @@
 //! item and tracks prefixes that stored stanzas never need. Parsing the
 //! text gives back an equal element.
 
+use std::borrow::Cow;
+
 use minidom::rxml::Namespace;
 use minidom::{Element, Node};
 
@@ -43,14 +45,16 @@ fn write_element(
     parent: Option<&str>,
     rename: Option<(&str, &str)>,
 ) {
-    let ns = element.ns();
-    let ns = match rename {
-        Some((from, to)) if ns == from => to.to_owned(),
-        _ => ns,
+    // minidom lends no namespace, only copies: compared in place, it is
+    // copied only where an element declares a namespace of its own.
+    let ns: Cow<str> = match (rename, parent) {
+        (Some((from, to)), _) if element.has_ns(from) => Cow::Borrowed(to),
+        (_, Some(parent)) if element.has_ns(parent) => Cow::Borrowed(parent),
+        _ => Cow::Owned(element.ns()),
     };
     text.push('<');
     text.push_str(element.name());
-    if parent != Some(ns.as_str()) {
+    if parent != Some(&*ns) {
         text.push_str(" xmlns='");
         escape_into(text, &ns, Quoted::Yes);
         text.push('\'');

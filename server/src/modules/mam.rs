@@ -491,16 +491,23 @@ pub async fn append_to(
 }
 
 /// The entry of `owner`'s archive for a message they are sending, stored
-/// now; `None` if it is not archivable or has no valid `to`. A local
-/// recipient's archive lists the same stored message
-/// ([`stamp_incoming`]).
+/// now; `None` if it is not archivable or has no `to`, which the router
+/// has normalised. A local recipient's archive lists the same stored
+/// message ([`stamp_incoming`]).
 pub fn outgoing_entry(server: &Server, owner: &str, message: &Element) -> Option<ArchiveEntry> {
     if !archivable(server, message) {
         return None;
     }
-    let with = Jid::new(message.attr("to")?).ok()?.to_bare();
-    let stored = store(server.archive.slot(), message);
-    Some(entry(ArchiveKind::User, owner, &with, stored))
+    let to = message.attr("to")?;
+    // A normalised JID's bare part is what comes before the first '/'
+    // (nodeprep forbids it in a local part).
+    let with = to.split_once('/').map_or(to, |(bare, _)| bare);
+    Some(ArchiveEntry {
+        kind: ArchiveKind::User,
+        username: owner.to_owned(),
+        with: with.to_owned(),
+        message: store(server.archive.slot(), message),
+    })
 }
 
 #[cfg(test)]

@@ -76,7 +76,7 @@ impl EntryId<'_> {
     pub fn text(&self, seq: i64) -> String {
         match self {
             Self::Text(text) => (*text).to_owned(),
-            Self::Tagged(tag) => format!("{seq:016x}{tag:08x}"),
+            Self::Tagged(tag) => tagged_id(seq, *tag),
         }
     }
 
@@ -89,15 +89,29 @@ impl EntryId<'_> {
     }
 }
 
+/// The stanza id of this server's format: `seq` in 16 lowercase
+/// hexadecimal digits, then `tag` in 8.
+pub fn tagged_id(seq: i64, tag: u32) -> String {
+    hex_digits(seq as u64, 16)
+        .chain(hex_digits(u64::from(tag), 8))
+        .map(char::from)
+        .collect()
+}
+
 /// The tag of `id` if it is in this server's format for `seq`.
 fn tagged(seq: i64, id: &str) -> Option<u32> {
     let bytes = id.as_bytes();
-    if bytes.len() != 24 || !bytes.iter().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+    if bytes.len() != 24 || !hex_digits(seq as u64, 16).eq(bytes[..16].iter().copied()) {
         return None;
     }
-    let named = u64::from_str_radix(&id[..16], 16).ok()?;
-    let tag = u32::from_str_radix(&id[16..], 16).ok()?;
-    (named == seq as u64).then_some(tag)
+    bytes[16..].iter().try_fold(0u32, |tag, digit| {
+        let value = match digit {
+            b'0'..=b'9' => digit - b'0',
+            b'a'..=b'f' => digit - b'a' + 10,
+            _ => return None,
+        };
+        Some(tag << 4 | u32::from(value))
+    })
 }
 
 /// One entry of a chunk, borrowed from the chunk's bytes.
@@ -215,12 +229,15 @@ fn encode_logged(entries: &[ChunkEntry], shift: u64) -> Vec<u8> {
 
 /// Appends the last `digits` hexadecimal digits of `value`, lowercase.
 fn push_hex(bytes: &mut Vec<u8>, value: u64, digits: u32) {
+    bytes.extend(hex_digits(value, digits));
+}
+
+/// The last `digits` hexadecimal digits of `value`, lowercase.
+fn hex_digits(value: u64, digits: u32) -> impl Iterator<Item = u8> {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    bytes.extend(
-        (0..digits)
-            .rev()
-            .map(|n| DIGITS[(value >> (4 * n)) as usize & 0xf]),
-    );
+    (0..digits)
+        .rev()
+        .map(move |n| DIGITS[(value >> (4 * n)) as usize & 0xf])
 }
 
 fn push_varint(bytes: &mut Vec<u8>, mut value: u64) {
@@ -450,6 +467,22 @@ mod tests {
                 len: 300
             })
         );
+    }
+
+    #[test]
+    fn ids_of_this_servers_format_are_told_apart() {
+        let id = tagged_id(0x0006_1f00_0000_00ab, 0xcafe_babe);
+        assert_eq!(id, "00061f00000000abcafebabe");
+        assert_eq!(tagged(0x0006_1f00_0000_00ab, &id), Some(0xcafe_babe));
+        for other in [
+            "00061f00000000accafebabe",
+            "00061f00000000abCAFEBABE",
+            "00061f00000000abcafebab",
+            "00061f00000000abcafebabg",
+        ] {
+            assert_eq!(tagged(0x0006_1f00_0000_00ab, other), None, "{other}");
+        }
+        assert_eq!(tagged_id(-1, 0), "ffffffffffffffff00000000");
     }
 
     #[test]
