@@ -11,24 +11,22 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasherDefault, Hasher};
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
-use std::time::Duration;
 
-use rand::Rng;
 use sqlx::{QueryBuilder, Row, Sqlite};
 
-use sqlx::Connection;
-
-use super::archive_chunk::{self, ChunkEntry, EntryId, Format, Stanza};
-use super::batch::{BatchChange, BatchWriter};
+use super::archive_chunk::{self, ChunkEntry, Format, Stanza};
 use super::message_log::{Appended, Place};
 use super::{Result, Storage};
 
 mod compaction;
+mod writer;
+
+pub use writer::ArchiveWriter;
 
 /// Whose archive: a user's or a room's.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum ArchiveKind {
     /// A local user's (owner: the user name).
     User,
@@ -55,8 +53,8 @@ impl ArchiveKind {
 }
 
 /// A message as the archive stores it, shared by the entries that list it
-/// until they are written.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// until they are staged ([`ArchiveSlot::message`] makes one).
+#[derive(Debug)]
 pub struct StoredMessage {
     /// Its place in the archiving order.
     pub seq: i64,
@@ -66,6 +64,19 @@ pub struct StoredMessage {
     pub stamp: i64,
     /// The serialised message, without the archive's own `<stanza-id/>`.
     pub stanza: String,
+    /// The random part of `id`, when the id has this server's format
+    /// (stored as such, in 4 bytes).
+    tag: Option<u32>,
+    /// Where the writer staged the stanza, so that the next archive
+    /// listing it in the same commit shares it.
+    staged: StagedAt,
+}
+
+/// A commit's generation (0: none) and an offset in its stanzas.
+#[derive(Debug, Default)]
+struct StagedAt {
+    generation: AtomicU64,
+    offset: AtomicU64,
 }
 
 /// A message's place in the archive, taken before the message is
@@ -85,9 +96,11 @@ impl ArchiveSlot {
     pub fn message(self, stanza: String) -> Arc<StoredMessage> {
         Arc::new(StoredMessage {
             seq: self.seq,
+            tag: archive_chunk::tagged(self.seq, &self.id),
             id: self.id,
             stamp: self.stamp,
             stanza,
+            staged: StagedAt::default(),
         })
     }
 }
@@ -151,107 +164,6 @@ pub struct ArchiveFilter {
     pub from_the_end: bool,
 }
 
-/// How long the writer gathers archive entries before a commit, unless a
-/// reader waits ([`ArchiveWriter::flushed`]) or the batch is full.
-/// Routing never waits for the archive, so this costs no latency; larger
-/// commits rewrite each archive's last index page once instead of many
-/// times.
-const LINGER: Duration = Duration::from_millis(20);
-
-/// Writes archive entries in group commits without making message
-/// routing wait for them; [`ArchiveWriter::flushed`] waits for what was
-/// queued before, so a query sees every message routed before it.
-#[derive(Debug, Clone)]
-pub struct ArchiveWriter {
-    writer: BatchWriter<Change>,
-    /// The last seq given out.
-    last_seq: Arc<AtomicI64>,
-}
-
-/// One archive change.
-#[derive(Debug)]
-enum Change {
-    Insert(ArchiveEntry),
-    /// Nothing to write: its completion says the changes before it are.
-    Barrier,
-    /// Delete the messages stamped before this, then compact.
-    Expire(i64),
-    /// Compact the message log: remove segments nothing points into, copy
-    /// the live messages out of those holding deleted ones.
-    Sweep,
-}
-
-impl ArchiveWriter {
-    /// Starts the writer task (it ends when the last handle is dropped);
-    /// `last_seq` is the archive's highest ([`Storage::archive_last_seq`]).
-    /// It compacts the message log first (deletions may have waited for
-    /// it: an account deleted from the command line, a crash).
-    pub fn spawn(storage: Storage, last_seq: i64) -> Self {
-        let writer = Self {
-            writer: BatchWriter::spawn_lingering(storage, LINGER),
-            last_seq: Arc::new(AtomicI64::new(last_seq)),
-        };
-        writer.sweep_soon();
-        writer
-    }
-
-    /// A new place in the archive: now, or just after the last one if the
-    /// clock has not moved on (or went back).
-    pub fn slot(&self) -> ArchiveSlot {
-        let now = chrono::Utc::now().timestamp_micros();
-        let after = |last: i64| last.saturating_add(1).max(now);
-        let previous = self
-            .last_seq
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |last| {
-                Some(after(last))
-            })
-            .unwrap_or_else(|last| last);
-        let seq = after(previous);
-        let tag: u32 = rand::thread_rng().gen();
-        ArchiveSlot {
-            seq,
-            id: archive_chunk::tagged_id(seq, tag),
-            stamp: now,
-        }
-    }
-
-    /// Queues an entry (waits only while the writer's queue is full).
-    pub async fn append(&self, entry: ArchiveEntry) {
-        if let Err(e) = self.writer.queue(Change::Insert(entry)).await {
-            tracing::error!("cannot archive a message: {e}");
-        }
-    }
-
-    /// Returns once everything queued before is on disk.
-    pub async fn flushed(&self) {
-        if let Err(e) = self.writer.write(Change::Barrier).await {
-            tracing::error!("the archive writer failed: {e}");
-        }
-    }
-
-    /// Deletes archived messages (of users and rooms) stamped before
-    /// `stamp`, from the database and the message log; how many went.
-    pub async fn expire(&self, stamp: i64) -> std::result::Result<u64, String> {
-        let expired = self.writer.write(Change::Expire(stamp)).await?;
-        Ok(u64::try_from(expired).unwrap_or(0))
-    }
-
-    /// Removes from the message log what no archive lists any more (a
-    /// deleted account's or room's messages); returns when done.
-    pub async fn sweep(&self) {
-        if let Err(e) = self.writer.write(Change::Sweep).await {
-            tracing::error!("compacting the message log failed: {e}");
-        }
-    }
-
-    /// As [`ArchiveWriter::sweep`], without waiting: after an account or
-    /// a room was deleted.
-    pub fn sweep_soon(&self) {
-        let writer = self.clone();
-        tokio::spawn(async move { writer.sweep().await });
-    }
-}
-
 /// Rows written by one statement (at most 8 parameters each, far below
 /// SQLite's limit of 32766).
 const ROWS_PER_STATEMENT: usize = 100;
@@ -261,129 +173,6 @@ const ROWS_PER_STATEMENT: usize = 100;
 /// chunks.
 const CHUNK_ENTRIES: usize = 256;
 const CHUNK_BYTES: usize = 256 * 1024;
-
-impl BatchChange for Change {
-    /// Writes the batch's entries: their stanzas to the message log, once
-    /// per message, then in one transaction one new chunk per archive
-    /// (more for a long run). An entry whose archive already has a later
-    /// message (its slot was taken before theirs but it was queued after)
-    /// goes into the chunk its seq falls in, so that chunks never overlap.
-    /// Then expiry and compaction, if asked for.
-    async fn apply(storage: &Storage, changes: &[Self]) -> Result<Vec<i64>> {
-        let runs = runs_by_archive(changes);
-        if !runs.is_empty() {
-            write_runs(storage, &runs).await?;
-        }
-        let mut results = vec![0; changes.len()];
-        let mut sweep = false;
-        for (change, result) in changes.iter().zip(&mut results) {
-            match change {
-                Change::Expire(stamp) => {
-                    *result = storage.archive_expire(*stamp).await? as i64;
-                    sweep = true;
-                }
-                Change::Sweep => sweep = true,
-                Change::Insert(_) | Change::Barrier => {}
-            }
-        }
-        if sweep {
-            compaction::sweep(storage).await?;
-        }
-        Ok(results)
-    }
-
-    fn urgent(&self) -> bool {
-        !matches!(self, Change::Insert(_))
-    }
-}
-
-/// A batch's entries by archive, each run in seq order without repeats.
-type Runs<'a> = BTreeMap<(ArchiveKind, &'a str), Vec<ChunkEntry<'a>>>;
-
-/// The entries of a batch by archive.
-fn runs_by_archive(changes: &[Change]) -> Runs<'_> {
-    let mut runs: Runs = BTreeMap::new();
-    for change in changes {
-        if let Change::Insert(entry) = change {
-            let message = &*entry.message;
-            runs.entry((entry.kind, entry.username.as_str()))
-                .or_default()
-                .push(ChunkEntry {
-                    seq: message.seq,
-                    stamp: message.stamp,
-                    id: EntryId::Text(&message.id),
-                    with: &entry.with,
-                    stanza: Stanza::Inline(&message.stanza),
-                });
-        }
-    }
-    for run in runs.values_mut() {
-        run.sort_by_key(|e| e.seq);
-        run.dedup_by_key(|e| e.seq);
-    }
-    runs
-}
-
-/// Writes the runs of a batch (entries with inline stanzas).
-async fn write_runs(storage: &Storage, runs: &Runs<'_>) -> Result<()> {
-    let mut conn = storage.archive_writes().acquire().await?;
-    let mut fresh = Vec::with_capacity(runs.len());
-    let mut merges = Vec::new();
-    for kind in [ArchiveKind::User, ArchiveKind::Room] {
-        let of_kind: Vec<(&str, &[ChunkEntry])> = runs
-            .iter()
-            .filter(|((of, _), _)| *of == kind)
-            .map(|((_, owner), run)| (*owner, run.as_slice()))
-            .collect();
-        if of_kind.is_empty() {
-            continue;
-        }
-        let owners: Vec<&str> = of_kind.iter().map(|(owner, _)| *owner).collect();
-        let newest = newest_seqs(&mut conn, kind, &owners).await?;
-        for (owner, run) in of_kind {
-            let late = newest
-                .get(owner)
-                .map_or(0, |newest| run.partition_point(|e| e.seq <= *newest));
-            if late > 0 {
-                merges.extend(Merge::load(storage, &mut conn, kind, owner, &run[..late]).await?);
-            }
-            fresh.push((kind, owner, &run[late..]));
-        }
-    }
-    let mut log = LogBatch::default();
-    let fresh: Vec<_> = fresh
-        .into_iter()
-        .map(|(kind, owner, run)| (kind, owner, log.place_all(run)))
-        .collect();
-    let merged: Vec<_> = merges
-        .iter()
-        .map(|merge| (merge, log.place_all(&merge.borrowed())))
-        .collect();
-    let at = Some(log.append(storage).await?);
-
-    let mut tx = conn.begin().await?;
-    for kind in [ArchiveKind::User, ArchiveKind::Room] {
-        let mut chunks = Vec::new();
-        for (of, owner, run) in &fresh {
-            if *of == kind {
-                chunks.extend(Chunk::pieces(owner, at, run));
-            }
-        }
-        let mut chunks = chunks.into_iter().peekable();
-        while chunks.peek().is_some() {
-            insert_chunks(kind, chunks.by_ref().take(ROWS_PER_STATEMENT))
-                .build()
-                .execute(&mut *tx)
-                .await?;
-        }
-    }
-    for (merge, entries) in &merged {
-        let chunk = Chunk::encode(&merge.owner, at, entries);
-        rewrite_chunk(&mut tx, merge.kind, merge.last_seq, &chunk).await?;
-    }
-    tx.commit().await?;
-    Ok(())
-}
 
 /// The stanzas of a batch, as they go to the message log: each once, at
 /// a place relative to the start of the batch until it is written.
@@ -421,6 +210,14 @@ impl Hasher for AddressHasher {
 }
 
 impl LogBatch {
+    /// A batch that starts with `bytes` (placed already).
+    fn with_bytes(bytes: Vec<u8>) -> Self {
+        Self {
+            bytes,
+            placed: HashMap::default(),
+        }
+    }
+
     /// `entries` (inline) with their stanzas placed in the batch.
     fn place_all<'a>(&mut self, entries: &[ChunkEntry<'a>]) -> Vec<ChunkEntry<'a>> {
         entries
@@ -577,17 +374,6 @@ async fn newest_seqs(
     Ok(newest)
 }
 
-/// A chunk that late entries join, read back with its stanzas.
-#[derive(Debug)]
-struct Merge {
-    kind: ArchiveKind,
-    owner: String,
-    /// The chunk's last seq as stored (its key).
-    last_seq: i64,
-    /// Its entries and the late ones, in seq order.
-    entries: Vec<OwnedEntry>,
-}
-
 /// A chunk entry with its stanza, owning its strings.
 #[derive(Debug)]
 struct OwnedEntry {
@@ -607,71 +393,6 @@ impl OwnedEntry {
             with: entry.with.to_owned(),
             stanza,
         }
-    }
-}
-
-impl Merge {
-    /// The chunks of `owner`'s archive that `late` entries (in seq
-    /// order, inline) fall in: each the first that ends at or after
-    /// them, so chunks still do not overlap. A message already listed
-    /// there is left as it is.
-    async fn load(
-        storage: &Storage,
-        conn: &mut sqlx::SqliteConnection,
-        kind: ArchiveKind,
-        owner: &str,
-        late: &[ChunkEntry<'_>],
-    ) -> Result<Vec<Self>> {
-        let (table, column) = kind.table();
-        let mut merges: Vec<Self> = Vec::new();
-        for entry in late {
-            let Stanza::Inline(stanza) = entry.stanza else {
-                continue;
-            };
-            if merges.last().is_none_or(|merge| merge.last_seq < entry.seq) {
-                let row = sqlx::query(&format!(
-                    "SELECT first_seq, last_seq, segment, entries FROM {table} \
-                         WHERE {column} = ?1 AND last_seq >= ?2 ORDER BY last_seq LIMIT 1"
-                ))
-                .bind(owner)
-                .bind(entry.seq)
-                .fetch_optional(&mut *conn)
-                .await?;
-                // Without one, the archive went meanwhile.
-                let Some(row) = row else { continue };
-                let chunk = StoredChunk::from_row(row);
-                let entries = storage.owned_entries(&chunk).await?;
-                merges.push(Self {
-                    kind,
-                    owner: owner.to_owned(),
-                    last_seq: chunk.last_seq,
-                    entries,
-                });
-            }
-            let Some(merge) = merges.last_mut() else {
-                continue;
-            };
-            let at = merge.entries.partition_point(|e| e.seq < entry.seq);
-            if merge.entries.get(at).is_none_or(|e| e.seq != entry.seq) {
-                let owned = OwnedEntry::of(entry, stanza.to_owned());
-                merge.entries.insert(at, owned);
-            }
-        }
-        Ok(merges)
-    }
-
-    /// The entries, borrowed, with their stanzas inline.
-    fn borrowed(&self) -> Vec<ChunkEntry<'_>> {
-        self.entries
-            .iter()
-            .map(|e| ChunkEntry {
-                seq: e.seq,
-                stamp: e.stamp,
-                id: EntryId::Text(&e.id),
-                with: &e.with,
-                stanza: Stanza::Inline(&e.stanza),
-            })
-            .collect()
     }
 }
 
@@ -1283,12 +1004,12 @@ mod tests {
 
     /// A message of a chosen seq and stamp.
     fn message_at(seq: i64, stamp: i64) -> Arc<StoredMessage> {
-        Arc::new(StoredMessage {
+        let slot = ArchiveSlot {
             seq,
             id: format!("{seq:016x}0000000{}", seq % 10),
             stamp,
-            stanza: stanza(&seq.to_string()),
-        })
+        };
+        slot.message(stanza(&seq.to_string()))
     }
 
     /// What `filter` selects in user `owner`'s archive (no unknown ids).
@@ -1459,6 +1180,28 @@ mod tests {
         writer.sweep().await;
         assert!(!logged_anywhere(dir.path(), "kept-by-b"));
         assert!(!logged_anywhere(dir.path(), "later"));
+    }
+
+    /// The writer remembers each archive's newest seq; an account deleted
+    /// and created again under its name starts from nothing all the same.
+    #[tokio::test]
+    async fn an_archive_made_again_under_its_name_gets_its_messages() {
+        let (_dir, storage, writer) = archive_of_a().await;
+        writer.append(entry("a", "b@x", &message_at(100, 100))).await;
+        writer.flushed().await;
+        storage.delete_account("a").await.expect("delete");
+        storage.create_account("a", "pw").await.expect("account");
+        let earlier = [message_at(50, 50), message_at(60, 60)];
+        for message in &earlier {
+            writer.append(entry("a", "b@x", message)).await;
+        }
+        writer.flushed().await;
+        let ids: Vec<String> = earlier.iter().map(|m| m.id.clone()).collect();
+        assert_eq!(ids_of(&storage, "a").await, ids);
+        let later = message_at(70, 70);
+        writer.append(entry("a", "b@x", &later)).await;
+        writer.flushed().await;
+        assert_eq!(ids_of(&storage, "a").await.len(), 3);
     }
 
     #[tokio::test]

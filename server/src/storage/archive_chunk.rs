@@ -99,7 +99,7 @@ pub fn tagged_id(seq: i64, tag: u32) -> String {
 }
 
 /// The tag of `id` if it is in this server's format for `seq`.
-fn tagged(seq: i64, id: &str) -> Option<u32> {
+pub fn tagged(seq: i64, id: &str) -> Option<u32> {
     let bytes = id.as_bytes();
     if bytes.len() != 24 || !hex_digits(seq as u64, 16).eq(bytes[..16].iter().copied()) {
         return None;

@@ -923,12 +923,12 @@ mod tests {
 
         let archive = ArchiveWriter::spawn(s.clone(), 0);
         for (seq, id, stamp) in [(1, "old", 1), (2, "new", i64::MAX)] {
-            let message = std::sync::Arc::new(StoredMessage {
+            let slot = ArchiveSlot {
                 seq,
                 id: id.into(),
                 stamp,
-                stanza: "<message xmlns='jabber:client'/>".into(),
-            });
+            };
+            let message = slot.message("<message xmlns='jabber:client'/>".into());
             let entry = ArchiveEntry {
                 kind: ArchiveKind::User,
                 username: "a".into(),
