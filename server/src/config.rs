@@ -672,9 +672,11 @@ history_messages = {muc_history}
 
 [archive]
 # Message archive (XEP-0313) of each user's encrypted messages, kept as
-# ciphertext (default true).
+# ciphertext: the stanzas in <data_dir>/archive-log/, an index of them in
+# the database (default true).
 enabled = {archive_enabled}
-# Days a message is kept, 0 = for ever (default 0).
+# Days a message is kept, 0 = for ever (default 0). Expired messages
+# leave the disk at the hourly sweep.
 expire_after_days = {archive_expire}
 
 [federation]

@@ -969,6 +969,22 @@ mod tests {
         (dir, storage, writer)
     }
 
+    /// A database with the accounts `a` and `b`, and its archive writer.
+    async fn archive_of_a_and_b() -> (tempfile::TempDir, Storage, ArchiveWriter) {
+        let (dir, storage, writer) = archive_of_a().await;
+        storage.create_account("b", "pw").await.expect("account");
+        (dir, storage, writer)
+    }
+
+    /// A message between `a` and `b`, in both their archives.
+    async fn between_a_and_b(writer: &ArchiveWriter, text: &str) -> Arc<StoredMessage> {
+        let message = writer.slot().message(stanza(text));
+        writer.append(entry("a", "b@x", &message)).await;
+        writer.append(entry("b", "a@x", &message)).await;
+        writer.flushed().await;
+        message
+    }
+
     /// The ids of everything in `owner`'s archive, oldest first.
     async fn ids_of(storage: &Storage, owner: &str) -> Vec<String> {
         everything(storage, owner)
@@ -1054,15 +1070,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_message_between_two_users_is_in_both_archives_and_outlives_one_of_them() {
-        let (_dir, storage) = open().await;
-        for user in ["a", "b"] {
-            storage.create_account(user, "pw").await.expect("account");
-        }
-        let writer = ArchiveWriter::spawn(storage.clone(), 0);
-        let message = writer.slot().message(stanza("hi"));
-        writer.append(entry("a", "b@x", &message)).await;
-        writer.append(entry("b", "a@x", &message)).await;
-        writer.flushed().await;
+        let (_dir, storage, writer) = archive_of_a_and_b().await;
+        let message = between_a_and_b(&writer, "hi").await;
         for user in ["a", "b"] {
             let found = everything(&storage, user).await;
             assert_eq!(found.len(), 1);
@@ -1103,15 +1112,8 @@ mod tests {
 
     #[tokio::test]
     async fn stanzas_go_to_the_log_once_and_the_database_holds_none() {
-        let (dir, storage) = open().await;
-        for user in ["a", "b"] {
-            storage.create_account(user, "pw").await.expect("account");
-        }
-        let writer = ArchiveWriter::spawn(storage.clone(), 0);
-        let message = writer.slot().message(stanza("only-once"));
-        writer.append(entry("a", "b@x", &message)).await;
-        writer.append(entry("b", "a@x", &message)).await;
-        writer.flushed().await;
+        let (dir, storage, writer) = archive_of_a_and_b().await;
+        let message = between_a_and_b(&writer, "only-once").await;
         let logged: u64 = storage.log.segments().expect("segments").values().sum();
         assert_eq!(
             logged,
@@ -1148,11 +1150,7 @@ mod tests {
     /// sweep, and leaves the messages of the others readable.
     #[tokio::test]
     async fn a_deleted_accounts_messages_leave_the_disk() {
-        let (dir, storage) = open().await;
-        for user in ["a", "b"] {
-            storage.create_account(user, "pw").await.expect("account");
-        }
-        let writer = ArchiveWriter::spawn(storage.clone(), 0);
+        let (dir, storage, writer) = archive_of_a_and_b().await;
         let secret = writer.slot().message(stanza("secret-of-a"));
         let kept = writer.slot().message(stanza("kept-by-b"));
         writer.append(entry("a", "c@x", &secret)).await;
@@ -1187,7 +1185,9 @@ mod tests {
     #[tokio::test]
     async fn an_archive_made_again_under_its_name_gets_its_messages() {
         let (_dir, storage, writer) = archive_of_a().await;
-        writer.append(entry("a", "b@x", &message_at(100, 100))).await;
+        writer
+            .append(entry("a", "b@x", &message_at(100, 100)))
+            .await;
         writer.flushed().await;
         storage.delete_account("a").await.expect("delete");
         storage.create_account("a", "pw").await.expect("account");

@@ -1,8 +1,8 @@
 //! Group commits: writes that arrive while a transaction is being written
 //! go together into the next one, so concurrent writers share one `fsync`
 //! (the database runs with `synchronous = FULL`) instead of paying one
-//! each. Used by the federation queue, the message archive and the users'
-//! last logouts.
+//! each. Used by the federation queue and the users' last logouts (the
+//! archive stages its entries instead: `archive/writer.rs`).
 
 use std::future::Future;
 use std::sync::Arc;
