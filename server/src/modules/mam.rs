@@ -457,22 +457,6 @@ pub fn store(slot: ArchiveSlot, message: &Element) -> Arc<StoredMessage> {
     slot.message(tern_federation::xml_text::to_text(message))
 }
 
-/// Lists `message` in the archive of `owner` (a user name or a room JID),
-/// as exchanged with `with`.
-pub fn entry(
-    kind: ArchiveKind,
-    owner: &str,
-    with: &BareJid,
-    message: Arc<StoredMessage>,
-) -> ArchiveEntry {
-    ArchiveEntry {
-        kind,
-        username: owner.to_owned(),
-        with: with.to_string(),
-        message,
-    }
-}
-
 /// Stores `message` in `slot` and lists it in the archive of `owner` (a
 /// user or a room).
 pub async fn append_to(
@@ -484,17 +468,29 @@ pub async fn append_to(
     message: &Element,
 ) {
     let stored = store(slot, message);
-    server
-        .archive
-        .append(entry(kind, owner, with, stored))
-        .await;
+    let entry = ArchiveEntry {
+        kind,
+        owner,
+        with: with.as_str(),
+        message: &stored,
+    };
+    server.archive.append(entry).await;
 }
 
-/// The entry of `owner`'s archive for a message they are sending, stored
-/// now; `None` if it is not archivable or has no `to`, which the router
-/// has normalised. A local recipient's archive lists the same stored
+/// A message its local sender is sending, stored for their archive
+/// before it is routed; a local recipient's archive lists the same stored
 /// message ([`stamp_incoming`]).
-pub fn outgoing_entry(server: &Server, owner: &str, message: &Element) -> Option<ArchiveEntry> {
+#[derive(Debug)]
+pub struct Outgoing {
+    /// The recipient's bare JID.
+    pub with: String,
+    /// The message as stored.
+    pub message: Arc<StoredMessage>,
+}
+
+/// `message` stored for its sender's archive; `None` if it is not
+/// archivable or has no `to` (which the router has normalised).
+pub fn outgoing(server: &Server, message: &Element) -> Option<Outgoing> {
     if !archivable(server, message) {
         return None;
     }
@@ -502,9 +498,7 @@ pub fn outgoing_entry(server: &Server, owner: &str, message: &Element) -> Option
     // A normalised JID's bare part is what comes before the first '/'
     // (nodeprep forbids it in a local part).
     let with = to.split_once('/').map_or(to, |(bare, _)| bare);
-    Some(ArchiveEntry {
-        kind: ArchiveKind::User,
-        username: owner.to_owned(),
+    Some(Outgoing {
         with: with.to_owned(),
         message: store(server.archive.slot(), message),
     })

@@ -15,7 +15,7 @@ use crate::router::{Destination, SessionCtx};
 use crate::server::Server;
 use crate::sessions::Resource;
 use crate::stanza::{self, errors};
-use crate::storage::{ArchiveKind, StoredMessage};
+use crate::storage::{ArchiveEntry, ArchiveKind, StoredMessage};
 
 /// The `type` of a message, RFC 6121 §5.2.2.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,13 +66,13 @@ pub async fn from_client(
     );
     let (archived, carbon) = if one_to_one && !ciphertext::is_plaintext(&message) {
         (
-            mam::outgoing_entry(server, &session.username, &message),
+            mam::outgoing(server, &message),
             carbons::wanted(server, &session.username, &message).then(|| message.clone()),
         )
     } else {
         (None, None)
     };
-    let shared = archived.as_ref().map(|entry| &entry.message);
+    let shared = archived.as_ref().map(|outgoing| &outgoing.message);
     let bounce = route(server, message, &session.bare(), destination, shared).await;
     if bounce.is_none() {
         if let Some(sent) = carbon {
@@ -84,7 +84,13 @@ pub async fn from_client(
                 &[session.handle.id],
             );
         }
-        if let Some(entry) = archived {
+        if let Some(outgoing) = archived {
+            let entry = ArchiveEntry {
+                kind: ArchiveKind::User,
+                owner: &session.username,
+                with: &outgoing.with,
+                message: &outgoing.message,
+            };
             server.archive.append(entry).await;
         }
     }
@@ -175,8 +181,7 @@ async fn to_local_user(
         return errors::service_unavailable(&message, "");
     }
     let archived = match account_jid(user, &server.config.domain) {
-        Some(owner) if storable => mam::stamp_incoming(server, &owner, &mut message, archived)
-            .map(|stored| mam::entry(ArchiveKind::User, user, sender, stored)),
+        Some(owner) if storable => mam::stamp_incoming(server, &owner, &mut message, archived),
         _ => None,
     };
     let carbon = (storable && carbons::wanted(server, user, &message)).then(|| message.clone());
@@ -187,7 +192,13 @@ async fn to_local_user(
     if let Some(copy) = carbon {
         carbons::copy(server, user, Direction::Received, &copy, &delivered);
     }
-    if let Some(entry) = archived {
+    if let Some(stored) = archived {
+        let entry = ArchiveEntry {
+            kind: ArchiveKind::User,
+            owner: user,
+            with: sender.as_str(),
+            message: &stored,
+        };
         server.archive.append(entry).await;
     }
     None

@@ -117,17 +117,18 @@ fn seq_of(id: &str) -> Option<i64> {
 /// 10¹⁵ since 2001).
 const FIRST_TIMED_SEQ: i64 = 1_000_000_000_000_000;
 
-/// One archive's listing of a stored message.
-#[derive(Debug, Clone)]
-pub struct ArchiveEntry {
+/// One archive's listing of a stored message, as
+/// [`ArchiveWriter::append`] stages it.
+#[derive(Debug, Clone, Copy)]
+pub struct ArchiveEntry<'a> {
     /// Whose archive.
     pub kind: ArchiveKind,
     /// The archive's owner (user name or room JID).
-    pub username: String,
+    pub owner: &'a str,
     /// The other party's bare JID.
-    pub with: String,
+    pub with: &'a str,
     /// The message, shared with the other archives listing it.
-    pub message: Arc<StoredMessage>,
+    pub message: &'a StoredMessage,
 }
 
 /// An archived message as read back.
@@ -998,12 +999,12 @@ mod tests {
         format!("<message xmlns='jabber:client'><body>{text}</body></message>")
     }
 
-    fn entry(owner: &str, with: &str, message: &Arc<StoredMessage>) -> ArchiveEntry {
+    fn entry<'a>(owner: &'a str, with: &'a str, message: &'a StoredMessage) -> ArchiveEntry<'a> {
         ArchiveEntry {
             kind: ArchiveKind::User,
-            username: owner.into(),
-            with: with.into(),
-            message: message.clone(),
+            owner,
+            with,
+            message,
         }
     }
 

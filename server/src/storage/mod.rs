@@ -931,9 +931,9 @@ mod tests {
             let message = slot.message("<message xmlns='jabber:client'/>".into());
             let entry = ArchiveEntry {
                 kind: ArchiveKind::User,
-                username: "a".into(),
-                with: "b@x".into(),
-                message,
+                owner: "a",
+                with: "b@x",
+                message: &message,
             };
             archive.append(entry).await;
         }

@@ -154,7 +154,7 @@ impl Staging {
     }
 
     fn stage(&mut self, entry: &ArchiveEntry) {
-        let message = &*entry.message;
+        let message = entry.message;
         let stanza = match message.staged_in(self.generation) {
             Some(place) => place,
             None => {
@@ -173,10 +173,10 @@ impl Staging {
             None => StagedId::Text(self.name(&message.id)),
         };
         let staged = Staged {
-            owner: self.owner(entry.kind, &entry.username),
+            owner: self.owner(entry.kind, entry.owner),
             seq: message.seq,
             stamp: message.stamp,
-            with: self.name(&entry.with),
+            with: self.name(entry.with),
             id,
             stanza,
         };
@@ -265,7 +265,7 @@ impl ArchiveWriter {
     }
 
     /// Stages an entry (waits only while the staging area is full).
-    pub async fn append(&self, entry: ArchiveEntry) {
+    pub async fn append(&self, entry: ArchiveEntry<'_>) {
         let shared = &self.handle.shared;
         if shared.try_stage(&entry) {
             return;
