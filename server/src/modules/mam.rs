@@ -375,7 +375,10 @@ pub fn restore(archived: &ArchivedMessage, by: &str) -> Option<(Element, DateTim
         }
     };
     let stamp = DateTime::from_timestamp_micros(archived.stamp)?;
-    add_stanza_id(&mut message, by, &archived.id);
+    stanza::remove_children(&mut message, |c| {
+        c.is("stanza-id", NS_SID) && c.attr("by") == Some(by)
+    });
+    add_stanza_id(&mut message, by.to_owned(), &archived.id);
     Some((message, stamp))
 }
 
@@ -388,10 +391,12 @@ fn format_stamp(micros: i64) -> String {
 /// Whether a message belongs in the archive: a chat or normal message
 /// with an end-to-end encrypted payload, not marked `no-store`.
 pub fn archivable(server: &Server, message: &Element) -> bool {
-    matches!(
-        MessageKind::of(message),
-        MessageKind::Chat | MessageKind::Normal
-    ) && keeps(server, message)
+    server.config.archive.enabled
+        && matches!(
+            MessageKind::of(message),
+            MessageKind::Chat | MessageKind::Normal
+        )
+        && keeps(server, message)
 }
 
 /// Whether an archive (a user's or a room's) keeps a message of the
@@ -408,8 +413,8 @@ pub fn keeps(server: &Server, message: &Element) -> bool {
 /// `<stanza-id/>` claiming to be by `owner` (only this server may say
 /// that) and, if the message is archivable, adds the id it is archived
 /// under. That is `shared`'s when the message is stored already (its local
-/// sender archived it); otherwise the message is stored now. Returns the
-/// stored message.
+/// sender archived it, so it is archivable); otherwise the message is
+/// stored now. Returns the stored message.
 pub fn stamp_incoming(
     server: &Server,
     owner: &BareJid,
@@ -420,23 +425,18 @@ pub fn stamp_incoming(
     stanza::remove_children(message, |c| {
         c.is("stanza-id", NS_SID) && c.attr("by") == Some(by.as_str())
     });
-    if !archivable(server, message) {
-        return None;
-    }
     let stored = match shared {
         Some(stored) => stored.clone(),
-        None => store(server.archive.slot(), message),
+        None if archivable(server, message) => store(server.archive.slot(), message),
+        None => return None,
     };
-    add_stanza_id(message, &by, &stored.id);
+    add_stanza_id(message, by, &stored.id);
     Some(stored)
 }
 
-/// Adds `<stanza-id by='{by}' id='{id}'/>`, after removing any that
-/// claims to be by `by`.
-fn add_stanza_id(message: &mut Element, by: &str, id: &str) {
-    stanza::remove_children(message, |c| {
-        c.is("stanza-id", NS_SID) && c.attr("by") == Some(by)
-    });
+/// Adds `<stanza-id by='{by}' id='{id}'/>` (the caller removed any that
+/// claimed to be by `by`).
+fn add_stanza_id(message: &mut Element, by: String, id: &str) {
     let mut stanza_id = Element::bare("stanza-id", NS_SID);
     set_attr(&mut stanza_id, "by", by);
     set_attr(&mut stanza_id, "id", id);

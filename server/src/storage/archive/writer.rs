@@ -349,9 +349,13 @@ async fn write_commits(storage: Storage, shared: Arc<Shared>) {
         }
         let (generation, commit) = {
             let mut staging = shared.staging();
+            // Room for as much as the last commit: no copies while it grows.
             let next = Staging {
                 generation: staging.generation + 1,
                 closed: staging.closed,
+                stanzas: String::with_capacity(staging.stanzas.len()),
+                names: String::with_capacity(staging.names.len()),
+                entries: Vec::with_capacity(staging.entries.len()),
                 ..Staging::default()
             };
             (staging.generation, std::mem::replace(&mut *staging, next))
