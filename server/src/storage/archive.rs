@@ -1206,6 +1206,28 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_destroyed_rooms_messages_leave_the_disk() {
+        let (dir, storage, writer) = archive_of_a().await;
+        storage.muc_create("r@muc.x", "a@x").await.expect("room");
+        let said = writer.slot().message(stanza("said-in-the-room"));
+        let entry = ArchiveEntry {
+            kind: ArchiveKind::Room,
+            owner: "r@muc.x",
+            with: "a@x",
+            message: &said,
+        };
+        writer.append(entry).await;
+        writer.flushed().await;
+        assert!(storage
+            .archive_has(ArchiveKind::Room, "r@muc.x", &said.id)
+            .await
+            .expect("has"));
+        storage.muc_destroy("r@muc.x").await.expect("destroy");
+        writer.sweep().await;
+        assert!(!logged_anywhere(dir.path(), "said-in-the-room"));
+    }
+
+    #[tokio::test]
     async fn expired_messages_leave_the_log() {
         let (dir, storage, writer) = archive_of_a().await;
         let old = message_at(1, 10);
