@@ -10,7 +10,6 @@
 //! deleted messages off the disk, in [`compaction`].
 
 use std::collections::{BTreeMap, HashMap};
-use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
@@ -182,32 +181,7 @@ struct LogBatch {
     bytes: Vec<u8>,
     /// Where each stanza went, by its address: the archives listing a
     /// message share one string.
-    placed: HashMap<(usize, usize), Place, BuildHasherDefault<AddressHasher>>,
-}
-
-/// Hashes the addresses [`LogBatch`] keys stanzas by, with a
-/// multiplication a word: keys chosen by nobody need no SipHash.
-#[derive(Debug, Default)]
-struct AddressHasher(u64);
-
-impl Hasher for AddressHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for byte in bytes {
-            self.write_u64(u64::from(*byte));
-        }
-    }
-
-    fn write_u64(&mut self, word: u64) {
-        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x517c_c1b7_2722_0a95);
-    }
-
-    fn write_usize(&mut self, word: usize) {
-        self.write_u64(word as u64);
-    }
+    placed: HashMap<(usize, usize), Place>,
 }
 
 impl LogBatch {
