@@ -656,7 +656,7 @@ impl<'t> Builder<'t> {
         let Some(open) = self.open.pop() else {
             return bad("end tag without a start tag");
         };
-        if open.qname != qname {
+        if !same(open.qname, qname) {
             return bad("end tag does not match the start tag");
         }
         Ok(self.close(open))
@@ -768,12 +768,12 @@ impl<'t> Builder<'t> {
     }
 
     fn namespace_of(&self, prefix: &str) -> Result<&str, NotWellFormed> {
-        let own = self.bindings.iter().rev().find(|(p, _)| *p == prefix);
+        let own = self.bindings.iter().rev().find(|(p, _)| same(p, prefix));
         match own.map(|(_, ns)| ns).or_else(|| {
             self.scope
                 .iter()
                 .rev()
-                .find(|(p, _)| p == prefix)
+                .find(|(p, _)| same(p, prefix))
                 .map(|(_, ns)| ns)
         }) {
             Some(ns) => Ok(ns),
@@ -841,6 +841,13 @@ impl<'t> Builder<'t> {
         }
         self.at > start
     }
+}
+
+/// Whether two names are the same. Names are short and most often
+/// empty (the default prefix): comparing here is much cheaper than a call
+/// to the C library's `bcmp`, which `==` on strings makes.
+fn same(a: &str, b: &str) -> bool {
+    a.len() == b.len() && a.bytes().zip(b.bytes()).all(|(x, y)| x == y)
 }
 
 /// XML's white space (§2.3 `S`): not form feeds or other controls.
