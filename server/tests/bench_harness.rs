@@ -13,20 +13,24 @@ use std::time::Duration;
 use common::bed::Bed;
 use common::{wait_child, TestCa, TestServer};
 
-/// The `tern-load` binary, built if this test run did not build it.
+/// The `tern-load` binary, brought up to date once per test run (a
+/// binary left by an earlier build may predate its sources; cargo does
+/// not build another package's binaries for an integration test).
 fn tern_load() -> PathBuf {
-    let deps = std::env::current_exe().expect("test executable");
-    let dir = deps.parent().and_then(Path::parent).expect("target dir");
-    let path = dir.join("tern-load");
-    if !path.exists() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
-            .args(["build", "-p", "tern-bench", "--bin", "tern-load"])
-            .status()
-            .expect("cargo build");
-        assert!(status.success(), "building tern-load failed");
-    }
-    path
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let deps = std::env::current_exe().expect("test executable");
+            let dir = deps.parent().and_then(Path::parent).expect("target dir");
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            let status = Command::new(cargo)
+                .args(["build", "-p", "tern-bench", "--bin", "tern-load"])
+                .status()
+                .expect("cargo build");
+            assert!(status.success(), "building tern-load failed");
+            dir.join("tern-load")
+        })
+        .clone()
 }
 
 /// Runs `tern-load` against `server` (bounded); its standard output.
@@ -72,9 +76,12 @@ fn every_benchmark_scenario_runs_once_tiny() {
         load(server, &json, &strings(&["register", "--users", "8"]));
     }
     let tiny = ["--pairs", "2", "--seconds", "0.5", "--warmup", "0.2"];
-    let out = load(a, &json, &strings(&[&["throughput"][..], &tiny].concat()));
+    let throughput = [&["throughput", "--latency-runs", "2"][..], &tiny].concat();
+    let out = load(a, &json, &strings(&throughput));
     assert!(
-        out.contains("at saturation") && out.contains("at half load"),
+        out.contains("at saturation")
+            && out.contains("throughput-half 2/2")
+            && out.contains("median run"),
         "{out}"
     );
     let mut federation = strings(&[&["federation"][..], &tiny].concat());
@@ -97,9 +104,14 @@ fn every_benchmark_scenario_runs_once_tiny() {
     let recorded = std::fs::read_to_string(&json).expect("JSON lines");
     assert_eq!(
         recorded.lines().count(),
-        6,
-        "one line per measurement:\n{recorded}"
+        8,
+        "one line per measurement (and per latency run):\n{recorded}"
     );
+    let half = recorded
+        .lines()
+        .find(|l| l.contains(r#""scenario":"throughput-half""#))
+        .expect("the half-load figure");
+    assert!(half.contains(r#""latency_runs":2"#), "{half}");
     let report = Command::new(tern_load())
         .arg("report")
         .arg(&json)
