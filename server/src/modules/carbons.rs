@@ -50,9 +50,10 @@ pub fn handle_iq(
 }
 
 /// Whether a copy of `message` may go to one of `username`'s sessions:
-/// it is eligible and some session enabled carbons.
+/// some session enabled carbons and it is eligible (asked in that order:
+/// the first is one lookup, the second a walk through the message).
 pub fn wanted(server: &Server, username: &str, message: &Element) -> bool {
-    eligible(message) && server.sessions.any_carbons(username)
+    server.sessions.any_carbons(username) && eligible(message)
 }
 
 /// Whether a message is copied (XEP-0280 §6): chat messages (and normal
