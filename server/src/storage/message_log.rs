@@ -16,7 +16,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
-use std::io::{self, Write};
+use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Mutex};
@@ -71,7 +71,74 @@ struct Appending {
     dir: PathBuf,
     segment: u32,
     file: Option<File>,
+    /// Where the next append goes in the segment.
     len: u64,
+    /// What goes to the disk next: the segment's last partial block, then
+    /// the bytes being appended, then zeros to the end of their block.
+    blocks: AlignedBuffer,
+}
+
+/// The size appends are written in: file offsets, lengths and memory
+/// addresses of writes that bypass the page cache are multiples of it
+/// (4 KiB is the logical block size of every disk in use).
+const BLOCK: usize = 4096;
+
+/// A reused buffer whose bytes start at a multiple of [`BLOCK`] in memory.
+#[derive(Debug, Default)]
+struct AlignedBuffer {
+    raw: Vec<u8>,
+    /// Where the aligned bytes start in `raw`.
+    start: usize,
+    /// How many bytes are in use.
+    len: usize,
+}
+
+impl AlignedBuffer {
+    /// The most memory kept between appends.
+    const KEPT_BYTES: usize = 16 * 1024 * 1024;
+
+    /// Keeps the first `keep` bytes and makes room for `more` after them
+    /// and the padding to a whole block.
+    fn make_room(&mut self, keep: usize, more: usize) {
+        let needed = (keep + more).div_ceil(BLOCK) * BLOCK;
+        if self.raw.len() - self.start < needed {
+            let mut raw = vec![0; needed + BLOCK];
+            let start = raw.as_ptr().align_offset(BLOCK);
+            raw[start..start + keep].copy_from_slice(&self.raw[self.start..self.start + keep]);
+            self.raw = raw;
+            self.start = start;
+        }
+        self.len = keep;
+    }
+
+    fn push(&mut self, bytes: &[u8]) {
+        let at = self.start + self.len;
+        self.raw[at..at + bytes.len()].copy_from_slice(bytes);
+        self.len += bytes.len();
+    }
+
+    /// The bytes in use, with zeros to the end of their last block.
+    fn padded(&mut self) -> &[u8] {
+        let padded = self.len.div_ceil(BLOCK) * BLOCK;
+        self.raw[self.start + self.len..self.start + padded].fill(0);
+        &self.raw[self.start..self.start + padded]
+    }
+
+    /// Keeps only the last `tail` bytes in use, moved to the start (the
+    /// partial block the next write begins with); gives up memory a
+    /// large batch took.
+    fn keep_tail(&mut self, tail: usize) {
+        let from = self.start + self.len - tail;
+        if self.raw.len() > Self::KEPT_BYTES {
+            let kept = self.raw[from..from + tail].to_vec();
+            *self = Self::default();
+            self.make_room(0, tail);
+            self.push(&kept);
+        } else {
+            self.raw.copy_within(from..from + tail, self.start);
+            self.len = tail;
+        }
+    }
 }
 
 impl MessageLog {
@@ -200,6 +267,7 @@ impl MessageLog {
             segment: newest,
             file: None,
             len: 0,
+            blocks: AlignedBuffer::default(),
         };
         let (queue, jobs) = mpsc::channel::<Job>();
         std::thread::Builder::new()
@@ -217,31 +285,47 @@ impl MessageLog {
 }
 
 impl Appending {
+    /// Appends `bytes` and syncs them; where they went.
+    ///
+    /// Writes bypass the page cache (O_DIRECT, where the file system
+    /// allows it): filling new page-cache pages cost more than anything
+    /// else in the write (on the development machine, buffered appends
+    /// ran at 0.35 GB/s of CPU time, against 6 GB/s to overwrite cached
+    /// pages), and nothing reads a message back soon. So every write
+    /// covers whole blocks: it starts with the last partial block written
+    /// (kept in memory) and ends with zeros, which the next append
+    /// overwrites. Readers never look past the places chunks give.
     fn append(&mut self, bytes: &[u8]) -> io::Result<Appended> {
         if self.file.is_some() && self.len > 0 && self.len + bytes.len() as u64 > SEGMENT_BYTES {
             self.next_segment();
         }
         let segment = self.segment;
-        let file = match &mut self.file {
-            Some(file) => file,
-            None => {
-                let file = OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(self.dir.join(segment_name(segment)))?;
-                self.len = file.metadata()?.len();
-                self.file.insert(file)
-            }
-        };
+        if self.file.is_none() {
+            let (file, len) = open_for_appending(&self.dir.join(segment_name(segment)))?;
+            self.file = Some(file);
+            self.len = len;
+            self.blocks.make_room(0, 0);
+        }
         let offset = self.len;
-        let written = file.write_all(bytes).and_then(|()| file.sync_data());
+        let tail = (offset % BLOCK as u64) as usize;
+        self.blocks.make_room(tail, bytes.len());
+        self.blocks.push(bytes);
+        let written = match &self.file {
+            Some(file) => file
+                .write_all_at(self.blocks.padded(), offset - tail as u64)
+                .and_then(|()| file.sync_data()),
+            None => Err(io::Error::other("the segment is not open")),
+        };
         match written {
             Ok(()) => {
                 self.len += bytes.len() as u64;
+                let tail = (self.len % BLOCK as u64) as usize;
+                self.blocks.keep_tail(tail);
                 Ok(Appended { segment, offset })
             }
             Err(e) => {
-                // Part of it may be there: the next append goes after it.
+                // Part of it may be there: the next append reopens the
+                // file and goes after whatever it holds.
                 self.file = None;
                 Err(e)
             }
@@ -253,6 +337,42 @@ impl Appending {
         self.file = None;
         self.len = 0;
     }
+}
+
+/// Opens a segment for writing, bypassing the page cache where the file
+/// system allows it; returns it with where appends go: after what it
+/// holds, rounded up to a whole block (the rest of a block written
+/// otherwise, or a failed write, is never read).
+fn open_for_appending(path: &Path) -> io::Result<(File, u64)> {
+    let mut options = OpenOptions::new();
+    options.create(true).write(true);
+    let file = match open_direct(&options, path)? {
+        Some(file) => file,
+        None => options.open(path)?,
+    };
+    let len = file.metadata()?.len().div_ceil(BLOCK as u64) * BLOCK as u64;
+    Ok((file, len))
+}
+
+/// Opens `path` for writes that bypass the page cache; `None` where the
+/// file system does not allow them (tmpfs before Linux 6.6, some FUSE
+/// and network file systems).
+#[cfg(target_os = "linux")]
+fn open_direct(options: &OpenOptions, path: &Path) -> io::Result<Option<File>> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let Ok(flag) = i32::try_from(rustix::fs::OFlags::DIRECT.bits()) else {
+        return Ok(None);
+    };
+    match options.clone().custom_flags(flag).open(path) {
+        Ok(file) => Ok(Some(file)),
+        Err(e) if e.raw_os_error() == Some(rustix::io::Errno::INVAL.raw_os_error()) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn open_direct(_: &OpenOptions, _: &Path) -> io::Result<Option<File>> {
+    Ok(None)
 }
 
 /// The file name of a segment.
@@ -325,20 +445,71 @@ mod tests {
         );
         let read = log.read(1, places(&[4, 5, 5], 0)).await.expect("read");
         assert_eq!(read, ["<a/>", "<bb/>", "<é/>"]);
-        assert!(log.read(1, places(&[1], 14)).await.is_err(), "past the end");
+        let end = BLOCK as u64;
+        assert!(
+            log.read(1, places(&[1], end)).await.is_err(),
+            "past the end"
+        );
         assert!(log.read(1, places(&[2], 9)).await.is_err(), "not UTF-8");
         log.close();
 
-        // Reopened, the log goes on where it ended.
+        // Reopened, the log goes on after the block it ended in.
         let log = MessageLog::open(dir.path()).expect("log");
         let third = log.append(b"<c/>".to_vec()).await.expect("append");
         assert_eq!(
             third,
             Appended {
                 segment: 1,
-                offset: 14
+                offset: end
             }
         );
+        let read = log.read(1, places(&[4, 5, 5], 0)).await.expect("read");
+        assert_eq!(read, ["<a/>", "<bb/>", "<é/>"], "still there");
+        assert_eq!(
+            log.read(1, places(&[4], end)).await.expect("read"),
+            ["<c/>"]
+        );
+    }
+
+    #[tokio::test]
+    async fn appends_across_blocks_keep_every_byte() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let log = MessageLog::open(dir.path()).expect("log");
+        // Ends mid-block, on a block's end, one byte past it, and spans
+        // several blocks; every write rewrites the partial block before.
+        let sizes = [5000, 3192, 1, 4095, 9000, 3, BLOCK * 5 + 17];
+        let mut expected = Vec::new();
+        let mut offset = 0u64;
+        for (n, &size) in sizes.iter().enumerate() {
+            let letter = char::from(b'a' + n as u8);
+            let text = letter.to_string().repeat(size);
+            let appended = log.append(text.clone().into_bytes()).await.expect("append");
+            assert_eq!(appended.offset, offset, "append {n}");
+            offset += size as u64;
+            expected.push(text);
+        }
+        let lens: Vec<u32> = sizes.iter().map(|&s| s as u32).collect();
+        let read = log.read(1, places(&lens, 0)).await.expect("read");
+        assert_eq!(read, expected);
+        // A batch larger than what is kept between appends.
+        let large = "z".repeat(AlignedBuffer::KEPT_BYTES + 10);
+        let appended = log
+            .append(large.clone().into_bytes())
+            .await
+            .expect("append");
+        assert_eq!(appended.offset, offset);
+        let after = log.append(b"<end/>".to_vec()).await.expect("append");
+        let read = log
+            .read(
+                1,
+                vec![Place {
+                    offset: after.offset - 3,
+                    len: 9,
+                }],
+            )
+            .await
+            .expect("read");
+        assert_eq!(read, ["zzz<end/>"]);
     }
 
     #[tokio::test]
@@ -355,9 +526,10 @@ mod tests {
                 offset: 0
             }
         );
-        let sizes: Vec<_> = log.segments().expect("segments").into_iter().collect();
-        assert_eq!(sizes, [(1, 3), (2, 3)]);
-        assert_eq!(log.read_segment(1).await.expect("read"), b"one");
+        let numbers: Vec<_> = log.segments().expect("segments").into_keys().collect();
+        assert_eq!(numbers, [1, 2]);
+        let whole = log.read_segment(1).await.expect("read");
+        assert!(whole.starts_with(b"one") && whole[3..].iter().all(|b| *b == 0));
         log.remove(&[1, 7]).await.expect("remove");
         assert_eq!(log.segments().expect("segments").len(), 1);
         assert!(log.read(1, places(&[3], 0)).await.is_err());
