@@ -300,22 +300,22 @@ impl Appending {
             self.next_segment();
         }
         let segment = self.segment;
-        if self.file.is_none() {
-            let (file, len) = open_for_appending(&self.dir.join(segment_name(segment)))?;
-            self.file = Some(file);
-            self.len = len;
-            self.blocks.make_room(0, 0);
-        }
+        let file = match &mut self.file {
+            Some(file) => file,
+            None => {
+                let (file, len) = open_for_appending(&self.dir.join(segment_name(segment)))?;
+                self.len = len;
+                self.file.insert(file)
+            }
+        };
         let offset = self.len;
+        // A segment just opened starts on a block: nothing kept applies.
         let tail = (offset % BLOCK as u64) as usize;
         self.blocks.make_room(tail, bytes.len());
         self.blocks.push(bytes);
-        let written = match &self.file {
-            Some(file) => file
-                .write_all_at(self.blocks.padded(), offset - tail as u64)
-                .and_then(|()| file.sync_data()),
-            None => Err(io::Error::other("the segment is not open")),
-        };
+        let written = file
+            .write_all_at(self.blocks.padded(), offset - tail as u64)
+            .and_then(|()| file.sync_data());
         match written {
             Ok(()) => {
                 self.len += bytes.len() as u64;
