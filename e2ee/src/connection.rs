@@ -20,6 +20,7 @@ use sasl::client::mechanisms::Scram;
 use sasl::client::Mechanism;
 use sasl::common::scram::Sha256;
 use sasl::common::Credentials;
+use tern_xmpp::DepthLimited;
 use tokio::io::{AsyncBufRead, AsyncWrite, BufStream};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
@@ -37,7 +38,10 @@ const NS_TLS: &str = "urn:ietf:params:xml:ns:xmpp-tls";
 /// How long closing waits for the server's end of the stream.
 const CLOSE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
-type Io = BufStream<TlsStream<TcpStream>>;
+/// The client's transport: reads pass a depth guard before tokio-xmpp's
+/// recursive tree builder sees them (a server nesting elements thousands
+/// deep would otherwise overflow the stack).
+type Io = BufStream<DepthLimited<TlsStream<TcpStream>>>;
 
 /// Where to connect.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -209,7 +213,18 @@ async fn establish_at(
         TlsMode::Direct => tls_client(tcp, domain, b"xmpp-client").await?,
         TlsMode::StartTls => starttls(tcp, domain).await?,
     };
-    open_stream(BufStream::new(tls), domain).await
+    open_stream(guarded(tls), domain).await
+}
+
+/// `transport`, buffered, behind a depth guard for a new stream.
+fn guarded<T>(transport: T) -> BufStream<DepthLimited<T>>
+where
+    T: tokio::io::AsyncRead + AsyncWrite + Unpin,
+{
+    BufStream::new(DepthLimited::new(
+        transport,
+        tern_xmpp::depth::stream_limit(),
+    ))
 }
 
 /// Sends the stream header on `io` and reads the server's features.
@@ -228,7 +243,7 @@ async fn open_stream<S: AsyncBufRead + AsyncWrite + Unpin>(
 
 /// A plain stream upgraded with `<starttls/>` (RFC 6120 §5).
 async fn starttls(tcp: TcpStream, domain: &str) -> Result<TlsStream<TcpStream>, String> {
-    let (features, mut stream) = open_stream(BufStream::new(tcp), domain).await?;
+    let (features, mut stream) = open_stream(guarded(tcp), domain).await?;
     if !features.can_starttls() {
         return Err("the server does not offer STARTTLS".into());
     }
@@ -240,7 +255,7 @@ async fn starttls(tcp: TcpStream, domain: &str) -> Result<TlsStream<TcpStream>, 
         Some(Ok(answer)) if answer.is("proceed", NS_TLS) => {}
         _ => return Err("the server refused STARTTLS".into()),
     }
-    let tcp = stream.into_inner().into_inner();
+    let tcp = stream.into_inner().into_inner().into_inner();
     tls_client(tcp, domain, b"xmpp-client").await
 }
 

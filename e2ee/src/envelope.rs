@@ -45,6 +45,9 @@ pub enum EnvelopeError {
     /// Not UTF-8 XML.
     #[error("envelope is not well-formed XML")]
     NotXml,
+    /// Elements nested deeper than any stanza may be.
+    #[error("envelope nests elements too deeply")]
+    TooDeep,
     /// A required part is missing or malformed.
     #[error("malformed envelope: {0}")]
     Malformed(&'static str),
@@ -183,6 +186,9 @@ impl Envelope {
     /// Parses decrypted bytes.
     pub fn parse(bytes: &[u8]) -> Result<Self, EnvelopeError> {
         let text = std::str::from_utf8(bytes).map_err(|_| EnvelopeError::NotXml)?;
+        // A sender nesting thousands of elements must not overflow the
+        // recursive parser's stack.
+        tern_xmpp::check_document(bytes).map_err(|_| EnvelopeError::TooDeep)?;
         let root: Element = text.parse().map_err(|_| EnvelopeError::NotXml)?;
         if !root.is("envelope", NS_SCE) {
             return Err(EnvelopeError::Malformed("root is not an SCE envelope"));
@@ -453,6 +459,20 @@ mod tests {
 
     fn alice() -> BareJid {
         BareJid::new("alice@a.example").unwrap()
+    }
+
+    #[test]
+    fn a_deeply_nested_envelope_is_refused_before_parsing() {
+        let n = 30_000;
+        let text = format!(
+            "<envelope xmlns='{NS_SCE}'>{}{}</envelope>",
+            "<a>".repeat(n),
+            "</a>".repeat(n)
+        );
+        assert!(matches!(
+            Envelope::parse(text.as_bytes()),
+            Err(EnvelopeError::TooDeep)
+        ));
     }
 
     fn every_kind() -> Vec<Content> {

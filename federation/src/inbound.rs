@@ -250,6 +250,9 @@ impl Inbound {
                     Some(Err(ReadError::HardError(e))) if is_stanza_too_large(&e) => {
                         Flow::Close((DefinedCondition::PolicyViolation, "stanza too large"))
                     }
+                    Some(Err(ReadError::HardError(e))) if tern_xmpp::is_too_deep(&e) => {
+                        Flow::Close((DefinedCondition::PolicyViolation, "elements nested too deeply"))
+                    }
                     Some(Err(ReadError::HardError(e))) if e.kind() == std::io::ErrorKind::InvalidData => {
                         Flow::Close((DefinedCondition::NotWellFormed, "XML not well-formed"))
                     }

@@ -19,19 +19,24 @@ use std::task::{ready, Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+use tern_xmpp::{depth, DepthLimited};
+
 use crate::io::{stream_io, BoxedTransport, StanzaBudget, StreamIo};
 
-/// The I/O type of every s2s XML stream.
-pub type S2sIo = StreamIo<DialbackPrefix>;
+/// The I/O type of every s2s XML stream. Reads pass a depth guard before
+/// tokio-xmpp's recursive tree builder sees them: a peer nesting elements
+/// thousands deep would otherwise overflow the stack and abort the server.
+pub type S2sIo = StreamIo<DepthLimited<DialbackPrefix>>;
 
 /// Wraps a transport for a new (or restarted) s2s XML stream.
 pub fn s2s_io(transport: BoxedTransport, max_stanza_bytes: usize) -> (S2sIo, StanzaBudget) {
-    stream_io(DialbackPrefix::new(transport), max_stanza_bytes)
+    let guarded = DepthLimited::new(DialbackPrefix::new(transport), depth::stream_limit());
+    stream_io(guarded, max_stanza_bytes)
 }
 
 /// The transport under an s2s stream's I/O (to start TLS on it).
 pub fn into_transport(io: S2sIo) -> BoxedTransport {
-    io.into_inner().into_inner().inner
+    io.into_inner().into_inner().into_inner().inner
 }
 
 const STREAM_TAG: &[u8] = b"<stream:stream";

@@ -23,8 +23,9 @@ pub const NS_STREAM: &str = "http://etherx.jabber.org/streams";
 const NS_XML: &str = "http://www.w3.org/XML/1998/namespace";
 const NS_XMLNS: &str = "http://www.w3.org/2000/xmlns/";
 
-/// Deepest nesting of elements accepted in one stanza.
-pub const MAX_DEPTH: u32 = 128;
+/// Deepest nesting of elements accepted in one stanza (one limit for
+/// every stream Tern reads).
+pub use tern_xmpp::MAX_DEPTH;
 
 /// Why the input is not a well-formed stanza.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

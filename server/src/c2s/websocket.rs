@@ -325,6 +325,9 @@ fn translate_inbound(text: &str) -> Result<String, String> {
 }
 
 fn parse(text: &str) -> Result<Element, String> {
+    // minidom builds and drops trees recursively: refuse deep nesting
+    // before it reads the message.
+    tern_xmpp::check_document(text.as_bytes()).map_err(|e| e.to_string())?;
     text.parse::<Element>()
         .map_err(|e| format!("not one XML element: {e}"))
 }

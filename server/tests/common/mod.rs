@@ -195,6 +195,8 @@ pub struct TestServer {
     pub c2s_tls: SocketAddr,
     /// The s2s STARTTLS listener.
     pub s2s: SocketAddr,
+    /// The s2s direct TLS listener.
+    pub s2s_tls: SocketAddr,
     /// The HTTPS listener (uploads, XMPP over WebSocket), on the
     /// server's address.
     pub https: SocketAddr,
@@ -238,6 +240,7 @@ impl TestServer {
         std::fs::write(&config_path, config).expect("write config");
         let (child, report) = spawn_server(&config_path, dir.path());
         let (c2s, c2s_tls, s2s) = addresses(&report);
+        let s2s_tls = report_address(&report, "s2s TLS");
         let https = https_address(&report, c2s);
         TestServer {
             dir,
@@ -245,6 +248,7 @@ impl TestServer {
             c2s,
             c2s_tls,
             s2s,
+            s2s_tls,
             https,
             domain: options.domain,
             report,
@@ -284,6 +288,7 @@ impl TestServer {
         self.c2s = c2s;
         self.c2s_tls = c2s_tls;
         self.s2s = s2s;
+        self.s2s_tls = report_address(&self.report, "s2s TLS");
         self.https = https_address(&self.report, c2s);
     }
 
@@ -337,6 +342,17 @@ impl Drop for TestServer {
             );
         }
     }
+}
+
+/// Whether the process `pid` still runs (and is not a zombie).
+pub fn process_alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            let state = stat.rsplit_once(") ")?.1.chars().next()?;
+            Some(state != 'Z' && state != 'X')
+        })
+        .unwrap_or(false)
 }
 
 /// Sends a signal (`"TERM"`, `"INT"`, `"KILL"`) to a process.
@@ -410,16 +426,19 @@ fn spawn_server(config: &Path, dir: &Path) -> (Child, Vec<String>) {
 }
 
 fn addresses(report: &[String]) -> (SocketAddr, SocketAddr, SocketAddr) {
-    let find = |label: &str| -> SocketAddr {
-        report
-            .iter()
-            .find_map(|l| l.trim().strip_prefix(label))
-            .unwrap_or_else(|| panic!("no {label} in report {report:?}"))
-            .trim()
-            .parse()
-            .expect("address")
-    };
+    let find = |label: &str| report_address(report, label);
     (find("c2s STARTTLS"), find("c2s TLS"), find("s2s STARTTLS"))
+}
+
+/// The address on the start-up report's line `label`.
+fn report_address(report: &[String], label: &str) -> SocketAddr {
+    report
+        .iter()
+        .find_map(|l| l.trim().strip_prefix(label))
+        .unwrap_or_else(|| panic!("no {label} in report {report:?}"))
+        .trim()
+        .parse()
+        .expect("address")
 }
 
 /// The HTTPS listener: the port of the report's WebSocket URL, on the
