@@ -29,6 +29,15 @@ pub trait Host: Send + Sync + 'static {
     /// delivered), so that acknowledgements to the peer mean something.
     fn deliver(&self, stanza: Element) -> BoxFuture<'_, ()>;
 
+    /// A mark for everything [`Host::deliver`] handled so far, to wait
+    /// for with [`Host::durable`].
+    fn durable_mark(&self) -> u64;
+
+    /// Returns once every durable record that [`Host::deliver`] created
+    /// before `mark` was taken is on disk (an archive written in group
+    /// commits may lag): acknowledgements to the peer wait for it.
+    fn durable(&self, mark: u64) -> BoxFuture<'_, ()>;
+
     /// Tells the local sender of `stanza` that it could not be delivered
     /// (the server builds the error reply; errors are never bounced).
     fn bounce(

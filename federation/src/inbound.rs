@@ -52,6 +52,9 @@ struct Inbound {
     authenticated: HashMap<Pair, AuthMethod>,
     acknowledging: bool,
     handled: u32,
+    /// An acknowledgement (`h`) waiting until what it counts is durable
+    /// (the host's mark).
+    pending_ack: Option<(u32, u64)>,
 }
 
 /// Serves one accepted TCP connection until it closes.
@@ -102,6 +105,7 @@ async fn negotiate(
             authenticated: HashMap::new(),
             acknowledging: false,
             handled: 0,
+            pending_ack: None,
         };
         if !ctx.settings.is_local(&inbound.local) {
             let pending = accepted.send_header(inbound.our_header()).await?;
@@ -151,6 +155,22 @@ async fn tls_accept(
         .map(|certs| certs.iter().map(|c| c.clone().into_owned()).collect())
         .unwrap_or_default();
     Ok((Box::new(tls), certificates))
+}
+
+/// `<a h/>` (XEP-0198).
+fn ack(h: u32) -> Element {
+    Element::builder("a", NS_SM)
+        .attr(attr_name("h"), h.to_string())
+        .build()
+}
+
+/// Returns once the acknowledgement in `pending` may be sent; never when
+/// none waits.
+async fn ack_when_durable(ctx: &Context, pending: Option<(u32, u64)>) {
+    match pending {
+        Some((_, mark)) => ctx.host.durable(mark).await,
+        None => std::future::pending().await,
+    }
 }
 
 fn new_stream_id() -> String {
@@ -236,6 +256,12 @@ impl Inbound {
                     Flow::Close((DefinedCondition::SystemShutdown, "the server is shutting down"))
                 }
                 Some(verdict) = verdicts.recv() => self.verdict(&mut stream, verdict).await,
+                _ = ack_when_durable(&self.ctx, self.pending_ack) => match self.pending_ack.take() {
+                    Some((h, _)) if stream.send(&ack(h)).await.is_err() => {
+                        Flow::Close((DefinedCondition::UndefinedCondition, "write failed"))
+                    }
+                    _ => Flow::Continue,
+                },
                 read = stream.next() => match read {
                     Some(Ok(element)) => {
                         budget.reset();
@@ -323,11 +349,12 @@ impl Inbound {
                 self.acknowledging = true;
                 Some(Element::bare("enabled", NS_SM))
             }
-            (NS_SM, "r") if self.acknowledging => Some(
-                Element::builder("a", NS_SM)
-                    .attr(attr_name("h"), self.handled.to_string())
-                    .build(),
-            ),
+            (NS_SM, "r") if self.acknowledging => {
+                // Only what is on disk is acknowledged.
+                let mark = self.ctx.host.durable_mark();
+                self.pending_ack = Some((self.handled, mark));
+                None
+            }
             (ns, name) => {
                 tracing::debug!(ns, name, "ignoring an element on an inbound s2s stream");
                 None

@@ -246,6 +246,11 @@ pub struct Archive {
     pub enabled: bool,
     /// Days a message is kept; 0 keeps it for ever. Default 0.
     pub expire_after_days: u32,
+    /// Longest wait, in milliseconds, between a message's archive entry
+    /// and the group commit that puts it on disk; Stream Management
+    /// acknowledgements of archived messages wait for that commit.
+    /// Longer gathers more entries a commit. Default 20 (1 to 1000).
+    pub commit_delay_ms: u64,
 }
 
 impl Default for Archive {
@@ -253,6 +258,7 @@ impl Default for Archive {
         Self {
             enabled: true,
             expire_after_days: 0,
+            commit_delay_ms: crate::storage::DEFAULT_COMMIT_DELAY.as_millis() as u64,
         }
     }
 }
@@ -443,6 +449,9 @@ impl Config {
         }
         if self.listen.c2s == self.listen.c2s_tls && self.listen.c2s.port() != 0 {
             return Err(invalid("listen.c2s_tls", "must differ from listen.c2s"));
+        }
+        if !(1..=1000).contains(&self.archive.commit_delay_ms) {
+            return Err(invalid("archive.commit_delay_ms", "must be from 1 to 1000"));
         }
         if self.limits.max_stanza_bytes < 4096 {
             return Err(invalid("limits.max_stanza_bytes", "must be at least 4096"));
@@ -678,6 +687,10 @@ enabled = {archive_enabled}
 # Days a message is kept, 0 = for ever (default 0). Expired messages
 # leave the disk at the hourly sweep.
 expire_after_days = {archive_expire}
+# Longest wait in milliseconds before an archived message is committed
+# to disk; acknowledgements (XEP-0198) wait for the commit. Longer
+# gathers more messages a commit (default 20, 1 to 1000).
+commit_delay_ms = {archive_delay}
 
 [federation]
 # Exchange stanzas with other domains over XMPP s2s (default true).
@@ -713,6 +726,7 @@ connect_timeout_secs = {connect_timeout}
             muc_history = self.muc.history_messages,
             upload_expire = self.upload.expire_after_days,
             archive_expire = self.archive.expire_after_days,
+            archive_delay = self.archive.commit_delay_ms,
             domain = quote(&self.domain),
             data_dir = path(&self.data_dir),
             registration = quote(self.registration.as_str()),

@@ -97,6 +97,20 @@ impl Host for ServerHost {
         })
     }
 
+    fn durable_mark(&self) -> u64 {
+        self.server
+            .upgrade()
+            .map_or(0, |server| server.archive.durable_mark())
+    }
+
+    fn durable(&self, mark: u64) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            if let Some(server) = self.server.upgrade() {
+                server.archive.durable(mark).await;
+            }
+        })
+    }
+
     fn bounce(
         &self,
         stanza: Element,

@@ -306,7 +306,11 @@ impl RunningServer {
                 connections: ConnectionLimiter::new(config.limits.max_connections_per_ip),
                 hub: Hub::new(config.groups_domain()),
                 upload,
-                archive: ArchiveWriter::spawn(storage.clone(), archive_last_seq),
+                archive: ArchiveWriter::spawn(
+                    storage.clone(),
+                    archive_last_seq,
+                    Duration::from_millis(config.archive.commit_delay_ms),
+                ),
                 logouts: LogoutWriter::spawn(storage.clone()),
                 muc: MucService::new(config.muc_domain()),
                 resumptions: Resumptions::default(),

@@ -7,7 +7,7 @@ mod common;
 
 use common::bed::Bed;
 use common::mls::{text_of, Member};
-use common::{RawClient, TestCa, TestServer};
+use common::{s2s_stream, s2s_stream_as, TestServer};
 use tern_e2ee::Incoming;
 
 #[tokio::test(flavor = "multi_thread")]
@@ -352,57 +352,6 @@ async fn a_server_with_a_certificate_for_another_domain_is_refused_both_ways() {
             |e| e.name() == "message",
         )
         .await;
-}
-
-/// An s2s stream to `server` claiming to come from `from`, upgraded with
-/// STARTTLS and a test-CA client certificate for `certificate_for`; the
-/// stream and the features offered after TLS.
-async fn s2s_stream(server: &TestServer, from: &str, certificate_for: &str) -> (RawClient, String) {
-    let tcp = tokio::net::TcpStream::connect(server.s2s)
-        .await
-        .expect("connect");
-    let mut raw = RawClient::over(tcp);
-    raw.send(&s2s_header(from, &server.domain)).await;
-    raw.read_until("</stream:features>").await;
-    raw.send("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
-        .await;
-    raw.read_until("<proceed").await;
-    raw.upgrade(
-        TestCa::get().client_config_as(certificate_for),
-        &server.domain,
-    )
-    .await;
-    raw.send(&s2s_header(from, &server.domain)).await;
-    let features = raw.read_until("</stream:features>").await;
-    raw.received.clear();
-    (raw, features)
-}
-
-fn s2s_header(from: &str, to: &str) -> String {
-    format!(
-        "<?xml version='1.0'?><stream:stream from='{from}' to='{to}' version='1.0' \
-         xmlns='jabber:server' xmlns:db='jabber:server:dialback' \
-         xmlns:stream='http://etherx.jabber.org/streams'>"
-    )
-}
-
-/// An s2s stream from `from` to `server`, authenticated with SASL
-/// EXTERNAL and a test-CA certificate for `from`, up to the features of
-/// the authenticated stream.
-async fn s2s_stream_as(from: &str, server: &TestServer) -> RawClient {
-    let (mut raw, features) = s2s_stream(server, from, from).await;
-    assert!(features.contains("EXTERNAL"), "{features}");
-    let authzid = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, from);
-    raw.send(&format!(
-        "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='EXTERNAL'>{authzid}</auth>"
-    ))
-    .await;
-    raw.read_until("<success").await;
-    raw.received.clear();
-    raw.send(&s2s_header(from, &server.domain)).await;
-    raw.read_until("</stream:features>").await;
-    raw.received.clear();
-    raw
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -25,6 +25,15 @@ use crate::session_queue::QueueReceiver;
 use crate::sessions::{Outbound, SessionHandle, SESSION_QUEUE};
 use crate::stanza::{self, errors};
 
+/// Returns once the acknowledgement waiting in `pending` may be sent;
+/// never when none waits. (Boxed: an idle session's task stays small.)
+async fn ack_when_durable(server: &Server, pending: Option<(u32, u64)>) {
+    match pending {
+        Some((_, mark)) => Box::pin(server.archive.durable(mark)).await,
+        None => std::future::pending().await,
+    }
+}
+
 /// Runs a client connection from accept to close.
 pub async fn run(server: Arc<Server>, tcp: TcpStream, peer: SocketAddr, mode: TlsMode) {
     serve_connection(server, Box::new(tcp), peer, mode).await;
@@ -92,6 +101,9 @@ struct Session {
     rx: QueueReceiver<Outbound>,
     /// Stream Management state, once the client enabled it.
     acks: Option<Acks>,
+    /// An acknowledgement (`h`) that waits until the archive entries of
+    /// the stanzas it counts are on disk (the writer's durable mark).
+    pending_ack: Option<(u32, u64)>,
     /// Takeover requests, while the session is resumable.
     takeovers: Option<mpsc::Receiver<ResumeRequest>>,
     /// Stanzas that arrived while no connection was there.
@@ -134,6 +146,7 @@ impl Session {
             ctx,
             rx,
             acks: None,
+            pending_ack: None,
             takeovers: None,
             held: Vec::new(),
             csi: csi::State::default(),
@@ -216,6 +229,13 @@ impl Session {
                     return Ended::Error(StreamCondition::SystemShutdown, "the server is shutting down");
                 }
                 Some(request) = next_takeover(&mut self.takeovers) => return Ended::TakenOver(request),
+                _ = ack_when_durable(&self.server, self.pending_ack) => {
+                    if let Some((h, _)) = self.pending_ack.take() {
+                        if self.write(stream, &sm::ack(h)).await.is_err() {
+                            return Ended::Broken { write_failed: true };
+                        }
+                    }
+                }
                 outbound = self.rx.recv() => {
                     let stanza = match outbound {
                         Some(Outbound::Stanza(stanza)) => {
@@ -320,7 +340,17 @@ impl Session {
         let reply = match (element.name(), &mut self.acks) {
             ("enable", None) => Some(self.enable(element)),
             ("enable", Some(_)) => Some(sm::failed("unexpected-request", None)),
-            ("r", Some(acks)) => Some(sm::ack(acks.handled)),
+            ("r", Some(acks)) => {
+                // Nothing is acknowledged before what it created is on
+                // disk: the archive commits within its delay.
+                let mark = self.server.archive.durable_mark();
+                if self.server.archive.is_durable(mark) {
+                    Some(sm::ack(acks.handled))
+                } else {
+                    self.pending_ack = Some((acks.handled, mark));
+                    None
+                }
+            }
             ("a", Some(acks)) => match sm::h_of(element).map(|h| acks.acknowledge(h)) {
                 Some(Ok(())) => None,
                 _ => {
@@ -410,6 +440,12 @@ impl Session {
             tracing::info!(jid = %self.ctx.jid, h, "the resuming client acknowledged more than was sent");
         }
         acks.reset_request();
+        // `h` acknowledges what the client sent: only once it is on disk.
+        self.pending_ack = None;
+        self.server
+            .archive
+            .durable(self.server.archive.durable_mark())
+            .await;
         let resent: Vec<Element> = acks.take_unacked();
         let written = async {
             stream

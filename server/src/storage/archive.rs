@@ -22,7 +22,7 @@ use super::{Result, Storage};
 mod compaction;
 mod writer;
 
-pub use writer::ArchiveWriter;
+pub use writer::{ArchiveWriter, DEFAULT_COMMIT_DELAY};
 
 /// Whose archive: a user's or a room's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -940,7 +940,7 @@ mod tests {
     async fn archive_of_a() -> (tempfile::TempDir, Storage, ArchiveWriter) {
         let (dir, storage) = open().await;
         storage.create_account("a", "pw").await.expect("account");
-        let writer = ArchiveWriter::spawn(storage.clone(), 0);
+        let writer = ArchiveWriter::spawn(storage.clone(), 0, DEFAULT_COMMIT_DELAY);
         (dir, storage, writer)
     }
 
@@ -1036,7 +1036,7 @@ mod tests {
     async fn slots_increase_past_the_archive_and_the_clock() {
         let (_dir, storage) = open().await;
         let ahead = chrono::Utc::now().timestamp_micros() + 60_000_000;
-        let writer = ArchiveWriter::spawn(storage, ahead);
+        let writer = ArchiveWriter::spawn(storage, ahead, DEFAULT_COMMIT_DELAY);
         let (first, second) = (writer.slot(), writer.slot());
         assert_eq!((first.seq, second.seq), (ahead + 1, ahead + 2));
         assert_eq!(seq_of(&first.id), Some(first.seq));
@@ -1112,7 +1112,7 @@ mod tests {
 
         let storage = Storage::open(dir.path()).await.expect("reopen");
         let last = storage.archive_last_seq().await.expect("last seq");
-        let writer = ArchiveWriter::spawn(storage.clone(), last);
+        let writer = ArchiveWriter::spawn(storage.clone(), last, DEFAULT_COMMIT_DELAY);
         let second = writer.slot().message(stanza("after"));
         writer.append(entry("a", "b@x", &second)).await;
         writer.flushed().await;
@@ -1226,7 +1226,7 @@ mod tests {
         let log = dir.path().join("archive-log");
         std::fs::write(log.join("00000001.log"), "<message>lost</message>").expect("write");
         std::fs::write(log.join("00000002.log"), "<message>lost</message>").expect("write");
-        let writer = ArchiveWriter::spawn(storage.clone(), 0);
+        let writer = ArchiveWriter::spawn(storage.clone(), 0, DEFAULT_COMMIT_DELAY);
         writer.sweep().await;
         assert_eq!(segments(&storage), [2]);
     }
@@ -1500,7 +1500,7 @@ mod tests {
             .await
             .expect("has"));
         let last = storage.archive_last_seq().await.expect("last seq");
-        let writer = ArchiveWriter::spawn(storage, last);
+        let writer = ArchiveWriter::spawn(storage, last, DEFAULT_COMMIT_DELAY);
         assert!(writer.slot().seq > FIRST_TIMED_SEQ);
     }
 
@@ -1569,7 +1569,7 @@ mod tests {
         // A late message joins a chunk of the earlier format: the chunk
         // moves to the log, every stanza with it.
         storage.create_account("c", "pw").await.expect("account");
-        let writer = ArchiveWriter::spawn(storage.clone(), 0);
+        let writer = ArchiveWriter::spawn(storage.clone(), 0, DEFAULT_COMMIT_DELAY);
         let late = message_at(1688849860263937 - 1, 5);
         writer.append(entry("a", "c@x", &late)).await;
         writer.flushed().await;

@@ -30,7 +30,7 @@ pub use s2s_queue::QueueWriter;
 mod uploads;
 pub use archive::{
     ArchiveEntry, ArchiveFilter, ArchiveKind, ArchiveSlot, ArchiveWriter, ArchivedMessage,
-    StoredMessage,
+    StoredMessage, DEFAULT_COMMIT_DELAY,
 };
 pub use hub::{Appended, CommitUpdate, HubGroup, LogAppend, StateChange};
 pub use keys::{ClaimedKeyPackage, KeyUpload};
@@ -921,7 +921,7 @@ mod tests {
         assert!(s.upload_slot("done").await.unwrap().is_some());
         assert_eq!(s.uploads_expire(future, future).await.unwrap(), ["done"]);
 
-        let archive = ArchiveWriter::spawn(s.clone(), 0);
+        let archive = ArchiveWriter::spawn(s.clone(), 0, DEFAULT_COMMIT_DELAY);
         for (seq, id, stamp) in [(1, "old", 1), (2, "new", i64::MAX)] {
             let slot = ArchiveSlot {
                 seq,

@@ -736,6 +736,12 @@ impl RawClient {
         raw
     }
 
+    /// The connection and what was received but not consumed, to read
+    /// and write from separate tasks.
+    pub fn into_parts(self) -> (Box<dyn RawIo>, String) {
+        (self.io, self.received)
+    }
+
     /// Writes raw bytes.
     pub async fn send(&mut self, data: &str) {
         self.io.write_all(data.as_bytes()).await.expect("write");
@@ -783,6 +789,61 @@ impl RawClient {
         .await;
         closed.ok().map(|_| self.received.clone())
     }
+}
+
+/// An s2s stream to `server` claiming to come from `from`, upgraded with
+/// STARTTLS and a test-CA client certificate for `certificate_for`; the
+/// stream and the features offered after TLS.
+pub async fn s2s_stream(
+    server: &TestServer,
+    from: &str,
+    certificate_for: &str,
+) -> (RawClient, String) {
+    let tcp = tokio::net::TcpStream::connect(server.s2s)
+        .await
+        .expect("connect");
+    let mut raw = RawClient::over(tcp);
+    raw.send(&s2s_header(from, &server.domain)).await;
+    raw.read_until("</stream:features>").await;
+    raw.send("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
+        .await;
+    raw.read_until("<proceed").await;
+    raw.upgrade(
+        TestCa::get().client_config_as(certificate_for),
+        &server.domain,
+    )
+    .await;
+    raw.send(&s2s_header(from, &server.domain)).await;
+    let features = raw.read_until("</stream:features>").await;
+    raw.received.clear();
+    (raw, features)
+}
+
+pub fn s2s_header(from: &str, to: &str) -> String {
+    format!(
+        "<?xml version='1.0'?><stream:stream from='{from}' to='{to}' version='1.0' \
+         xmlns='jabber:server' xmlns:db='jabber:server:dialback' \
+         xmlns:stream='http://etherx.jabber.org/streams'>"
+    )
+}
+
+/// An s2s stream from `from` to `server`, authenticated with SASL
+/// EXTERNAL and a test-CA certificate for `from`, up to the features of
+/// the authenticated stream.
+pub async fn s2s_stream_as(from: &str, server: &TestServer) -> RawClient {
+    let (mut raw, features) = s2s_stream(server, from, from).await;
+    assert!(features.contains("EXTERNAL"), "{features}");
+    let authzid = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, from);
+    raw.send(&format!(
+        "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='EXTERNAL'>{authzid}</auth>"
+    ))
+    .await;
+    raw.read_until("<success").await;
+    raw.received.clear();
+    raw.send(&s2s_header(from, &server.domain)).await;
+    raw.read_until("</stream:features>").await;
+    raw.received.clear();
+    raw
 }
 
 /// The regular files under `dir` (recursively) that contain `needle`.

@@ -12,7 +12,7 @@
 use std::collections::HashMap;
 use std::ops::Range;
 use std::pin::pin;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -28,14 +28,18 @@ use crate::storage::archive_chunk::{self, ChunkEntry, EntryId, Stanza};
 use crate::storage::message_log::Place;
 use crate::storage::{Result, Storage};
 
-/// How long the writer gathers entries before a commit, unless a reader
-/// waits ([`ArchiveWriter::flushed`]) or half of [`MAX_STAGED`] is
-/// staged. Routing never waits for the archive, so this costs no latency;
-/// each commit costs the database a page write per archive it touches,
-/// so larger commits cost less a message. At saturation on one core,
-/// 60 ms and 16,384 changes gave 67.4k msg/s, 20 ms and 4,096 64.3k,
-/// 200 ms and 65,536 62.8k (three alternating runs each).
-const LINGER: Duration = Duration::from_millis(60);
+/// How long the writer gathers entries before a commit by default
+/// (`archive.commit_delay_ms`), unless a reader waits
+/// ([`ArchiveWriter::flushed`]) or half of [`MAX_STAGED`] is staged. The
+/// first entry of a commit wakes the writer, so nothing staged waits
+/// longer than this plus the commit before it is on disk: Stream
+/// Management acknowledgements wait for that commit
+/// ([`ArchiveWriter::durable_mark`]). Each commit costs the database a
+/// page write per archive it touches, so larger commits cost less a
+/// message. At saturation on one core, 60 ms and 16,384 changes gave
+/// 67.4k msg/s, 20 ms and 4,096 64.3k, 200 ms and 65,536 62.8k (three
+/// alternating runs each, with the writer woken only by a full half).
+pub const DEFAULT_COMMIT_DELAY: Duration = Duration::from_millis(20);
 
 /// Most entries staged; routing waits for a commit beyond.
 const MAX_STAGED: usize = 32_768;
@@ -43,7 +47,9 @@ const MAX_STAGED: usize = 32_768;
 /// Stages archive entries and writes them in group commits without
 /// making message routing wait for them; [`ArchiveWriter::flushed`] waits
 /// for what was staged before, so a query sees every message routed
-/// before it. The writer task ends once every handle is dropped, after
+/// before it, and [`ArchiveWriter::durable`] for what was staged before
+/// a [`ArchiveWriter::durable_mark`], so that an acknowledgement is sent
+/// only once what it acknowledges is on disk. The writer task ends once every handle is dropped, after
 /// writing what was staged.
 #[derive(Debug, Clone)]
 pub struct ArchiveWriter {
@@ -69,13 +75,24 @@ impl Drop for Handle {
 #[derive(Debug)]
 struct Shared {
     staging: Mutex<Staging>,
-    /// Wakes the writer: work is urgent, half of [`MAX_STAGED`] waits, or
-    /// the handles are gone.
+    /// Wakes the writer: the first entry of a commit is staged, work is
+    /// urgent, half of [`MAX_STAGED`] waits, or the handles are gone.
     wake: Notify,
+    /// Ends the writer's wait for more entries early: work is urgent or
+    /// half of [`MAX_STAGED`] waits.
+    hurry: Notify,
+    /// How long the writer waits for more entries after the first.
+    linger: Duration,
+    /// The generation of the last entry staged.
+    last_staged: AtomicU64,
     /// Wakes routing waiting for room in a full staging area.
     room: Notify,
-    /// The last generation written.
+    /// The last generation written (or failed: readers go on).
     written: watch::Sender<u64>,
+    /// The last generation whose entries are all on disk: it stops at
+    /// the first commit that fails, since a later one would not make
+    /// that one's entries durable.
+    durable: watch::Sender<u64>,
 }
 
 impl Shared {
@@ -92,8 +109,15 @@ impl Shared {
             return false;
         }
         staging.stage(entry);
-        if staging.entries.len() == MAX_STAGED / 2 {
-            self.wake.notify_one();
+        self.last_staged
+            .store(staging.generation, Ordering::Relaxed);
+        match staging.entries.len() {
+            1 => self.wake.notify_one(),
+            n if n == MAX_STAGED / 2 => {
+                self.wake.notify_one();
+                self.hurry.notify_one();
+            }
+            _ => {}
         }
         true
     }
@@ -222,18 +246,23 @@ impl StoredMessage {
 
 impl ArchiveWriter {
     /// Starts the writer task; `last_seq` is the archive's highest
-    /// ([`Storage::archive_last_seq`]). It compacts the message log first
+    /// ([`Storage::archive_last_seq`]); a commit follows its first entry
+    /// within `commit_delay`. It compacts the message log first
     /// (deletions may have waited for it: an account deleted from the
     /// command line, a crash).
-    pub fn spawn(storage: Storage, last_seq: i64) -> Self {
+    pub fn spawn(storage: Storage, last_seq: i64, commit_delay: Duration) -> Self {
         let shared = Arc::new(Shared {
             staging: Mutex::new(Staging {
                 generation: 1,
                 ..Staging::default()
             }),
             wake: Notify::new(),
+            hurry: Notify::new(),
+            linger: commit_delay,
+            last_staged: AtomicU64::new(0),
             room: Notify::new(),
             written: watch::Sender::new(0),
+            durable: watch::Sender::new(0),
         });
         tokio::spawn(write_commits(storage, shared.clone()));
         let writer = Self {
@@ -291,9 +320,32 @@ impl ArchiveWriter {
             staging.generation
         };
         shared.wake.notify_one();
+        shared.hurry.notify_one();
         let mut written = shared.written.subscribe();
         if written.wait_for(|g| *g >= generation).await.is_err() {
             tracing::error!("the archive writer stopped");
+        }
+    }
+
+    /// A mark for what is staged now: once [`ArchiveWriter::durable`]
+    /// for it returns, every entry staged before this call is on disk.
+    /// Cheap; takes no lock.
+    pub fn durable_mark(&self) -> u64 {
+        self.handle.shared.last_staged.load(Ordering::Relaxed)
+    }
+
+    /// Whether everything staged before `mark` was taken is on disk.
+    pub fn is_durable(&self, mark: u64) -> bool {
+        *self.handle.shared.durable.borrow() >= mark
+    }
+
+    /// Returns once everything staged before `mark` was taken is on disk;
+    /// never, after a commit failed (nothing may be acknowledged then).
+    pub async fn durable(&self, mark: u64) {
+        let mut durable = self.handle.shared.durable.subscribe();
+        if durable.wait_for(|g| *g >= mark).await.is_err() {
+            tracing::error!("the archive writer stopped");
+            std::future::pending::<()>().await;
         }
     }
 
@@ -332,20 +384,22 @@ impl ArchiveWriter {
             staging.urgent = true;
         }
         shared.wake.notify_one();
+        shared.hurry.notify_one();
     }
 }
 
 /// The writer task: a commit at a time until the handles are gone.
 async fn write_commits(storage: Storage, shared: Arc<Shared>) {
     let mut newest = Newest::default();
+    let mut failed = false;
     loop {
         let Some(lingering) = work(&shared).await else {
             return;
         };
         if lingering {
-            // A wake-up left over from the last commit only makes this
-            // one smaller.
-            let _ = tokio::time::timeout(LINGER, shared.wake.notified()).await;
+            // A hurry left over from the last commit only makes this one
+            // smaller.
+            let _ = tokio::time::timeout(shared.linger, shared.hurry.notified()).await;
         }
         let (generation, commit) = {
             let mut staging = shared.staging();
@@ -371,7 +425,10 @@ async fn write_commits(storage: Storage, shared: Arc<Shared>) {
         };
         let started = std::time::Instant::now();
         if let Err(e) = commit.write(&storage, &mut newest).await {
-            tracing::error!("archiving {count} entries failed: {e}");
+            tracing::error!(
+                "archiving {count} entries failed: {e}; acknowledgements stop until a restart"
+            );
+            failed = true;
             // Chunks may be written or not: read them again.
             newest.clear();
         }
@@ -380,6 +437,9 @@ async fn write_commits(storage: Storage, shared: Arc<Shared>) {
             // Expiry may have rewritten the newest chunks.
             newest.clear();
             serve(&storage, requests).await;
+        }
+        if !failed {
+            shared.durable.send_replace(generation);
         }
         shared.written.send_replace(generation);
     }
