@@ -45,6 +45,12 @@ impl Profile {
     /// Opens the profile in `dir`.
     pub fn open(dir: &Path) -> Result<Self> {
         let path = dir.join("profile.toml");
+        if dir.exists() {
+            // Keys and decrypted history: the owner's only, also where an
+            // earlier version left them readable.
+            tern_e2ee::private::tighten_tree(dir)
+                .with_context(|| format!("making {} private", dir.display()))?;
+        }
         let text = std::fs::read_to_string(&path).with_context(|| {
             format!(
                 "no account in {}: run `tern account register JID` (new account) or `tern account login JID` first",
@@ -72,12 +78,16 @@ impl Profile {
             }
             return Ok(existing);
         }
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        tern_e2ee::private::private_dir(dir)
+            .with_context(|| format!("creating {}", dir.display()))?;
         let settings = Settings {
             jid: jid.to_string(),
             server,
         };
-        std::fs::write(dir.join("profile.toml"), toml::to_string(&settings)?)
+        let path = dir.join("profile.toml");
+        let text = toml::to_string(&settings)?;
+        tern_e2ee::private::private_file(&path)
+            .and_then(|()| std::fs::write(&path, text))
             .with_context(|| format!("writing the profile in {}", dir.display()))?;
         Ok(Self {
             dir: dir.to_owned(),

@@ -405,3 +405,44 @@ fn concurrent_commits_from_two_clients_both_land() {
     assert_eq!(members(&alice), members(&dave));
     assert_eq!(members(&alice).as_array().map(Vec::len), Some(4));
 }
+
+/// The mode bits of `path`.
+fn mode_of(path: &std::path::Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .permissions()
+        .mode()
+        & 0o777
+}
+
+#[test]
+fn a_profile_is_readable_by_its_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let server = Server::start();
+    let alice = Tern::new(&server, "alice");
+    let dir = alice.profile.path();
+    let store = dir.join("client.sqlite3");
+    let check = |when: &str| {
+        assert_eq!(mode_of(dir), 0o700, "the profile {when}");
+        for file in ["client.sqlite3", "profile.toml"] {
+            assert_eq!(mode_of(&dir.join(file)), 0o600, "{file} {when}");
+        }
+        for entry in std::fs::read_dir(dir).expect("profile") {
+            let path = entry.expect("entry").path();
+            let wanted = if path.is_dir() { 0o700 } else { 0o600 };
+            assert_eq!(mode_of(&path), wanted, "{} {when}", path.display());
+        }
+    };
+    check("after registration");
+    // A profile an earlier version left readable is tightened at the next
+    // start.
+    let loosen = |path: &std::path::Path, mode| {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod")
+    };
+    loosen(dir, 0o755);
+    loosen(&store, 0o644);
+    loosen(&dir.join("profile.toml"), 0o644);
+    alice.json(&["--json", "account", "devices"]);
+    check("after a start with a loose profile");
+}

@@ -42,6 +42,9 @@ pub mod transfer;
 pub mod verify;
 pub mod wire;
 
+/// Files readable by their owner only (the bottom crate's helpers).
+pub use tern_xmpp::private;
+
 pub use conversation::{CommitOut, ConversationId, Incoming};
 pub use device::{Device, CIPHERSUITE};
 pub use error::{Error, ProcessError};

@@ -119,7 +119,7 @@ fn generate_self_signed(domain: &str, cert_path: &Path, key_path: &Path) -> Resu
     let names = vec![domain.to_owned(), format!("*.{domain}")];
     let certified = rcgen::generate_simple_self_signed(names)?;
     let dir = cert_path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(|source| TlsError::Io {
+    tern_xmpp::private::private_dir(dir).map_err(|source| TlsError::Io {
         path: dir.to_owned(),
         source,
     })?;

@@ -661,3 +661,55 @@ async fn a_session_reads_what_was_sent_ahead_split_or_prefixed() {
         .expect("the server closes");
     assert!(rest.contains("</stream:stream>"), "{rest}");
 }
+
+#[tokio::test]
+async fn the_data_directory_is_readable_by_the_server_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let mode_of = |path: &std::path::Path| {
+        std::fs::metadata(path)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    let mut server = TestServer::start();
+    server.add_user("alice", "pw");
+    server.add_user("bob", "pw");
+    // An archived message puts a segment in the message log.
+    let mut alice = TestClient::login(&server, "alice", "pw").await;
+    alice
+        .send_xml(&omemo_message(&format!("bob@{DOMAIN}"), "m1", "eA=="))
+        .await;
+    alice.sync().await;
+    alice.close().await;
+    let data = server.data_dir();
+    let check = |when: &str| {
+        let mut seen = 0;
+        let mut pending = vec![data.clone()];
+        while let Some(path) = pending.pop() {
+            let wanted = if path.is_dir() { 0o700 } else { 0o600 };
+            assert_eq!(mode_of(&path), wanted, "{} {when}", path.display());
+            if path.is_dir() {
+                pending.extend(
+                    std::fs::read_dir(&path)
+                        .expect("dir")
+                        .map(|e| e.expect("entry").path()),
+                );
+            }
+            seen += 1;
+        }
+        assert!(data.join("tern.sqlite3-wal").exists(), "{when}");
+        assert!(seen >= 4, "{when}: {seen} paths");
+    };
+    check("while running");
+    // Files an earlier version left readable are tightened at start-up.
+    assert!(server.terminate());
+    let loosen = |path: &std::path::Path, mode| {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod")
+    };
+    loosen(&data, 0o755);
+    loosen(&data.join("tern.sqlite3"), 0o644);
+    loosen(&data.join("archive-log"), 0o755);
+    server.restart();
+    check("after a start with loose files");
+}

@@ -104,7 +104,11 @@ async fn run(options: Options) -> Result<()> {
         Some(dir) => dir.clone(),
         None => default_profile(&account)?,
     };
-    std::fs::create_dir_all(&profile).with_context(|| format!("creating {}", profile.display()))?;
+    // The bridge's keys, password and store: the owner's only, also where
+    // an earlier version left them readable.
+    tern_e2ee::private::private_dir(&profile)
+        .and_then(|()| tern_e2ee::private::tighten_tree(&profile))
+        .with_context(|| format!("creating {}", profile.display()))?;
     let (bridge_password, password_source) = bridge_password(&profile)?;
     let tls = ServerTls::load_or_generate(None, None, account.domain().as_str(), &profile)
         .context("making the bridge's certificate")?;

@@ -196,6 +196,27 @@ fn a_standard_client_chats_through_the_bridge_with_a_tern_user() {
             );
         }
     }
+    // Keys, password and store: the owner's only.
+    let mut pending = vec![store.clone()];
+    while let Some(path) = pending.pop() {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&path)
+            .expect("metadata")
+            .permissions()
+            .mode()
+            & 0o777;
+        if path.is_dir() {
+            assert_eq!(mode, 0o700, "{}", path.display());
+            pending.extend(
+                std::fs::read_dir(&path)
+                    .expect("dir")
+                    .flatten()
+                    .map(|e| e.path()),
+            );
+        } else {
+            assert_eq!(mode, 0o600, "{}", path.display());
+        }
+    }
 }
 
 /// No file `server` wrote holds `marker`.

@@ -4,11 +4,14 @@
 //! parses it: [`depth`] refuses nesting deeper than [`MAX_DEPTH`] in the
 //! bytes, before a recursive parser or tree builder sees them. The stream
 //! readers, writers and SASL of the other crates move here as the stream
-//! layer is unified; the crate depends on nothing of Tern's.
+//! layer is unified; the crate depends on nothing of Tern's. [`private`]
+//! keeps what every Tern program stores (keys, secrets, history) readable
+//! by its owner only.
 
 #![forbid(unsafe_code)]
 
 pub mod depth;
+pub mod private;
 
 pub use depth::{check_document, is_too_deep, DepthGuard, DepthLimited, TooDeep};
 

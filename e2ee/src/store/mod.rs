@@ -72,6 +72,14 @@ pub enum StoreError {
     /// The store was closed.
     #[error("the store is closed")]
     Closed,
+    /// The store's file could not be created or made private.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What failed.
+        source: std::io::Error,
+    },
     /// Another process has the store open.
     #[error("the store is in use by another process")]
     InUse,
@@ -122,6 +130,7 @@ impl ClientStore {
     /// needs the `encryption` feature; without it, asking for a
     /// passphrase is an error, never a silently clear store).
     pub fn open_with(path: &Path, passphrase: Option<&str>) -> Result<Self, StoreError> {
+        make_private(path)?;
         let mut conn = Connection::open(path)?;
         if let Some(passphrase) = passphrase {
             conn.pragma_update(None, "key", passphrase)?;
@@ -237,6 +246,27 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
         tx.execute_batch(script)?;
         tx.pragma_update(None, "user_version", applied + 1)?;
         tx.commit()?;
+    }
+    Ok(())
+}
+
+/// Makes the store's files readable by their owner only (the store
+/// holds MLS private keys and decrypted history): the database is created
+/// 0600 before SQLite opens it, so its journal and WAL files get the same
+/// mode, and files left looser by an earlier version are tightened.
+fn make_private(path: &Path) -> Result<(), StoreError> {
+    let io = |source| StoreError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    tern_xmpp::private::private_file(path).map_err(io)?;
+    for suffix in ["-wal", "-shm", "-journal"] {
+        let mut companion = path.as_os_str().to_owned();
+        companion.push(suffix);
+        let companion = std::path::PathBuf::from(companion);
+        if companion.exists() {
+            tern_xmpp::private::tighten_tree(&companion).map_err(io)?;
+        }
     }
     Ok(())
 }

@@ -144,7 +144,7 @@ impl AlignedBuffer {
 impl MessageLog {
     /// The log in `dir` (created if missing).
     pub fn open(dir: &Path) -> Result<Self> {
-        std::fs::create_dir_all(dir).map_err(|source| StorageError::DataDir {
+        tern_xmpp::private::private_dir(dir).map_err(|source| StorageError::DataDir {
             path: dir.to_owned(),
             source,
         })?;
@@ -344,7 +344,7 @@ impl Appending {
 /// holds, rounded up to a whole block (the rest of a block written
 /// otherwise, or a failed write, is never read).
 fn open_for_appending(path: &Path) -> io::Result<(File, u64)> {
-    let mut options = OpenOptions::new();
+    let mut options = tern_xmpp::private::private_options();
     options.create(true).write(true);
     let file = match open_direct(&options, path)? {
         Some(file) => file,

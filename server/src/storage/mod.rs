@@ -235,12 +235,18 @@ impl Storage {
 
     /// Opens (creating if needed) the database in `data_dir` as it is.
     async fn connect(data_dir: &Path) -> Result<Self> {
-        std::fs::create_dir_all(data_dir).map_err(|source| StorageError::DataDir {
-            path: data_dir.to_owned(),
-            source,
-        })?;
+        // Owner only: SCRAM secrets, the archive's ciphertext, the TLS
+        // key. A tree written by an earlier version is tightened here.
+        let database = data_dir.join("tern.sqlite3");
+        tern_xmpp::private::private_dir(data_dir)
+            .and_then(|()| tern_xmpp::private::tighten_tree(data_dir))
+            .and_then(|()| tern_xmpp::private::private_file(&database))
+            .map_err(|source| StorageError::DataDir {
+                path: data_dir.to_owned(),
+                source,
+            })?;
         let options = SqliteConnectOptions::new()
-            .filename(data_dir.join("tern.sqlite3"))
+            .filename(&database)
             .create_if_missing(true)
             // 16 KiB pages for a new database (an existing one keeps its
             // own): the archive writes tens of MiB a second at full load,

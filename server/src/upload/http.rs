@@ -118,8 +118,14 @@ async fn receive(
     mut body: Incoming,
     size: u64,
 ) -> Result<(), Received> {
-    tokio::fs::create_dir_all(dir).await.map_err(Received::Io)?;
-    let mut file = tokio::fs::File::create(part).await.map_err(Received::Io)?;
+    tern_xmpp::private::private_dir(dir).map_err(Received::Io)?;
+    let mut file = tokio::fs::OpenOptions::from(tern_xmpp::private::private_options())
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(part)
+        .await
+        .map_err(Received::Io)?;
     let mut received = 0u64;
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(Received::Body)?;
