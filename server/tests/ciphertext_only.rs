@@ -211,3 +211,67 @@ async fn no_marker_in_clear_on_disk_or_in_logs() {
         "the log was captured: {log}"
     );
 }
+
+/// Every plaintext form a client could send by mistake is refused with
+/// `policy-violation`, whether its recipient is online or offline, and
+/// none reaches the disk; an encrypted message sent alongside is stored
+/// (the positive control).
+#[tokio::test(flavor = "multi_thread")]
+async fn every_plaintext_form_is_refused_and_kept_off_the_disk() {
+    let marker = format!("TERN-PLAIN-{:016x}", rand::random::<u64>());
+    let mut server = TestServer::start();
+    for user in ["alice", "bob", "carol"] {
+        server.add_user(user, "pw");
+    }
+    let mut alice = TestClient::login(&server, "alice", "pw").await;
+    let mut bob = TestClient::login(&server, "bob", "pw").await;
+    bob.available().await;
+    bob.sync().await;
+    let omemo = "<encrypted xmlns='eu.siacs.conversations.axolotl'><header sid='1'/><payload>AAAA</payload></encrypted>";
+    let forms = [
+        format!("<body>{marker}</body><encrypted xmlns='eu.siacs.conversations.axolotl'/>"),
+        format!("<html xmlns='http://jabber.org/protocol/xhtml-im'><body xmlns='http://www.w3.org/1999/xhtml'><p>{marker}</p></body></html>"),
+        format!("<subject>{marker}</subject>"),
+        format!("<x xmlns='jabber:x:oob'><url>https://example.org/{marker}</url></x>"),
+        format!("<wrapper xmlns='urn:example'><body xmlns='jabber:client'>{marker}</body></wrapper>"),
+        format!("{omemo}<subject>{marker}</subject>"),
+        format!("{omemo}<reactions xmlns='urn:xmpp:reactions:0' id='x'><reaction>{marker}</reaction></reactions>"),
+    ];
+    for to in ["bob", "carol"] {
+        for (i, form) in forms.iter().enumerate() {
+            let id = format!("plain-{to}-{i}");
+            alice
+                .send_xml(&format!(
+                    "<message xmlns='jabber:client' to='{to}@{DOMAIN}' id='{id}' type='chat'>{form}</message>"
+                ))
+                .await;
+            let refused = alice
+                .expect("a refusal", |e| e.attr("id") == Some(id.as_str()))
+                .await;
+            assert_eq!(refused.attr("type"), Some("error"), "{form}");
+            let text = String::from(&refused);
+            assert!(text.contains("policy-violation"), "{text}");
+        }
+    }
+    let sealed = seal(&marker);
+    alice
+        .send_xml(&common::omemo_message(
+            &format!("carol@{DOMAIN}"),
+            "control",
+            &sealed,
+        ))
+        .await;
+    alice.sync().await;
+    bob.expect_none("a plain form", std::time::Duration::from_millis(300), |e| {
+        String::from(e).contains(&marker)
+    })
+    .await;
+    assert!(server.terminate(), "clean shutdown");
+    assert!(
+        !files_containing(&server.data_dir(), sealed.as_bytes()).is_empty(),
+        "the stored ciphertext is on disk"
+    );
+    let hits = files_containing(&server.data_dir(), marker.as_bytes());
+    assert!(hits.is_empty(), "marker found in clear in {hits:?}");
+    assert!(!server.log().contains(&marker), "marker in the server log");
+}

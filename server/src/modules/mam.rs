@@ -405,6 +405,7 @@ pub fn archivable(server: &Server, message: &Element) -> bool {
 pub fn keeps(server: &Server, message: &Element) -> bool {
     server.config.archive.enabled
         && ciphertext::is_encrypted(message)
+        && ciphertext::check(message).is_ok()
         && message.get_child("no-store", NS_HINTS).is_none()
         && message.get_child("no-permanent-store", NS_HINTS).is_none()
 }

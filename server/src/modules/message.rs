@@ -120,14 +120,19 @@ async fn route(
     destination: Destination,
     archived: Option<&Arc<StoredMessage>>,
 ) -> Option<Element> {
-    let plaintext = ciphertext::is_plaintext(&message);
-    if plaintext && server.config.plaintext == PlaintextPolicy::Refuse {
-        tracing::debug!(%sender, "refused a plaintext message");
+    let verdict = match &destination {
+        // A room keeps its subject in memory only.
+        Destination::Muc(..) if crate::muc::is_subject_change(&message) => Ok(()),
+        _ => ciphertext::check(&message),
+    };
+    let plaintext = verdict.is_err();
+    if let (Err(reason), PlaintextPolicy::Refuse) = (verdict, server.config.plaintext) {
+        tracing::debug!(%sender, reason, "refused a plaintext message");
         return stanza::error_reply(
             &message,
             ErrorType::Modify,
             DefinedCondition::PolicyViolation,
-            ciphertext::REFUSAL_TEXT,
+            &ciphertext::refusal_text(reason),
         );
     }
     let resource = match &destination {

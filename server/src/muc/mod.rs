@@ -405,6 +405,16 @@ fn not_in_room() -> Refusal {
     )
 }
 
+/// Whether a groupchat message changes the room's subject (XEP-0045
+/// §8.1): a subject, and no body or encrypted payload. Subjects are kept
+/// in memory only, never stored.
+pub fn is_subject_change(message: &Element) -> bool {
+    message.attr("type") == Some("groupchat")
+        && message.get_child("subject", NS_CLIENT).is_some()
+        && message.get_child("body", NS_CLIENT).is_none()
+        && !ciphertext::is_encrypted(message)
+}
+
 async fn groupchat(
     server: &Server,
     node: &str,
@@ -412,9 +422,7 @@ async fn groupchat(
     from: &FullJid,
     mut message: Element,
 ) -> Result<(), Refusal> {
-    let is_subject = message.get_child("subject", NS_CLIENT).is_some()
-        && message.get_child("body", NS_CLIENT).is_none()
-        && !ciphertext::is_encrypted(&message);
+    let is_subject = is_subject_change(&message);
     let slot = server.archive.slot();
     let id = slot.id.clone();
     stanza::remove_children(&mut message, |c| {
