@@ -62,4 +62,4 @@ cargo clippy --workspace --all-targets --quiet -- -D warnings
 say "cargo test"
 export TERN_REQUIRE_PEERS=1
 export TERN_TEST_PYTHON="$PWD/.venv/bin/python"
-cargo test --workspace
+cargo test --workspace --no-fail-fast

@@ -342,7 +342,7 @@ async fn messages_route_by_full_and_bare_jid_with_from_stamped() {
     alice
         .send_xml(&format!(
             "<message xmlns='jabber:client' from='mallory@{DOMAIN}/x' to='bob@{DOMAIN}/hi' type='chat' id='m3'>\
-             <encrypted xmlns='urn:xmpp:omemo:2'/></message>"
+             <encrypted xmlns='urn:xmpp:omemo:2'><header sid='1'/></encrypted></message>"
         ))
         .await;
     let m = bob_hi
@@ -510,14 +510,14 @@ async fn message_without_to_goes_to_own_bare_jid_and_normal_to_top_priority() {
         .await;
     a1.sync().await;
     a2.sync().await;
-    a1.send_xml("<message xmlns='jabber:client' type='chat' id='self'><encrypted xmlns='urn:xmpp:omemo:2'/></message>")
+    a1.send_xml("<message xmlns='jabber:client' type='chat' id='self'><encrypted xmlns='urn:xmpp:omemo:2'><header sid='1'/></encrypted></message>")
         .await;
     a2.expect("note to self", |e| e.attr("id") == Some("self"))
         .await;
 
     let mut bob = TestClient::login(&server, "bob", "pw").await;
     bob.send_xml(&format!(
-        "<message xmlns='jabber:client' to='alice@{DOMAIN}' id='normal'><encrypted xmlns='urn:xmpp:omemo:2'/></message>"
+        "<message xmlns='jabber:client' to='alice@{DOMAIN}' id='normal'><encrypted xmlns='urn:xmpp:omemo:2'><header sid='1'/></encrypted></message>"
     ))
     .await;
     a2.expect("normal message at priority 7", |e| {

@@ -1,6 +1,7 @@
 //! Test harness: starts the real `tern-server` binary in a temporary
 //! directory with a certificate from a test CA, and talks to it with
-//! tokio-xmpp clients (scenarios) or a raw byte-level client (bad input).
+//! test clients reading through the server's own stanza reader
+//! (scenarios) or a raw byte-level client (bad input).
 //!
 //! Every server a test starts is killed when its `TestServer` drops; every
 //! wait is bounded.
@@ -15,14 +16,11 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use base64::Engine;
-use futures::StreamExt;
 use minidom::Element;
+use tern_federation::xml_reader::{Read, StanzaReader};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio_xmpp::connect::DnsConfig;
-use tokio_xmpp::parsers::stanza::Stanza;
-use tokio_xmpp::xmlstream::Timeouts;
-use tokio_xmpp::{Client, Event, IqRequest, IqResponse};
+use tokio_xmpp::{IqRequest, IqResponse};
 
 pub mod bed;
 pub mod dns;
@@ -471,12 +469,26 @@ pub enum Tls {
     Direct,
 }
 
-/// A tokio-xmpp client logged into a test server.
+/// A client logged into a test server: TLS, SASL PLAIN and resource
+/// binding, then stanzas read with the server's own stanza reader. Reads
+/// happen only in the caller's task, one at a time (tokio-xmpp's `Client`
+/// could lose the wake-up of its receiver while a send held the stream).
 pub struct TestClient {
-    pub client: Client,
+    io: Box<dyn RawIo>,
+    reader: StanzaReader,
+    /// Bytes read but not yet taken by the reader.
+    unread: Vec<u8>,
     pub jid: String,
     /// Stanzas that arrived while an IQ response was awaited.
     pending: std::collections::VecDeque<Element>,
+    next_id: u64,
+}
+
+/// TLS to `domain` over `tcp`, trusting the test CA.
+pub async fn tls_to(tcp: TcpStream, domain: &str) -> tokio_rustls::client::TlsStream<TcpStream> {
+    let connector = tokio_rustls::TlsConnector::from(TestCa::get().client_config());
+    let name = rustls::pki_types::ServerName::try_from(domain.to_owned()).expect("name");
+    connector.connect(name, tcp).await.expect("TLS handshake")
 }
 
 impl TestClient {
@@ -492,71 +504,170 @@ impl TestClient {
         password: &str,
         tls: Tls,
     ) -> TestClient {
-        TestCa::get();
-        let jid_parsed = jid::Jid::new(jid).expect("jid");
-        let mut client = match tls {
-            Tls::StartTls => Client::new_starttls(
-                jid_parsed,
-                password.to_owned(),
-                DnsConfig::addr(&server.c2s.to_string()),
-                Timeouts::tight(),
-            ),
-            Tls::Direct => Client::new_direct_tls_with_config(
-                jid_parsed,
-                password.to_owned(),
-                DnsConfig::addr(&server.c2s_tls.to_string()),
-                Timeouts::tight(),
-            ),
-        };
-        let bound = tokio::time::timeout(WAIT, async {
-            loop {
-                match client.next().await {
-                    Some(Event::Online { bound_jid, .. }) => return bound_jid.to_string(),
-                    Some(Event::Disconnected(e)) => panic!("login of {jid} failed: {e}"),
-                    Some(Event::Stanza(_)) => {}
-                    None => panic!("client of {jid} ended"),
+        let parsed = jid::Jid::new(jid).expect("jid");
+        let domain = parsed.domain().as_str().to_owned();
+        let user = parsed
+            .node()
+            .map(|n| n.as_str().to_owned())
+            .unwrap_or_default();
+        let resource = parsed.resource().map(|r| r.as_str().to_owned());
+        tokio::time::timeout(WAIT, async {
+            let io: Box<dyn RawIo> = match tls {
+                Tls::StartTls => {
+                    let mut tcp = TcpStream::connect(server.c2s).await.expect("connect");
+                    starttls_prelude(&mut tcp, &domain).await;
+                    Box::new(tls_to(tcp, &domain).await)
                 }
-            }
+                Tls::Direct => {
+                    let tcp = TcpStream::connect(server.c2s_tls).await.expect("connect");
+                    Box::new(tls_to(tcp, &domain).await)
+                }
+            };
+            let mut client = Self::over(io);
+            client.open(&domain).await;
+            let credentials = base64::engine::general_purpose::STANDARD
+                .encode(format!("\0{user}\0{password}"));
+            client
+                .write(&format!(
+                    "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{credentials}</auth>"
+                ))
+                .await;
+            let outcome = client.read_element().await;
+            assert_eq!(outcome.name(), "success", "login of {jid}: {}", String::from(&outcome));
+            client.reader.restart();
+            client.open(&domain).await;
+            let resource = resource
+                .map(|r| format!("<resource>{r}</resource>"))
+                .unwrap_or_default();
+            client
+                .write(&format!(
+                    "<iq xmlns='jabber:client' type='set' id='bind'>\
+                     <bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'>{resource}</bind></iq>"
+                ))
+                .await;
+            let bound = client.read_element().await;
+            client.jid = bound
+                .get_child("bind", "urn:ietf:params:xml:ns:xmpp-bind")
+                .and_then(|b| b.get_child("jid", "urn:ietf:params:xml:ns:xmpp-bind"))
+                .map(Element::text)
+                .unwrap_or_else(|| panic!("binding {jid}: {}", String::from(&bound)));
+            client
         })
         .await
-        .unwrap_or_else(|_| panic!("login of {jid} timed out"));
+        .unwrap_or_else(|_| panic!("login of {jid} timed out"))
+    }
+
+    fn over(io: Box<dyn RawIo>) -> TestClient {
         TestClient {
-            client,
-            jid: bound,
+            io,
+            reader: StanzaReader::new_stream(),
+            unread: Vec::new(),
+            jid: String::new(),
             pending: Default::default(),
+            next_id: 0,
+        }
+    }
+
+    /// Sends a stream header and reads the server's, then its features.
+    async fn open(&mut self, domain: &str) {
+        self.write(&stream_header(domain)).await;
+        match self.read_item().await {
+            Read::Header(_) => {}
+            other => panic!("expected a stream header, got {other:?}"),
+        }
+        let features = self.read_element().await;
+        assert_eq!(features.name(), "features", "{}", String::from(&features));
+    }
+
+    async fn write(&mut self, text: &str) {
+        self.io.write_all(text.as_bytes()).await.expect("write");
+        self.io.flush().await.expect("flush");
+    }
+
+    /// The next item of the stream (unbounded: callers bound it).
+    async fn read_item(&mut self) -> Read {
+        let mut buf = [0u8; 16 * 1024];
+        loop {
+            let (taken, read) = self.reader.read(&self.unread);
+            self.unread.drain(..taken);
+            match read.expect("the server's XML is well-formed") {
+                Read::NeedMore if self.unread.is_empty() => {
+                    let n = self.io.read(&mut buf).await.unwrap_or(0);
+                    assert!(n > 0, "{}: the server closed the connection", self.jid);
+                    self.unread.extend_from_slice(&buf[..n]);
+                }
+                Read::NeedMore => {}
+                Read::Footer => panic!("{}: the server ended the stream", self.jid),
+                item => return item,
+            }
+        }
+    }
+
+    /// The next stream-level element; a ping from the server is answered
+    /// on the way.
+    async fn read_element(&mut self) -> Element {
+        loop {
+            match self.read_item().await {
+                Read::Element(element) if is_server_ping(&element) => {
+                    let id = element.attr("id").unwrap_or_default().to_owned();
+                    let from = element.attr("from").unwrap_or_default().to_owned();
+                    self.write(&format!(
+                        "<iq xmlns='jabber:client' type='result' id='{id}' to='{from}'/>"
+                    ))
+                    .await;
+                }
+                Read::Element(element) => return element,
+                other => panic!("{}: unexpected {other:?}", self.jid),
+            }
         }
     }
 
     /// Sends a stanza given as XML text (in `jabber:client`).
     pub async fn send_xml(&mut self, xml: &str) {
         let element: Element = xml.parse().expect("test XML parses");
-        let stanza = Stanza::try_from(element).expect("a stanza");
-        self.client.send_stanza(stanza).await.expect("send");
+        assert!(
+            ["message", "presence", "iq"].contains(&element.name()),
+            "a stanza: {xml}"
+        );
+        self.write(xml).await;
     }
 
     /// Sends an IQ and waits for its response.
     pub async fn iq(&mut self, to: Option<&str>, request: IqRequest) -> IqResponse {
-        let to = to.map(|t| jid::Jid::new(t).expect("jid"));
-        let token = self.client.send_iq(to, request).await;
-        // The response arrives through the client's event stream: keep it
-        // polled while waiting.
-        let client = &mut self.client;
-        let pending = &mut self.pending;
-        let mut token = Box::pin(token);
-        tokio::time::timeout(WAIT, async {
+        self.next_id += 1;
+        let id = format!("test-iq-{}", self.next_id);
+        let (kind, payload) = match request {
+            IqRequest::Get(payload) => ("get", payload),
+            IqRequest::Set(payload) => ("set", payload),
+        };
+        let to = to.map(|to| format!(" to='{to}'")).unwrap_or_default();
+        self.write(&format!(
+            "<iq xmlns='jabber:client' type='{kind}' id='{id}'{to}>{}</iq>",
+            String::from(&payload)
+        ))
+        .await;
+        let response = tokio::time::timeout(WAIT, async {
             loop {
-                tokio::select! {
-                    response = &mut token => return response.expect("IQ response"),
-                    event = client.next() => {
-                        if let Some(Event::Stanza(stanza)) = event {
-                            pending.push_back(Element::from(stanza));
-                        }
-                    }
+                let element = self.read_element().await;
+                let answers = element.name() == "iq"
+                    && element.attr("id") == Some(id.as_str())
+                    && matches!(element.attr("type"), Some("result" | "error"));
+                if answers {
+                    return element;
                 }
+                self.pending.push_back(element);
             }
         })
         .await
-        .expect("IQ timed out")
+        .unwrap_or_else(|_| panic!("{}: IQ {id} timed out", self.jid));
+        if response.attr("type") == Some("result") {
+            return IqResponse::Result(response.children().next().cloned());
+        }
+        let error = response
+            .get_child("error", "jabber:client")
+            .cloned()
+            .expect("an IQ error has <error/>");
+        IqResponse::Error(error.try_into().expect("a stanza error"))
     }
 
     /// Waits for a stanza matching `matches`, skipping others.
@@ -564,20 +675,12 @@ impl TestClient {
         if let Some(index) = self.pending.iter().position(&matches) {
             return self.pending.remove(index).expect("index is valid");
         }
+        self.pending.clear();
         tokio::time::timeout(WAIT, async {
             loop {
-                match self.client.next().await {
-                    Some(Event::Stanza(stanza)) => {
-                        let element = Element::from(stanza);
-                        if matches(&element) {
-                            return element;
-                        }
-                    }
-                    Some(Event::Disconnected(e)) => {
-                        panic!("{}: disconnected while waiting for {what}: {e}", self.jid)
-                    }
-                    Some(Event::Online { .. }) => {}
-                    None => panic!("{}: stream ended while waiting for {what}", self.jid),
+                let element = self.read_element().await;
+                if matches(&element) {
+                    return element;
                 }
             }
         })
@@ -592,17 +695,23 @@ impl TestClient {
         within: Duration,
         matches: impl Fn(&Element) -> bool,
     ) {
+        for element in std::mem::take(&mut self.pending) {
+            assert!(
+                !matches(&element),
+                "{}: unexpected {what}: {}",
+                self.jid,
+                String::from(&element)
+            );
+        }
         let _ = tokio::time::timeout(within, async {
-            while let Some(event) = self.client.next().await {
-                if let Event::Stanza(stanza) = event {
-                    let element = Element::from(stanza);
-                    assert!(
-                        !matches(&element),
-                        "{}: unexpected {what}: {}",
-                        self.jid,
-                        String::from(&element)
-                    );
-                }
+            loop {
+                let element = self.read_element().await;
+                assert!(
+                    !matches(&element),
+                    "{}: unexpected {what}: {}",
+                    self.jid,
+                    String::from(&element)
+                );
             }
         })
         .await;
@@ -623,10 +732,52 @@ impl TestClient {
         self.send_xml("<presence xmlns='jabber:client'/>").await;
     }
 
-    /// Disconnects cleanly.
-    pub async fn close(self) {
-        let _ = tokio::time::timeout(WAIT, self.client.send_end()).await;
+    /// Disconnects cleanly: the stream's end, then (bounded) the server's.
+    pub async fn close(mut self) {
+        let _ = tokio::time::timeout(WAIT, async {
+            self.write("</stream:stream>").await;
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = self.io.read(&mut buf).await {
+                if n == 0 {
+                    break;
+                }
+            }
+        })
+        .await;
     }
+}
+
+/// A stream to `domain` up to the server's `<proceed/>` for STARTTLS.
+async fn starttls_prelude(tcp: &mut TcpStream, domain: &str) {
+    tcp.write_all(stream_header(domain).as_bytes())
+        .await
+        .expect("write");
+    read_text_until(tcp, "</stream:features>").await;
+    tcp.write_all(b"<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
+        .await
+        .expect("write");
+    read_text_until(tcp, "<proceed").await;
+}
+
+/// Reads from `tcp` until the text read holds `needle` (the caller bounds
+/// the time).
+async fn read_text_until(tcp: &mut TcpStream, needle: &str) {
+    let mut seen = String::new();
+    let mut buf = [0u8; 4096];
+    while !seen.contains(needle) {
+        let n = tcp.read(&mut buf).await.expect("read");
+        assert!(n > 0, "the server closed before {needle}: {seen}");
+        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+}
+
+/// Whether `element` is a ping (XEP-0199) the server sends to see that a
+/// client is there.
+fn is_server_ping(element: &Element) -> bool {
+    element.name() == "iq"
+        && element.attr("type") == Some("get")
+        && element.has_child("ping", "urn:xmpp:ping")
+        && !element.attr("from").unwrap_or_default().contains('@')
 }
 
 /// Whether an element is a `<message/>` with a child of namespace `ns`.
