@@ -278,6 +278,16 @@ impl Output {
                 json!({"type": "rejected", "seq": seq, "reason": reason}),
                 || format!("a message could not be read: {reason}"),
             ),
+            Event::WelcomeRejected { from, reason } => self.print(
+                json!({"type": "welcome_rejected", "from": from.as_str(), "reason": reason}),
+                || format!("warning: refused an invitation from {from}: {reason}"),
+            ),
+            Event::CatchUpFailed {
+                address, reason, ..
+            } => self.print(
+                json!({"type": "catch_up_failed", "group": address.as_str(), "reason": reason}),
+                || format!("warning: cannot read the conversation at {address}: {reason}"),
+            ),
         }
     }
 

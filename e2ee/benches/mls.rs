@@ -353,8 +353,9 @@ async fn tern_pair(size: usize) -> TernPair {
     );
     let out = sender.add_members(&id, &packages).await.unwrap();
     sender.commit_accepted(&id, 1).await.unwrap();
+    let address = jid::BareJid::new(&format!("{}@groups.bench.example", id.to_hex())).unwrap();
     receiver
-        .join(out.welcome.as_ref().unwrap(), 1)
+        .join(out.welcome.as_ref().unwrap(), 1, &address)
         .await
         .unwrap();
     TernPair {

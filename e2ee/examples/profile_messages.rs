@@ -29,7 +29,10 @@ async fn main() {
         .await
         .unwrap();
     a.commit_accepted(&id, 1).await.unwrap();
-    b.join(out.welcome.as_ref().unwrap(), 1).await.unwrap();
+    let address = BareJid::new(&format!("{}@groups.x.example", id.to_hex())).unwrap();
+    b.join(out.welcome.as_ref().unwrap(), 1, &address)
+        .await
+        .unwrap();
     let body = "m".repeat(700);
     let started = std::time::Instant::now();
     let (mut send, mut recv) = (std::time::Duration::ZERO, std::time::Duration::ZERO);

@@ -40,6 +40,12 @@ impl ConversationId {
     fn group_id(&self) -> GroupId {
         GroupId::from_slice(&self.0)
     }
+
+    /// The group id in lowercase hex: the local part of the group's
+    /// address at its hub.
+    pub fn to_hex(&self) -> String {
+        hex(&self.0)
+    }
 }
 
 /// A commit to submit to the hub.
@@ -348,9 +354,18 @@ impl Device {
         Ok(())
     }
 
-    /// Joins a conversation from a Welcome; `seq` is the log position of
-    /// the commit that added us (processing continues after it).
-    pub async fn join(&self, welcome: &[u8], seq: u64) -> Result<ConversationId, Error> {
+    /// Joins the conversation at `address` from a Welcome; `seq` is the
+    /// log position of the commit that added us (processing continues
+    /// after it). The group must be the one the address names, and no
+    /// group this device is a member of is ever replaced (a group it was
+    /// removed from is: it was added again). Returns the conversation and
+    /// the devices whose key differs from the one seen before.
+    pub async fn join(
+        &self,
+        welcome: &[u8],
+        seq: u64,
+        address: &BareJid,
+    ) -> Result<(ConversationId, Vec<DeviceName>), Error> {
         let message = MlsMessageIn::tls_deserialize_exact(welcome)
             .map_err(|_| Error::Malformed("welcome"))?;
         let MlsMessageBodyIn::Welcome(welcome) = message.extract() else {
@@ -361,7 +376,21 @@ impl Device {
             let provider = TernProvider::new(&self.crypto, &self.store, &batch);
             tokio::task::block_in_place(|| -> Result<_, Error> {
                 let builder = StagedWelcome::build_from_welcome(&provider, &join_config(), welcome)
-                    .map_err(mls)?;
+                    .map_err(|e| match e {
+                        WelcomeError::NoMatchingKeyPackage => Error::WelcomeNotForUs,
+                        e => mls(e),
+                    })?;
+                let group_id = builder
+                    .processed_welcome()
+                    .unverified_group_info()
+                    .group_id();
+                if address.node().map(|n| n.as_str()) != Some(hex(group_id.as_slice()).as_str()) {
+                    return Err(Error::WelcomeForAnotherGroup(address.to_string()));
+                }
+                let existing = MlsGroup::load(provider.storage(), group_id).map_err(mls)?;
+                if existing.is_some_and(|group| group.is_active()) {
+                    return Err(Error::WelcomeForActiveGroup);
+                }
                 let used = match builder.processed_welcome().own_key_package() {
                     Some(kp) if !kp.last_resort() => Some(
                         kp.hash_ref(provider.crypto())
@@ -371,7 +400,8 @@ impl Device {
                     ),
                     _ => None,
                 };
-                // Re-added after a removal: the old, inactive state goes.
+                // Re-added after a removal: the old, inactive state goes
+                // (an active one was refused above).
                 let group = builder
                     .replace_old_group()
                     .build()
@@ -390,13 +420,17 @@ impl Device {
         if let Some(hash_ref) = used_package {
             records::consume_key_package(&mut batch, hash_ref);
         }
+        let mut key_changed = Vec::new();
         for (name, key) in &members {
-            records::observe_device(&self.store, &mut batch, name, key)?;
+            let sighting = records::observe_device(&self.store, &mut batch, name, key)?;
+            if sighting == records::DeviceSighting::KeyChanged {
+                key_changed.push(name.clone());
+            }
         }
         self.store.apply(batch)?;
         // A cached state of an earlier membership is stale now.
         self.groups.lock().await.remove(&id.0);
-        Ok(id)
+        Ok((id, key_changed))
     }
 
     /// Prepares joining a conversation of this device's user by an
@@ -1033,4 +1067,8 @@ fn message_hash(data: &[u8]) -> Vec<u8> {
 
 fn remember_sent(batch: &mut Batch, id: &ConversationId, data: &[u8], kind: &str) {
     records::remember_sent(batch, &id.0, message_hash(data), kind);
+}
+/// Lowercase hex, as group addresses spell group ids.
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

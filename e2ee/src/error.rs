@@ -36,6 +36,17 @@ pub enum Error {
     /// This device was removed from the group.
     #[error("this device is no longer a member of the conversation")]
     Evicted,
+    /// A Welcome for another device (another device of ours, say).
+    #[error("the welcome is not for this device")]
+    WelcomeNotForUs,
+    /// A Welcome whose group is not the one its address names: the
+    /// address's local part is the group id in lowercase hex.
+    #[error("the welcome's group is not the group at {0}")]
+    WelcomeForAnotherGroup(String),
+    /// A Welcome for a conversation this device is a member of: joining
+    /// would replace it (a forged or replayed Welcome).
+    #[error("a welcome for a conversation this device is already in")]
+    WelcomeForActiveGroup,
     /// openmls refused the operation.
     #[error("MLS: {0}")]
     Mls(String),

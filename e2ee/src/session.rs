@@ -113,6 +113,25 @@ pub enum Event {
     /// roster pushes, other messages, requests), handed on as it came
     /// when [`Session::pass_through`] is on (a gateway forwards them).
     Stanza(Element),
+    /// A Welcome that was not taken: not sent by the hub of the group it
+    /// names, for another group than its address, for a conversation this
+    /// device is already in, or invalid. Nothing changed.
+    WelcomeRejected {
+        /// Who sent it.
+        from: BareJid,
+        /// Why it was refused.
+        reason: String,
+    },
+    /// A conversation's log could not be fetched (its hub did not answer
+    /// or refused); the others went on, and the next catch-up tries again.
+    CatchUpFailed {
+        /// The conversation.
+        conversation: ConversationId,
+        /// Its hub.
+        address: BareJid,
+        /// What went wrong.
+        reason: String,
+    },
     /// An entry of the log that could not be read (tampered, from a
     /// non-member, …); the conversation goes on.
     Rejected {
@@ -357,15 +376,32 @@ impl Session {
         Ok(missing)
     }
 
-    /// Claims one key package per device of `user`.
+    /// Claims one key package per device of `user`, keeping only those
+    /// of devices in the user's published device list (with the key
+    /// published there).
     pub async fn claim(&mut self, user: &BareJid) -> Result<Vec<Vec<u8>>, SessionError> {
         match self.set(Some(user.as_str()), Claim {}).await {
-            Ok(answer) => Ok(KeyPackages::try_from(answer)
-                .map_err(|e| SessionError::Protocol(format!("key packages: {e}")))?
-                .key_packages
-                .into_iter()
-                .map(|p| p.data)
-                .collect()),
+            Ok(answer) => {
+                let claimed = KeyPackages::try_from(answer)
+                    .map_err(|e| SessionError::Protocol(format!("key packages: {e}")))?
+                    .key_packages
+                    .into_iter()
+                    .map(|p| p.data)
+                    .collect();
+                // Only the user's published devices are added.
+                let devices = self.device_list(user).await?;
+                let (kept, refused) = crate::verify::published_packages(user, &devices, claimed);
+                for reason in &refused {
+                    tracing::warn!(%user, "set a claimed key package aside: {reason}");
+                }
+                if kept.is_empty() && !refused.is_empty() {
+                    return Err(SessionError::Protocol(format!(
+                        "no key package of {user} matches a published device: {}",
+                        refused.join("; ")
+                    )));
+                }
+                Ok(kept)
+            }
             Err(SessionError::Refused { condition, .. }) if condition == "item-not-found" => {
                 Err(SessionError::NoKeyPackages(user.to_string()))
             }
@@ -670,15 +706,7 @@ impl Session {
             if !self.device.is_member(&id).await.unwrap_or(false) {
                 continue;
             }
-            match self.catch_up_one(&id, &address).await {
-                Ok(()) => {}
-                // The hub no longer counts us in (e.g. removed while this
-                // device was away, beyond what it may still read).
-                Err(SessionError::Refused { condition, .. }) if condition == "forbidden" => {
-                    tracing::warn!(%address, "the hub refuses this device its log");
-                }
-                Err(e) => return Err(e),
-            }
+            self.catch_up_or_report(&id, &address).await?;
         }
         self.settle_proposals().await
     }
@@ -734,12 +762,28 @@ impl Session {
             }
             return Ok(());
         }
-        let Some(from) = stanza.attr("from").and_then(|f| BareJid::new(f).ok()) else {
+        let Some(from) = stanza
+            .attr("from")
+            .and_then(|f| jid::Jid::new(f).ok())
+            .map(jid::Jid::into_bare)
+        else {
             return Ok(());
         };
         if let Some(welcome) = stanza.get_child("welcome", NS) {
-            let welcome = WelcomePayload::try_from(welcome.clone())
-                .map_err(|e| SessionError::Protocol(format!("welcome: {e}")))?;
+            let welcome = match WelcomePayload::try_from(welcome.clone()) {
+                Ok(welcome) => welcome,
+                Err(e) => {
+                    self.reject_welcome(from, format!("malformed: {e}"));
+                    return Ok(());
+                }
+            };
+            // Only the hub a group's address names sends its Welcomes
+            // (servers stamp `from`, and another domain's cannot claim
+            // ours).
+            if welcome.group != from {
+                self.reject_welcome(from, format!("not sent by the hub of {}", welcome.group));
+                return Ok(());
+            }
             return self.join(welcome).await;
         }
         if let Some(payload) = stanza.get_child("mls", NS) {
@@ -754,10 +798,19 @@ impl Session {
 
     async fn join(&mut self, welcome: WelcomePayload) -> Result<(), SessionError> {
         let seq = welcome.seq.unwrap_or(0);
-        let id = match self.device.join(&welcome.data, seq).await {
-            Ok(id) => id,
-            // Not for this device (another device of ours was added).
-            Err(Error::Mls(_)) => return Ok(()),
+        let (id, key_changed) = match self.device.join(&welcome.data, seq, &welcome.group).await {
+            Ok(joined) => joined,
+            // For another device (of ours, when one was added).
+            Err(Error::WelcomeNotForUs) => return Ok(()),
+            Err(
+                e @ (Error::WelcomeForAnotherGroup(_)
+                | Error::WelcomeForActiveGroup
+                | Error::Malformed(_)
+                | Error::Mls(_)),
+            ) => {
+                self.reject_welcome(welcome.group, e.to_string());
+                return Ok(());
+            }
             Err(e) => return Err(e.into()),
         };
         self.device.set_address(&id, &welcome.group).await?;
@@ -765,7 +818,50 @@ impl Session {
             conversation: id.clone(),
             address: welcome.group.clone(),
         });
-        self.catch_up_one(&id, &welcome.group).await
+        self.events.extend(
+            key_changed
+                .into_iter()
+                .map(|device| Event::VerificationReset {
+                    conversation: id.clone(),
+                    device,
+                }),
+        );
+        self.catch_up_or_report(&id, &welcome.group).await
+    }
+
+    /// Reports a Welcome that was not taken.
+    fn reject_welcome(&mut self, from: BareJid, reason: String) {
+        tracing::warn!(%from, reason, "refused a welcome");
+        self.events
+            .push_back(Event::WelcomeRejected { from, reason });
+    }
+
+    /// Catches up with one conversation; a hub that fails or does not
+    /// answer is reported as an event and does not stop the others.
+    async fn catch_up_or_report(
+        &mut self,
+        id: &ConversationId,
+        address: &BareJid,
+    ) -> Result<(), SessionError> {
+        match self.catch_up_one(id, address).await {
+            Ok(()) => Ok(()),
+            Err(e @ (SessionError::Disconnected | SessionError::Client(_))) => Err(e),
+            // The hub no longer counts us in (e.g. removed while this
+            // device was away, beyond what it may still read).
+            Err(SessionError::Refused { condition, .. }) if condition == "forbidden" => {
+                tracing::warn!(%address, "the hub refuses this device its log");
+                Ok(())
+            }
+            Err(e) => {
+                tracing::warn!(%address, "cannot catch up: {e}");
+                self.events.push_back(Event::CatchUpFailed {
+                    conversation: id.clone(),
+                    address: address.clone(),
+                    reason: e.to_string(),
+                });
+                Ok(())
+            }
+        }
     }
 
     /// The conversation with `peer`: the group at that address, or the

@@ -5,8 +5,11 @@ use openmls::prelude::tls_codec::Deserialize as _;
 use openmls::prelude::*;
 use openmls_rust_crypto::RustCrypto;
 
+use jid::BareJid;
+
 use crate::device::CIPHERSUITE;
 use crate::identity::{DeviceName, IdentityError};
+use crate::wire::devices::DeviceList;
 
 /// Why a key package was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -65,4 +68,45 @@ pub fn device_name(credential: &Credential) -> Result<DeviceName, IdentityError>
     let basic = BasicCredential::try_from(credential.clone())
         .map_err(|_| IdentityError::Malformed("not a basic credential".into()))?;
     DeviceName::from_credential_identity(basic.identity())
+}
+
+/// Keeps the claimed key packages that are `user`'s published devices':
+/// each must verify, its credential must name `user` and a device of
+/// `devices`, and its leaf must carry that device's published signature
+/// key. A server (or a peer on another one) could otherwise slip in a
+/// device of its own. Returns the packages kept and, for each set aside,
+/// why.
+pub fn published_packages(
+    user: &BareJid,
+    devices: &DeviceList,
+    packages: Vec<Vec<u8>>,
+) -> (Vec<Vec<u8>>, Vec<String>) {
+    let mut kept = Vec::new();
+    let mut refused = Vec::new();
+    for bytes in packages {
+        let verified = match verify_key_package(&bytes) {
+            Ok(verified) => verified,
+            Err(e) => {
+                refused.push(e.to_string());
+                continue;
+            }
+        };
+        if verified.device.jid != *user {
+            refused.push(format!(
+                "a key package of {} claimed for {user}",
+                verified.device.jid
+            ));
+            continue;
+        }
+        let id = verified.device.device.to_string();
+        let key = verified.package.leaf_node().signature_key().as_slice();
+        match devices.devices.iter().find(|d| d.id == id) {
+            None => refused.push(format!("device {id} is not in {user}'s device list")),
+            Some(listed) if listed.key != key => {
+                refused.push(format!("device {id}'s key is not the one {user} published"))
+            }
+            Some(_) => kept.push(bytes),
+        }
+    }
+    (kept, refused)
 }

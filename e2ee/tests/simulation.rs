@@ -166,9 +166,19 @@ async fn group_of(hub: &mut Hub, creator: &Dev, others: &[&Dev]) -> Conversation
     creator.device.commit_accepted(&id, seq).await.unwrap();
     let welcome = out.welcome.expect("welcome");
     for other in others {
-        assert_eq!(other.device.join(&welcome, seq).await.unwrap(), id);
+        let (joined, _) = other
+            .device
+            .join(&welcome, seq, &address_of(&id))
+            .await
+            .unwrap();
+        assert_eq!(joined, id);
     }
     id
+}
+
+/// The group's address at a hub on `groups.a.example`.
+fn address_of(id: &ConversationId) -> BareJid {
+    BareJid::new(&format!("{}@groups.a.example", id.to_hex())).unwrap()
 }
 
 /// Alice, Bob and Carol, one device each.
@@ -275,7 +285,7 @@ async fn removed_user_reads_nothing_after_removal_and_again_after_re_adding() {
     bob.device.commit_accepted(&id, seq).await.unwrap();
     carol
         .device
-        .join(out.welcome.as_ref().unwrap(), seq)
+        .join(out.welcome.as_ref().unwrap(), seq, &address_of(&id))
         .await
         .unwrap();
     alice.catch_up(&hub, &id).await;
@@ -591,4 +601,125 @@ async fn history_search_known_devices_and_verification() {
         store.contacts().unwrap(),
         [("alice@a.example".to_owned(), Some("Alice".to_owned()))]
     );
+}
+
+/// A Welcome made outside any Tern device, by an attacker who claimed one
+/// of `victim`'s key packages: a group with the given id, the victim
+/// added.
+fn attackers_welcome(group_id: &[u8], victim_package: &[u8]) -> Vec<u8> {
+    use openmls::prelude::tls_codec::Serialize as _;
+    use openmls::prelude::*;
+    use openmls_basic_credential::SignatureKeyPair;
+    use openmls_rust_crypto::OpenMlsRustCrypto;
+
+    let provider = OpenMlsRustCrypto::default();
+    let signer = SignatureKeyPair::new(tern_e2ee::CIPHERSUITE.signature_algorithm()).unwrap();
+    signer.store(provider.storage()).unwrap();
+    let credential = BasicCredential::new(b"mallory@evil.example#00112233aabbccdd".to_vec());
+    let with_key = CredentialWithKey {
+        credential: credential.into(),
+        signature_key: signer.public().into(),
+    };
+    let mut group = MlsGroup::new_with_group_id(
+        &provider,
+        &signer,
+        &tern_e2ee::conversation::create_config(),
+        GroupId::from_slice(group_id),
+        with_key,
+    )
+    .unwrap();
+    let package = tern_e2ee::verify::verify_key_package(victim_package)
+        .unwrap()
+        .package;
+    let (_, welcome, _) = group.add_members(&provider, &signer, &[package]).unwrap();
+    group.merge_pending_commit(&provider).unwrap();
+    welcome.tls_serialize_detached().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn welcomes_that_would_hijack_or_misname_a_conversation_are_refused() {
+    let mut hub = Hub::default();
+    let (alice, bob, _) = trio().await;
+    let id = group_of(&mut hub, &alice, &[&bob]).await;
+    say(&mut hub, &alice, &id, "before").await;
+    assert_eq!(bodies(&bob.catch_up(&hub, &id).await), ["before"]);
+
+    // The same group id, from an attacker holding a fresh key package of
+    // bob's: joining would replace the conversation bob is in.
+    let hijack = attackers_welcome(&id.0, &bob.key_package().await);
+    let refused = bob.device.join(&hijack, 1, &address_of(&id)).await;
+    assert!(
+        matches!(refused, Err(tern_e2ee::Error::WelcomeForActiveGroup)),
+        "{refused:?}"
+    );
+
+    // A group whose id is not the one its address names.
+    let other = attackers_welcome(&[7u8; 16], &bob.key_package().await);
+    let refused = bob.device.join(&other, 1, &address_of(&id)).await;
+    assert!(
+        matches!(refused, Err(tern_e2ee::Error::WelcomeForAnotherGroup(_))),
+        "{refused:?}"
+    );
+
+    // The conversation is as it was: both ways still work.
+    say(&mut hub, &alice, &id, "after").await;
+    assert_eq!(bodies(&bob.catch_up(&hub, &id).await), ["after"]);
+    say(&mut hub, &bob, &id, "and back").await;
+    assert_eq!(bodies(&alice.catch_up(&hub, &id).await), ["and back"]);
+
+    // A Welcome with the right address for a group bob is not in joins.
+    let new_id = ConversationId(vec![9u8; 16]);
+    let invited = attackers_welcome(&new_id.0, &bob.key_package().await);
+    let (joined, _) = bob
+        .device
+        .join(&invited, 1, &address_of(&new_id))
+        .await
+        .expect("a new conversation");
+    assert_eq!(joined, new_id);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn claimed_key_packages_must_be_the_users_published_devices() {
+    use tern_e2ee::verify::published_packages;
+    use tern_e2ee::wire::devices::{Device as Listed, DeviceList};
+    let (alice, bob, _) = trio().await;
+    let listed = |dev: &Dev| Listed {
+        id: dev.device.name().device.to_string(),
+        key: dev.device.signature_key().to_vec(),
+        label: None,
+    };
+    let bobs = DeviceList {
+        devices: vec![listed(&bob)],
+    };
+    let bob_jid = bob.device.name().jid.clone();
+    let package = bob.key_package().await;
+
+    let (kept, refused) = published_packages(&bob_jid, &bobs, vec![package.clone()]);
+    assert_eq!((kept.len(), refused.len()), (1, 0), "{refused:?}");
+
+    // alice's package handed out as bob's, a device bob never published,
+    // a published id with another key, garbage.
+    let (kept, refused) = published_packages(&bob_jid, &bobs, vec![alice.key_package().await]);
+    assert!(
+        kept.is_empty() && refused[0].contains("claimed for"),
+        "{refused:?}"
+    );
+    let (kept, refused) =
+        published_packages(&bob_jid, &DeviceList::default(), vec![package.clone()]);
+    assert!(
+        kept.is_empty() && refused[0].contains("device list"),
+        "{refused:?}"
+    );
+    let mut wrong_key = listed(&bob);
+    wrong_key.key = listed(&alice).key;
+    let (kept, refused) = published_packages(
+        &bob_jid,
+        &DeviceList {
+            devices: vec![wrong_key],
+        },
+        vec![package],
+    );
+    assert!(kept.is_empty() && refused[0].contains("key"), "{refused:?}");
+    let (kept, refused) = published_packages(&bob_jid, &bobs, vec![b"garbage".to_vec()]);
+    assert!(kept.is_empty() && refused.len() == 1);
 }

@@ -148,3 +148,71 @@ async fn two_users_talk_and_one_catches_up_after_being_offline() {
     back.close().await;
     alice.session.close().await;
 }
+
+/// mallory@evil.test, through her own server's stream, sends bob a real
+/// Welcome (made from one of bob's claimed key packages) that names the
+/// address of bob's conversation with alice. Only a group's hub sends
+/// its Welcomes: bob refuses it with an event, and his conversation with
+/// alice goes on.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_forged_welcome_from_another_domain_is_refused_and_the_conversation_goes_on() {
+    use base64::Engine as _;
+    let ca = TestCa::get().ca_path();
+    let server = TestServer::start_with(common::ServerOptions {
+        sections: format!("[federation]\nca_file = \"{}\"\n", ca.display()),
+        ..Default::default()
+    });
+    let mut alice = user(&server, "alice").await;
+    let mut bob = user(&server, "bob").await;
+    let mut mallory = user(&server, "mallory").await;
+    let bob_jid = bob.options.jid.clone();
+    let (id, address) = alice
+        .session
+        .create_conversation(std::slice::from_ref(&bob_jid))
+        .await
+        .expect("conversation");
+    alice
+        .session
+        .send(&id, text("hello bob"))
+        .await
+        .expect("send");
+    assert_eq!(next_message(&mut bob.session).await.2, "hello bob");
+
+    let packages = mallory
+        .session
+        .claim(&bob_jid)
+        .await
+        .expect("bob's packages");
+    let device = mallory.session.device();
+    let (own, _) = device.create_conversation().await.expect("group");
+    let out = device.add_members(&own, &packages).await.expect("add bob");
+    let welcome = base64::engine::general_purpose::STANDARD.encode(out.welcome.expect("welcome"));
+    let mut evil = common::s2s_stream_as("evil.test", &server).await;
+    evil.send(&format!(
+        "<message xmlns='jabber:server' from='mallory@evil.test' to='{bob_jid}'>\
+         <welcome xmlns='urn:tern:mls:0' group='{address}' seq='1'>{welcome}</welcome></message>"
+    ))
+    .await;
+
+    let refused = loop {
+        match bob.session.next_event(WAIT).await.expect("event") {
+            Some(Event::WelcomeRejected { from, reason }) => break (from, reason),
+            Some(Event::Joined { address, .. }) => panic!("bob joined {address}"),
+            Some(_) => {}
+            None => panic!("no event for the forged welcome"),
+        }
+    };
+    assert_eq!(refused.0.as_str(), "mallory@evil.test", "{refused:?}");
+    assert_eq!(
+        bob.session.device().address(&id).expect("address"),
+        Some(address)
+    );
+    alice
+        .session
+        .send(&id, text("still here"))
+        .await
+        .expect("send");
+    assert_eq!(next_message(&mut bob.session).await.2, "still here");
+    bob.session.send(&id, text("me too")).await.expect("send");
+    assert_eq!(next_message(&mut alice.session).await.2, "me too");
+}

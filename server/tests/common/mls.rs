@@ -173,7 +173,11 @@ impl Member {
             WelcomePayload::try_from(welcome.get_child("welcome", NS).expect("welcome").clone())
                 .expect("welcome payload");
         let seq = welcome.seq.expect("seq");
-        let id = self.device.join(&welcome.data, seq).await.expect("join");
+        let (id, _) = self
+            .device
+            .join(&welcome.data, seq, &welcome.group)
+            .await
+            .expect("join");
         (id, seq)
     }
 
