@@ -149,6 +149,15 @@ pub struct Limits {
     /// waits for its client to come back after the connection dropped;
     /// 0 disables resumption. Default 300.
     pub resumption_timeout_secs: u64,
+    /// Bytes of stanzas queued for one session and not yet written (and,
+    /// separately, written and not yet acknowledged, and held while a
+    /// resumable session has no connection) before the session counts as
+    /// stuck and is closed; what it held goes to offline storage or back
+    /// to its senders. A queue always takes one stanza. Default 262144.
+    pub session_buffer_bytes: usize,
+    /// Seconds one write to a client may take before the session counts
+    /// as stuck and is closed as above. Default 60.
+    pub write_timeout_secs: u64,
 }
 
 impl Default for Limits {
@@ -160,6 +169,8 @@ impl Default for Limits {
             unauthenticated_timeout_secs: 60,
             max_offline_messages: 1000,
             resumption_timeout_secs: 300,
+            session_buffer_bytes: crate::sessions::DEFAULT_SESSION_BUFFER,
+            write_timeout_secs: 60,
         }
     }
 }
@@ -453,6 +464,15 @@ impl Config {
         if !(1..=1000).contains(&self.archive.commit_delay_ms) {
             return Err(invalid("archive.commit_delay_ms", "must be from 1 to 1000"));
         }
+        if self.limits.session_buffer_bytes < 4096 {
+            return Err(invalid(
+                "limits.session_buffer_bytes",
+                "must be at least 4096",
+            ));
+        }
+        if self.limits.write_timeout_secs == 0 {
+            return Err(invalid("limits.write_timeout_secs", "must be at least 1"));
+        }
         if self.limits.max_stanza_bytes < 4096 {
             return Err(invalid("limits.max_stanza_bytes", "must be at least 4096"));
         }
@@ -639,6 +659,13 @@ max_offline_messages = {offline}
 # did not acknowledge goes to offline storage; 0 = no resumption
 # (default 300).
 resumption_timeout_secs = {resumption}
+# Bytes queued for a client that is not reading (and, separately, sent
+# and not acknowledged) before its session is closed; what it held goes
+# to offline storage or back to its senders (default 262144).
+session_buffer_bytes = {session_buffer}
+# Seconds one write to a client may take before its session is closed
+# the same way (default 60).
+write_timeout_secs = {write_timeout}
 
 [groups]
 # The group hub's domain (default "groups.<domain>"). Every group is
@@ -740,6 +767,8 @@ connect_timeout_secs = {connect_timeout}
             unauth = self.limits.unauthenticated_timeout_secs,
             offline = self.limits.max_offline_messages,
             resumption = self.limits.resumption_timeout_secs,
+            session_buffer = self.limits.session_buffer_bytes,
+            write_timeout = self.limits.write_timeout_secs,
             groups_domain = match &self.groups.domain {
                 Some(domain) => format!("domain = {}", quote(domain)),
                 None => format!("# domain = {}", quote(&self.groups_domain())),

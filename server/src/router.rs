@@ -270,10 +270,13 @@ async fn iq_from_remote(server: &Server, iq: Element, sender: &BareJid, destinat
             errors::bad_request(&iq, "IQ requests need an id and exactly one payload")
         }
         Destination::Resource(user, resource) => match server.sessions.resource(&user, &resource) {
-            Some(target) => {
-                target.handle.send(iq);
-                None
-            }
+            Some(target) => match target.handle.deliver(iq) {
+                Ok(()) => None,
+                Err(iq) if is_request => {
+                    errors::service_unavailable(&iq, "the recipient is not reading")
+                }
+                Err(_) => None,
+            },
             None if is_request => errors::service_unavailable(&iq, ""),
             None => None,
         },
@@ -308,9 +311,14 @@ async fn deliver_to_resource(
     is_request: bool,
 ) {
     match server.sessions.resource(user, resource) {
-        Some(target) => {
-            target.handle.send(iq);
-        }
+        Some(target) => match target.handle.deliver(iq) {
+            Ok(()) => {}
+            Err(iq) if is_request => session.reply(errors::service_unavailable(
+                &iq,
+                "the recipient is not reading",
+            )),
+            Err(_) => {}
+        },
         None if is_request => session.reply(errors::service_unavailable(&iq, "")),
         None => {}
     }

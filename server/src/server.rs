@@ -302,6 +302,7 @@ impl RunningServer {
                 .map_err(|e| federation_error = Some(e))
                 .ok()
             });
+            let sessions = Sessions::new(config.limits.session_buffer_bytes);
             Server {
                 connections: ConnectionLimiter::new(config.limits.max_connections_per_ip),
                 hub: Hub::new(config.groups_domain()),
@@ -319,7 +320,7 @@ impl RunningServer {
                 caps: std::sync::OnceLock::new(),
                 config,
                 storage,
-                sessions: Sessions::default(),
+                sessions,
                 tls,
                 shutdown,
                 c2s,

@@ -11,9 +11,15 @@ use minidom::Element;
 use xmpp_parsers::stream_error::DefinedCondition as StreamCondition;
 
 use crate::session_queue::{queue, QueueReceiver, QueueSender, TrySendError};
+use crate::stanza::approx_len;
 
 /// Stanzas a session may have queued before it counts as stuck.
 pub const SESSION_QUEUE: usize = 4096;
+
+/// Bytes a session may have queued (and, separately, written and not
+/// acknowledged) before it counts as stuck, by default
+/// (`limits.session_buffer_bytes`).
+pub const DEFAULT_SESSION_BUFFER: usize = 256 * 1024;
 
 /// What other parts of the server send to a session.
 #[derive(Debug)]
@@ -48,26 +54,42 @@ pub struct SessionHandle {
 }
 
 impl SessionHandle {
-    /// Queues a stanza for the client. A session whose queue is full is
-    /// stuck; it is told to close and the stanza is dropped (false).
+    /// Queues a stanza for the client, as far as it goes: when the
+    /// session's queue is full the stanza is dropped (false). For what
+    /// may be lost that way (presence, pushes, copies kept elsewhere); a
+    /// message uses [`SessionHandle::deliver`].
     pub fn send(&self, stanza: Element) -> bool {
-        self.queue(Outbound::Stanza(Box::new(stanza)))
+        self.deliver(stanza).is_ok()
+    }
+
+    /// Queues a stanza for the client, or gives it back when the
+    /// session's queue is full (its client reads slower than stanzas
+    /// come) or the session is gone, for the caller to keep it elsewhere
+    /// (offline storage, which the session delivers once its queue has
+    /// drained) or refuse it. A client that stops reading altogether is
+    /// closed by the write deadline (`limits.write_timeout_secs`).
+    pub fn deliver(&self, stanza: Element) -> Result<(), Element> {
+        self.queue(stanza, Outbound::Stanza)
     }
 
     /// Queues the server's answer to the client's own request.
     pub fn reply(&self, stanza: Element) -> bool {
-        self.queue(Outbound::Reply(Box::new(stanza)))
+        self.queue(stanza, Outbound::Reply).is_ok()
     }
 
-    fn queue(&self, outbound: Outbound) -> bool {
-        match self.tx.try_send(outbound) {
-            Ok(()) => true,
-            Err(TrySendError::Full(_)) => {
-                tracing::warn!(session = self.id, "session queue full, closing it");
-                self.close(StreamCondition::PolicyViolation, "not reading fast enough");
-                false
+    fn queue(&self, stanza: Element, kind: fn(Box<Element>) -> Outbound) -> Result<(), Element> {
+        let bytes = approx_len(&stanza);
+        let refused = match self.tx.try_send(kind(Box::new(stanza)), bytes) {
+            Ok(()) => return Ok(()),
+            Err(TrySendError::Full(outbound)) => {
+                tracing::debug!(session = self.id, "session queue full");
+                outbound
             }
-            Err(TrySendError::Closed(_)) => false,
+            Err(TrySendError::Closed(outbound)) => outbound,
+        };
+        match refused {
+            Outbound::Stanza(stanza) | Outbound::Reply(stanza) => Err(*stanza),
+            Outbound::Close(_) => unreachable!("queue() sends stanzas only"),
         }
     }
 
@@ -77,6 +99,8 @@ impl SessionHandle {
         let _ = self
             .tx
             .force_send(Outbound::Close(Box::new((condition, text))));
+        // A session stuck writing reads its queue no more: wake it.
+        self.tx.request_close();
     }
 }
 
@@ -107,13 +131,30 @@ impl Resource {
 }
 
 /// All sessions, by user name.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Sessions {
     users: RwLock<HashMap<String, Vec<Resource>>>,
     next_id: AtomicU64,
+    /// Bytes each session's queue holds at most.
+    queue_bytes: usize,
+}
+
+impl Default for Sessions {
+    fn default() -> Self {
+        Self::new(DEFAULT_SESSION_BUFFER)
+    }
 }
 
 impl Sessions {
+    /// No sessions yet; each session's queue holds at most `queue_bytes`.
+    pub fn new(queue_bytes: usize) -> Self {
+        Self {
+            users: RwLock::default(),
+            next_id: AtomicU64::new(0),
+            queue_bytes,
+        }
+    }
+
     /// Registers a new session for `username/resource`. Returns its handle,
     /// its receiving channel, and the session it replaces (a resource
     /// conflict: the older session is to be closed).
@@ -126,7 +167,7 @@ impl Sessions {
         QueueReceiver<Outbound>,
         Option<SessionHandle>,
     ) {
-        let (tx, rx) = queue(SESSION_QUEUE);
+        let (tx, rx) = queue(SESSION_QUEUE, self.queue_bytes);
         let handle = SessionHandle {
             id: self.next_id.fetch_add(1, Ordering::Relaxed),
             tx,

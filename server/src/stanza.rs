@@ -182,9 +182,39 @@ pub fn iq_payload(iq: &Element) -> Option<&Element> {
     iq.children().next()
 }
 
+/// About how many bytes `element` takes serialised (names, attributes
+/// and text; escaping and namespace declarations not counted): what a
+/// session's queue and unacknowledged stanzas are bounded by, without
+/// serialising.
+pub fn approx_len(element: &Element) -> usize {
+    let name = element.name().len();
+    let attributes: usize = element
+        .attrs()
+        .iter()
+        .map(|((_, name), value)| name.len() + value.len() + 4)
+        .sum();
+    let text: usize = element.texts().map(str::len).sum();
+    let children: usize = element.children().map(approx_len).sum();
+    2 * name + 5 + attributes + text + children
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn approx_len_is_near_the_serialised_length() {
+        let stanza: Element = "<message xmlns='jabber:client' to='b@x' id='1'>\
+             <body>hello there</body><x xmlns='urn:example'><y a='b'/></x></message>"
+            .parse()
+            .unwrap();
+        let serialised = String::from(&stanza).len();
+        let approx = approx_len(&stanza);
+        assert!(
+            approx <= serialised && approx * 2 >= serialised,
+            "{approx} {serialised}"
+        );
+    }
 
     #[test]
     fn error_reply_swaps_addresses_and_never_answers_errors() {

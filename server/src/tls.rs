@@ -124,11 +124,8 @@ fn generate_self_signed(domain: &str, cert_path: &Path, key_path: &Path) -> Resu
         source,
     })?;
     write_private(key_path, certified.key_pair.serialize_pem().as_bytes())?;
-    std::fs::write(cert_path, certified.cert.pem()).map_err(|source| TlsError::Io {
-        path: cert_path.to_owned(),
-        source,
-    })?;
-    Ok(())
+    // Public, but kept like everything else in the data directory.
+    write_private(cert_path, certified.cert.pem().as_bytes())
 }
 
 /// Writes a file readable by its owner only.

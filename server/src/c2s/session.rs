@@ -21,9 +21,19 @@ use super::stream_management::{self as sm, Acks, ResumeRequest};
 use crate::modules::{blocking, ciphertext, csi, last, mam, message, offline, presence, push};
 use crate::router::{self, SessionCtx};
 use crate::server::Server;
-use crate::session_queue::QueueReceiver;
+use crate::session_queue::{CloseSignal, QueueReceiver};
 use crate::sessions::{Outbound, SessionHandle, SESSION_QUEUE};
 use crate::stanza::{self, errors};
+
+/// How a session ends after a failed write: a write past its deadline
+/// means a client that does not read.
+fn write_failure(e: &std::io::Error) -> Ended {
+    if e.kind() == std::io::ErrorKind::TimedOut {
+        Ended::Error(StreamCondition::PolicyViolation, "not reading fast enough")
+    } else {
+        Ended::Broken { write_failed: true }
+    }
+}
 
 /// Returns once the acknowledgement waiting in `pending` may be sent;
 /// never when none waits. (Boxed: an idle session's task stays small.)
@@ -99,6 +109,9 @@ struct Session {
     server: Arc<Server>,
     ctx: SessionCtx,
     rx: QueueReceiver<Outbound>,
+    /// Raised when the session is asked to close: a write to a client
+    /// that stopped reading gives up at once.
+    stuck: CloseSignal<Outbound>,
     /// Stream Management state, once the client enabled it.
     acks: Option<Acks>,
     /// An acknowledgement (`h`) that waits until the archive entries of
@@ -144,6 +157,7 @@ impl Session {
         let session = Session {
             server,
             ctx,
+            stuck: rx.close_signal(),
             rx,
             acks: None,
             pending_ack: None,
@@ -254,11 +268,24 @@ impl Session {
                         None => return Ended::Broken { write_failed: false },
                     };
                     for stanza in self.csi.process(stanza) {
-                        if self.write(stream, &stanza).await.is_err() {
-                            return Ended::Broken { write_failed: true };
+                        if let Err(ended) = Box::pin(self.write_or_give_up(stream, stanza)).await {
+                            return ended;
                         }
                     }
-                    if self.acks.as_ref().is_some_and(|a| a.pending() > SESSION_QUEUE) {
+                    // What did not fit the queue waits in offline
+                    // storage: it follows once the queue has drained.
+                    if self.rx.is_empty() && self.rx.take_overflowed() && self.ctx.available {
+                        if let Err(e) = Box::pin(self.deliver_offline(stream)).await {
+                            tracing::info!(jid = %self.ctx.jid, "offline delivery interrupted: {e}");
+                            return write_failure(&e);
+                        }
+                    }
+                    let limit = self.server.config.limits.session_buffer_bytes;
+                    if self
+                        .acks
+                        .as_ref()
+                        .is_some_and(|a| a.pending() > SESSION_QUEUE || a.pending_bytes() > limit)
+                    {
                         return Ended::Error(
                             StreamCondition::PolicyViolation,
                             "too many stanzas left unacknowledged",
@@ -321,7 +348,7 @@ impl Session {
         if std::mem::take(&mut self.ctx.deliver_offline) {
             if let Err(e) = Box::pin(self.deliver_offline(stream)).await {
                 tracing::warn!(jid = %self.ctx.jid, "offline delivery interrupted: {e}");
-                return Some(Ended::Broken { write_failed: true });
+                return Some(write_failure(&e));
             }
         }
         if let Some((condition, text)) = self.ctx.close_after.take() {
@@ -395,6 +422,8 @@ impl Session {
         let timeout = Duration::from_secs(self.server.config.limits.resumption_timeout_secs);
         tracing::info!(jid = %self.ctx.jid, "connection lost; the session waits to be resumed");
         let deadline = tokio::time::Instant::now() + timeout;
+        let limit = self.server.config.limits.session_buffer_bytes;
+        let mut held_bytes: usize = self.held.iter().map(crate::stanza::approx_len).sum();
         loop {
             tokio::select! {
                 _ = self.server.shutdown.cancelled() => return None,
@@ -404,7 +433,8 @@ impl Session {
                 }
                 Some(request) = next_takeover(&mut self.takeovers) => return Some(*request),
                 outbound = self.rx.recv() => match outbound.and_then(Outbound::into_stanza) {
-                    Some(stanza) if self.held.len() < SESSION_QUEUE => {
+                    Some(stanza) if self.held.len() < SESSION_QUEUE && held_bytes <= limit => {
+                        held_bytes += crate::stanza::approx_len(&stanza);
                         if stanza.name() == "message" && push::worth_notifying(&stanza) {
                             push::notify(&self.server, &self.ctx.username).await;
                         }
@@ -502,6 +532,51 @@ impl Session {
         }
     }
 
+    /// Writes a stanza unless the client stopped reading: the write gives
+    /// up after `limits.write_timeout_secs`, or at once when the session
+    /// is asked to close. The session then ends as stuck, and
+    /// the stanza (kept until acknowledged with Stream Management, held
+    /// otherwise) goes with the rest of what it held to offline storage
+    /// or back to its sender.
+    async fn write_or_give_up(
+        &mut self,
+        stream: &mut StanzaStream,
+        stanza: Element,
+    ) -> Result<(), Ended> {
+        let timeout = Duration::from_secs(self.server.config.limits.write_timeout_secs);
+        let stuck = self.stuck.clone();
+        let written = tokio::select! {
+            written = self.write(stream, &stanza) => Ok(written),
+            _ = stuck.requested() => Err(true),
+            _ = tokio::time::sleep(timeout) => Err(false),
+        };
+        match written {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(Ended::Broken { write_failed: true }),
+            Err(asked) => Err(self.give_up(stanza, asked)),
+        }
+    }
+
+    /// Ends a session whose write did not finish, keeping `stanza`:
+    /// `asked` to close (the reason is queued), or its client does not
+    /// read.
+    fn give_up(&mut self, stanza: Element, asked: bool) -> Ended {
+        if self.acks.is_none() {
+            self.held.push(stanza);
+        }
+        if asked {
+            // Up to the request, what is queued is kept with the rest.
+            while let Some(outbound) = self.rx.try_recv() {
+                match outbound {
+                    Outbound::Close(close) => return Ended::Error(close.0, close.1),
+                    other => self.held.extend(other.into_stanza()),
+                }
+            }
+        }
+        tracing::info!(jid = %self.ctx.jid, "the client does not read; closing its session");
+        Ended::Error(StreamCondition::PolicyViolation, "not reading fast enough")
+    }
+
     /// Writes a stanza, flushing only when nothing else is queued, so that
     /// bursts go out in few TLS records.
     async fn write(&mut self, stream: &mut StanzaStream, stanza: &Element) -> std::io::Result<()> {
@@ -558,11 +633,19 @@ impl Session {
         let Some(last) = stored.last().map(|m| m.id) else {
             return Ok(());
         };
+        // Each write within the deadline: a client that stops reading
+        // keeps the messages in storage (they are deleted once written).
+        let timeout = Duration::from_secs(self.server.config.limits.write_timeout_secs);
+        let timed_out = || std::io::Error::from(std::io::ErrorKind::TimedOut);
         for mut message in offline::parse_stored(&stored) {
             stanza::set_attr(&mut message, "to", self.ctx.jid.to_string());
-            self.feed(stream, &message).await?;
+            tokio::time::timeout(timeout, self.feed(stream, &message))
+                .await
+                .map_err(|_| timed_out())??;
         }
-        self.flush(stream).await?;
+        tokio::time::timeout(timeout, self.flush(stream))
+            .await
+            .map_err(|_| timed_out())??;
         if let Err(e) = server
             .storage
             .delete_offline(&self.ctx.username, last)

@@ -102,8 +102,11 @@ pub struct Acks {
     pub resume_id: Option<String>,
     /// Stanzas received from the client (its `h`).
     pub handled: u32,
-    /// Stanzas sent and not yet acknowledged, oldest first.
-    unacked: VecDeque<Element>,
+    /// Stanzas sent and not yet acknowledged, oldest first, with their
+    /// approximate sizes.
+    unacked: VecDeque<(Element, usize)>,
+    /// The bytes of `unacked`.
+    unacked_bytes: usize,
     /// How many stanzas the client acknowledged so far.
     acked: u32,
     /// Whether an `<r/>` is outstanding.
@@ -124,6 +127,7 @@ impl Acks {
             resume_id,
             handled: 0,
             unacked: VecDeque::new(),
+            unacked_bytes: 0,
             acked: 0,
             requested: false,
         }
@@ -137,12 +141,20 @@ impl Acks {
     /// Keeps a copy of a stanza sent to the client until it is
     /// acknowledged.
     pub fn sent(&mut self, stanza: &Element) {
-        self.unacked.push_back(stanza.clone());
+        let bytes = crate::stanza::approx_len(stanza);
+        self.unacked_bytes += bytes;
+        self.unacked.push_back((stanza.clone(), bytes));
     }
 
     /// How many sent stanzas wait for an acknowledgement.
     pub fn pending(&self) -> usize {
         self.unacked.len()
+    }
+
+    /// About how many bytes the sent stanzas waiting for an
+    /// acknowledgement take.
+    pub fn pending_bytes(&self) -> usize {
+        self.unacked_bytes
     }
 
     /// Whether to ask the client for an acknowledgement now (once per
@@ -161,7 +173,9 @@ impl Acks {
         if newly > self.unacked.len() {
             return Err(AckError::TooMany);
         }
-        self.unacked.drain(..newly);
+        for (_, bytes) in self.unacked.drain(..newly) {
+            self.unacked_bytes -= bytes;
+        }
         self.acked = h;
         self.requested = false;
         Ok(())
@@ -169,12 +183,13 @@ impl Acks {
 
     /// The stanzas to send again after a resumption.
     pub fn unacked(&self) -> impl Iterator<Item = &Element> {
-        self.unacked.iter()
+        self.unacked.iter().map(|(stanza, _)| stanza)
     }
 
     /// Takes the stanzas never acknowledged (the session ends).
     pub fn take_unacked(&mut self) -> Vec<Element> {
-        self.unacked.drain(..).collect()
+        self.unacked_bytes = 0;
+        self.unacked.drain(..).map(|(stanza, _)| stanza).collect()
     }
 
     /// Forgets the outstanding request (a new connection took over).

@@ -121,8 +121,9 @@ async fn route(
     archived: Option<&Arc<StoredMessage>>,
 ) -> Option<Element> {
     let verdict = match &destination {
-        // A room keeps its subject in memory only.
-        Destination::Muc(..) if crate::muc::is_subject_change(&message) => Ok(()),
+        // A room keeps its subject in memory only, and forwards an
+        // invitation under the rule.
+        Destination::Muc(..) if crate::muc::is_room_protocol(&message) => Ok(()),
         _ => ciphertext::check(&message),
     };
     let plaintext = verdict.is_err();
@@ -215,7 +216,7 @@ async fn to_local_user(
 /// the sessions that got it live (none when it was stored offline).
 pub async fn deliver(
     server: &Server,
-    message: Element,
+    mut message: Element,
     user: &str,
     resource: Option<&str>,
     storable: bool,
@@ -223,8 +224,12 @@ pub async fn deliver(
     let kind = MessageKind::of(&message);
     if let Some(resource) = resource {
         if let Some(target) = server.sessions.resource(user, resource) {
-            target.handle.send(message);
-            return Ok(vec![target.handle.id]);
+            // A session whose client stopped reading gives the message
+            // back: it goes on as if the resource were gone.
+            match target.handle.deliver(message) {
+                Ok(()) => return Ok(vec![target.handle.id]),
+                Err(back) => message = back,
+            }
         }
         // RFC 6121 §8.5.3.2.1: no such resource.
         match kind {
@@ -236,11 +241,23 @@ pub async fn deliver(
     let resources = server.sessions.resources(user);
     let targets = select_resources(&resources, kind);
     if let Some((last, others)) = targets.split_last() {
+        let mut delivered = Vec::with_capacity(targets.len());
         for target in others {
-            target.handle.send(message.clone());
+            if target.handle.deliver(message.clone()).is_ok() {
+                delivered.push(target.handle.id);
+            }
         }
-        last.handle.send(message);
-        return Ok(targets.iter().map(|t| t.handle.id).collect());
+        message = match last.handle.deliver(message) {
+            Ok(()) => {
+                delivered.push(last.handle.id);
+                return Ok(delivered);
+            }
+            Err(back) => back,
+        };
+        if !delivered.is_empty() {
+            return Ok(delivered);
+        }
+        // Every session it was for is stuck: kept as for an offline user.
     }
     if matches!(kind, MessageKind::Error) {
         return Err(None);

@@ -405,6 +405,18 @@ fn not_in_room() -> Refusal {
     )
 }
 
+/// Whether a message to a room is the room's own protocol rather than a
+/// message to its occupants: a subject change (kept in memory only) or a
+/// mediated invitation, whose reason reaches the invitee live only (the
+/// ciphertext rule keeps a forwarded invitation with a reason off the
+/// disk).
+pub fn is_room_protocol(message: &Element) -> bool {
+    let invitation = message.attr("type") != Some("groupchat")
+        && message.has_child("x", NS_USER)
+        && message.get_child("body", NS_CLIENT).is_none();
+    invitation || is_subject_change(message)
+}
+
 /// Whether a groupchat message changes the room's subject (XEP-0045
 /// §8.1): a subject, and no body or encrypted payload. Subjects are kept
 /// in memory only, never stored.

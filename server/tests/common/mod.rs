@@ -842,7 +842,14 @@ impl RawClient {
 
     /// Connects and upgrades with STARTTLS, up to the SASL features.
     pub async fn connect_tls(server: &TestServer) -> RawClient {
-        let mut raw = Self::connect(server).await;
+        let tcp = TcpStream::connect(server.c2s).await.expect("connect");
+        Self::connect_tls_over(tcp).await
+    }
+
+    /// As [`RawClient::connect_tls`], over a connection made already
+    /// (with socket options of the test's, say).
+    pub async fn connect_tls_over(tcp: TcpStream) -> RawClient {
+        let mut raw = RawClient::over(tcp);
         raw.send(&stream_header(DOMAIN)).await;
         raw.read_until("</stream:features>").await;
         raw.send("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
@@ -866,7 +873,18 @@ impl RawClient {
         password: &str,
         resource: Option<&str>,
     ) -> RawClient {
-        let mut raw = Self::connect_tls(server).await;
+        let tcp = TcpStream::connect(server.c2s).await.expect("connect");
+        Self::login_over(tcp, user, password, resource).await
+    }
+
+    /// Logs in over a connection made already.
+    pub async fn login_over(
+        tcp: TcpStream,
+        user: &str,
+        password: &str,
+        resource: Option<&str>,
+    ) -> RawClient {
+        let mut raw = Self::connect_tls_over(tcp).await;
         let creds =
             base64::engine::general_purpose::STANDARD.encode(format!("\0{user}\0{password}"));
         raw.send(&format!(
