@@ -71,6 +71,22 @@ pub fn result_answer(from: &str, to: &str, valid: bool) -> Element {
         .build()
 }
 
+/// `<db:result type='error'/>` (XEP-0220 §2.4): the receiving server cannot
+/// verify now; the originating server may try again later.
+pub fn result_busy(from: &str, to: &str) -> Element {
+    let condition = Element::bare("resource-constraint", "urn:ietf:params:xml:ns:xmpp-stanzas");
+    let error = Element::builder("error", NS_DIALBACK)
+        .attr(attr_name("type"), "wait")
+        .append(condition)
+        .build();
+    Element::builder("result", NS_DIALBACK)
+        .attr(attr_name("from"), from)
+        .attr(attr_name("to"), to)
+        .attr(attr_name("type"), "error")
+        .append(error)
+        .build()
+}
+
 /// `<db:verify from to id>key</db:verify>`: the receiving server asks the
 /// authoritative server whether `key` is its own.
 pub fn verify_request(from: &str, to: &str, id: &str, key: &str) -> Element {

@@ -45,6 +45,8 @@ pub(crate) struct Context {
     pub(crate) secret: Secret,
     pub(crate) shutdown: CancellationToken,
     pub(crate) tracker: TaskTracker,
+    /// Dialback verifications under way, for every inbound stream.
+    pub(crate) verifications: Arc<tokio::sync::Semaphore>,
     links: Mutex<HashMap<Pair, Arc<Link>>>,
     inbound: Mutex<HashMap<u64, InboundStatus>>,
     next_inbound: AtomicU64,
@@ -108,6 +110,9 @@ impl Federation {
     ) -> Result<Self, String> {
         let secret = Secret::random();
         let dialer = Dialer::new(&settings, tls.clone(), secret.clone())?;
+        let verifications = Arc::new(tokio::sync::Semaphore::new(
+            settings.max_dialback_verifications,
+        ));
         Ok(Self {
             ctx: Arc::new(Context {
                 settings,
@@ -118,6 +123,7 @@ impl Federation {
                 secret,
                 shutdown,
                 tracker: TaskTracker::new(),
+                verifications,
                 links: Mutex::new(HashMap::new()),
                 inbound: Mutex::new(HashMap::new()),
                 next_inbound: AtomicU64::new(1),

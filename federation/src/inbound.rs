@@ -50,6 +50,8 @@ struct Inbound {
     claimed: Option<String>,
     stream_id: String,
     authenticated: HashMap<Pair, AuthMethod>,
+    /// Pairs whose dialback verification is under way.
+    verifying: std::collections::HashSet<Pair>,
     acknowledging: bool,
     handled: u32,
     /// An acknowledgement (`h`) waiting until what it counts is durable
@@ -103,6 +105,7 @@ async fn negotiate(
             claimed,
             stream_id: new_stream_id(),
             authenticated: HashMap::new(),
+            verifying: Default::default(),
             acknowledging: false,
             handled: 0,
             pending_ack: None,
@@ -340,7 +343,10 @@ impl Inbound {
         let reply = match (element.ns().as_str(), element.name()) {
             (NS_SASL, "auth") => return self.sasl_external(stream, &element).await,
             (NS_DIALBACK, "result") if element.attr("type").is_none() => {
-                self.dialback_request(element, verdicts)
+                match self.dialback_request(element, verdicts) {
+                    Ok(reply) => reply,
+                    Err(refusal) => return Flow::Close(refusal),
+                }
             }
             (NS_DIALBACK, "verify") if element.attr("type").is_none() => {
                 Some(self.dialback_verify(&element))
@@ -432,14 +438,19 @@ impl Inbound {
         Flow::Restart
     }
 
-    /// `<db:result>` from an originating server: verify, in a task.
+    /// `<db:result>` from an originating server: verify, in a task. A
+    /// pair asked for again while under way or once authenticated is
+    /// ignored; more pairs under way than `max_pending_dialbacks` end the
+    /// stream, and more verifications than `max_dialback_verifications`
+    /// on the whole server are answered with a `resource-constraint`
+    /// error.
     fn dialback_request(
         &mut self,
         request: Element,
         verdicts: &mpsc::Sender<Verdict>,
-    ) -> Option<Element> {
+    ) -> Result<Option<Element>, Refusal> {
         let (Some(remote), Some(local)) = (request.attr("from"), request.attr("to")) else {
-            return None;
+            return Ok(None);
         };
         let pair = Pair {
             local: local.to_owned(),
@@ -447,20 +458,40 @@ impl Inbound {
         };
         let ctx = self.ctx.clone();
         if !ctx.settings.is_local(&pair.local) || !ctx.settings.policy.allows(&pair.remote) {
-            return Some(dialback::result_answer(&pair.local, &pair.remote, false));
+            return Ok(Some(dialback::result_answer(
+                &pair.local,
+                &pair.remote,
+                false,
+            )));
+        }
+        if self.verifying.contains(&pair) || self.authenticated.contains_key(&pair) {
+            return Ok(None);
+        }
+        if self.verifying.len() >= ctx.settings.max_pending_dialbacks {
+            return Err((
+                DefinedCondition::PolicyViolation,
+                "too many dialback requests under way",
+            ));
         }
         if ctx.settings.certificate_auth
             && ctx.tls.check_peer(&self.certificates, &pair.remote).is_ok()
         {
             // XEP-0344: a certificate valid for the domain proves it
             // (unless certificates are not to be used at all).
+            self.verifying.insert(pair.clone());
             let _ = verdicts.try_send(Verdict { pair, valid: true });
-            return None;
+            return Ok(None);
         }
+        let Ok(permit) = ctx.verifications.clone().try_acquire_owned() else {
+            tracing::info!(%pair, "too many dialback verifications under way");
+            return Ok(Some(dialback::result_busy(&pair.local, &pair.remote)));
+        };
+        self.verifying.insert(pair.clone());
         let key = request.text();
         let stream_id = self.stream_id.clone();
         let verdicts = verdicts.clone();
         ctx.tracker.clone().spawn(async move {
+            let _permit = permit;
             let valid = match ctx.dialer.verify_dialback(&pair, &stream_id, &key).await {
                 Ok(valid) => valid,
                 Err(e) => {
@@ -470,11 +501,12 @@ impl Inbound {
             };
             let _ = verdicts.send(Verdict { pair, valid }).await;
         });
-        None
+        Ok(None)
     }
 
     async fn verdict(&mut self, stream: &mut S2sStream, verdict: Verdict) -> Flow {
         let Verdict { pair, valid } = verdict;
+        self.verifying.remove(&pair);
         let answer = dialback::result_answer(&pair.local, &pair.remote, valid);
         if stream.send(&answer).await.is_err() {
             return Flow::Close((DefinedCondition::UndefinedCondition, "write failed"));

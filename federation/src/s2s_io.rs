@@ -127,12 +127,14 @@ fn with_dialback_prefix(bytes: &[u8]) -> Option<Vec<u8>> {
         out.extend_from_slice(&rest[..at]);
         out.extend_from_slice(element.prefixed_open);
         rest = &rest[at + element.open.len()..];
-        // Attributes, then either `/>` or the key and the end tag.
-        let markup = rest.iter().position(|&b| b == b'<').unwrap_or(rest.len());
-        if rest[markup..].starts_with(element.close) {
-            out.extend_from_slice(&rest[..markup]);
+        // Attributes, then either `/>` or the content (a key, or an
+        // `<error/>`, which holds no dialback element) and the end tag.
+        let tag_end = rest.iter().position(|&b| b == b'>').unwrap_or(rest.len());
+        let empty = tag_end > 0 && rest[tag_end - 1] == b'/';
+        if let (false, Some(close)) = (empty, find(rest, element.close)) {
+            out.extend_from_slice(&rest[..close]);
             out.extend_from_slice(element.prefixed_close);
-            rest = &rest[markup + element.close.len()..];
+            rest = &rest[close + element.close.len()..];
         }
     }
 }
@@ -192,6 +194,8 @@ mod tests {
         let written = b"<message xmlns='jabber:server' to='x'><body>&lt;verify</body></message>\
             <verify xmlns='jabber:server:dialback' from='a' id='1' to='b'>ab12</verify>\
             <result xmlns='jabber:server:dialback' from='a' to='b' type='valid'/>\
+            <result xmlns='jabber:server:dialback' from='a' to='b' type='error'><error type='wait'>\
+            <resource-constraint xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></result>\
             <iq><verify xmlns='urn:other'>x</verify></iq>";
         let rewritten = with_dialback_prefix(written).expect("rewritten");
         assert_eq!(
@@ -199,6 +203,8 @@ mod tests {
             "<message xmlns='jabber:server' to='x'><body>&lt;verify</body></message>\
              <db:verify from='a' id='1' to='b'>ab12</db:verify>\
              <db:result from='a' to='b' type='valid'/>\
+             <db:result from='a' to='b' type='error'><error type='wait'>\
+             <resource-constraint xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></db:result>\
              <iq><verify xmlns='urn:other'>x</verify></iq>"
         );
         assert!(with_dialback_prefix(b"<message><body>hi</body></message>").is_none());

@@ -55,6 +55,14 @@ pub struct Settings {
     pub connect_timeout: Duration,
     /// Largest stanza accepted from a peer, in bytes.
     pub max_stanza_bytes: usize,
+    /// Dialback verifications one inbound stream may have under way (a
+    /// real peer asks for a few (local, remote) pairs); one more closes
+    /// the stream with `policy-violation`.
+    pub max_pending_dialbacks: usize,
+    /// Dialback verifications under way for all inbound streams together
+    /// (each looks a domain up and connects to it); beyond, a request is
+    /// answered with a `resource-constraint` error to retry later.
+    pub max_dialback_verifications: usize,
 }
 
 impl Settings {

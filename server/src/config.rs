@@ -330,6 +330,13 @@ pub struct Federation {
     pub retry_max_secs: u64,
     /// Seconds to connect, start TLS and authenticate. Default 30.
     pub connect_timeout_secs: u64,
+    /// Dialback verifications one inbound stream may ask for at once;
+    /// more closes it with `policy-violation`. Default 8.
+    pub max_pending_dialbacks: usize,
+    /// Dialback verifications under way for all inbound streams (each
+    /// looks up and connects to the domain it names); beyond, requests are
+    /// answered `resource-constraint`. Default 128.
+    pub max_dialback_verifications: usize,
 }
 
 impl Default for Federation {
@@ -345,6 +352,8 @@ impl Default for Federation {
             idle_timeout_secs: 600,
             retry_max_secs: 300,
             connect_timeout_secs: 30,
+            max_pending_dialbacks: 8,
+            max_dialback_verifications: 128,
         }
     }
 }
@@ -539,6 +548,14 @@ impl Config {
             (
                 "federation.connect_timeout_secs",
                 federation.connect_timeout_secs,
+            ),
+            (
+                "federation.max_pending_dialbacks",
+                federation.max_pending_dialbacks as u64,
+            ),
+            (
+                "federation.max_dialback_verifications",
+                federation.max_dialback_verifications as u64,
             ),
         ] {
             if value == 0 {
@@ -743,6 +760,10 @@ idle_timeout_secs = {idle_timeout}
 retry_max_secs = {retry_max}
 # Seconds to connect, start TLS and authenticate (default 30).
 connect_timeout_secs = {connect_timeout}
+# Dialback verifications one inbound stream may ask for at once (default
+# 8), and all streams together (default 128).
+max_pending_dialbacks = {pending_dialbacks}
+max_dialback_verifications = {dialback_verifications}
 "#,
             archive_enabled = self.archive.enabled,
             muc_enabled = self.muc.enabled,
@@ -805,6 +826,8 @@ connect_timeout_secs = {connect_timeout}
             idle_timeout = self.federation.idle_timeout_secs,
             retry_max = self.federation.retry_max_secs,
             connect_timeout = self.federation.connect_timeout_secs,
+            pending_dialbacks = self.federation.max_pending_dialbacks,
+            dialback_verifications = self.federation.max_dialback_verifications,
         )
     }
 }

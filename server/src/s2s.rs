@@ -40,6 +40,8 @@ pub fn settings(config: &Config) -> Settings {
         retry_max: Duration::from_secs(federation.retry_max_secs),
         connect_timeout: Duration::from_secs(federation.connect_timeout_secs),
         max_stanza_bytes: config.limits.max_stanza_bytes,
+        max_pending_dialbacks: federation.max_pending_dialbacks,
+        max_dialback_verifications: federation.max_dialback_verifications,
     }
 }
 
