@@ -22,6 +22,7 @@ use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::WebSocketStream;
 use tokio_util::task::TaskTracker;
 
+use crate::c2s::limits::ConnectionSlot;
 use crate::c2s::negotiation::TlsMode;
 use crate::c2s::websocket::{self, WsTransport};
 use crate::server::Server;
@@ -57,9 +58,11 @@ pub async fn serve(
                 let server = server.clone();
                 let acceptor = acceptor.clone();
                 let sessions = tracker.clone();
+                // Shared with a WebSocket session the connection becomes:
+                // the slot is free once both are gone.
+                let slot = Arc::new(slot);
                 tracker.spawn(async move {
-                    connection(server, acceptor, tcp, peer, sessions).await;
-                    drop(slot);
+                    connection(server, acceptor, tcp, peer, sessions, slot).await;
                 });
             }
             Err(e) => {
@@ -76,6 +79,7 @@ async fn connection(
     tcp: TcpStream,
     peer: SocketAddr,
     sessions: TaskTracker,
+    slot: Arc<ConnectionSlot>,
 ) {
     let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
         Ok(Ok(tls)) => tls,
@@ -89,8 +93,9 @@ async fn connection(
     let service = hyper::service::service_fn(move |request| {
         let server = server.clone();
         let sessions = sessions.clone();
+        let slot = slot.clone();
         async move {
-            let mut response = route(server, request, peer, &sessions).await;
+            let mut response = route(server, request, peer, &sessions, slot).await;
             allow_cross_origin(&mut response);
             Ok::<_, Infallible>(response)
         }
@@ -116,11 +121,12 @@ async fn route(
     request: Request<Incoming>,
     peer: SocketAddr,
     sessions: &TaskTracker,
+    slot: Arc<ConnectionSlot>,
 ) -> Response<Body> {
     let path = request.uri().path().to_owned();
     match (request.method(), path.as_str()) {
         (&Method::OPTIONS, _) => preflight(),
-        (_, WEBSOCKET_PATH) => upgrade(server, request, peer, sessions),
+        (_, WEBSOCKET_PATH) => upgrade(server, request, peer, sessions, slot),
         (&Method::GET, "/.well-known/host-meta") => host_meta(&server, false),
         (&Method::GET, "/.well-known/host-meta.json") => host_meta(&server, true),
         (_, p) if p.starts_with("/upload/") => crate::upload::http::handle(&server, request).await,
@@ -128,12 +134,14 @@ async fn route(
     }
 }
 
-/// Upgrades to XMPP over WebSocket and runs the client's session.
+/// Upgrades to XMPP over WebSocket and runs the client's session, which
+/// keeps the connection's per-IP slot until it ends.
 fn upgrade(
     server: Arc<Server>,
     mut request: Request<Incoming>,
     peer: SocketAddr,
     sessions: &TaskTracker,
+    slot: Arc<ConnectionSlot>,
 ) -> Response<Body> {
     let headers = request.headers();
     let has = |name: header::HeaderName, wanted: &str| {
@@ -160,6 +168,7 @@ fn upgrade(
     let upgrading = hyper::upgrade::on(&mut request);
     let limit = server.config.limits.max_stanza_bytes;
     sessions.spawn(async move {
+        let _slot = slot;
         let upgraded = match upgrading.await {
             Ok(upgraded) => upgraded,
             Err(e) => {

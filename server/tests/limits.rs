@@ -90,3 +90,86 @@ async fn dialback_requests_are_bounded_per_stream_and_in_all() {
     assert!(p99 < Duration::from_millis(100), "bystander p99 {p99:?}");
     drop(silent);
 }
+
+/// Opens an XMPP-over-WebSocket session (up to the server's `<open/>`).
+async fn websocket(
+    server: &TestServer,
+) -> Result<
+    tokio_tungstenite::WebSocketStream<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>,
+    String,
+> {
+    use futures::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    use tokio_tungstenite::tungstenite::Message;
+    let tcp = tokio::net::TcpStream::connect(server.https)
+        .await
+        .map_err(|e| e.to_string())?;
+    let connector = tokio_rustls::TlsConnector::from(common::TestCa::get().client_config());
+    let name = rustls::pki_types::ServerName::try_from(DOMAIN.to_owned()).expect("name");
+    let tls = connector
+        .connect(name, tcp)
+        .await
+        .map_err(|e| format!("TLS: {e}"))?;
+    let mut request = format!("wss://{DOMAIN}/xmpp-websocket")
+        .into_client_request()
+        .expect("request");
+    request
+        .headers_mut()
+        .insert("Sec-WebSocket-Protocol", "xmpp".parse().expect("value"));
+    let (mut socket, _) = tokio_tungstenite::client_async(request, tls)
+        .await
+        .map_err(|e| e.to_string())?;
+    socket
+        .send(Message::text(format!(
+            "<open xmlns='urn:ietf:params:xml:ns:xmpp-framing' to='{DOMAIN}' version='1.0'/>"
+        )))
+        .await
+        .map_err(|e| e.to_string())?;
+    match tokio::time::timeout(Duration::from_secs(5), socket.next()).await {
+        Ok(Some(Ok(_))) => Ok(socket),
+        other => Err(format!("no <open/> answer: {other:?}")),
+    }
+}
+
+/// WebSocket sessions count against `limits.max_connections_per_ip` for
+/// as long as they last (the slot used to be freed at the upgrade: one
+/// address held a thousand sessions).
+#[tokio::test(flavor = "multi_thread")]
+async fn websocket_sessions_count_against_the_per_address_limit() {
+    let server = TestServer::start_with(ServerOptions {
+        limits: "max_connections_per_ip = 3".to_owned(),
+        ..Default::default()
+    });
+    let mut open = Vec::new();
+    for _ in 0..3 {
+        open.push(
+            websocket(&server)
+                .await
+                .expect("a session within the limit"),
+        );
+    }
+    // Upgraded sessions still hold their slots: a fourth connection, of
+    // any kind, is refused.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(websocket(&server).await.is_err(), "a fourth WebSocket");
+    let mut raw = common::RawClient::connect(&server).await;
+    raw.try_send(common::stream_header(DOMAIN).as_bytes()).await;
+    assert_eq!(
+        raw.read_to_close(Duration::from_secs(5)).await.as_deref(),
+        Some(""),
+        "a c2s connection from the same address is closed at once"
+    );
+    // One session ends: its slot is free again.
+    drop(open.pop());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match websocket(&server).await {
+            Ok(socket) => {
+                open.push(socket);
+                break;
+            }
+            Err(e) => assert!(Instant::now() < deadline, "the freed slot: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
