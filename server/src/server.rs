@@ -45,6 +45,14 @@ pub enum StartError {
     /// Federation could not be set up (TLS roots, DNS resolver).
     #[error("federation: {0}")]
     Federation(String),
+    /// A file in the data directory could not be read or written.
+    #[error("{what}: {source}")]
+    Io {
+        /// What the file is for.
+        what: &'static str,
+        /// The I/O error.
+        source: std::io::Error,
+    },
     /// A listening socket could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Listen {
@@ -261,6 +269,12 @@ impl RunningServer {
                 response_timeout: Duration::from_secs(120),
             },
             auth_limiter: AuthLimiter::new(config.limits.auth_failures_per_minute),
+            decoy_key: crate::sasl::decoy_key(&config.data_dir.join("decoy-salt.key")).map_err(
+                |source| StartError::Io {
+                    what: "the decoy salt key",
+                    source,
+                },
+            )?,
         };
         let (c2s_listener, c2s_addr) = bind(config.listen.c2s).await?;
         let (tls_listener, c2s_tls_addr) = bind(config.listen.c2s_tls).await?;

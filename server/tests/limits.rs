@@ -173,3 +173,86 @@ async fn websocket_sessions_count_against_the_per_address_limit() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// The salt of a SCRAM exchange for `user` (from the server-first
+/// message), on a fresh connection; the connection is left mid-exchange.
+async fn scram_salt(server: &TestServer, user: &str) -> (common::RawClient, String) {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let mut raw = common::RawClient::connect_tls(server).await;
+    raw.received.clear();
+    let first = b64.encode(format!("n,,n={user},r=fyko+d2lbbFgONRv9qkxdawL"));
+    raw.send(&format!(
+        "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='SCRAM-SHA-256'>{first}</auth>"
+    ))
+    .await;
+    let text = raw.read_until("</challenge>").await;
+    let start = text.find("<challenge").expect("challenge");
+    let data = &text[text[start..].find('>').expect("tag") + start + 1
+        ..text.find("</challenge>").expect("end")];
+    let server_first = String::from_utf8(b64.decode(data.trim()).expect("base64")).expect("utf-8");
+    let salt = server_first
+        .split(',')
+        .find_map(|part| part.strip_prefix("s="))
+        .expect("a salt")
+        .to_owned();
+    raw.received.clear();
+    (raw, salt)
+}
+
+/// SCRAM does not tell which names exist: an unknown name gets the same
+/// salt on every attempt, as a real user does, also across restarts.
+#[tokio::test(flavor = "multi_thread")]
+async fn scram_does_not_tell_which_names_exist() {
+    let mut server = TestServer::start_with(ServerOptions {
+        limits: "auth_failures_per_minute = 100".to_owned(),
+        ..Default::default()
+    });
+    server.add_user("alice", "pw");
+    let (_, ghost) = scram_salt(&server, "ghost").await;
+    let (_, again) = scram_salt(&server, "ghost").await;
+    assert_eq!(ghost, again, "an unknown name's salt is stable");
+    let (_, alice) = scram_salt(&server, "alice").await;
+    let (_, alice_again) = scram_salt(&server, "alice").await;
+    assert_eq!(alice, alice_again);
+    assert_eq!(ghost.len(), alice.len(), "decoy and real salts look alike");
+    assert!(server.terminate());
+    server.restart();
+    let (_, after_restart) = scram_salt(&server, "ghost").await;
+    assert_eq!(ghost, after_restart, "the decoy key is kept");
+}
+
+/// An attempt abandoned after the server's challenge counts as a failure
+/// (`limits.auth_failures_per_minute`): it used to cost nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn abandoned_scram_attempts_count_as_failures() {
+    let server = TestServer::start_with(ServerOptions {
+        limits: "auth_failures_per_minute = 3".to_owned(),
+        ..Default::default()
+    });
+    server.add_user("alice", "pw");
+    // Three attempts given up after the challenge (an abort, a reply that
+    // is not a response, a dropped connection) use the minute's failures.
+    let (mut aborted, _) = scram_salt(&server, "alice").await;
+    aborted
+        .send("<abort xmlns='urn:ietf:params:xml:ns:xmpp-sasl'/>")
+        .await;
+    let text = aborted.read_until("</failure>").await;
+    assert!(text.contains("<aborted"), "{text}");
+    let (mut odd, _) = scram_salt(&server, "alice").await;
+    odd.send("<success xmlns='urn:ietf:params:xml:ns:xmpp-sasl'/>")
+        .await;
+    odd.read_until("</failure>").await;
+    let (dropped, _) = scram_salt(&server, "alice").await;
+    drop(dropped);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut refused = common::RawClient::connect_tls(&server).await;
+    refused.received.clear();
+    refused
+        .send(
+            "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>AGFsaWNlAHB3</auth>",
+        )
+        .await;
+    let text = refused.read_until("</failure>").await;
+    assert!(text.contains("temporary-auth-failure"), "{text}");
+}

@@ -136,6 +136,8 @@ async fn run(options: Options) -> Result<()> {
             response_timeout: Duration::from_secs(120),
         },
         auth_limiter: AuthLimiter::new(10),
+        // One account, whose name the client knows: no names to hide.
+        decoy_key: Vec::new(),
     });
     let (to_core, requests) = tokio::sync::mpsc::channel(256);
     tokio::spawn(local::serve(listener, settings, backend, to_core));

@@ -137,6 +137,9 @@ pub struct C2sSettings {
     pub timeouts: Timeouts,
     /// Failed-authentication limiter shared by all connections.
     pub auth_limiter: Arc<AuthLimiter>,
+    /// The secret decoy SCRAM salts of unknown users are derived from
+    /// ([`crate::sasl::decoy_key`]).
+    pub decoy_key: Vec<u8>,
 }
 
 /// A negotiated, authenticated, bound client stream.
@@ -410,6 +413,10 @@ impl<B: AccountBackend> Negotiation<'_, B> {
                         limiter.record_failure(self.peer.ip());
                         sasl::DefinedCondition::NotAuthorized
                     }
+                    SaslError::Aborted => {
+                        limiter.record_failure(self.peer.ip());
+                        sasl::DefinedCondition::Aborted
+                    }
                     SaslError::InvalidAuthzid => sasl::DefinedCondition::InvalidAuthzid,
                     SaslError::ChannelBindingUnsupported => {
                         sasl::DefinedCondition::EncryptionRequired
@@ -439,7 +446,9 @@ impl<B: AccountBackend> Negotiation<'_, B> {
             .await?;
         let password = creds.password;
         let valid = tokio::task::spawn_blocking(move || {
-            let stored = stored.unwrap_or_else(|| StoredCredentials::decoy(ScramHash::Sha256));
+            // PLAIN shows no salt: any decoy does.
+            let stored =
+                stored.unwrap_or_else(|| StoredCredentials::decoy(ScramHash::Sha256, "", &[]));
             stored.verify_password(ScramHash::Sha256, &password)
         })
         .await
@@ -471,19 +480,31 @@ impl<B: AccountBackend> Negotiation<'_, B> {
             Some(name) => self.backend.credentials(name, hash).await?,
             None => None,
         };
-        let (server, challenge) = ScramServer::start(
-            hash,
-            first,
-            stored.unwrap_or_else(|| StoredCredentials::decoy(hash)),
-        );
+        let decoy = || {
+            let name = username.as_deref().unwrap_or(&first.username);
+            StoredCredentials::decoy(hash, name, &self.settings.decoy_key)
+        };
+        let stored = stored.unwrap_or_else(decoy);
+        let (server, challenge) = ScramServer::start(hash, first, stored);
         stream
             .send(&to_element(&Challenge { data: challenge })?)
             .await?;
-        let response = self.recv(stream).await?;
+        // From here on, an exchange that does not succeed counts as a
+        // failed attempt, however it ends: a client must not get salts to
+        // work on for free.
+        let limiter = &self.settings.auth_limiter;
+        let response = match self.recv(stream).await {
+            Ok(response) => response,
+            Err(e) => {
+                limiter.record_failure(self.peer.ip());
+                return Err(e);
+            }
+        };
         if response.is("abort", NS_SASL) {
-            return Ok(Err(SaslError::Malformed("aborted by client")));
+            return Ok(Err(SaslError::Aborted));
         }
         let Ok(response) = sasl::Response::try_from(response) else {
+            limiter.record_failure(self.peer.ip());
             return Ok(Err(SaslError::Malformed("expected <response/>")));
         };
         Ok(match (server.finish(&response.data), username) {

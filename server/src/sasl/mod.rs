@@ -29,6 +29,26 @@ pub enum SaslError {
     /// Wrong password or unknown user (deliberately indistinguishable).
     #[error("not authorized")]
     NotAuthorized,
+    /// The client gave up the exchange (`<abort/>`).
+    #[error("aborted by the client")]
+    Aborted,
+}
+
+/// The secret decoy salts are derived from (32 random bytes in `path`,
+/// created readable by the server only on first use).
+pub fn decoy_key(path: &std::path::Path) -> std::io::Result<Vec<u8>> {
+    use rand::RngCore as _;
+    match std::fs::read(path) {
+        Ok(key) if key.len() == 32 => return Ok(key),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let mut key = vec![0u8; 32];
+    rand::thread_rng().fill_bytes(&mut key);
+    tern_xmpp::private::private_file(path)?;
+    std::fs::write(path, &key)?;
+    Ok(key)
 }
 
 /// The SASL mechanisms this server offers, strongest first.

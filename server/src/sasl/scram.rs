@@ -128,12 +128,20 @@ impl StoredCredentials {
 
     /// Plausible credentials for a user who does not exist, so that the
     /// exchange runs to its end and fails like a wrong password would.
-    pub fn decoy(hash: ScramHash) -> Self {
-        let mut bytes = vec![0u8; 16];
-        rand::thread_rng().fill_bytes(&mut bytes);
+    /// The salt is derived from the name with the server's secret
+    /// `key`: the same on every attempt, as a real user's is, so that
+    /// asking twice does not tell which names exist.
+    pub fn decoy(hash: ScramHash, username: &str, key: &[u8]) -> Self {
+        use hmac::Mac as _;
+        let mut mac = <hmac::Hmac<sha2::Sha256> as hmac::Mac>::new_from_slice(key)
+            .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
+        mac.update(hash.mechanism().as_bytes());
+        mac.update(&[0]);
+        mac.update(username.as_bytes());
+        let salt = mac.finalize().into_bytes()[..16].to_vec();
         let len = hash.hash(b"").len();
         Self {
-            salt: bytes,
+            salt,
             iterations: Self::DEFAULT_ITERATIONS,
             stored_key: vec![0; len],
             server_key: vec![0; len],
@@ -374,7 +382,7 @@ mod tests {
             let creds = StoredCredentials::derive(hash, "pw");
             assert!(creds.verify_password(hash, "pw"));
             assert!(!creds.verify_password(hash, "pW"));
-            assert!(!StoredCredentials::decoy(hash).verify_password(hash, "pw"));
+            assert!(!StoredCredentials::decoy(hash, "nobody", b"k").verify_password(hash, "pw"));
         }
     }
 
@@ -405,5 +413,16 @@ mod tests {
         let creds = StoredCredentials::derive(ScramHash::Sha256, "pw");
         let (server, _) = ScramServer::start(ScramHash::Sha256, first, creds);
         assert!(server.finish(b"c=biws,r=abcdef,p=AAAA").is_err());
+    }
+
+    #[test]
+    fn a_decoy_salt_is_stable_per_name_and_secret() {
+        for hash in ScramHash::ALL {
+            let salt = |name: &str, key: &[u8]| StoredCredentials::decoy(hash, name, key).salt;
+            assert_eq!(salt("ghost", b"k1"), salt("ghost", b"k1"));
+            assert_eq!(salt("ghost", b"k1").len(), 16);
+            assert_ne!(salt("ghost", b"k1"), salt("other", b"k1"));
+            assert_ne!(salt("ghost", b"k1"), salt("ghost", b"k2"));
+        }
     }
 }
