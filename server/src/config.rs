@@ -234,6 +234,9 @@ pub struct Upload {
     /// Days an uploaded file is served before it is deleted; 0 keeps it
     /// for ever. Default 30.
     pub expire_after_days: u32,
+    /// Seconds an upload may go without receiving a byte before it is
+    /// abandoned (408). Default 30.
+    pub idle_timeout_secs: u64,
 }
 
 impl Default for Upload {
@@ -244,6 +247,7 @@ impl Default for Upload {
             max_file_bytes: 100 * 1024 * 1024,
             quota_bytes_per_user: 1024 * 1024 * 1024,
             expire_after_days: 30,
+            idle_timeout_secs: 30,
         }
     }
 }
@@ -472,6 +476,9 @@ impl Config {
         }
         if !(1..=1000).contains(&self.archive.commit_delay_ms) {
             return Err(invalid("archive.commit_delay_ms", "must be from 1 to 1000"));
+        }
+        if self.upload.idle_timeout_secs == 0 {
+            return Err(invalid("upload.idle_timeout_secs", "must be at least 1"));
         }
         if self.limits.session_buffer_bytes < 4096 {
             return Err(invalid(
@@ -711,6 +718,8 @@ max_file_bytes = {max_file}
 quota_bytes_per_user = {quota}
 # Days a file is served before it is deleted, 0 = for ever (default 30).
 expire_after_days = {upload_expire}
+# Seconds an upload may stall before it is abandoned (default 30).
+idle_timeout_secs = {upload_idle}
 
 [muc]
 # Group chat rooms (XEP-0045) for standard clients that encrypt with
@@ -773,6 +782,7 @@ max_dialback_verifications = {dialback_verifications}
             },
             muc_history = self.muc.history_messages,
             upload_expire = self.upload.expire_after_days,
+            upload_idle = self.upload.idle_timeout_secs,
             archive_expire = self.archive.expire_after_days,
             archive_delay = self.archive.commit_delay_ms,
             domain = quote(&self.domain),

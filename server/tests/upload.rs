@@ -140,3 +140,59 @@ async fn slots_are_discovered_used_once_and_sized() {
     assert_eq!(condition(&over).as_deref(), Some("resource-constraint"));
     alice.go_offline().await;
 }
+
+/// An upload that stops sending is abandoned after
+/// `upload.idle_timeout_secs` with 408, its partial file removed; it used
+/// to hold its connection and file for ever.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stalled_upload_is_abandoned() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = TestServer::start_with(ServerOptions {
+        sections: format!(
+            "[upload]\nurl_host = \"127.0.0.1\"\nmax_file_bytes = {MAX}\nidle_timeout_secs = 1\n"
+        ),
+        ..ServerOptions::default()
+    });
+    let mut alice = Member::new(&server, "alice").await;
+    let slot = request_slot(&mut alice, 100).await.expect("a slot");
+    let path = slot
+        .put
+        .url
+        .split_once("://")
+        .and_then(|(_, rest)| rest.split_once('/'))
+        .map(|(_, path)| format!("/{path}"))
+        .expect("a path");
+    let tcp = tokio::net::TcpStream::connect(server.https)
+        .await
+        .expect("connect");
+    let connector = tokio_rustls::TlsConnector::from(common::TestCa::get().client_config());
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1".to_owned()).expect("name");
+    let mut tls = connector.connect(name, tcp).await.expect("TLS");
+    let started = std::time::Instant::now();
+    tls.write_all(
+        format!("PUT {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100\r\n\r\n0123456789")
+            .as_bytes(),
+    )
+    .await
+    .expect("write");
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        tls.read_to_end(&mut answer),
+    )
+    .await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    let uploads = server.data_dir().join("uploads");
+    let parts: Vec<_> = std::fs::read_dir(&uploads)
+        .expect("the uploads directory")
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert!(parts.is_empty(), "{parts:?}");
+    // The slot can still be used.
+    transfer::put(&slot.put.url, vec![7; 100], no_progress())
+        .await
+        .expect("upload");
+}

@@ -67,7 +67,8 @@ async fn put(
     }
     let dir = server.config.uploads_dir();
     let part = dir.join(format!("{token}.{:016x}.part", rand::random::<u64>()));
-    let written = receive(&dir, &part, request.into_body(), size).await;
+    let idle = std::time::Duration::from_secs(server.config.upload.idle_timeout_secs);
+    let written = receive(&dir, &part, request.into_body(), size, idle).await;
     if let Err(e) = written {
         let _ = tokio::fs::remove_file(&part).await;
         return match e {
@@ -80,6 +81,7 @@ async fn put(
                 tracing::debug!("upload interrupted: {e}");
                 plain(StatusCode::BAD_REQUEST, "upload interrupted")
             }
+            Received::Stalled => plain(StatusCode::REQUEST_TIMEOUT, "the upload stalled"),
         };
     }
     match server.storage.upload_complete(token).await {
@@ -110,6 +112,8 @@ enum Received {
     Io(std::io::Error),
     /// The connection failed.
     Body(hyper::Error),
+    /// Nothing arrived for `upload.idle_timeout_secs`.
+    Stalled,
 }
 
 async fn receive(
@@ -117,6 +121,7 @@ async fn receive(
     part: &PathBuf,
     mut body: Incoming,
     size: u64,
+    idle: std::time::Duration,
 ) -> Result<(), Received> {
     tern_xmpp::private::private_dir(dir).map_err(Received::Io)?;
     let mut file = tokio::fs::OpenOptions::from(tern_xmpp::private::private_options())
@@ -127,7 +132,11 @@ async fn receive(
         .await
         .map_err(Received::Io)?;
     let mut received = 0u64;
-    while let Some(frame) = body.frame().await {
+    loop {
+        let next = tokio::time::timeout(idle, body.frame()).await;
+        let Some(frame) = next.map_err(|_| Received::Stalled)? else {
+            break;
+        };
         let frame = frame.map_err(Received::Body)?;
         if let Ok(data) = frame.into_data() {
             received += data.len() as u64;
