@@ -278,7 +278,7 @@ fn scan_header(buf: &[u8]) -> Result<Option<Found>, NotWellFormed> {
     }
     match Markup::at(&buf[at..]) {
         None => Ok(None),
-        Some(Markup::StartTag) => match start_tag_end(&buf[at..]) {
+        Some(Markup::StartTag) => match start_tag_end(&buf[at..], Partial::default()).ok() {
             None => Ok(None),
             Some((_, true)) => bad("an empty stream element"),
             Some((end, false)) => Ok(Some(Found::Header {
@@ -303,7 +303,9 @@ enum Found {
 }
 
 /// A scan for the end of the first element of a buffer, resumable when
-/// the buffer grows: it stops at markup boundaries only.
+/// the buffer grows: it stops at markup boundaries, and remembers how far
+/// into an unfinished piece of markup it got, so that markup trickled in
+/// a byte at a time is scanned once, not once per byte.
 #[derive(Debug, Default, Clone, Copy)]
 struct Scan {
     /// Scanned up to here (a boundary).
@@ -312,6 +314,19 @@ struct Scan {
     depth: u32,
     /// Where the element began, once its start tag was seen.
     start: Option<usize>,
+    /// Within the markup at `at`, not finished in the buffer: how far
+    /// (from `at`) it is known not to end, and the quote of the
+    /// attribute value open there (start tags).
+    partial: Partial,
+}
+
+/// Progress through a piece of markup that does not end in the buffer.
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+struct Partial {
+    /// Bytes from the markup's `<` known not to hold its end.
+    scanned: usize,
+    /// The attribute value's quote, inside a start tag.
+    quote: Option<u8>,
 }
 
 impl Scan {
@@ -326,6 +341,7 @@ impl Scan {
             at: self.at - skip,
             depth: self.depth,
             start: self.start.map(|s| s - skip),
+            partial: self.partial,
         }
     }
 
@@ -348,17 +364,24 @@ impl Scan {
                     if self.depth == 0 {
                         return bad("character data outside a stanza");
                     }
-                    let Some(end) = find(&buf[self.at + 9..], b"]]>") else {
+                    // `]]>` may straddle what was scanned and what came.
+                    let from = (self.at + 9).max(self.at + self.partial.scanned.saturating_sub(2));
+                    let Some(end) = find(&buf[from..], b"]]>") else {
+                        self.partial.scanned = buf.len() - self.at;
                         return Ok(None);
                     };
-                    self.at += 9 + end + 3;
+                    self.partial = Partial::default();
+                    self.at = from + end + 3;
                 }
                 Markup::EndTag => {
-                    let Some(end) = memchr::memchr(b'>', &buf[self.at..]) else {
+                    let from = self.at + self.partial.scanned;
+                    let Some(end) = memchr::memchr(b'>', &buf[from..]) else {
+                        self.partial.scanned = buf.len() - self.at;
                         return Ok(None);
                     };
+                    self.partial = Partial::default();
                     let start = self.at;
-                    self.at += end + 1;
+                    self.at = from + end + 1;
                     if self.depth == 0 {
                         return Ok(Some(Found::Footer {
                             start,
@@ -374,9 +397,14 @@ impl Scan {
                     }
                 }
                 Markup::StartTag => {
-                    let Some((end, empty)) = start_tag_end(&buf[self.at..]) else {
-                        return Ok(None);
+                    let (end, empty) = match start_tag_end(&buf[self.at..], self.partial) {
+                        Ok(found) => found,
+                        Err(partial) => {
+                            self.partial = partial;
+                            return Ok(None);
+                        }
                     };
+                    self.partial = Partial::default();
                     if self.depth == 0 {
                         self.start = Some(self.at);
                     }
@@ -442,14 +470,38 @@ impl Markup {
 }
 
 /// The length of the start tag at the beginning of `buf` and whether it
-/// is an empty-element tag; `None` if it does not end in `buf`.
-fn start_tag_end(buf: &[u8]) -> Option<(usize, bool)> {
-    let mut at = 1;
+/// is an empty-element tag, scanning on from `from` (where an earlier
+/// call stopped); how far it got if the tag does not end in `buf`.
+fn start_tag_end(buf: &[u8], from: Partial) -> Result<(usize, bool), Partial> {
+    let mut at = from.scanned.max(1);
+    if let Some(quote) = from.quote {
+        let Some(close) = memchr::memchr(quote, &buf[at..]) else {
+            return Err(Partial {
+                scanned: buf.len(),
+                quote: Some(quote),
+            });
+        };
+        at += close + 1;
+    }
     loop {
-        at += memchr::memchr3(b'>', b'"', b'\'', &buf[at..])?;
+        let Some(next) = memchr::memchr3(b'>', b'"', b'\'', &buf[at..]) else {
+            return Err(Partial {
+                scanned: buf.len(),
+                quote: None,
+            });
+        };
+        at += next;
         match buf[at] {
-            b'>' => return Some((at + 1, buf[at - 1] == b'/')),
-            quote => at += 1 + memchr::memchr(quote, &buf[at + 1..])? + 1,
+            b'>' => return Ok((at + 1, buf[at - 1] == b'/')),
+            quote => match memchr::memchr(quote, &buf[at + 1..]) {
+                Some(close) => at += 1 + close + 1,
+                None => {
+                    return Err(Partial {
+                        scanned: buf.len(),
+                        quote: Some(quote),
+                    })
+                }
+            },
         }
     }
 }
@@ -1035,6 +1087,7 @@ mod tests {
         "<r xmlns='urn:xmpp:sm:3'/>",
         "<message><body>Grüße, 你好, ☃ — \u{10FFFF}</body></message>",
         "<message   to = 'x'\n\tid=\"y\" ><body>a&gt;b]]c]</body ></message >",
+        "<message a='x>y/' b=\"'>/\"><body><![CDATA[a]]b]]]>c<![CDATA[]]]]></body></message>",
     ];
 
     #[test]
@@ -1060,6 +1113,46 @@ mod tests {
                 read_all(stream.as_bytes(), piece).unwrap_or_else(|e| panic!("{piece}: {e}"));
             assert_eq!(read, expected, "pieces of {piece}");
         }
+    }
+
+    #[test]
+    fn markup_trickled_in_is_scanned_once() {
+        let mut reader = StanzaReader::new(NS);
+        let tag = format!(
+            "<message a='{}' b=\"{}\"",
+            "x>".repeat(500),
+            "y".repeat(500)
+        );
+        for (i, byte) in tag.bytes().enumerate() {
+            let (taken, read) = reader.read(&[byte]);
+            assert_eq!((taken, read), (1, Ok(Read::NeedMore)));
+            if i > 0 {
+                // Everything fed is known not to end the tag.
+                assert_eq!(reader.scan.partial.scanned, i + 1, "after {} bytes", i + 1);
+            }
+        }
+        let (_, read) = reader.read(b"/>");
+        assert!(
+            matches!(read, Ok(Read::Element(e)) if e.attr("b").is_some_and(|b| b.len() == 500))
+        );
+        let mut reader = StanzaReader::new(NS);
+        let text = format!(
+            "<message><body><![CDATA[{}]]></body></message>",
+            "]".repeat(300)
+        );
+        let mut found = None;
+        for byte in text.bytes() {
+            if let (_, Ok(Read::Element(e))) = reader.read(&[byte]) {
+                found = Some(e);
+            }
+        }
+        assert_eq!(
+            found
+                .expect("the stanza")
+                .get_child("body", NS)
+                .map(Element::text),
+            Some("]".repeat(300))
+        );
     }
 
     #[test]
