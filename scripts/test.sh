@@ -63,3 +63,6 @@ say "cargo test"
 export TERN_REQUIRE_PEERS=1
 export TERN_TEST_PYTHON="$PWD/.venv/bin/python"
 cargo test --workspace --no-fail-fast
+
+say "fuzz targets, ${TERN_FUZZ_SECONDS:-15} s each"
+./scripts/fuzz.sh "${TERN_FUZZ_SECONDS:-15}"

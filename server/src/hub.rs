@@ -54,7 +54,7 @@ pub struct Hub {
 
 /// Why a request to the hub was refused; becomes a stanza error.
 #[derive(Debug)]
-enum Refusal {
+pub(crate) enum Refusal {
     BadRequest(String),
     NotAcceptable(String),
     Forbidden(&'static str),
@@ -361,22 +361,11 @@ async fn accept_message(
     let hub = &server.hub;
     let _lock = hub.lock(&group_id).await;
     require_membership(server, &group_id, sender, "only members send to a group").await?;
-    let message = protocol_message(&data, &group_id)?;
-    let epoch = message.epoch().as_u64();
-    let state = match (&message, message.content_type()) {
-        (ProtocolMessage::PrivateMessage(_), ContentType::Application) => Vec::new(),
-        (ProtocolMessage::PublicMessage(_), ContentType::Proposal) => {
-            queue_proposal(server, &group_id, message, sender).await?
-        }
-        (_, ContentType::Commit) => {
-            return Err(Refusal::NotAcceptable(
-                "commits go to the group in an <iq type='set'><commit/></iq>".into(),
-            ))
-        }
-        _ => {
-            return Err(Refusal::NotAcceptable(
-                "application messages are PrivateMessages, proposals PublicMessages".into(),
-            ))
+    let (epoch, submission) = classify(&data, &group_id)?;
+    let state = match submission {
+        Submission::Application => Vec::new(),
+        Submission::Proposal(message) => {
+            queue_proposal(server, &group_id, *message, sender).await?
         }
     };
     let appended = server
@@ -657,6 +646,36 @@ fn check_group_info(info: &GroupInfoData, group_id: &[u8], epoch: u64) -> Result
         ));
     }
     Ok(())
+}
+
+/// What a message sent to a group is, read without decrypting it.
+pub(crate) enum Submission {
+    /// An application message (a PrivateMessage), logged as it is.
+    Application,
+    /// A proposal (a PublicMessage), checked against the group's state.
+    Proposal(Box<ProtocolMessage>),
+}
+
+/// The hub's first decision on a message sent to the group `group_id`,
+/// with no state and no I/O: its epoch and what it is, or why it is
+/// refused (not MLS, another group, a commit, the wrong wire format).
+pub(crate) fn classify(data: &[u8], group_id: &[u8]) -> Result<(u64, Submission), Refusal> {
+    let message = protocol_message(data, group_id)?;
+    let epoch = message.epoch().as_u64();
+    match (&message, message.content_type()) {
+        (ProtocolMessage::PrivateMessage(_), ContentType::Application) => {
+            Ok((epoch, Submission::Application))
+        }
+        (ProtocolMessage::PublicMessage(_), ContentType::Proposal) => {
+            Ok((epoch, Submission::Proposal(Box::new(message))))
+        }
+        (_, ContentType::Commit) => Err(Refusal::NotAcceptable(
+            "commits go to the group in an <iq type='set'><commit/></iq>".into(),
+        )),
+        _ => Err(Refusal::NotAcceptable(
+            "application messages are PrivateMessages, proposals PublicMessages".into(),
+        )),
+    }
 }
 
 fn protocol_message(data: &[u8], group_id: &[u8]) -> Result<ProtocolMessage, Refusal> {

@@ -13,6 +13,8 @@ pub mod admin;
 pub mod c2s;
 pub mod config;
 pub mod expiry;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod https;
 pub mod hub;
 pub mod modules;

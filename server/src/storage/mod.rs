@@ -17,7 +17,7 @@ use crate::sasl::{ScramHash, StoredCredentials};
 
 mod account_data;
 mod archive;
-mod archive_chunk;
+pub(crate) mod archive_chunk;
 mod batch;
 mod hub;
 mod keys;
