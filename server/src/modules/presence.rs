@@ -552,12 +552,30 @@ async fn directed(
         return;
     };
     let available = presence.attr("type").is_none();
+    let known = session.directed_presence.contains(&to);
+    if available && !known && session.directed_presence.len() >= MAX_DIRECTED_PRESENCES {
+        // Each one is remembered, and told when the session goes: bounded.
+        session.reply(crate::stanza::error_reply(
+            &presence,
+            xmpp_parsers::stanza_error::ErrorType::Wait,
+            xmpp_parsers::stanza_error::DefinedCondition::ResourceConstraint,
+            "too many directed presences",
+        ));
+        return;
+    }
+    // A room joined before initial presence is remembered too, so that
+    // the session leaves it when it ends (no ghost occupant).
+    let remember = available && (session.available || matches!(destination, Destination::Muc(..)));
     deliver_to(server, presence, &destination).await;
     session.directed_presence.retain(|j| *j != to);
-    if available && session.available {
+    if remember {
         session.directed_presence.push(to);
     }
 }
+
+/// Directed presences one session may have out at once (each is
+/// remembered, and answered with unavailable presence at the end).
+pub const MAX_DIRECTED_PRESENCES: usize = 1000;
 
 /// Delivers a presence stanza: to a local bare JID, every available
 /// resource; to a local full JID, that resource; to another server's

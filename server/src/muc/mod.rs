@@ -790,6 +790,9 @@ async fn set_affiliations(
     requester: Affiliation,
 ) -> Element {
     let fail = |e: Option<Element>| e.unwrap_or_else(|| iq.clone());
+    let mut affiliations = with_room(server, node, |room| room.affiliations.clone())
+        .await
+        .unwrap_or_default();
     let mut changes = Vec::new();
     for item in query.children().filter(|c| c.is("item", NS_ADMIN)) {
         let (Some(jid), Some(affiliation)) = (
@@ -804,7 +807,32 @@ async fn set_affiliations(
         if (affiliation >= Affiliation::Admin) && requester != Affiliation::Owner {
             return fail(errors::forbidden(iq, "only owners make owners and admins"));
         }
+        // XEP-0045 §9: an admin changes no owner's or admin's affiliation.
+        let current = affiliations
+            .get(jid.as_str())
+            .copied()
+            .unwrap_or(Affiliation::None);
+        if current >= Affiliation::Admin && requester != Affiliation::Owner {
+            return fail(errors::not_allowed(
+                iq,
+                "only owners change an owner's or an admin's affiliation",
+            ));
+        }
+        match affiliation {
+            Affiliation::None => affiliations.remove(jid.as_str()),
+            other => affiliations.insert(jid.to_string(), other),
+        };
         changes.push((jid, affiliation));
+    }
+    // §10.9: a room keeps an owner.
+    if !affiliations.values().any(|a| *a == Affiliation::Owner) {
+        return stanza::error_reply(
+            iq,
+            xmpp_parsers::stanza_error::ErrorType::Cancel,
+            xmpp_parsers::stanza_error::DefinedCondition::Conflict,
+            "a room keeps at least one owner",
+        )
+        .unwrap_or_else(|| iq.clone());
     }
     let mut out = Vec::new();
     for (jid, affiliation) in changes {
