@@ -158,6 +158,10 @@ pub struct Limits {
     /// Seconds one write to a client may take before the session counts
     /// as stuck and is closed as above. Default 60.
     pub write_timeout_secs: u64,
+    /// Push registrations (XEP-0357) one user may keep; more are refused
+    /// with `resource-constraint` (each is notified of every offline
+    /// message). Default 5.
+    pub max_push_registrations: u32,
 }
 
 impl Default for Limits {
@@ -171,6 +175,7 @@ impl Default for Limits {
             resumption_timeout_secs: 300,
             session_buffer_bytes: crate::sessions::DEFAULT_SESSION_BUFFER,
             write_timeout_secs: 60,
+            max_push_registrations: 5,
         }
     }
 }
@@ -205,6 +210,13 @@ pub struct Keys {
     pub max_per_device: u32,
     /// A device with fewer left is told to upload more. Default 10.
     pub low_watermark: u32,
+    /// Devices with key packages one user may have; an upload for one
+    /// more is refused with `resource-constraint`. Default 32.
+    pub max_devices: u32,
+    /// Claims of a user's single-use packages one claimer may make in an
+    /// hour; beyond, it gets last-resort packages only, so that nobody
+    /// drains a user's stock. Default 10.
+    pub claims_per_hour: u32,
 }
 
 impl Default for Keys {
@@ -212,6 +224,8 @@ impl Default for Keys {
         Self {
             max_per_device: 100,
             low_watermark: 10,
+            max_devices: 32,
+            claims_per_hour: 10,
         }
     }
 }
@@ -690,6 +704,8 @@ session_buffer_bytes = {session_buffer}
 # Seconds one write to a client may take before its session is closed
 # the same way (default 60).
 write_timeout_secs = {write_timeout}
+# Push registrations (XEP-0357) per user (default 5).
+max_push_registrations = {max_push}
 
 [groups]
 # The group hub's domain (default "groups.<domain>"). Every group is
@@ -704,6 +720,11 @@ max_groups_per_user = {max_groups}
 max_per_device = {max_keys}
 # Devices with fewer left are told to upload more (default 10).
 low_watermark = {low_keys}
+# Devices with key packages per user (default 32).
+max_devices = {max_devices}
+# Claims of a user's single-use packages per claimer and hour; beyond,
+# last-resort packages only (default 10).
+claims_per_hour = {claims_per_hour}
 
 [upload]
 # File upload (XEP-0363) for encrypted files: the server keeps opaque
@@ -800,6 +821,7 @@ max_dialback_verifications = {dialback_verifications}
             resumption = self.limits.resumption_timeout_secs,
             session_buffer = self.limits.session_buffer_bytes,
             write_timeout = self.limits.write_timeout_secs,
+            max_push = self.limits.max_push_registrations,
             groups_domain = match &self.groups.domain {
                 Some(domain) => format!("domain = {}", quote(domain)),
                 None => format!("# domain = {}", quote(&self.groups_domain())),
@@ -807,6 +829,8 @@ max_dialback_verifications = {dialback_verifications}
             max_groups = self.groups.max_groups_per_user,
             max_keys = self.keys.max_per_device,
             low_keys = self.keys.low_watermark,
+            max_devices = self.keys.max_devices,
+            claims_per_hour = self.keys.claims_per_hour,
             upload_listen = quote(&self.listen.upload.to_string()),
             upload_domain = match &self.upload.domain {
                 Some(domain) => format!("domain = {}", quote(domain)),

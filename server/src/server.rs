@@ -72,6 +72,8 @@ pub struct Server {
     pub storage: Storage,
     /// Connected sessions.
     pub sessions: Sessions,
+    /// Claims of single-use key packages, per claimer and user.
+    pub key_claims: crate::modules::keys::ClaimLimiter,
     /// The certificate in use.
     pub tls: ServerTls,
     /// Cancelled when the server shuts down.
@@ -327,6 +329,7 @@ impl RunningServer {
                     Duration::from_millis(config.archive.commit_delay_ms),
                 ),
                 logouts: LogoutWriter::spawn(storage.clone()),
+                key_claims: crate::modules::keys::ClaimLimiter::new(config.keys.claims_per_hour),
                 muc: MucService::new(config.muc_domain()),
                 resumptions: Resumptions::default(),
                 blocklists: Blocklists::default(),

@@ -256,3 +256,85 @@ async fn abandoned_scram_attempts_count_as_failures() {
     let text = refused.read_until("</failure>").await;
     assert!(text.contains("temporary-auth-failure"), "{text}");
 }
+
+/// Push registrations are bounded per user (`limits.max_push_registrations`):
+/// each is notified of every message stored offline, so a user could make
+/// one stranger's message into thousands of stanzas to other servers.
+#[tokio::test(flavor = "multi_thread")]
+async fn push_registrations_are_bounded_per_user() {
+    use tokio_xmpp::{IqRequest, IqResponse};
+    let server = TestServer::start_with(ServerOptions {
+        limits: "max_push_registrations = 3".to_owned(),
+        ..Default::default()
+    });
+    server.add_user("alice", "pw");
+    let mut alice = TestClient::login(&server, "alice", "pw").await;
+    let enable = |i: usize| -> minidom::Element {
+        format!("<enable xmlns='urn:xmpp:push:0' jid='push{i}.example.org' node='n{i}'/>")
+            .parse()
+            .expect("enable")
+    };
+    for i in 0..3 {
+        assert!(matches!(
+            alice.iq(None, IqRequest::Set(enable(i))).await,
+            IqResponse::Result(_)
+        ));
+    }
+    match alice.iq(None, IqRequest::Set(enable(3))).await {
+        IqResponse::Error(e) => assert_eq!(
+            e.defined_condition,
+            xmpp_parsers::stanza_error::DefinedCondition::ResourceConstraint
+        ),
+        other => panic!("a fourth registration: {other:?}"),
+    }
+    // Updating one that exists is fine.
+    assert!(matches!(
+        alice.iq(None, IqRequest::Set(enable(1))).await,
+        IqResponse::Result(_)
+    ));
+}
+
+/// A claimer may take `keys.claims_per_hour` of a user's single-use key
+/// packages, then gets last-resort packages only (20 claims used to drain
+/// a user's stock); a user may have `keys.max_devices` devices with
+/// packages.
+#[tokio::test(flavor = "multi_thread")]
+async fn key_package_claims_and_devices_are_bounded() {
+    use common::mls::Member;
+    let server = TestServer::start_with(ServerOptions {
+        sections: "[keys]\nclaims_per_hour = 2\nmax_devices = 1\n".to_owned(),
+        ..Default::default()
+    });
+    let mut dave = Member::new(&server, "dave").await;
+    dave.upload(5).await;
+    let mut carol = Member::new(&server, "carol").await;
+    let dave_jid = format!("dave@{DOMAIN}");
+    let last_resort = |packages: &tern_e2ee::wire::keys::KeyPackages| {
+        packages.key_packages[0].last_resort == Some(true)
+    };
+    for _ in 0..2 {
+        let claimed = carol.claim(&dave_jid).await.expect("claimed");
+        assert!(!last_resort(&claimed), "a single-use package");
+    }
+    for _ in 0..3 {
+        let claimed = carol.claim(&dave_jid).await.expect("claimed");
+        assert!(
+            last_resort(&claimed),
+            "past the limit: the last-resort package"
+        );
+    }
+    // Another claimer has its own allowance; dave's stock is still there.
+    let mut erin = Member::new(&server, "erin").await;
+    let claimed = erin.claim(&dave_jid).await.expect("claimed");
+    assert!(!last_resort(&claimed));
+
+    // A second device of dave's is one too many here.
+    let mut dave_laptop = Member::login(&server, "dave").await;
+    let refused = dave_laptop.try_upload(1).await.expect_err("refused");
+    assert_eq!(
+        common::mls::condition(&refused).as_deref(),
+        Some("resource-constraint"),
+        "{}",
+        String::from(&refused)
+    );
+}

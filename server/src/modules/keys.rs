@@ -41,18 +41,75 @@ pub async fn handle_iq(
             upload(server, requester, user, iq, payload.clone()).await
         }
         (Some("get"), "count", Some(user)) => count(server, user, iq, payload.clone()).await,
-        (Some("set"), "claim", _) => claim_at(server, iq, destination).await,
+        (Some("set"), "claim", _) => claim_at(server, requester, iq, destination).await,
         (_, "upload" | "count", _) => errors::forbidden(iq, "only for your own devices"),
         _ => None,
     }
 }
 
 /// A claim must be addressed to a user's bare JID.
-async fn claim_at(server: &Server, iq: &Element, destination: &Destination) -> Option<Element> {
+async fn claim_at(
+    server: &Server,
+    requester: &BareJid,
+    iq: &Element,
+    destination: &Destination,
+) -> Option<Element> {
     let payload = stanza::iq_payload(iq)?.clone();
     match destination {
-        Destination::Account(user) => claim(server, iq, payload, user).await,
+        Destination::Account(user) => {
+            // Beyond `keys.claims_per_hour`, a claimer gets last-resort
+            // packages only: it cannot drain a user's single-use stock.
+            let single_use = server.key_claims.take(requester.as_str(), user);
+            claim(server, iq, payload, user, single_use).await
+        }
         _ => errors::bad_request(iq, "claim key packages at a user's bare JID"),
+    }
+}
+
+/// Counts, per claimer and user, the claims of single-use packages in
+/// the last hour.
+#[derive(Debug)]
+pub struct ClaimLimiter {
+    per_hour: u32,
+    claims: std::sync::Mutex<
+        std::collections::HashMap<(String, String), std::collections::VecDeque<std::time::Instant>>,
+    >,
+}
+
+impl ClaimLimiter {
+    const WINDOW: std::time::Duration = std::time::Duration::from_secs(3600);
+
+    /// A limiter allowing `per_hour` single-use claims per claimer and user.
+    pub fn new(per_hour: u32) -> Self {
+        Self {
+            per_hour,
+            claims: Default::default(),
+        }
+    }
+
+    /// Whether `claimer` may take single-use packages of `user` now
+    /// (counted when so).
+    pub fn take(&self, claimer: &str, user: &str) -> bool {
+        let now = std::time::Instant::now();
+        let fresh = |t: &std::time::Instant| now.duration_since(*t) < Self::WINDOW;
+        let mut claims = self
+            .claims
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if claims.len() > 10_000 {
+            claims.retain(|_, times| times.back().is_some_and(fresh));
+        }
+        let times = claims
+            .entry((claimer.to_owned(), user.to_owned()))
+            .or_default();
+        while times.front().is_some_and(|t| !fresh(t)) {
+            times.pop_front();
+        }
+        if times.len() >= self.per_hour as usize {
+            return false;
+        }
+        times.push_back(now);
+        true
     }
 }
 
@@ -92,6 +149,7 @@ async fn upload(
             &packages,
             last_resort,
             server.config.keys.max_per_device,
+            server.config.keys.max_devices,
         )
         .await;
     match stored {
@@ -105,6 +163,15 @@ async fn upload(
             &format!(
                 "this device holds {held} key packages; at most {} are kept",
                 server.config.keys.max_per_device
+            ),
+        ),
+        Ok(KeyUpload::TooManyDevices) => stanza::error_reply(
+            iq,
+            ErrorType::Wait,
+            DefinedCondition::ResourceConstraint,
+            &format!(
+                "this account has {} devices with key packages, as many as are kept",
+                server.config.keys.max_devices
             ),
         ),
         Err(e) => {
@@ -165,11 +232,17 @@ fn count_reply(server: &Server, iq: &Element, device: String, remaining: u32) ->
     stanza::iq_result(iq, Some(count.into()))
 }
 
-async fn claim(server: &Server, iq: &Element, payload: Element, user: &str) -> Option<Element> {
+async fn claim(
+    server: &Server,
+    iq: &Element,
+    payload: Element,
+    user: &str,
+    single_use: bool,
+) -> Option<Element> {
     if let Err(e) = Claim::try_from(payload) {
         return errors::bad_request(iq, &format!("malformed claim: {e}"));
     }
-    let claimed = match server.storage.claim_key_packages(user).await {
+    let claimed = match server.storage.claim_key_packages(user, single_use).await {
         Ok(claimed) => claimed,
         Err(e) => {
             tracing::error!("claiming key packages failed: {e}");

@@ -42,10 +42,23 @@ pub async fn handle_iq(
                 .get_child("x", NS_DATA)
                 .map(String::from)
                 .unwrap_or_default();
-            server
+            let max = server.config.limits.max_push_registrations;
+            match server
                 .storage
-                .push_enable(&session.username, &jid.to_string(), node, &options)
+                .push_enable(&session.username, &jid.to_string(), node, &options, max)
                 .await
+            {
+                Ok(true) => Ok(()),
+                Ok(false) => {
+                    return stanza::error_reply(
+                        iq,
+                        xmpp_parsers::stanza_error::ErrorType::Wait,
+                        xmpp_parsers::stanza_error::DefinedCondition::ResourceConstraint,
+                        "too many push registrations: disable one first",
+                    )
+                }
+                Err(e) => Err(e),
+            }
         }
         ("enable", _) => return errors::bad_request(iq, "'node' is required"),
         ("disable", node) => {

@@ -234,25 +234,31 @@ impl Storage {
         Ok(row.map(|r| (r.get(0), r.get(1))))
     }
 
-    /// Registers (or updates) an app server for push notifications.
+    /// Registers (or updates) an app server for push notifications,
+    /// unless the user has `max` registrations already (false).
     pub async fn push_enable(
         &self,
         username: &str,
         jid: &str,
         node: &str,
         options: &str,
-    ) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO push_registrations (username, jid, node, options) VALUES (?, ?, ?, ?)
+        max: u32,
+    ) -> Result<bool> {
+        let done = sqlx::query(
+            "INSERT INTO push_registrations (username, jid, node, options)
+             SELECT ?1, ?2, ?3, ?4
+             WHERE EXISTS (SELECT 1 FROM push_registrations WHERE username = ?1 AND jid = ?2 AND node = ?3)
+                OR (SELECT COUNT(*) FROM push_registrations WHERE username = ?1) < ?5
              ON CONFLICT (username, jid, node) DO UPDATE SET options = excluded.options",
         )
         .bind(username)
         .bind(jid)
         .bind(node)
         .bind(options)
+        .bind(max as i64)
         .execute(&self.pool)
         .await?;
-        Ok(())
+        Ok(done.rows_affected() == 1)
     }
 
     /// Removes push registrations with `jid` (only `node`'s, if given).

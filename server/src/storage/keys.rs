@@ -28,6 +28,9 @@ pub enum KeyUpload {
         /// Single-use packages held.
         held: u32,
     },
+    /// Refused, nothing stored: the user has as many other devices with
+    /// key packages as are kept.
+    TooManyDevices,
 }
 
 impl Storage {
@@ -42,8 +45,19 @@ impl Storage {
         packages: &[Vec<u8>],
         last_resort: Option<&[u8]>,
         max: u32,
+        max_devices: u32,
     ) -> Result<KeyUpload> {
         let mut tx = self.pool.begin().await?;
+        let others: i64 = sqlx::query_scalar(
+            "SELECT COUNT(DISTINCT device) FROM key_packages WHERE username = ? AND device != ?",
+        )
+        .bind(username)
+        .bind(device)
+        .fetch_one(&mut *tx)
+        .await?;
+        if others >= i64::from(max_devices) {
+            return Ok(KeyUpload::TooManyDevices);
+        }
         if let Some(package) = last_resort {
             // A write first, so the transaction holds the write lock.
             sqlx::query(
@@ -75,17 +89,26 @@ impl Storage {
 
     /// Hands out one package per device of `username`: the oldest
     /// single-use one, deleted in the same statement (so concurrent claims
-    /// never get the same package), or else the device's last-resort one.
-    pub async fn claim_key_packages(&self, username: &str) -> Result<Vec<ClaimedKeyPackage>> {
-        let claimed = sqlx::query(
-            "DELETE FROM key_packages WHERE id IN
-               (SELECT MIN(id) FROM key_packages
-                WHERE username = ? AND last_resort = 0 GROUP BY device)
-             RETURNING device, package",
-        )
-        .bind(username)
-        .fetch_all(&self.pool)
-        .await?;
+    /// never get the same package), or else the device's last-resort one;
+    /// only last-resort ones when not `single_use`.
+    pub async fn claim_key_packages(
+        &self,
+        username: &str,
+        single_use: bool,
+    ) -> Result<Vec<ClaimedKeyPackage>> {
+        let claimed = if single_use {
+            sqlx::query(
+                "DELETE FROM key_packages WHERE id IN
+                   (SELECT MIN(id) FROM key_packages
+                    WHERE username = ? AND last_resort = 0 GROUP BY device)
+                 RETURNING device, package",
+            )
+            .bind(username)
+            .fetch_all(&self.pool)
+            .await?
+        } else {
+            Vec::new()
+        };
         let mut packages: Vec<ClaimedKeyPackage> = claimed
             .iter()
             .map(|row| ClaimedKeyPackage {

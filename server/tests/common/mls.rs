@@ -83,6 +83,12 @@ impl Member {
 
     /// Uploads `count` single-use packages and a last-resort one.
     pub async fn upload(&mut self, count: usize) -> Count {
+        self.try_upload(count).await.expect("upload accepted")
+    }
+
+    /// Uploads `count` single-use packages and a last-resort one; the
+    /// server's count, or its error.
+    pub async fn try_upload(&mut self, count: usize) -> Result<Count, Element> {
         let packages = self
             .device
             .generate_key_packages(count)
@@ -98,7 +104,9 @@ impl Member {
             packages,
             Some(last_resort),
         );
-        Count::try_from(self.set(None, upload).await.expect("upload accepted")).expect("count")
+        self.set(None, upload)
+            .await
+            .map(|answer| Count::try_from(answer).expect("count"))
     }
 
     pub async fn claim(&mut self, user: &str) -> Result<KeyPackages, Element> {
