@@ -145,6 +145,13 @@ pub struct Limits {
     /// Offline messages kept per user; more bounce with
     /// `resource-constraint`. Default 1000.
     pub max_offline_messages: u32,
+    /// Offline messages one sender may have waiting for a user; more
+    /// bounce the same way. Default 100.
+    pub max_offline_per_sender: u32,
+    /// Offline messages senders not in the user's roster may have waiting
+    /// for a user, together, so that strangers never fill the queue for
+    /// the user's contacts. Default 500.
+    pub max_offline_from_strangers: u32,
     /// Seconds a session with Stream Management resumption (XEP-0198)
     /// waits for its client to come back after the connection dropped;
     /// 0 disables resumption. Default 300.
@@ -172,6 +179,8 @@ impl Default for Limits {
             auth_failures_per_minute: 10,
             unauthenticated_timeout_secs: 60,
             max_offline_messages: 1000,
+            max_offline_per_sender: 100,
+            max_offline_from_strangers: 500,
             resumption_timeout_secs: 300,
             session_buffer_bytes: crate::sessions::DEFAULT_SESSION_BUFFER,
             write_timeout_secs: 60,
@@ -691,8 +700,11 @@ max_connections_per_ip = {max_conn}
 auth_failures_per_minute = {auth_fail}
 # Seconds to authenticate before the connection is closed (default 60).
 unauthenticated_timeout_secs = {unauth}
-# Offline messages kept per user (default 1000).
+# Offline messages kept per user (default 1000), from one sender (default
+# 100), and from senders not in the user's roster together (default 500).
 max_offline_messages = {offline}
+max_offline_per_sender = {offline_per_sender}
+max_offline_from_strangers = {offline_strangers}
 # Seconds a dropped session may be resumed (XEP-0198) before what it
 # did not acknowledge goes to offline storage; 0 = no resumption
 # (default 300).
@@ -818,6 +830,8 @@ max_dialback_verifications = {dialback_verifications}
             auth_fail = self.limits.auth_failures_per_minute,
             unauth = self.limits.unauthenticated_timeout_secs,
             offline = self.limits.max_offline_messages,
+            offline_per_sender = self.limits.max_offline_per_sender,
+            offline_strangers = self.limits.max_offline_from_strangers,
             resumption = self.limits.resumption_timeout_secs,
             session_buffer = self.limits.session_buffer_bytes,
             write_timeout = self.limits.write_timeout_secs,

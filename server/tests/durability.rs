@@ -23,6 +23,12 @@ const MESSAGES: usize = 3000;
 /// The server is killed once this many are acknowledged.
 const KILL_AFTER: u32 = 1000;
 
+/// Offline storage that takes every message of the test (its quotas are
+/// tested elsewhere): an acknowledged message must be stored, not
+/// bounced.
+const ROOMY_OFFLINE: &str =
+    "max_offline_messages = 10000\nmax_offline_per_sender = 10000\nmax_offline_from_strangers = 10000";
+
 fn marker(i: usize) -> String {
     format!("DUR-{i}-END")
 }
@@ -139,7 +145,10 @@ async fn offline_markers(server: &TestServer, user: &str) -> BTreeMap<usize, usi
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sigkill_under_load_loses_no_acknowledged_message() {
-    let mut server = TestServer::start();
+    let mut server = TestServer::start_with(ServerOptions {
+        limits: ROOMY_OFFLINE.to_owned(),
+        ..Default::default()
+    });
     for user in ["alice", "bob", "carol"] {
         server.add_user(user, "pw");
     }
@@ -214,6 +223,7 @@ async fn sigkill_under_load_loses_no_acknowledged_message() {
 async fn sigkill_under_federation_load_loses_no_acknowledged_message() {
     let ca = common::TestCa::get().ca_path();
     let mut server = TestServer::start_with(ServerOptions {
+        limits: ROOMY_OFFLINE.to_owned(),
         sections: format!("[federation]\nca_file = \"{}\"\n", ca.display()),
         ..Default::default()
     });

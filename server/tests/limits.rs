@@ -338,3 +338,85 @@ async fn key_package_claims_and_devices_are_bounded() {
         String::from(&refused)
     );
 }
+
+/// Strangers share part of a user's offline storage
+/// (`limits.max_offline_from_strangers`) and no sender takes more than
+/// `limits.max_offline_per_sender`: a stranger used to fill the queue, and
+/// the user's friends then bounced.
+#[tokio::test(flavor = "multi_thread")]
+async fn strangers_cannot_fill_a_users_offline_storage() {
+    use tokio_xmpp::{IqRequest, IqResponse};
+    let server = TestServer::start_with(ServerOptions {
+        limits: "max_offline_messages = 20\nmax_offline_per_sender = 15\nmax_offline_from_strangers = 10"
+            .to_owned(),
+        ..Default::default()
+    });
+    for user in ["alice", "bob", "mallory", "bystander"] {
+        server.add_user(user, "pw");
+    }
+    // bob is in alice's roster; then alice goes away.
+    let mut alice = TestClient::login(&server, "alice", "pw").await;
+    let item: minidom::Element =
+        format!("<query xmlns='jabber:iq:roster'><item jid='bob@{DOMAIN}' name='Bob'/></query>")
+            .parse()
+            .expect("roster item");
+    assert!(matches!(
+        alice.iq(None, IqRequest::Set(item)).await,
+        IqResponse::Result(_)
+    ));
+    alice.close().await;
+
+    let mut bounced = 0;
+    let p99 = bystander_p99(&server, async {
+        let mut mallory = TestClient::login(&server, "mallory", "pw").await;
+        for i in 0..12 {
+            mallory
+                .send_xml(&common::omemo_message(
+                    &format!("alice@{DOMAIN}"),
+                    &format!("m{i}"),
+                    "AAAA",
+                ))
+                .await;
+        }
+        mallory.sync().await;
+        for _ in 0..2 {
+            let error = mallory
+                .expect("a bounce", |e| e.attr("type") == Some("error"))
+                .await;
+            assert!(String::from(&error).contains("resource-constraint"));
+            bounced += 1;
+        }
+        let mut bob = TestClient::login(&server, "bob", "pw").await;
+        for i in 0..5 {
+            bob.send_xml(&common::omemo_message(
+                &format!("alice@{DOMAIN}"),
+                &format!("b{i}"),
+                "AAAA",
+            ))
+            .await;
+        }
+        bob.sync().await;
+        bob.expect_none("a bounce", Duration::from_millis(300), |e| {
+            e.attr("type") == Some("error")
+        })
+        .await;
+    })
+    .await;
+    assert_eq!(bounced, 2);
+    let mut alice = TestClient::login(&server, "alice", "pw").await;
+    alice.available().await;
+    let mut from_bob = 0;
+    let mut from_mallory = 0;
+    for _ in 0..15 {
+        let message = alice
+            .expect("an offline message", |e| e.name() == "message")
+            .await;
+        match message.attr("id").map(|id| &id[..1]) {
+            Some("b") => from_bob += 1,
+            Some("m") => from_mallory += 1,
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!((from_bob, from_mallory), (5, 10));
+    assert!(p99 < Duration::from_millis(100), "bystander p99 {p99:?}");
+}

@@ -36,10 +36,33 @@ pub async fn store(
         stamp: DateTime(chrono::Utc::now().fixed_offset()),
         data: Some("Offline storage".to_owned()),
     };
+    // Strangers (senders not in the roster) share part of the queue, and
+    // no sender takes more than its share: friends are never crowded out.
+    let sender = message
+        .attr("from")
+        .and_then(|f| jid::Jid::new(f).ok())
+        .map(|f| f.to_bare().to_string())
+        .unwrap_or_default();
+    let from_contact = sender.is_empty()
+        || sender == server.config.domain
+        || server
+            .storage
+            .roster_item(username, &sender)
+            .await?
+            .is_some();
     message.append_child(delay.into());
     let xml = tern_federation::xml_text::to_text(&message);
-    let max = server.config.limits.max_offline_messages;
-    if server.storage.store_offline(username, &xml, max).await? {
+    let limits = &server.config.limits;
+    let quota = crate::storage::OfflineQuota {
+        total: limits.max_offline_messages,
+        per_sender: limits.max_offline_per_sender,
+        strangers: limits.max_offline_from_strangers,
+    };
+    if server
+        .storage
+        .store_offline(username, &sender, from_contact, &xml, quota)
+        .await?
+    {
         Ok(())
     } else {
         Err(OfflineError::QueueFull)

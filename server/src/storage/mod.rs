@@ -224,6 +224,18 @@ const ARCHIVE_THREAD: &str = "tern-archive-db";
 /// quarter to a third of that throughput.
 const ARCHIVE_NICENESS: i32 = 5;
 
+/// How much of a user's offline storage senders may take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OfflineQuota {
+    /// Messages in all (`limits.max_offline_messages`).
+    pub total: u32,
+    /// Messages from one sender (`limits.max_offline_per_sender`).
+    pub per_sender: u32,
+    /// Messages from senders not in the roster, together
+    /// (`limits.max_offline_from_strangers`).
+    pub strangers: u32,
+}
+
 impl Storage {
     /// Opens (creating if needed) the database in `data_dir` and brings its
     /// schema up to date.
@@ -468,18 +480,35 @@ impl Storage {
 
     // ----- offline messages ---------------------------------------------
 
-    /// Stores a message for an offline user, durably. Returns false (and
-    /// stores nothing) when the user's queue is full.
-    pub async fn store_offline(&self, username: &str, stanza: &str, max: u32) -> Result<bool> {
+    /// Stores an offline message for `username` from `sender` (a bare
+    /// JID; `from_contact`: in the user's roster) unless that would
+    /// exceed a quota: `quota.total` messages in all, `quota.per_sender`
+    /// from one sender, `quota.strangers` from senders not in the roster
+    /// together. Returns whether it was stored.
+    pub async fn store_offline(
+        &self,
+        username: &str,
+        sender: &str,
+        from_contact: bool,
+        stanza: &str,
+        quota: OfflineQuota,
+    ) -> Result<bool> {
         let done = sqlx::query(
-            "INSERT INTO offline_messages (username, stanza, received_at)
-             SELECT ?1, ?2, ?3
-             WHERE (SELECT COUNT(*) FROM offline_messages WHERE username = ?1) < ?4",
+            "INSERT INTO offline_messages (username, stanza, received_at, sender, from_contact)
+             SELECT ?1, ?2, ?3, ?4, ?5
+             WHERE (SELECT COUNT(*) FROM offline_messages WHERE username = ?1) < ?6
+               AND (SELECT COUNT(*) FROM offline_messages WHERE username = ?1 AND sender = ?4) < ?7
+               AND (?5 OR (SELECT COUNT(*) FROM offline_messages
+                           WHERE username = ?1 AND from_contact = 0) < ?8)",
         )
         .bind(username)
         .bind(stanza)
         .bind(now_rfc3339())
-        .bind(max as i64)
+        .bind(sender)
+        .bind(from_contact)
+        .bind(i64::from(quota.total))
+        .bind(i64::from(quota.per_sender))
+        .bind(i64::from(quota.strangers))
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected() == 1)
@@ -875,7 +904,14 @@ mod tests {
         );
         assert_eq!(s.delete_roster_item("alice", "bob@x").await.unwrap(), 2);
         assert!(s.roster_items("alice").await.unwrap().is_empty());
-        s.store_offline("alice", "<message/>", 10).await.unwrap();
+        let quota = OfflineQuota {
+            total: 10,
+            per_sender: 10,
+            strangers: 10,
+        };
+        s.store_offline("alice", "bob@x", true, "<message/>", quota)
+            .await
+            .unwrap();
         assert!(s.delete_account("alice").await.unwrap());
         assert!(s.offline_messages("alice").await.unwrap().is_empty());
     }
@@ -884,12 +920,44 @@ mod tests {
     async fn offline_quota_and_pep_trimming() {
         let (_dir, s) = open().await;
         s.create_account("a", "pw").await.unwrap();
-        assert!(s.store_offline("a", "1", 2).await.unwrap());
-        assert!(s.store_offline("a", "2", 2).await.unwrap());
-        assert!(!s.store_offline("a", "3", 2).await.unwrap());
+        let quota = OfflineQuota {
+            total: 2,
+            per_sender: 2,
+            strangers: 2,
+        };
+        assert!(s.store_offline("a", "b@x", true, "1", quota).await.unwrap());
+        assert!(s.store_offline("a", "b@x", true, "2", quota).await.unwrap());
+        assert!(!s.store_offline("a", "c@x", true, "3", quota).await.unwrap());
         let msgs = s.offline_messages("a").await.unwrap();
         s.delete_offline("a", msgs[1].id).await.unwrap();
         assert!(s.offline_messages("a").await.unwrap().is_empty());
+
+        // One sender's share, and the strangers' share of the rest.
+        let quota = OfflineQuota {
+            total: 10,
+            per_sender: 3,
+            strangers: 4,
+        };
+        let store = |sender: &'static str, contact: bool| {
+            let s = s.clone();
+            async move {
+                s.store_offline("a", sender, contact, "m", quota)
+                    .await
+                    .unwrap()
+            }
+        };
+        for _ in 0..3 {
+            assert!(store("s1@evil", false).await);
+        }
+        assert!(!store("s1@evil", false).await, "one sender's share");
+        assert!(store("s2@evil", false).await);
+        assert!(!store("s3@evil", false).await, "the strangers' share");
+        for _ in 0..3 {
+            assert!(store("friend@x", true).await, "a contact still has room");
+        }
+        assert!(!store("friend@x", true).await);
+        assert!(store("other@x", true).await);
+        s.delete_offline("a", i64::MAX).await.unwrap();
 
         let config = PepNodeConfig {
             access_model: AccessModel::Open,
