@@ -196,3 +196,38 @@ async fn a_stalled_upload_is_abandoned() {
         .await
         .expect("upload");
 }
+
+/// A slot unused for an hour no longer counts against the quota, and can
+/// no longer be used (it stayed usable for a day: a user could hold 24
+/// times the quota).
+#[tokio::test(flavor = "multi_thread")]
+async fn an_expired_slot_cannot_be_used() {
+    let server = server();
+    let mut alice = Member::new(&server, "alice").await;
+    let slot = request_slot(&mut alice, 100).await.expect("a slot");
+    // Two hours pass for this slot.
+    let database = server.data_dir().join("tern.sqlite3");
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", database.display()))
+        .await
+        .expect("the database");
+    let updated = sqlx::query("UPDATE uploads SET created_at = ?")
+        .bind(
+            (chrono::Utc::now() - chrono::Duration::hours(2))
+                .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        )
+        .execute(&pool)
+        .await
+        .expect("update");
+    assert_eq!(updated.rows_affected(), 1);
+    pool.close().await;
+    let refused = transfer::put(&slot.put.url, vec![7; 100], no_progress()).await;
+    assert!(
+        matches!(refused, Err(TransferError::Status(410))),
+        "{refused:?}"
+    );
+    // A fresh slot works.
+    let fresh = request_slot(&mut alice, 100).await.expect("a slot");
+    transfer::put(&fresh.put.url, vec![7; 100], no_progress())
+        .await
+        .expect("upload");
+}

@@ -6,13 +6,15 @@ use sqlx::Row;
 use super::{now_rfc3339, Result, Storage};
 
 /// An upload slot.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UploadSlot {
     /// The size the file must have.
     pub size: u64,
     /// Whether the file was uploaded (it is then served, and never
     /// replaced).
     pub completed: bool,
+    /// When the slot was handed out (RFC 3339, UTC).
+    pub created_at: String,
 }
 
 impl Storage {
@@ -44,13 +46,16 @@ impl Storage {
 
     /// The slot `token`, if it exists.
     pub async fn upload_slot(&self, token: &str) -> Result<Option<UploadSlot>> {
-        let row = sqlx::query("SELECT size, completed_at IS NOT NULL FROM uploads WHERE token = ?")
-            .bind(token)
-            .fetch_optional(&self.pool)
-            .await?;
+        let row = sqlx::query(
+            "SELECT size, completed_at IS NOT NULL, created_at FROM uploads WHERE token = ?",
+        )
+        .bind(token)
+        .fetch_optional(&self.pool)
+        .await?;
         Ok(row.map(|r| UploadSlot {
             size: r.get::<i64, _>(0) as u64,
             completed: r.get(1),
+            created_at: r.get(2),
         }))
     }
 

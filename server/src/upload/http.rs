@@ -31,6 +31,11 @@ pub async fn handle(server: &Server, request: Request<Incoming>) -> Response<Bod
     };
     match *request.method() {
         Method::PUT if slot.completed => plain(StatusCode::CONFLICT, "already uploaded"),
+        // Past its validity an unused slot no longer counts against the
+        // quota: it can no longer be used either.
+        Method::PUT if slot.created_at < super::slots_valid_since() => {
+            plain(StatusCode::GONE, "the slot expired: ask for a new one")
+        }
         Method::PUT => put(server, &token, slot.size, request).await,
         Method::GET | Method::HEAD if !slot.completed => {
             plain(StatusCode::NOT_FOUND, "not uploaded yet")

@@ -122,15 +122,22 @@ async fn slot(server: &Server, session: &SessionCtx, iq: &Element, request: Requ
     stanza::iq_result(iq, Some(slot.into()))
 }
 
+/// How long a slot may be used (and, unused, counts against the quota).
+pub const SLOT_VALIDITY: chrono::TimeDelta = chrono::TimeDelta::hours(1);
+
+/// The creation stamp before which a slot can no longer be used.
+pub fn slots_valid_since() -> String {
+    (chrono::Utc::now() - SLOT_VALIDITY).to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
 /// Whether `size` more bytes fit in the user's quota (slots handed out
-/// in the last hour and not used count as taken).
+/// within [`SLOT_VALIDITY`] and not used count as taken).
 async fn within_quota(
     server: &Server,
     username: &str,
     size: u64,
 ) -> Result<bool, crate::storage::StorageError> {
-    let since = (chrono::Utc::now() - chrono::Duration::hours(1))
-        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let since = slots_valid_since();
     let held = server.storage.upload_bytes_of(username, &since).await?;
     Ok(held.saturating_add(size) <= server.upload.quota_bytes_per_user)
 }
