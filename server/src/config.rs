@@ -169,6 +169,18 @@ pub struct Limits {
     /// with `resource-constraint` (each is notified of every offline
     /// message). Default 5.
     pub max_push_registrations: u32,
+    /// PEP nodes one user may have; a publish that would create one more
+    /// is refused with `resource-constraint`. Default 64.
+    pub max_pep_nodes: usize,
+    /// Largest PEP item payload in bytes; a larger one is refused with
+    /// `not-acceptable` and `<payload-too-big/>`. Default 65536.
+    pub max_pep_item_bytes: usize,
+    /// Contacts in one user's roster; adding one more is refused with
+    /// `not-allowed`. Default 1000.
+    pub max_roster_items: usize,
+    /// Subscription requests from users not yet in the roster kept
+    /// waiting for one user's answer; more are dropped. Default 100.
+    pub max_pending_subscriptions: usize,
 }
 
 impl Default for Limits {
@@ -185,6 +197,10 @@ impl Default for Limits {
             session_buffer_bytes: crate::sessions::DEFAULT_SESSION_BUFFER,
             write_timeout_secs: 60,
             max_push_registrations: 5,
+            max_pep_nodes: 64,
+            max_pep_item_bytes: 64 * 1024,
+            max_roster_items: 1000,
+            max_pending_subscriptions: 100,
         }
     }
 }
@@ -718,6 +734,14 @@ session_buffer_bytes = {session_buffer}
 write_timeout_secs = {write_timeout}
 # Push registrations (XEP-0357) per user (default 5).
 max_push_registrations = {max_push}
+# PEP nodes per user (default 64), and the largest item in bytes (default
+# 65536).
+max_pep_nodes = {max_pep_nodes}
+max_pep_item_bytes = {max_pep_item}
+# Contacts per roster (default 1000), and subscription requests from
+# others waiting for an answer (default 100).
+max_roster_items = {max_roster}
+max_pending_subscriptions = {max_pending}
 
 [groups]
 # The group hub's domain (default "groups.<domain>"). Every group is
@@ -836,6 +860,10 @@ max_dialback_verifications = {dialback_verifications}
             session_buffer = self.limits.session_buffer_bytes,
             write_timeout = self.limits.write_timeout_secs,
             max_push = self.limits.max_push_registrations,
+            max_pep_nodes = self.limits.max_pep_nodes,
+            max_pep_item = self.limits.max_pep_item_bytes,
+            max_roster = self.limits.max_roster_items,
+            max_pending = self.limits.max_pending_subscriptions,
             groups_domain = match &self.groups.domain {
                 Some(domain) => format!("domain = {}", quote(domain)),
                 None => format!("# domain = {}", quote(&self.groups_domain())),

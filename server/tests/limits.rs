@@ -420,3 +420,104 @@ async fn strangers_cannot_fill_a_users_offline_storage() {
     assert_eq!((from_bob, from_mallory), (5, 10));
     assert!(p99 < Duration::from_millis(100), "bystander p99 {p99:?}");
 }
+
+/// PEP nodes per user and item size (`limits.max_pep_nodes`,
+/// `limits.max_pep_item_bytes`), roster size (`limits.max_roster_items`)
+/// and subscription requests waiting from strangers
+/// (`limits.max_pending_subscriptions`) are bounded.
+#[tokio::test(flavor = "multi_thread")]
+async fn pep_rosters_and_waiting_subscriptions_are_bounded() {
+    use tokio_xmpp::{IqRequest, IqResponse};
+    use xmpp_parsers::stanza_error::DefinedCondition;
+    let server = TestServer::start_with(ServerOptions {
+        limits: "max_pep_nodes = 2\nmax_pep_item_bytes = 4096\nmax_roster_items = 2\n\
+                 max_pending_subscriptions = 2"
+            .to_owned(),
+        ..Default::default()
+    });
+    for user in ["alice", "bob", "s1", "s2", "s3"] {
+        server.add_user(user, "pw");
+    }
+    let mut alice = TestClient::login(&server, "alice", "pw").await;
+    let publish = |node: &str, size: usize| -> minidom::Element {
+        format!(
+            "<pubsub xmlns='http://jabber.org/protocol/pubsub'><publish node='{node}'>\
+             <item id='current'><x xmlns='urn:example'>{}</x></item></publish></pubsub>",
+            "a".repeat(size)
+        )
+        .parse()
+        .expect("publish")
+    };
+    let condition = |response: IqResponse| match response {
+        IqResponse::Error(e) => Some(e.defined_condition),
+        IqResponse::Result(_) => None,
+    };
+    assert_eq!(
+        condition(alice.iq(None, IqRequest::Set(publish("n1", 10))).await),
+        None
+    );
+    assert_eq!(
+        condition(alice.iq(None, IqRequest::Set(publish("n2", 10))).await),
+        None
+    );
+    assert_eq!(
+        condition(alice.iq(None, IqRequest::Set(publish("n3", 10))).await),
+        Some(DefinedCondition::ResourceConstraint)
+    );
+    assert_eq!(
+        condition(alice.iq(None, IqRequest::Set(publish("n1", 20))).await),
+        None
+    );
+    assert_eq!(
+        condition(alice.iq(None, IqRequest::Set(publish("n1", 8000))).await),
+        Some(DefinedCondition::NotAcceptable)
+    );
+
+    let add = |contact: &str| -> minidom::Element {
+        format!("<query xmlns='jabber:iq:roster'><item jid='{contact}@{DOMAIN}'/></query>")
+            .parse()
+            .expect("roster set")
+    };
+    assert_eq!(
+        condition(alice.iq(None, IqRequest::Set(add("c1"))).await),
+        None
+    );
+    assert_eq!(
+        condition(alice.iq(None, IqRequest::Set(add("c2"))).await),
+        None
+    );
+    assert_eq!(
+        condition(alice.iq(None, IqRequest::Set(add("c3"))).await),
+        Some(DefinedCondition::NotAllowed)
+    );
+    assert_eq!(
+        condition(alice.iq(None, IqRequest::Set(add("c1"))).await),
+        None
+    );
+
+    // Three strangers ask bob; two requests wait for him.
+    for stranger in ["s1", "s2", "s3"] {
+        let mut client = TestClient::login(&server, stranger, "pw").await;
+        client
+            .send_xml(&format!(
+                "<presence xmlns='jabber:client' to='bob@{DOMAIN}' type='subscribe'/>"
+            ))
+            .await;
+        client.sync().await;
+    }
+    let mut bob = TestClient::login(&server, "bob", "pw").await;
+    bob.available().await;
+    let mut asking = Vec::new();
+    for _ in 0..2 {
+        let request = bob
+            .expect("a waiting request", |e| e.attr("type") == Some("subscribe"))
+            .await;
+        asking.extend(request.attr("from").map(str::to_owned));
+    }
+    asking.sort();
+    assert_eq!(asking, [format!("s1@{DOMAIN}"), format!("s2@{DOMAIN}")]);
+    bob.expect_none("a third request", Duration::from_millis(500), |e| {
+        e.attr("type") == Some("subscribe")
+    })
+    .await;
+}

@@ -165,6 +165,27 @@ async fn publish(
         .get_child("publish-options", NS)
         .and_then(|o| o.get_child("x", NS_DATA));
     let existing = server.storage.pep_node(owner, node).await?;
+    // XEP-0060 §7.1.3: bounded item size and node count per user.
+    let limits = &server.config.limits;
+    if crate::stanza::approx_len(payload) > limits.max_pep_item_bytes {
+        return Ok(crate::stanza::with_application_condition(
+            stanza::error_reply(
+                iq,
+                ErrorType::Modify,
+                DefinedCondition::NotAcceptable,
+                "the item is larger than this server keeps",
+            ),
+            Element::bare("payload-too-big", NS_ERRORS),
+        ));
+    }
+    if existing.is_none() && server.storage.pep_nodes(owner).await?.len() >= limits.max_pep_nodes {
+        return Ok(stanza::error_reply(
+            iq,
+            ErrorType::Wait,
+            DefinedCondition::ResourceConstraint,
+            "too many nodes: delete one first",
+        ));
+    }
     let requested =
         match options.map(|form| config_from_form(form, existing.unwrap_or(DEFAULT_CONFIG))) {
             None => None,

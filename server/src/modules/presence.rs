@@ -214,6 +214,20 @@ pub async fn inbound_subscription(
         return Ok((kind == SubscriptionKind::Subscribe).then_some(SubscriptionKind::Unsubscribed));
     }
     let existing = server.storage.roster_item(username, from.as_str()).await?;
+    if existing.is_none() && kind == SubscriptionKind::Subscribe {
+        // Requests from strangers wait in the roster, bounded.
+        let waiting = server
+            .storage
+            .roster_items(username)
+            .await?
+            .iter()
+            .filter(|i| i.pending_in && !i.listed)
+            .count();
+        if waiting >= server.config.limits.max_pending_subscriptions {
+            tracing::debug!(%from, username, "subscription request dropped: too many waiting");
+            return Ok(None);
+        }
+    }
     let mut item = existing.clone().unwrap_or_else(|| RosterItem {
         contact: from.to_string(),
         listed: false,

@@ -93,14 +93,23 @@ async fn set(
         remove(server, &session.bare(), &session.username, &item.jid).await?;
         return Ok(stanza::iq_result(iq, None));
     }
-    let mut stored = server
+    let existing = server
         .storage
         .roster_item(&session.username, &contact)
-        .await?
-        .unwrap_or_else(|| RosterItem {
-            contact,
-            ..Default::default()
-        });
+        .await?;
+    if existing.is_none()
+        && server.storage.roster_items(&session.username).await?.len()
+            >= server.config.limits.max_roster_items
+    {
+        return Ok(
+            errors::not_allowed(iq, "the roster is full: remove a contact first")
+                .unwrap_or_else(|| stanza::iq_result(iq, None)),
+        );
+    }
+    let mut stored = existing.unwrap_or_else(|| RosterItem {
+        contact,
+        ..Default::default()
+    });
     stored.name = item.name.clone().filter(|n| !n.is_empty());
     stored.groups.clear();
     for group in item.groups.iter().map(|g| &g.0) {
