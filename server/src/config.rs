@@ -329,6 +329,11 @@ pub struct Muc {
     /// Messages of the room's archive sent to an occupant who joins.
     /// Default 20.
     pub history_messages: u32,
+    /// Rooms one user may own; creating one more is refused with
+    /// `not-allowed`. Default 20.
+    pub max_rooms_per_user: u32,
+    /// Rooms on the service. Default 10000.
+    pub max_rooms: u32,
 }
 
 impl Default for Muc {
@@ -337,6 +342,8 @@ impl Default for Muc {
             enabled: true,
             domain: None,
             history_messages: 20,
+            max_rooms_per_user: 20,
+            max_rooms: 10_000,
         }
     }
 }
@@ -788,6 +795,9 @@ enabled = {muc_enabled}
 {muc_domain}
 # Archived messages sent to an occupant who joins (default 20).
 history_messages = {muc_history}
+# Rooms one user may own (default 20), and rooms in all (default 10000).
+max_rooms_per_user = {muc_per_user}
+max_rooms = {muc_rooms}
 
 [archive]
 # Message archive (XEP-0313) of each user's encrypted messages, kept as
@@ -838,6 +848,8 @@ max_dialback_verifications = {dialback_verifications}
                 None => format!("# domain = {}", quote(&self.muc_domain())),
             },
             muc_history = self.muc.history_messages,
+            muc_per_user = self.muc.max_rooms_per_user,
+            muc_rooms = self.muc.max_rooms,
             upload_expire = self.upload.expire_after_days,
             upload_idle = self.upload.idle_timeout_secs,
             archive_expire = self.archive.expire_after_days,

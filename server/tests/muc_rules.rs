@@ -165,3 +165,34 @@ async fn an_occupant_who_joined_before_initial_presence_leaves_when_its_session_
         })
         .await;
 }
+
+/// A user may own `muc.max_rooms_per_user` rooms; creating one more is
+/// refused with not-allowed (any user could create rooms without end).
+#[tokio::test(flavor = "multi_thread")]
+async fn rooms_per_user_are_bounded() {
+    let server = TestServer::start_with(common::ServerOptions {
+        sections: "[muc]\nmax_rooms_per_user = 2\n".to_owned(),
+        ..Default::default()
+    });
+    server.add_user("alice", "pw");
+    let mut alice = TestClient::login(&server, "alice", "pw").await;
+    alice.available().await;
+    for name in ["one", "two", "three"] {
+        let room = format!("{name}@conference.{DOMAIN}");
+        alice
+            .send_xml(&format!(
+                "<presence xmlns='jabber:client' to='{room}/alice'><x xmlns='http://jabber.org/protocol/muc'/></presence>"
+            ))
+            .await;
+        let answer = alice
+            .expect("an answer", |e| {
+                e.name() == "presence" && e.attr("from").is_some_and(|f| f.starts_with(&room))
+            })
+            .await;
+        let refused = answer.attr("type") == Some("error");
+        assert_eq!(refused, name == "three", "{}", String::from(&answer));
+        if refused {
+            assert_eq!(condition(&answer).as_deref(), Some("not-allowed"));
+        }
+    }
+}

@@ -175,19 +175,34 @@ async fn join(
                 "no such room; rooms are created by this server's users",
             ));
         }
-        if let Err(e) = server
+        let limits = crate::storage::RoomLimits {
+            per_owner: server.config.muc.max_rooms_per_user,
+            total: server.config.muc.max_rooms,
+        };
+        match server
             .storage
-            .muc_create(&room_jid.to_string(), &from.to_bare().to_string())
+            .muc_create(&room_jid.to_string(), &from.to_bare().to_string(), limits)
             .await
         {
-            tracing::error!("creating a room failed: {e}");
-            return Err(refusal(
-                ErrorType::Wait,
-                DefinedCondition::InternalServerError,
-                "cannot create the room",
-            ));
+            Ok(crate::storage::RoomCreation::Created) => created = true,
+            Ok(crate::storage::RoomCreation::Exists) => {}
+            // XEP-0045 §10.1.1: room creation is restricted.
+            Ok(crate::storage::RoomCreation::TooMany) => {
+                return Err(refusal(
+                    ErrorType::Cancel,
+                    DefinedCondition::NotAllowed,
+                    "no more rooms may be created (yours, or this service's)",
+                ))
+            }
+            Err(e) => {
+                tracing::error!("creating a room failed: {e}");
+                return Err(refusal(
+                    ErrorType::Wait,
+                    DefinedCondition::InternalServerError,
+                    "cannot create the room",
+                ));
+            }
         }
-        created = true;
     }
     let history = requested_history(presence, server.config.muc.history_messages);
     let joined = with_room(server, node, |room| {

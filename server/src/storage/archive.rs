@@ -1183,7 +1183,14 @@ mod tests {
     #[tokio::test]
     async fn a_destroyed_rooms_messages_leave_the_disk() {
         let (dir, storage, writer) = archive_of_a().await;
-        storage.muc_create("r@muc.x", "a@x").await.expect("room");
+        let limits = crate::storage::RoomLimits {
+            per_owner: 10,
+            total: 10,
+        };
+        storage
+            .muc_create("r@muc.x", "a@x", limits)
+            .await
+            .expect("room");
         let said = writer.slot().message(stanza("said-in-the-room"));
         let entry = ArchiveEntry {
             kind: ArchiveKind::Room,

@@ -34,7 +34,7 @@ pub use archive::{
 };
 pub use hub::{Appended, CommitUpdate, HubGroup, LogAppend, StateChange};
 pub use keys::{ClaimedKeyPackage, KeyUpload};
-pub use muc::StoredRoom;
+pub use muc::{RoomCreation, RoomLimits, StoredRoom};
 pub use uploads::UploadSlot;
 
 /// Errors of the storage layer.

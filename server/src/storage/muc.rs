@@ -16,6 +16,27 @@ pub struct StoredRoom {
     pub affiliations: Vec<(String, String)>,
 }
 
+/// How many rooms may be created.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RoomLimits {
+    /// Rooms one user may own (`muc.max_rooms_per_user`).
+    pub per_owner: u32,
+    /// Rooms on the service (`muc.max_rooms`).
+    pub total: u32,
+}
+
+/// What [`Storage::muc_create`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RoomCreation {
+    /// The room is new, owned by its creator.
+    Created,
+    /// The room was created meanwhile by someone else.
+    Exists,
+    /// The creator owns as many rooms as allowed, or the service holds
+    /// as many as allowed.
+    TooMany,
+}
+
 impl Storage {
     /// A room, if it exists.
     pub async fn muc_room(&self, room: &str) -> Result<Option<StoredRoom>> {
@@ -43,13 +64,35 @@ impl Storage {
     }
 
     /// Creates a room owned by `owner` (a bare JID).
-    pub async fn muc_create(&self, room: &str, owner: &str) -> Result<()> {
+    pub async fn muc_create(
+        &self,
+        room: &str,
+        owner: &str,
+        limits: RoomLimits,
+    ) -> Result<RoomCreation> {
         let mut tx = self.pool.begin().await?;
-        sqlx::query("INSERT OR IGNORE INTO muc_rooms (room, created_at) VALUES (?, ?)")
-            .bind(room)
-            .bind(now_rfc3339())
-            .execute(&mut *tx)
+        let owned: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM muc_affiliations WHERE jid = ? AND affiliation = 'owner'",
+        )
+        .bind(owner)
+        .fetch_one(&mut *tx)
+        .await?;
+        let rooms: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM muc_rooms")
+            .fetch_one(&mut *tx)
             .await?;
+        if owned >= i64::from(limits.per_owner) || rooms >= i64::from(limits.total) {
+            return Ok(RoomCreation::TooMany);
+        }
+        let created =
+            sqlx::query("INSERT OR IGNORE INTO muc_rooms (room, created_at) VALUES (?, ?)")
+                .bind(room)
+                .bind(now_rfc3339())
+                .execute(&mut *tx)
+                .await?;
+        if created.rows_affected() == 0 {
+            // Another first join made it a moment ago: its creator owns it.
+            return Ok(RoomCreation::Exists);
+        }
         sqlx::query(
             "INSERT OR REPLACE INTO muc_affiliations (room, jid, affiliation) VALUES (?, ?, 'owner')",
         )
@@ -58,7 +101,7 @@ impl Storage {
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
-        Ok(())
+        Ok(RoomCreation::Created)
     }
 
     /// Sets a room's name and description.
