@@ -215,6 +215,10 @@ pub struct Groups {
     pub domain: Option<String>,
     /// Groups one user may create. Default 100.
     pub max_groups_per_user: u32,
+    /// Devices in one group; a commit that would add more is refused
+    /// with `policy-violation` (every message fans out to every member).
+    /// Default 1000.
+    pub max_members: u32,
 }
 
 impl Default for Groups {
@@ -222,6 +226,7 @@ impl Default for Groups {
         Self {
             domain: None,
             max_groups_per_user: 100,
+            max_members: 1000,
         }
     }
 }
@@ -755,8 +760,10 @@ max_pending_subscriptions = {max_pending}
 # <id>@<this domain>; publish DNS records for it as for the domain, and
 # cover it with the certificate.
 {groups_domain}
-# Groups one user may create (default 100).
+# Groups one user may create (default 100), and devices in one group
+# (default 1000).
 max_groups_per_user = {max_groups}
+max_members = {max_members}
 
 [keys]
 # Single-use MLS key packages kept per device (default 100).
@@ -881,6 +888,7 @@ max_dialback_verifications = {dialback_verifications}
                 None => format!("# domain = {}", quote(&self.groups_domain())),
             },
             max_groups = self.groups.max_groups_per_user,
+            max_members = self.groups.max_members,
             max_keys = self.keys.max_per_device,
             low_keys = self.keys.low_watermark,
             max_devices = self.keys.max_devices,

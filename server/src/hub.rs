@@ -297,6 +297,14 @@ async fn commit(
     }
     let devices_before = member_devices(&public);
     let users_before = member_jids(&public);
+    // Every message fans out to every member: a group is bounded.
+    let devices_after = staged_device_count(&public, &staged);
+    let max = server.config.groups.max_members;
+    if devices_after > max as usize {
+        return Err(Refusal::LimitReached(format!(
+            "a group holds at most {max} devices"
+        )));
+    }
     let journal = Journal::default();
     public
         .merge_commit(&MlsStorage::new(&stored.rows, &journal), *staged)
@@ -717,6 +725,13 @@ fn check_sender(credential: &Credential, sender: &BareJid) -> Result<(), Refusal
             "the message is signed by another user's device",
         )),
     }
+}
+
+/// How many leaves the group has once `staged` is merged.
+fn staged_device_count(public: &PublicGroup, staged: &StagedCommit) -> usize {
+    let added = staged.add_proposals().count();
+    let removed = staged.remove_proposals().count();
+    (public.members().count() + added).saturating_sub(removed)
 }
 
 fn member_devices(public: &PublicGroup) -> BTreeSet<(String, String)> {

@@ -181,3 +181,45 @@ async fn the_hub_orders_a_group_and_only_members_take_part() {
         Some(alice.device.epoch(&id).await.expect("epoch"))
     );
 }
+
+/// A group holds at most `groups.max_members` devices: every message fans
+/// out to every member, so a commit adding more is refused with
+/// policy-violation.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_group_is_bounded_in_devices() {
+    let server = TestServer::start_with(common::ServerOptions {
+        sections: "[groups]\nmax_members = 2\n".to_owned(),
+        ..Default::default()
+    });
+    let mut carol = Member::new(&server, "carol").await;
+    let mut dave = Member::new(&server, "dave").await;
+    let mut erin = Member::new(&server, "erin").await;
+    dave.upload(2).await;
+    erin.upload(2).await;
+    let (id, group) = carol.create_group().await;
+    let packages = carol.claim(&dave.bare()).await.expect("dave's packages");
+    let out = carol
+        .device
+        .add_members(&id, &[packages.key_packages[0].data.clone()])
+        .await
+        .expect("add dave");
+    let accepted = carol.submit(&group, &out).await.expect("two devices");
+    carol
+        .device
+        .commit_accepted(&id, accepted.seq)
+        .await
+        .expect("merge");
+    let packages = carol.claim(&erin.bare()).await.expect("erin's packages");
+    let out = carol
+        .device
+        .add_members(&id, &[packages.key_packages[0].data.clone()])
+        .await
+        .expect("add erin");
+    let refused = carol.submit(&group, &out).await.expect_err("three devices");
+    assert_eq!(
+        condition(&refused).as_deref(),
+        Some("policy-violation"),
+        "{}",
+        String::from(&refused)
+    );
+}
