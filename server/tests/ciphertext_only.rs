@@ -159,18 +159,10 @@ async fn no_marker_in_clear_on_disk_or_in_logs() {
     let mut dave = Member::new(&server, "dave").await;
     dave.upload(3).await;
     let (id, group) = carol.create_group().await;
-    let packages = carol.claim(&dave.bare()).await.expect("dave's packages");
-    let out = carol
-        .device
-        .add_members(&id, &[packages.key_packages[0].data.clone()])
-        .await
-        .expect("add dave");
-    let accepted = carol.submit(&group, &out).await.expect("commit accepted");
     carol
-        .device
-        .commit_accepted(&id, accepted.seq)
+        .add_user(&id, &group, &dave.bare())
         .await
-        .expect("merge");
+        .expect("commit accepted");
     dave.go_offline().await;
     carol.send_text(&group, &id, &marker).await;
     let logged = carol.next_entry(&group).await;

@@ -197,25 +197,14 @@ async fn a_group_is_bounded_in_devices() {
     dave.upload(2).await;
     erin.upload(2).await;
     let (id, group) = carol.create_group().await;
-    let packages = carol.claim(&dave.bare()).await.expect("dave's packages");
-    let out = carol
-        .device
-        .add_members(&id, &[packages.key_packages[0].data.clone()])
-        .await
-        .expect("add dave");
-    let accepted = carol.submit(&group, &out).await.expect("two devices");
     carol
-        .device
-        .commit_accepted(&id, accepted.seq)
+        .add_user(&id, &group, &dave.bare())
         .await
-        .expect("merge");
-    let packages = carol.claim(&erin.bare()).await.expect("erin's packages");
-    let out = carol
-        .device
-        .add_members(&id, &[packages.key_packages[0].data.clone()])
+        .expect("two devices");
+    let refused = carol
+        .add_user(&id, &group, &erin.bare())
         .await
-        .expect("add erin");
-    let refused = carol.submit(&group, &out).await.expect_err("three devices");
+        .expect_err("three devices");
     assert_eq!(
         condition(&refused).as_deref(),
         Some("policy-violation"),

@@ -129,6 +129,29 @@ impl Member {
         (id, created.address.to_string())
     }
 
+    /// Claims `user`'s key packages and commits adding their first
+    /// device to the group; merged when the hub accepts it, the hub's
+    /// error otherwise.
+    pub async fn add_user(
+        &mut self,
+        id: &ConversationId,
+        group: &str,
+        user: &str,
+    ) -> Result<Accepted, Element> {
+        let packages = self.claim(user).await.expect("key packages");
+        let out = self
+            .device
+            .add_members(id, &[packages.key_packages[0].data.clone()])
+            .await
+            .expect("add a member");
+        let accepted = self.submit(group, &out).await?;
+        self.device
+            .commit_accepted(id, accepted.seq)
+            .await
+            .expect("merge");
+        Ok(accepted)
+    }
+
     pub async fn submit(&mut self, group: &str, out: &CommitOut) -> Result<Accepted, Element> {
         self.set(Some(group), out.to_wire())
             .await
