@@ -47,7 +47,9 @@ impl Storage {
         max: u32,
         max_devices: u32,
     ) -> Result<KeyUpload> {
-        let mut tx = self.pool.begin().await?;
+        // IMMEDIATE: it reads before it writes, and a deferred transaction
+        // whose read lock cannot become a write lock fails at once.
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let others: i64 = sqlx::query_scalar(
             "SELECT COUNT(DISTINCT device) FROM key_packages WHERE username = ? AND device != ?",
         )

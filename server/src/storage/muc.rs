@@ -70,7 +70,8 @@ impl Storage {
         owner: &str,
         limits: RoomLimits,
     ) -> Result<RoomCreation> {
-        let mut tx = self.pool.begin().await?;
+        // IMMEDIATE: it counts before it writes (see store_key_packages).
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let owned: i64 = sqlx::query_scalar(
             "SELECT COUNT(*) FROM muc_affiliations WHERE jid = ? AND affiliation = 'owner'",
         )
