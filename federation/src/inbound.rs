@@ -54,9 +54,9 @@ struct Inbound {
     verifying: std::collections::HashSet<Pair>,
     acknowledging: bool,
     handled: u32,
-    /// An acknowledgement (`h`) waiting until what it counts is durable
-    /// (the host's mark).
-    pending_ack: Option<(u32, u64)>,
+    /// Acknowledgements (`h`) waiting until what they count is durable
+    /// (the host's mark), in order.
+    pending_acks: tern_xmpp::sm::PendingAcks,
 }
 
 /// Serves one accepted TCP connection until it closes.
@@ -108,7 +108,7 @@ async fn negotiate(
             verifying: Default::default(),
             acknowledging: false,
             handled: 0,
-            pending_ack: None,
+            pending_acks: Default::default(),
         };
         if !ctx.settings.is_local(&inbound.local) {
             let pending = accepted.send_header(inbound.our_header()).await?;
@@ -259,8 +259,8 @@ impl Inbound {
                     Flow::Close((DefinedCondition::SystemShutdown, "the server is shutting down"))
                 }
                 Some(verdict) = verdicts.recv() => self.verdict(&mut stream, verdict).await,
-                _ = ack_when_durable(&self.ctx, self.pending_ack) => match self.pending_ack.take() {
-                    Some((h, _)) if stream.send(&ack(h)).await.is_err() => {
+                _ = ack_when_durable(&self.ctx, self.pending_acks.first()) => match self.pending_acks.pop() {
+                    Some(h) if stream.send(&ack(h)).await.is_err() => {
                         Flow::Close((DefinedCondition::UndefinedCondition, "write failed"))
                     }
                     _ => Flow::Continue,
@@ -358,7 +358,7 @@ impl Inbound {
             (NS_SM, "r") if self.acknowledging => {
                 // Only what is on disk is acknowledged.
                 let mark = self.ctx.host.durable_mark();
-                self.pending_ack = Some((self.handled, mark));
+                self.pending_acks.push(self.handled, mark);
                 None
             }
             (ns, name) => {

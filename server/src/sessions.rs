@@ -69,17 +69,31 @@ impl SessionHandle {
     /// drained) or refuse it. A client that stops reading altogether is
     /// closed by the write deadline (`limits.write_timeout_secs`).
     pub fn deliver(&self, stanza: Element) -> Result<(), Element> {
-        self.queue(stanza, Outbound::Stanza)
+        self.queue(stanza)
     }
 
-    /// Queues the server's answer to the client's own request.
+    /// Queues the server's answer to the client's own request, past the
+    /// queue's bounds: the session writes what is queued before it reads
+    /// the client's next request, so what one request brings is all that
+    /// can wait this way (a page of the archive, say).
     pub fn reply(&self, stanza: Element) -> bool {
-        self.queue(stanza, Outbound::Reply).is_ok()
+        self.tx
+            .force_send(Outbound::Reply(Box::new(stanza)))
+            .is_ok()
     }
 
-    fn queue(&self, stanza: Element, kind: fn(Box<Element>) -> Outbound) -> Result<(), Element> {
+    /// As [`SessionHandle::reply`], for stanzas that answer the client's
+    /// request but are not replies (archive results), subject to its
+    /// blocklist like any stanza.
+    pub fn answer(&self, stanza: Element) -> bool {
+        self.tx
+            .force_send(Outbound::Stanza(Box::new(stanza)))
+            .is_ok()
+    }
+
+    fn queue(&self, stanza: Element) -> Result<(), Element> {
         let bytes = approx_len(&stanza);
-        let refused = match self.tx.try_send(kind(Box::new(stanza)), bytes) {
+        let refused = match self.tx.try_send(Outbound::Stanza(Box::new(stanza)), bytes) {
             Ok(()) => return Ok(()),
             Err(TrySendError::Full(outbound)) => {
                 tracing::debug!(session = self.id, "session queue full");

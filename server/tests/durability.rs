@@ -260,3 +260,75 @@ async fn sigkill_under_federation_load_loses_no_acknowledged_message() {
         &lost[..lost.len().min(10)]
     );
 }
+
+/// A delayed `<a/>` is not itself counted as a stanza sent to the client:
+/// when it was, the client's `h` acknowledged it in place of a real
+/// stanza, which came back again after a resumption (and the phantom
+/// acknowledgements piled up until the session was closed).
+#[tokio::test(flavor = "multi_thread")]
+async fn delayed_acknowledgements_are_not_counted_as_stanzas() {
+    let server = TestServer::start();
+    server.add_user("alice", "pw");
+    server.add_user("bob", "pw");
+    let mut bob = RawClient::login_as(&server, "bob", "pw", Some("phone")).await;
+    bob.send(&format!("<enable xmlns='{NS_SM}' resume='true'/>"))
+        .await;
+    let enabled = bob.read_until("<enabled").await;
+    let previd = enabled
+        .split("id='")
+        .nth(1)
+        .and_then(|rest| rest.split('\'').next())
+        .expect("a resumption id")
+        .to_owned();
+    bob.send("<presence/>").await;
+    let mut alice = common::TestClient::login(&server, "alice", "pw").await;
+    // bob's messages are archived, so his acknowledgements wait for the
+    // archive's commit; alice's message reaches him meanwhile.
+    for i in 0..5 {
+        bob.send(&omemo_message(
+            &format!("alice@{DOMAIN}"),
+            &format!("b{i}"),
+            "AAAA",
+        ))
+        .await;
+        bob.send(&format!("<r xmlns='{NS_SM}'/>")).await;
+    }
+    alice
+        .send_xml(&omemo_message(
+            &format!("bob@{DOMAIN}/phone"),
+            "to-bob",
+            "AAAA",
+        ))
+        .await;
+    alice.sync().await;
+    let text = bob.read_until("id='to-bob'").await;
+    bob.received.clear();
+    // Every stanza bob got: his own presence echo and alice's message.
+    let stanzas = text.matches("<message").count() + text.matches("<presence").count();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    bob.send(&format!("<a xmlns='{NS_SM}' h='{stanzas}'/>"))
+        .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    drop(bob);
+    // bob resumes, having handled all of it: nothing is sent again.
+    let mut again = RawClient::login_as_unbound(&server, "bob", "pw").await;
+    again
+        .send(&format!(
+            "<resume xmlns='{NS_SM}' previd='{previd}' h='{stanzas}'/>"
+        ))
+        .await;
+    again.read_until("<resumed").await;
+    again
+        .send("<iq type='get' id='ping'><ping xmlns='urn:xmpp:ping'/></iq>")
+        .await;
+    let text = again.read_until("id='ping'").await;
+    let after = &text[text.find("<resumed").expect("resumed")..];
+    assert!(
+        !after.contains("to-bob"),
+        "alice's message came again: {after}"
+    );
+    assert!(
+        !after.contains("<a "),
+        "an old acknowledgement came again: {after}"
+    );
+}

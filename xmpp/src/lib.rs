@@ -12,6 +12,7 @@
 
 pub mod depth;
 pub mod private;
+pub mod sm;
 
 pub use depth::{check_document, is_too_deep, DepthGuard, DepthLimited, TooDeep};
 

@@ -688,8 +688,19 @@ async fn send_failure(
 /// The normalised (nodeprep) form of a user name, or `None` if it cannot
 /// be the localpart of a JID.
 pub fn normalize_username(name: &str) -> Option<String> {
-    let node = NodePart::new(name).ok()?;
-    Some(node.as_str().to_owned())
+    // The jid crate's normalisation is not idempotent for some
+    // compatibility characters ("℻" becomes "FAX", which becomes "fax";
+    // found by the jid fuzz target): normalise until nothing changes, so
+    // that a stored name is the one its own JID parses to.
+    let mut current = NodePart::new(name).ok()?.as_str().to_owned();
+    for _ in 0..4 {
+        let next = NodePart::new(&current).ok()?.as_str().to_owned();
+        if next == current {
+            return Some(current);
+        }
+        current = next;
+    }
+    None
 }
 
 /// The bare JID of a local account.
@@ -705,4 +716,28 @@ fn random_id() -> String {
 
 fn generated_resource() -> String {
     format!("tern-{:08x}", rand::thread_rng().gen::<u32>())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::normalize_username;
+
+    #[test]
+    fn a_normalised_name_normalises_to_itself() {
+        for name in [
+            "alice",
+            "Alice",
+            "\u{213b}",
+            "\u{2173}0ceellaibix\u{213b}",
+            "stra\u{df}e",
+        ] {
+            if let Some(once) = normalize_username(name) {
+                assert_eq!(
+                    normalize_username(&once).as_deref(),
+                    Some(once.as_str()),
+                    "{name:?}"
+                );
+            }
+        }
+    }
 }

@@ -24,6 +24,7 @@ use crate::server::Server;
 use crate::session_queue::{CloseSignal, QueueReceiver};
 use crate::sessions::{Outbound, SessionHandle, SESSION_QUEUE};
 use crate::stanza::{self, errors};
+use tern_xmpp::sm::PendingAcks;
 
 /// How a session ends after a failed write: a write past its deadline
 /// means a client that does not read.
@@ -114,9 +115,10 @@ struct Session {
     stuck: CloseSignal<Outbound>,
     /// Stream Management state, once the client enabled it.
     acks: Option<Acks>,
-    /// An acknowledgement (`h`) that waits until the archive entries of
-    /// the stanzas it counts are on disk (the writer's durable mark).
-    pending_ack: Option<(u32, u64)>,
+    /// Acknowledgements (`h`) that wait until the archive entries of the
+    /// stanzas they count are on disk (the writer's durable mark), oldest
+    /// first: the first `<r/>` waiting, and the latest one behind it.
+    pending_acks: PendingAcks,
     /// Takeover requests, while the session is resumable.
     takeovers: Option<mpsc::Receiver<ResumeRequest>>,
     /// Stanzas that arrived while no connection was there.
@@ -160,7 +162,7 @@ impl Session {
             stuck: rx.close_signal(),
             rx,
             acks: None,
-            pending_ack: None,
+            pending_acks: PendingAcks::default(),
             takeovers: None,
             held: Vec::new(),
             csi: csi::State::default(),
@@ -243,9 +245,15 @@ impl Session {
                     return Ended::Error(StreamCondition::SystemShutdown, "the server is shutting down");
                 }
                 Some(request) = next_takeover(&mut self.takeovers) => return Ended::TakenOver(request),
-                _ = ack_when_durable(&self.server, self.pending_ack) => {
-                    if let Some((h, _)) = self.pending_ack.take() {
-                        if self.write(stream, &sm::ack(h)).await.is_err() {
+                _ = ack_when_durable(&self.server, self.pending_acks.first()) => {
+                    if let Some(h) = self.pending_acks.pop() {
+                        // Not through `write`: an `<a/>` is no stanza to
+                        // keep until acknowledged.
+                        let written = async {
+                            stream.write_element(&sm::ack(h)).await?;
+                            stream.flush().await
+                        };
+                        if written.await.is_err() {
                             return Ended::Broken { write_failed: true };
                         }
                     }
@@ -280,16 +288,8 @@ impl Session {
                             return write_failure(&e);
                         }
                     }
-                    let limit = self.server.config.limits.session_buffer_bytes;
-                    if self
-                        .acks
-                        .as_ref()
-                        .is_some_and(|a| a.pending() > SESSION_QUEUE || a.pending_bytes() > limit)
-                    {
-                        return Ended::Error(
-                            StreamCondition::PolicyViolation,
-                            "too many stanzas left unacknowledged",
-                        );
+                    if let Some(ended) = Box::pin(self.check_unacknowledged(stream)).await {
+                        return ended;
                     }
                 }
                 inbound = stream.next() => match inbound {
@@ -371,10 +371,11 @@ impl Session {
                 // Nothing is acknowledged before what it created is on
                 // disk: the archive commits within its delay.
                 let mark = self.server.archive.durable_mark();
-                if self.server.archive.is_durable(mark) {
+                if self.pending_acks.is_empty() && self.server.archive.is_durable(mark) {
                     Some(sm::ack(acks.handled))
                 } else {
-                    self.pending_ack = Some((acks.handled, mark));
+                    // In order: after those still waiting.
+                    self.pending_acks.push(acks.handled, mark);
                     None
                 }
             }
@@ -471,7 +472,7 @@ impl Session {
         }
         acks.reset_request();
         // `h` acknowledges what the client sent: only once it is on disk.
-        self.pending_ack = None;
+        self.pending_acks = PendingAcks::default();
         self.server
             .archive
             .durable(self.server.archive.durable_mark())
@@ -530,6 +531,43 @@ impl Session {
         if drained.is_err() {
             tracing::debug!(jid = %self.ctx.jid, "stopped reading a broken connection");
         }
+    }
+
+    /// Bounds what was sent and not acknowledged: past the session's
+    /// buffer (or 4,096 stanzas) the client is asked for an
+    /// acknowledgement, and the session ends once such a request has gone
+    /// unanswered for the write timeout, or at 16 times the buffer
+    /// whatever happens. (A backlog delivered in one go is acknowledged
+    /// after it, not during it.)
+    async fn check_unacknowledged(&mut self, stream: &mut StanzaStream) -> Option<Ended> {
+        let limits = &self.server.config.limits;
+        let acks = self.acks.as_mut()?;
+        let over =
+            acks.pending() > SESSION_QUEUE || acks.pending_bytes() > limits.session_buffer_bytes;
+        if !over {
+            return None;
+        }
+        let timeout = Duration::from_secs(limits.write_timeout_secs);
+        let ignored = acks.unanswered_for().is_some_and(|waited| waited > timeout);
+        if ignored || acks.pending_bytes() > 16 * limits.session_buffer_bytes {
+            return Some(Ended::Error(
+                StreamCondition::PolicyViolation,
+                "too many stanzas left unacknowledged",
+            ));
+        }
+        if acks.should_request() {
+            let asked = async {
+                stream.write_element(&sm::request()).await?;
+                stream.flush().await
+            };
+            if tokio::time::timeout(timeout, asked)
+                .await
+                .map_or(true, |r| r.is_err())
+            {
+                return Some(Ended::Broken { write_failed: true });
+            }
+        }
+        None
     }
 
     /// Writes a stanza unless the client stopped reading: the write gives

@@ -111,6 +111,8 @@ pub struct Acks {
     acked: u32,
     /// Whether an `<r/>` is outstanding.
     requested: bool,
+    /// Since when the outstanding `<r/>` has waited.
+    requested_at: Option<std::time::Instant>,
 }
 
 /// What the client's `<a h/>` said.
@@ -130,6 +132,7 @@ impl Acks {
             unacked_bytes: 0,
             acked: 0,
             requested: false,
+            requested_at: None,
         }
     }
 
@@ -164,7 +167,13 @@ impl Acks {
             return false;
         }
         self.requested = true;
+        self.requested_at = Some(std::time::Instant::now());
         true
+    }
+
+    /// How long the outstanding `<r/>` has waited for its answer.
+    pub fn unanswered_for(&self) -> Option<std::time::Duration> {
+        self.requested_at.map(|at| at.elapsed())
     }
 
     /// Applies the client's count `h` of stanzas it handled.
@@ -178,6 +187,7 @@ impl Acks {
         }
         self.acked = h;
         self.requested = false;
+        self.requested_at = None;
         Ok(())
     }
 
@@ -195,6 +205,7 @@ impl Acks {
     /// Forgets the outstanding request (a new connection took over).
     pub fn reset_request(&mut self) {
         self.requested = false;
+        self.requested_at = None;
     }
 }
 

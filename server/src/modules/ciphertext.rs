@@ -81,6 +81,9 @@ pub type Reason = &'static str;
 /// Checks `message` against the rule: `Err` with the reason when it
 /// carries text the server may not store.
 pub fn check(message: &Element) -> Result<(), Reason> {
+    if message.texts().any(|t| !t.trim().is_empty()) {
+        return Err("text outside any element");
+    }
     let mut encrypted = false;
     for child in message.children() {
         if is_payload(child) {
@@ -97,7 +100,7 @@ pub fn check(message: &Element) -> Result<(), Reason> {
                 "body" if encrypted && child.children().next().is_none() => {}
                 "body" => return Err("a body outside an encryption payload"),
                 "thread" if child.children().next().is_none() => {}
-                "error" => {}
+                "error" if message.attr("type") == Some("error") => {}
                 "subject" => return Err("a subject outside an encryption payload"),
                 _ => return Err("a client element outside an encryption payload"),
             }
@@ -204,6 +207,8 @@ mod tests {
             "<x xmlns='http://jabber.org/protocol/muc#user'><invite to='c@x'><reason>secret</reason></invite></x>".to_owned(),
             "<nick xmlns='http://jabber.org/protocol/nick'>Romeo</nick>".to_owned(),
             "<encrypted xmlns='urn:example:not-e2ee'>hello</encrypted>".to_owned(),
+            format!("{OMEMO}secret plans"),
+            format!("{OMEMO}<error type='cancel'><text xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'>secret</text></error>"),
             format!("{OMEMO}<body><b xmlns='urn:example'>x</b>hello</body>"),
         ] {
             let message = parse(&xml);

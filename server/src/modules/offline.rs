@@ -43,13 +43,15 @@ pub async fn store(
         .and_then(|f| jid::Jid::new(f).ok())
         .map(|f| f.to_bare().to_string())
         .unwrap_or_default();
+    // A contact is one the user put in the roster: a subscription request
+    // alone leaves an unlisted row.
     let from_contact = sender.is_empty()
         || sender == server.config.domain
         || server
             .storage
             .roster_item(username, &sender)
             .await?
-            .is_some();
+            .is_some_and(|item| item.listed);
     message.append_child(delay.into());
     let xml = tern_federation::xml_text::to_text(&message);
     let limits = &server.config.limits;

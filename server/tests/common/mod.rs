@@ -877,6 +877,24 @@ impl RawClient {
         Self::login_over(tcp, user, password, resource).await
     }
 
+    /// Authenticates with SASL PLAIN and restarts the stream, without
+    /// binding a resource (to resume a session, say).
+    pub async fn login_as_unbound(server: &TestServer, user: &str, password: &str) -> RawClient {
+        let mut raw = Self::connect_tls(server).await;
+        let creds =
+            base64::engine::general_purpose::STANDARD.encode(format!("\0{user}\0{password}"));
+        raw.send(&format!(
+            "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{creds}</auth>"
+        ))
+        .await;
+        raw.read_until("<success").await;
+        raw.received.clear();
+        raw.send(&stream_header(DOMAIN)).await;
+        raw.read_until("</stream:features>").await;
+        raw.received.clear();
+        raw
+    }
+
     /// Logs in over a connection made already.
     pub async fn login_over(
         tcp: TcpStream,

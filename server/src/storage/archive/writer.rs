@@ -433,13 +433,14 @@ async fn write_commits(storage: Storage, shared: Arc<Shared>) {
             newest.clear();
         }
         tracing::trace!(count, took = ?started.elapsed(), "archive commit");
+        // Acknowledgements need not wait for compaction or expiry.
+        if !failed {
+            shared.durable.send_replace(generation);
+        }
         if !requests.is_empty() {
             // Expiry may have rewritten the newest chunks.
             newest.clear();
             serve(&storage, requests).await;
-        }
-        if !failed {
-            shared.durable.send_replace(generation);
         }
         shared.written.send_replace(generation);
     }
