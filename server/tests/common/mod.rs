@@ -880,28 +880,15 @@ impl RawClient {
     /// Authenticates with SASL PLAIN and restarts the stream, without
     /// binding a resource (to resume a session, say).
     pub async fn login_as_unbound(server: &TestServer, user: &str, password: &str) -> RawClient {
-        let mut raw = Self::connect_tls(server).await;
-        let creds =
-            base64::engine::general_purpose::STANDARD.encode(format!("\0{user}\0{password}"));
-        raw.send(&format!(
-            "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{creds}</auth>"
-        ))
-        .await;
-        raw.read_until("<success").await;
-        raw.received.clear();
-        raw.send(&stream_header(DOMAIN)).await;
-        raw.read_until("</stream:features>").await;
+        let tcp = TcpStream::connect(server.c2s).await.expect("connect");
+        let mut raw = Self::authenticated_over(tcp, user, password).await;
         raw.received.clear();
         raw
     }
 
-    /// Logs in over a connection made already.
-    pub async fn login_over(
-        tcp: TcpStream,
-        user: &str,
-        password: &str,
-        resource: Option<&str>,
-    ) -> RawClient {
+    /// STARTTLS, SASL PLAIN and the restarted stream's features, over a
+    /// connection made already.
+    async fn authenticated_over(tcp: TcpStream, user: &str, password: &str) -> RawClient {
         let mut raw = Self::connect_tls_over(tcp).await;
         let creds =
             base64::engine::general_purpose::STANDARD.encode(format!("\0{user}\0{password}"));
@@ -913,6 +900,17 @@ impl RawClient {
         raw.received.clear();
         raw.send(&stream_header(DOMAIN)).await;
         raw.read_until("</stream:features>").await;
+        raw
+    }
+
+    /// Logs in over a connection made already.
+    pub async fn login_over(
+        tcp: TcpStream,
+        user: &str,
+        password: &str,
+        resource: Option<&str>,
+    ) -> RawClient {
+        let mut raw = Self::authenticated_over(tcp, user, password).await;
         let resource = resource
             .map(|r| format!("<resource>{r}</resource>"))
             .unwrap_or_default();
