@@ -166,20 +166,18 @@ async fn flood_a_victim(acks: bool) {
     // (write deadline) and closed the connection.
     let mut received = Vec::new();
     let mut buf = vec![0u8; 65536];
-    while let Ok(Ok(n)) =
-        tokio::time::timeout(Duration::from_secs(20), victim_io.read(&mut buf)).await
-    {
-        if n == 0 {
-            break;
+    let closed = loop {
+        match tokio::time::timeout(Duration::from_secs(20), victim_io.read(&mut buf)).await {
+            Ok(Ok(0)) => break true,
+            Ok(Ok(n)) => received.extend_from_slice(&buf[..n]),
+            // Reset: closed too.
+            Ok(Err(_)) => break true,
+            Err(_) => break false,
         }
-        received.extend_from_slice(&buf[..n]);
-    }
-    let tail = String::from_utf8_lossy(&received[received.len().saturating_sub(2000)..]);
-    assert!(
-        tail.contains("policy-violation"),
-        "the stuck session is closed with a stream error: ...{}",
-        &tail[tail.len().saturating_sub(300)..]
-    );
+    };
+    // Closed (with <policy-violation/> when the client read it before the
+    // server stopped trying to write it: not something to wait for).
+    assert!(closed, "the server closes the stuck session's connection");
     let live = message_ids(&received, false);
 
     // The victim comes back (offline storage, and what the closed session
