@@ -9,7 +9,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{stream_header, RawClient, TestCa, TestClient, TestServer, DOMAIN};
+use common::{stream_header, tls_to, RawClient, TestCa, TestClient, TestServer, DOMAIN};
 use tokio::net::TcpStream;
 
 /// Deep enough to overflow a recursive builder's stack many times over,
@@ -55,12 +55,6 @@ async fn still_serving(server: &TestServer, bystander: &mut TestClient, after: &
     fresh.close().await;
 }
 
-async fn tls_over(tcp: TcpStream) -> tokio_rustls::client::TlsStream<TcpStream> {
-    let connector = tokio_rustls::TlsConnector::from(TestCa::get().client_config());
-    let name = rustls::pki_types::ServerName::try_from(DOMAIN.to_owned()).expect("name");
-    connector.connect(name, tcp).await.expect("TLS handshake")
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn deep_nesting_on_every_port_closes_only_that_stream() {
     let server = TestServer::start();
@@ -78,7 +72,11 @@ async fn deep_nesting_on_every_port_closes_only_that_stream() {
     attack(RawClient::connect_tls(&server).await).await;
     still_serving(&server, &mut bystander, "c2s after STARTTLS").await;
 
-    let tls = tls_over(TcpStream::connect(server.c2s_tls).await.expect("connect")).await;
+    let tls = tls_to(
+        TcpStream::connect(server.c2s_tls).await.expect("connect"),
+        DOMAIN,
+    )
+    .await;
     let mut raw = RawClient::over(tls);
     raw.send(&stream_header(DOMAIN)).await;
     raw.read_until("</stream:features>").await;
@@ -113,7 +111,11 @@ async fn deep_nesting_on_every_port_closes_only_that_stream() {
     assert!(text.contains("<policy-violation"), "{text}");
     still_serving(&server, &mut bystander, "s2s after STARTTLS").await;
 
-    let tls = tls_over(TcpStream::connect(server.s2s_tls).await.expect("connect")).await;
+    let tls = tls_to(
+        TcpStream::connect(server.s2s_tls).await.expect("connect"),
+        DOMAIN,
+    )
+    .await;
     let mut raw = RawClient::over(tls);
     raw.send(&s2s_header(DOMAIN)).await;
     raw.read_until("</stream:features>").await;
@@ -130,7 +132,11 @@ async fn websocket_attack(server: &TestServer) {
     use tokio_tungstenite::tungstenite::client::IntoClientRequest;
     use tokio_tungstenite::tungstenite::Message;
 
-    let tls = tls_over(TcpStream::connect(server.https).await.expect("connect")).await;
+    let tls = tls_to(
+        TcpStream::connect(server.https).await.expect("connect"),
+        DOMAIN,
+    )
+    .await;
     let mut request = format!("wss://{DOMAIN}/xmpp-websocket")
         .into_client_request()
         .expect("request");
